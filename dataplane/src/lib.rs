@@ -1,1 +1,13 @@
-//! placeholder
+//! The capture side of linecap: receive queues, per-queue workers, and the
+//! shared-memory ring that carries full ERF batches to the writer threads.
+//!
+//! `unsafe` is confined to [`ring`] (slot memory shared between threads).
+#![deny(unsafe_code)]
+
+pub mod clock;
+pub mod counters;
+#[allow(unsafe_code)]
+pub mod ring;
+pub mod source;
+pub mod synthetic;
+pub mod worker;

@@ -201,9 +201,7 @@ impl<'a> Record<'a> {
         if buf.len() < rlen {
             return Err(ErfError::Truncated);
         }
-        if record_type::is_ethernet(header.rtype)
-            && header.payload_offset() + ETH_PAD_LEN > rlen
-        {
+        if record_type::is_ethernet(header.rtype) && header.payload_offset() + ETH_PAD_LEN > rlen {
             return Err(ErfError::BadLength);
         }
         Ok(Record {
@@ -318,7 +316,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_records() {
-        assert_eq!(Record::new_checked(&[0u8; 15]).unwrap_err(), ErfError::Truncated);
+        assert_eq!(
+            Record::new_checked(&[0u8; 15]).unwrap_err(),
+            ErfError::Truncated
+        );
         let mut rec = [0u8; 16];
         rec[10..12].copy_from_slice(&8u16.to_be_bytes());
         assert_eq!(Record::new_checked(&rec).unwrap_err(), ErfError::BadLength);

@@ -1,0 +1,62 @@
+//! The burst interface every receive path implements (file, synthetic, and
+//! later AF_XDP and DPDK), so one worker loop serves them all.
+
+/// One received frame, borrowed from the source for the duration of a call.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// Captured bytes (starting at the Ethernet header).
+    pub data: &'a [u8],
+    /// Length of the frame on the wire, FCS excluded (pcap's `orig_len`).
+    pub wire_len: u32,
+    /// Receive time, ns since the Unix epoch.
+    pub ts_ns: u64,
+}
+
+/// Receives the frames of one burst.
+pub trait FrameSink {
+    /// Called once per frame, in receive order.
+    fn frame(&mut self, frame: Frame<'_>);
+}
+
+/// What one poll of a source produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxStatus {
+    /// This many frames were handed to the sink (at least one).
+    Frames(usize),
+    /// Nothing now; try again later.
+    Idle,
+    /// The source has no more frames (end of file, or a fatal error the
+    /// source has recorded in its counters).
+    Ended,
+}
+
+/// Frames a source saw but did not deliver, by reason. Each is a drop at the
+/// `source` stage of the accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceDrops {
+    /// Records that hold no Ethernet frame (ERF metadata records, …).
+    pub unsupported: u64,
+    /// Drops the NIC or kernel reported (AF_XDP / DPDK counters).
+    pub nic: u64,
+}
+
+impl SourceDrops {
+    /// All source-stage drops.
+    pub fn total(&self) -> u64 {
+        self.unsupported + self.nic
+    }
+}
+
+/// A receive queue.
+pub trait RxQueue {
+    /// Hand up to `max` frames to `sink`.
+    fn poll_burst<S: FrameSink>(&mut self, max: usize, sink: &mut S) -> RxStatus;
+
+    /// Drops the source counted so far.
+    fn drops(&self) -> SourceDrops;
+
+    /// Why the source ended early, if it did (a read error, a truncated file).
+    fn error(&self) -> Option<String> {
+        None
+    }
+}

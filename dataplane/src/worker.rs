@@ -1,0 +1,506 @@
+//! The per-queue worker: burst loop, per-packet pipeline, ERF batcher.
+//!
+//! One worker serves one queue on one core. It owns the producer side of its
+//! queue's ring and writes ERF records straight into the ring slot it holds;
+//! a full slot (or one older than the flush tick) is committed to the writer.
+//! When no slot is free the frame is dropped and counted (`ring_full`), and
+//! the loss is carried in the `lctr` of the next record written, so it is
+//! visible in the data itself. Nothing here allocates, formats, logs or
+//! returns a `Result` per packet.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use linecap_wire::batch::{BatchMeta, batch_flags};
+use linecap_wire::erf::{self, ETH_RECORD_OVERHEAD, FRAME_MAX};
+
+use crate::clock::Clock;
+use crate::counters::{SharedCounters, WorkerCounters};
+use crate::ring::Producer;
+use crate::source::{Frame, FrameSink, RxQueue, RxStatus};
+
+/// What a worker needs to know, fixed at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Queue number (goes into every batch).
+    pub queue: u32,
+    /// ERF interface number (0-3) written into every record.
+    pub iface: u8,
+    /// Frames asked from the source per poll.
+    pub burst_max: usize,
+    /// A partly filled batch older than this is handed to the writer.
+    pub flush_after_ns: u64,
+    /// Cut batches where packet time crosses a multiple of this period, so
+    /// the writer can start files exactly on time-rotation boundaries.
+    pub rotate_every_ns: Option<u64>,
+}
+
+impl WorkerConfig {
+    /// Defaults for `queue`: burst 64, flush after 100 ms, no time cuts.
+    pub fn new(queue: u32) -> Self {
+        WorkerConfig {
+            queue,
+            iface: 0,
+            burst_max: 64,
+            flush_after_ns: 100_000_000,
+            rotate_every_ns: None,
+        }
+    }
+}
+
+/// Why the worker loop returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// The source ended.
+    SourceEnded,
+    /// The stop flag was raised.
+    Stopped,
+}
+
+/// One queue's worker.
+pub struct Worker {
+    cfg: WorkerConfig,
+    producer: Producer,
+    local: WorkerCounters,
+    shared: Arc<SharedCounters>,
+    /// Bytes used in the held slot.
+    fill: usize,
+    batch_bytes: usize,
+    next_seq: u64,
+    /// Monotonic time the held batch was started.
+    batch_started_ns: u64,
+    /// Monotonic time read once per burst.
+    now_ns: u64,
+    lost_since_record: u64,
+    lost_since_batch: u64,
+    /// Next packet-time rotation boundary (0 = not yet known).
+    next_boundary_ns: u64,
+    rotate_pending: bool,
+}
+
+impl Worker {
+    /// A worker writing into `producer` and publishing into `shared`.
+    pub fn new(cfg: WorkerConfig, producer: Producer, shared: Arc<SharedCounters>) -> Self {
+        let batch_bytes = producer.batch_bytes();
+        Worker {
+            cfg,
+            producer,
+            local: WorkerCounters::default(),
+            shared,
+            fill: 0,
+            batch_bytes,
+            next_seq: 0,
+            batch_started_ns: 0,
+            now_ns: 0,
+            lost_since_record: 0,
+            lost_since_batch: 0,
+            next_boundary_ns: 0,
+            rotate_pending: false,
+        }
+    }
+
+    /// The worker's own counters (exact; the shared copy lags by one burst).
+    pub fn counters(&self) -> &WorkerCounters {
+        &self.local
+    }
+
+    /// Run until the source ends or `stop` is raised, then flush the last
+    /// batch, publish the counters and close the ring.
+    pub fn run<R: RxQueue, C: Clock>(
+        &mut self,
+        rx: &mut R,
+        clock: &C,
+        stop: &AtomicBool,
+    ) -> WorkerExit {
+        let mut idle_polls: u32 = 0;
+        let exit = loop {
+            if stop.load(Ordering::Relaxed) {
+                break WorkerExit::Stopped;
+            }
+            let status = self.poll_once(rx, clock);
+            match status {
+                RxStatus::Frames(_) => idle_polls = 0,
+                RxStatus::Idle => {
+                    idle_polls = idle_polls.saturating_add(1);
+                    idle_wait(idle_polls);
+                }
+                RxStatus::Ended => break WorkerExit::SourceEnded,
+            }
+        };
+        self.finish(rx);
+        exit
+    }
+
+    /// One burst: poll the source, flush on the tick, publish counters.
+    pub fn poll_once<R: RxQueue, C: Clock>(&mut self, rx: &mut R, clock: &C) -> RxStatus {
+        self.now_ns = clock.now_ns();
+        let status = rx.poll_burst(self.cfg.burst_max, self);
+        if self.producer.holds_slot()
+            && self.now_ns.saturating_sub(self.batch_started_ns) >= self.cfg.flush_after_ns
+        {
+            self.commit();
+        }
+        self.publish(rx);
+        status
+    }
+
+    /// Commit the held batch, publish, and close the ring.
+    pub fn finish<R: RxQueue>(&mut self, rx: &R) {
+        self.commit();
+        self.publish(rx);
+        self.producer.close();
+    }
+
+    fn publish<R: RxQueue>(&mut self, rx: &R) {
+        let drops = rx.drops();
+        self.local.source_unsupported = drops.unsupported;
+        self.local.source_nic = drops.nic;
+        self.shared.publish(&self.local);
+    }
+
+    /// Hand the held batch (if any, and not empty) to the writer.
+    fn commit(&mut self) {
+        if !self.producer.holds_slot() {
+            return;
+        }
+        let fill = self.fill as u64;
+        let (meta, _) = self.producer.slot_mut();
+        meta.records_len = fill;
+        let packets = meta.packets;
+        self.producer.commit();
+        self.fill = 0;
+        self.local.batches += 1;
+        self.local.ring_packets += packets;
+    }
+
+    fn start_batch(&mut self) -> bool {
+        if !self.producer.acquire() {
+            return false;
+        }
+        let flags = if self.rotate_pending {
+            batch_flags::ROTATE_BEFORE
+        } else {
+            0
+        };
+        self.rotate_pending = false;
+        let meta = BatchMeta {
+            queue: self.cfg.queue,
+            flags,
+            seq: self.next_seq,
+            lost_before: self.lost_since_batch,
+            ..BatchMeta::default()
+        };
+        *self.producer.slot_mut().0 = meta;
+        self.next_seq += 1;
+        self.lost_since_batch = 0;
+        self.fill = 0;
+        self.batch_started_ns = self.now_ns;
+        true
+    }
+
+    #[inline(always)]
+    fn drop_ring_full(&mut self, wire_len: u32) {
+        self.local.ring_full_packets += 1;
+        self.local.ring_full_bytes += wire_len as u64;
+        self.lost_since_record += 1;
+        self.lost_since_batch += 1;
+    }
+}
+
+impl FrameSink for Worker {
+    #[inline]
+    fn frame(&mut self, frame: Frame<'_>) {
+        self.local.rx_packets += 1;
+        self.local.rx_bytes += frame.wire_len as u64;
+        self.local.rx_captured_bytes += frame.data.len() as u64;
+
+        let mut extra_flags = 0;
+        let data = if frame.data.len() > FRAME_MAX {
+            self.local.frames_cut += 1;
+            extra_flags = erf::flags::TRUNC;
+            &frame.data[..FRAME_MAX]
+        } else {
+            frame.data
+        };
+
+        if let Some(period) = self.cfg.rotate_every_ns
+            && frame.ts_ns >= self.next_boundary_ns
+        {
+            if self.next_boundary_ns != 0 {
+                self.commit();
+                self.rotate_pending = true;
+            }
+            self.next_boundary_ns = (frame.ts_ns / period + 1) * period;
+        }
+
+        let need = ETH_RECORD_OVERHEAD + data.len();
+        if self.producer.holds_slot() && self.fill + need > self.batch_bytes {
+            self.commit();
+        }
+        if !self.producer.holds_slot() && !self.start_batch() {
+            self.drop_ring_full(frame.wire_len);
+            return;
+        }
+
+        let lctr = self.lost_since_record.min(u16::MAX as u64) as u16;
+        self.lost_since_record = 0;
+        let fill = self.fill;
+        let iface = self.cfg.iface;
+        let (meta, buf) = self.producer.slot_mut();
+        let rec = &mut buf[fill..fill + need];
+        erf::write_eth_header(
+            rec,
+            frame.ts_ns,
+            iface,
+            extra_flags,
+            data.len(),
+            frame.wire_len,
+            lctr,
+        );
+        rec[ETH_RECORD_OVERHEAD..].copy_from_slice(data);
+        if meta.packets == 0 {
+            meta.first_ts_ns = frame.ts_ns;
+        }
+        meta.last_ts_ns = frame.ts_ns;
+        meta.packets += 1;
+        meta.bytes_wire += frame.wire_len as u64;
+        meta.bytes_captured += data.len() as u64;
+        self.fill = fill + need;
+    }
+}
+
+/// Spin, then yield, then sleep briefly: an idle queue costs little CPU and a
+/// busy one never enters the kernel to wait.
+fn idle_wait(idle_polls: u32) {
+    if idle_polls < 64 {
+        std::hint::spin_loop();
+    } else if idle_polls < 128 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ring::{Consumer, HugePages, RingConfig, ring};
+    use crate::source::SourceDrops;
+
+    /// A source that hands out a fixed list of (len, ts) frames, `per_poll` at a time.
+    struct ListSource {
+        frames: Vec<(usize, u64)>,
+        next: usize,
+        per_poll: usize,
+        buf: Vec<u8>,
+    }
+
+    impl ListSource {
+        fn new(frames: Vec<(usize, u64)>, per_poll: usize) -> Self {
+            let max = frames.iter().map(|f| f.0).max().unwrap_or(0);
+            ListSource {
+                frames,
+                next: 0,
+                per_poll,
+                buf: (0..max).map(|i| i as u8).collect(),
+            }
+        }
+    }
+
+    impl RxQueue for ListSource {
+        fn poll_burst<S: FrameSink>(&mut self, max: usize, sink: &mut S) -> RxStatus {
+            if self.next == self.frames.len() {
+                return RxStatus::Ended;
+            }
+            let n = max.min(self.per_poll).min(self.frames.len() - self.next);
+            for _ in 0..n {
+                let (len, ts_ns) = self.frames[self.next];
+                self.next += 1;
+                sink.frame(Frame {
+                    data: &self.buf[..len],
+                    wire_len: len as u32,
+                    ts_ns,
+                });
+            }
+            RxStatus::Frames(n)
+        }
+        fn drops(&self) -> SourceDrops {
+            SourceDrops::default()
+        }
+    }
+
+    fn setup(slots: usize, cfg: WorkerConfig) -> (Worker, Consumer, Arc<SharedCounters>) {
+        let (p, c) = ring(RingConfig {
+            slots,
+            batch_bytes: 1 << 16,
+            hugepages: HugePages::Never,
+        })
+        .unwrap();
+        let shared = Arc::new(SharedCounters::default());
+        (Worker::new(cfg, p, shared.clone()), c, shared)
+    }
+
+    fn drain(c: &mut Consumer) -> Vec<(BatchMeta, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(b) = c.peek() {
+            out.push((*b.meta, b.records.to_vec()));
+            c.release();
+        }
+        out
+    }
+
+    fn records(bytes: &[u8]) -> Vec<erf::RecordHeader> {
+        let mut v = Vec::new();
+        let mut off = 0;
+        while off < bytes.len() {
+            let r = erf::Record::new_checked(&bytes[off..]).unwrap();
+            v.push(*r.header());
+            off += r.header().rlen as usize;
+        }
+        v
+    }
+
+    #[test]
+    fn batches_are_cut_when_full_and_records_are_exact() {
+        // 1000-byte frames: 64 KiB holds 64 records of 1018 bytes.
+        let frames: Vec<_> = (0..200).map(|i| (1000, 1_000 + i)).collect();
+        let (mut w, mut c, shared) = setup(8, WorkerConfig::new(3));
+        let stop = AtomicBool::new(false);
+        let clock = ManualClock::new(0);
+        let mut src = ListSource::new(frames, 7);
+        // 8 slots hold all 200 frames (4 batches), so nothing is dropped.
+        assert_eq!(w.run(&mut src, &clock, &stop), WorkerExit::SourceEnded);
+        let batches = drain(&mut c);
+        assert_eq!(batches.len(), 4);
+        let counts: Vec<u64> = batches.iter().map(|b| b.0.packets).collect();
+        assert_eq!(counts, vec![64, 64, 64, 8]);
+        let mut ts = 1_000;
+        for (seq, (meta, recs)) in batches.iter().enumerate() {
+            assert_eq!(meta.seq, seq as u64);
+            assert_eq!(meta.queue, 3);
+            assert_eq!(meta.records_len as usize, recs.len());
+            let hs = records(recs);
+            assert_eq!(hs.len() as u64, meta.packets);
+            assert_eq!(meta.first_ts_ns, ts);
+            for h in hs {
+                assert_eq!(h.ts_ns(), ts);
+                assert_eq!(h.wlen, 1004);
+                assert_eq!(h.rlen, 1018);
+                assert_eq!(h.lctr, 0);
+                ts += 1;
+            }
+        }
+        let snap = shared.snapshot();
+        assert_eq!(snap.rx_packets, 200);
+        assert_eq!(snap.ring_packets, 200);
+        assert_eq!(snap.batches, 4);
+        assert_eq!(snap.ring_full_packets, 0);
+    }
+
+    #[test]
+    fn full_ring_drops_are_counted_and_carried_in_lctr() {
+        let frames: Vec<_> = (0..300).map(|i| (1000, i + 1)).collect();
+        let (mut w, mut c, _) = setup(2, WorkerConfig::new(0));
+        let clock = ManualClock::new(0);
+        let mut src = ListSource::new(frames, 64);
+        // Nobody drains: 2 batches of 64 fit, the rest is dropped.
+        for _ in 0..10 {
+            w.poll_once(&mut src, &clock);
+        }
+        let k = *w.counters();
+        assert_eq!(k.rx_packets, 300);
+        assert_eq!(k.ring_full_packets, 300 - 128);
+        assert_eq!(k.ring_full_bytes, (300 - 128) * 1000);
+        // Free the ring and send more: the first new record carries the loss.
+        let first = drain(&mut c);
+        assert_eq!(first.len(), 2);
+        let mut src2 = ListSource::new(vec![(100, 1_000), (100, 1_001)], 64);
+        w.poll_once(&mut src2, &clock);
+        w.finish(&src2);
+        let next = drain(&mut c);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].0.lost_before, 300 - 128);
+        let hs = records(&next[0].1);
+        assert_eq!(hs[0].lctr, (300 - 128) as u16);
+        assert_eq!(hs[1].lctr, 0);
+        let k = *w.counters();
+        assert_eq!(k.rx_packets, k.ring_packets + k.ring_full_packets);
+    }
+
+    #[test]
+    fn lctr_saturates() {
+        let cfg = WorkerConfig {
+            burst_max: 100_000,
+            ..WorkerConfig::new(0)
+        };
+        let (mut w, mut c, _) = setup(2, cfg);
+        let clock = ManualClock::new(0);
+        let mut big = ListSource::new(vec![(60_000, 1); 70_002], 100_000);
+        w.poll_once(&mut big, &clock); // 2 batches of 1, 70_000 dropped
+        drain(&mut c);
+        let mut one = ListSource::new(vec![(60, 2)], 1);
+        w.poll_once(&mut one, &clock);
+        w.finish(&one);
+        let b = drain(&mut c);
+        assert_eq!(records(&b[0].1)[0].lctr, u16::MAX);
+        assert_eq!(b[0].0.lost_before, 70_000);
+    }
+
+    #[test]
+    fn partial_batch_is_flushed_on_the_tick() {
+        let (mut w, mut c, _) = setup(4, WorkerConfig::new(0));
+        let clock = ManualClock::new(0);
+        let mut src = ListSource::new(vec![(60, 1), (60, 2)], 1);
+        w.poll_once(&mut src, &clock);
+        assert!(c.peek().is_none(), "young batch stays with the worker");
+        clock.set(50_000_000);
+        w.poll_once(&mut src, &clock);
+        assert!(c.peek().is_none());
+        clock.set(100_000_000);
+        w.poll_once(&mut src, &clock);
+        let b = drain(&mut c);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].0.packets, 2);
+    }
+
+    #[test]
+    fn time_boundaries_cut_batches_and_mark_rotation() {
+        let cfg = WorkerConfig {
+            rotate_every_ns: Some(1_000),
+            ..WorkerConfig::new(0)
+        };
+        let (mut w, mut c, _) = setup(8, cfg);
+        let clock = ManualClock::new(0);
+        let ts = [1_500, 1_900, 2_000, 2_100, 1_950, 5_000];
+        let mut src = ListSource::new(ts.iter().map(|&t| (60, t)).collect(), 64);
+        w.run(&mut src, &clock, &AtomicBool::new(false));
+        let b = drain(&mut c);
+        let shape: Vec<(u64, bool)> = b
+            .iter()
+            .map(|b| (b.0.packets, b.0.rotate_before()))
+            .collect();
+        // A backwards timestamp (1950) stays in the current file.
+        assert_eq!(shape, vec![(2, false), (3, true), (1, true)]);
+    }
+
+    #[test]
+    fn oversize_frames_are_cut_and_flagged() {
+        let (p, mut c) = ring(RingConfig {
+            slots: 2,
+            batch_bytes: 1 << 17,
+            hugepages: HugePages::Never,
+        })
+        .unwrap();
+        let mut w = Worker::new(WorkerConfig::new(0), p, Arc::new(SharedCounters::default()));
+        let mut src = ListSource::new(vec![(70_000, 1)], 1);
+        w.run(&mut src, &ManualClock::new(0), &AtomicBool::new(false));
+        assert_eq!(w.counters().frames_cut, 1);
+        let b = drain(&mut c);
+        let h = records(&b[0].1)[0];
+        assert_eq!(h.rlen as usize, erf::RLEN_MAX);
+        assert_eq!(h.flags & erf::flags::TRUNC, erf::flags::TRUNC);
+        assert_eq!(h.wlen, u16::MAX);
+    }
+}

@@ -7,4 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod lz4frame;
+pub mod merge;
+pub mod names;
+pub mod output;
 pub mod read;
+pub mod series;

@@ -171,7 +171,10 @@ impl<R: Read> FramesReader<R> {
     }
 
     fn mark_truncated(&mut self) {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).truncated_bytes = self.raw.len() as u64;
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .truncated_bytes = self.raw.len() as u64;
         self.done = true;
     }
 
@@ -197,20 +200,25 @@ impl<R: Read> FramesReader<R> {
                     self.mark_truncated();
                     return Ok(false);
                 }
-                let len =
-                    u32::from_le_bytes([self.raw[4], self.raw[5], self.raw[6], self.raw[7]]);
+                let len = u32::from_le_bytes([self.raw[4], self.raw[5], self.raw[6], self.raw[7]]);
                 let skipped = io::copy(&mut (&mut self.inner).take(len as u64), &mut io::sink())?;
                 if skipped < len as u64 {
                     self.raw.resize(8 + skipped as usize, 0);
                     self.mark_truncated();
                     return Ok(false);
                 }
-                self.status.lock().unwrap_or_else(|e| e.into_inner()).compressed_bytes +=
-                    8 + len as u64;
+                self.status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .compressed_bytes += 8 + len as u64;
                 continue;
             }
             if magic != MAGIC {
-                let consumed = self.status.lock().unwrap_or_else(|e| e.into_inner()).compressed_bytes;
+                let consumed = self
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .compressed_bytes;
                 return Err(invalid(format!(
                     "not an LZ4 frame at compressed offset {consumed} (magic {magic:#010x})"
                 )));
@@ -224,9 +232,14 @@ impl<R: Read> FramesReader<R> {
             lz4_flex::frame::FrameDecoder::new(&self.raw[..])
                 .read_to_end(&mut self.decoded)
                 .map_err(|e| {
-                    let consumed =
-                        self.status.lock().unwrap_or_else(|e| e.into_inner()).compressed_bytes;
-                    invalid(format!("bad LZ4 frame at compressed offset {consumed}: {e}"))
+                    let consumed = self
+                        .status
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .compressed_bytes;
+                    invalid(format!(
+                        "bad LZ4 frame at compressed offset {consumed}: {e}"
+                    ))
                 })?;
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             st.frames += 1;
@@ -242,7 +255,9 @@ impl<R: Read> FramesReader<R> {
         }
         let flg = self.raw[4];
         if flg & 0xC0 != FLG_VERSION {
-            return Err(invalid(format!("unsupported LZ4 frame version in FLG {flg:#04x}")));
+            return Err(invalid(format!(
+                "unsupported LZ4 frame version in FLG {flg:#04x}"
+            )));
         }
         let desc_rest = if flg & FLG_CONTENT_SIZE != 0 { 8 } else { 0 }
             + if flg & FLG_DICT_ID != 0 { 4 } else { 0 }
@@ -382,11 +397,15 @@ mod tests {
         let n = frame.len();
         frame[n - 10] ^= 0xff;
         let mut out = Vec::new();
-        let err = FramesReader::new(&frame[..]).read_to_end(&mut out).unwrap_err();
+        let err = FramesReader::new(&frame[..])
+            .read_to_end(&mut out)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         let mut junk = FrameEncoder::new().encode(&sample(10)).to_vec();
         junk.extend_from_slice(b"garbage!");
-        let err = FramesReader::new(&junk[..]).read_to_end(&mut out).unwrap_err();
+        let err = FramesReader::new(&junk[..])
+            .read_to_end(&mut out)
+            .unwrap_err();
         assert!(err.to_string().contains("not an LZ4 frame"), "{err}");
     }
 

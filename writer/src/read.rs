@@ -148,7 +148,8 @@ impl CaptureReader {
             path: path.to_path_buf(),
             source,
         })?;
-        let magic = (head.len() >= 4).then(|| u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        let magic =
+            (head.len() >= 4).then(|| u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
         let (format, inner) = match magic {
             Some(m) if PCAP_MAGICS.contains(&m) || m == PCAPNG_MAGIC => {
                 let format = if m == PCAPNG_MAGIC {
@@ -297,7 +298,13 @@ fn next_pcap(
                             b.ts_usec as u64 * 1_000
                         };
                         let caplen = (b.caplen as usize).min(b.data.len());
-                        fill(pkt, b.ts_sec as u64 * 1_000_000_000 + sub, b.origlen, &b.data[..caplen], 0);
+                        fill(
+                            pkt,
+                            b.ts_sec as u64 * 1_000_000_000 + sub,
+                            b.origlen,
+                            &b.data[..caplen],
+                            0,
+                        );
                         got = true;
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
@@ -437,7 +444,13 @@ fn next_erf(
         let h = *rec.header();
         match rec.eth_frame() {
             Some(frame) => {
-                fill(pkt, h.ts_ns(), rec.wire_len(), frame, h.flags & erf::flags::IFACE_MASK);
+                fill(
+                    pkt,
+                    h.ts_ns(),
+                    rec.wire_len(),
+                    frame,
+                    h.flags & erf::flags::IFACE_MASK,
+                );
                 pkt.lctr = h.lctr;
                 return Ok(true);
             }
@@ -452,7 +465,9 @@ mod tests {
     use super::*;
 
     fn shared(rel: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(rel)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared")
+            .join(rel)
     }
 
     fn read_all(path: &Path) -> (Vec<Packet>, ReadStats) {
@@ -483,7 +498,12 @@ mod tests {
             assert_eq!(a.wire_len, c.wire_len + 4);
             assert_eq!(a.ts_ns, b.ts_ns);
             // (The ERF copy's clock also differs by a few µs.)
-            assert!(a.ts_ns.abs_diff(c.ts_ns) < 10_000, "{} {}", a.ts_ns, c.ts_ns);
+            assert!(
+                a.ts_ns.abs_diff(c.ts_ns) < 10_000,
+                "{} {}",
+                a.ts_ns,
+                c.ts_ns
+            );
         }
     }
 
@@ -491,13 +511,10 @@ mod tests {
     fn reads_the_reference_lz4_files_to_the_original_trace() {
         let (orig, _) = read_all(&shared("traces/tcpreplay__test.pcap"));
         assert_eq!(orig.len(), 179);
-        for f in [
-            "default",
-            "B4-blockcrc-nocontentcrc",
-            "B4-linked",
-        ] {
-            let (got, st) =
-                read_all(&shared(&format!("reference/lz4/tcpreplay__test.pcap.{f}.lz4")));
+        for f in ["default", "B4-blockcrc-nocontentcrc", "B4-linked"] {
+            let (got, st) = read_all(&shared(&format!(
+                "reference/lz4/tcpreplay__test.pcap.{f}.lz4"
+            )));
             assert_eq!(got, orig, "{f}");
             assert_eq!(st.truncated_bytes, 0);
             assert!(st.lz4_frames >= 1);
@@ -508,11 +525,16 @@ mod tests {
     fn reads_erf_from_other_writers() {
         let (orig, _) = read_all(&shared("traces/tcpreplay__test.pcap"));
         for f in ["mergecap-4.0.17", "traceconvert-3.0.22"] {
-            let (got, st) =
-                read_all(&shared(&format!("reference/erf_writers/tcpreplay__test.{f}.erf")));
+            let (got, st) = read_all(&shared(&format!(
+                "reference/erf_writers/tcpreplay__test.{f}.erf"
+            )));
             assert_eq!(got.len(), orig.len(), "{f}");
             for (g, o) in got.iter().zip(&orig) {
-                assert_eq!((g.ts_ns, g.wire_len, &g.data), (o.ts_ns, o.wire_len, &o.data), "{f}");
+                assert_eq!(
+                    (g.ts_ns, g.wire_len, &g.data),
+                    (o.ts_ns, o.wire_len, &o.data),
+                    "{f}"
+                );
             }
             let meta = if f.starts_with("mergecap") { 3 } else { 0 };
             assert_eq!(st.skipped_non_ethernet, meta, "{f}");

@@ -1,1 +1,28 @@
-fn main() {}
+//! `linecap`: capture frames from receive queues into rotating ERF+LZ4 files,
+//! and read them back.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod demo;
+mod filesource;
+mod pipeline;
+mod readback;
+mod summary;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let code = match args.command {
+        cli::Command::Capture(c) => cli::capture(c),
+        cli::Command::Read(r) => readback::run(r),
+        cli::Command::Demo(d) => demo::run(d),
+    };
+    match code {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("linecap: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -165,6 +165,11 @@ impl FileSeries {
         })
     }
 
+    /// The queue this series belongs to.
+    pub fn queue(&self) -> u32 {
+        self.cfg.queue
+    }
+
     /// Counts so far.
     pub fn counters(&self) -> &SeriesCounters {
         &self.counters

@@ -1,0 +1,94 @@
+//! `linecap read`: merge captures by time into one output, and/or count.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use linecap_writer::merge::{Merger, plan};
+use linecap_writer::names::utc_rfc3339;
+use linecap_writer::output::PacketWriter;
+use linecap_writer::read::Packet;
+
+use crate::cli::ReadArgs;
+
+/// Run `linecap read`; exit code 1 when a file could not be read (truncated
+/// tails are reported but are not errors).
+pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        a.write.is_some() || a.stats,
+        "nothing to do: give -w OUT to write the packets and/or --stats to count them"
+    );
+    let streams = plan(&a.inputs, a.include_partial)?;
+    let files: usize = streams.iter().map(Vec::len).sum();
+    anyhow::ensure!(files > 0, "no capture files found in {:?}", a.inputs);
+    let mut writer = match &a.write {
+        Some(p) => Some(
+            PacketWriter::create(p, a.format)
+                .with_context(|| format!("creating {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut merger = Merger::new(streams);
+    let mut pkt = Packet::default();
+    let (mut packets, mut bytes_wire, mut bytes_cap) = (0u64, 0u64, 0u64);
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    let mut lost = 0u64;
+    let mut ifaces = BTreeSet::new();
+    while merger.next(&mut pkt) {
+        packets += 1;
+        bytes_wire += pkt.wire_len as u64;
+        bytes_cap += pkt.data.len() as u64;
+        first = first.min(pkt.ts_ns);
+        last = last.max(pkt.ts_ns);
+        lost += pkt.lctr as u64;
+        ifaces.insert(pkt.iface);
+        if let Some(w) = writer.as_mut() {
+            w.write(&pkt).context("writing the output")?;
+        }
+    }
+    if let Some(w) = writer {
+        w.finish().context("writing the output")?;
+    }
+    let reports = merger.reports();
+    let mut failed = 0;
+    for r in reports {
+        if a.stats {
+            println!(
+                "{}: {} packets{}{}",
+                r.path.display(),
+                r.stats.packets,
+                if r.stats.lz4_frames > 0 {
+                    format!(", {} LZ4 frames", r.stats.lz4_frames)
+                } else {
+                    String::new()
+                },
+                if r.stats.skipped_non_ethernet > 0 {
+                    format!(", {} non-Ethernet records skipped", r.stats.skipped_non_ethernet)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if r.stats.truncated_bytes > 0 {
+            eprintln!(
+                "{}: last frame incomplete: {} bytes after the last complete record skipped",
+                r.path.display(),
+                r.stats.truncated_bytes
+            );
+        }
+        if let Some(e) = &r.error {
+            eprintln!("linecap: error: {e}");
+            failed += 1;
+        }
+    }
+    if a.stats {
+        println!("files: {}  packets: {packets}  wire bytes: {bytes_wire}  captured bytes: {bytes_cap}", reports.len());
+        if packets > 0 {
+            println!("first: {}  last: {}", utc_rfc3339(first), utc_rfc3339(last));
+        }
+        println!("loss recorded in ERF lctr: {lost} packets");
+    }
+    if let Some(p) = &a.write {
+        eprintln!("wrote {packets} packets to {} ({:?})", p.display(), a.format);
+    }
+    Ok(i32::from(failed > 0))
+}

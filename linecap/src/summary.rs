@@ -1,0 +1,90 @@
+//! The accounting printed when a capture ends.
+
+use std::path::Path;
+
+use crate::pipeline::CaptureReport;
+
+/// Print the per-queue, per-stage accounting to stdout.
+pub fn print(r: &CaptureReport, out: &Path) {
+    println!(
+        "{:<6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  source",
+        "queue", "seen", "written", "drop:src", "drop:ring", "drop:wrtr", "files", "erf_bytes", "file_bytes"
+    );
+    let mut t = [0u64; 8];
+    for q in &r.queues {
+        let row = [
+            q.seen(),
+            q.writer.packets,
+            q.worker.source_unsupported + q.worker.source_nic,
+            q.worker.ring_full_packets,
+            q.writer.drop_packets,
+            q.writer.files_closed,
+            q.writer.bytes_erf,
+            q.writer.bytes_file,
+        ];
+        for (a, b) in t.iter_mut().zip(row) {
+            *a += b;
+        }
+        println!(
+            "q{:<5} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  {}",
+            q.queue, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], q.source
+        );
+    }
+    println!(
+        "{:<6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}",
+        "total", t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]
+    );
+    if t[6] > 0 && t[7] > 0 && t[7] != t[6] {
+        println!("compression: {:.2}x ({} ERF bytes -> {} bytes on disk)", t[6] as f64 / t[7] as f64, t[6], t[7]);
+    }
+    let parse: [u64; 4] = r.queues.iter().fold([0; 4], |a, q| {
+        [
+            a[0] + q.worker.parsed_ip,
+            a[1] + q.worker.parsed_non_ip,
+            a[2] + q.worker.parsed_truncated,
+            a[3] + q.worker.parsed_malformed,
+        ]
+    });
+    println!(
+        "frames: {} IP, {} non-IP, {} with headers cut by the capture length, {} malformed (all kept)",
+        parse[0], parse[1], parse[2], parse[3]
+    );
+    let cut: u64 = r.queues.iter().map(|q| q.worker.frames_cut).sum();
+    if cut > 0 {
+        println!("{cut} frames longer than an ERF record were kept cut to 65517 bytes (flag TRUNC)");
+    }
+    for q in &r.queues {
+        if q.input_truncated_bytes > 0 {
+            println!(
+                "q{}: input ends with {} bytes that form no complete record (file cut short?)",
+                q.queue, q.input_truncated_bytes
+            );
+        }
+        for e in &q.errors {
+            println!("q{}: error: {e}", q.queue);
+        }
+    }
+    if r.balanced() {
+        println!("accounting: exact on every queue (seen = written + dropped)");
+    } else {
+        println!("accounting: MISMATCH (this is a bug, please report it):");
+        for q in r.queues.iter().filter(|q| !q.balanced()) {
+            println!("  q{}: worker {:?} writer {:?}", q.queue, q.worker, q.writer);
+        }
+    }
+    println!(
+        "output: {} (ring memory: {})",
+        out.display(),
+        if r.hugepages { "hugepages" } else { "normal pages" }
+    );
+}
+
+/// 0 when everything balanced and nothing failed; 1 on source or writer
+/// errors or drops; 70 (EX_SOFTWARE) when the accounting does not balance.
+pub fn exit_code(r: &CaptureReport) -> i32 {
+    if !r.balanced() {
+        return 70;
+    }
+    let errors = r.queues.iter().any(|q| !q.errors.is_empty() || q.writer.drop_packets > 0);
+    i32::from(errors)
+}

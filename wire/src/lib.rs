@@ -20,9 +20,13 @@ pub mod batch;
 pub mod erf;
 pub mod error;
 pub mod ethernet;
+pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod mpls;
+pub mod sctp;
+pub mod tcp;
+pub mod udp;
 pub mod vlan;
 
 mod bytes;

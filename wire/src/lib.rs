@@ -20,6 +20,7 @@ pub mod batch;
 pub mod erf;
 pub mod error;
 pub mod ethernet;
+pub mod flow;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
@@ -30,5 +31,7 @@ pub mod udp;
 pub mod vlan;
 
 mod bytes;
+#[cfg(test)]
+mod proptests;
 
 pub use error::WireError;

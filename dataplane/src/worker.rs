@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use linecap_wire::batch::{BatchMeta, batch_flags};
 use linecap_wire::erf::{self, ETH_RECORD_OVERHEAD, FRAME_MAX};
+use linecap_wire::flow::{self, Parsed};
 
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
@@ -214,6 +215,12 @@ impl FrameSink for Worker {
         self.local.rx_packets += 1;
         self.local.rx_bytes += frame.wire_len as u64;
         self.local.rx_captured_bytes += frame.data.len() as u64;
+        match flow::parse_frame(frame.data) {
+            Parsed::Ip(_) => self.local.parsed_ip += 1,
+            Parsed::NonIp => self.local.parsed_non_ip += 1,
+            Parsed::Truncated => self.local.parsed_truncated += 1,
+            Parsed::Malformed => self.local.parsed_malformed += 1,
+        }
 
         let mut extra_flags = 0;
         let data = if frame.data.len() > FRAME_MAX {

@@ -219,8 +219,14 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         "--writer-threads must be 1..=64, got {}",
         a.writer_threads
     );
-    anyhow::ensure!(a.rotate_seconds != Some(0), "--rotate-seconds must be at least 1");
-    anyhow::ensure!(a.rotate_files != Some(0), "--rotate-files must be at least 1");
+    anyhow::ensure!(
+        a.rotate_seconds != Some(0),
+        "--rotate-seconds must be at least 1"
+    );
+    anyhow::ensure!(
+        a.rotate_files != Some(0),
+        "--rotate-files must be at least 1"
+    );
     anyhow::ensure!(
         (1..=256).contains(&a.spread),
         "--spread must be 1..=256, got {}",
@@ -229,7 +235,10 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     let duration = a
         .duration
         .map(|d| {
-            anyhow::ensure!(d.is_finite() && d > 0.0, "--duration must be a positive number of seconds");
+            anyhow::ensure!(
+                d.is_finite() && d > 0.0,
+                "--duration must be a positive number of seconds"
+            );
             Ok(Duration::from_secs_f64(d))
         })
         .transpose()?;
@@ -299,7 +308,14 @@ mod tests {
                 count: Some(5)
             })
         );
-        for bad in ["file:", "synth:", "synth:a", "synth:1:2:3:4", "eth0", "afxdp:eth0"] {
+        for bad in [
+            "file:",
+            "synth:",
+            "synth:a",
+            "synth:1:2:3:4",
+            "eth0",
+            "afxdp:eth0",
+        ] {
             assert!(parse_source(bad).is_err(), "{bad}");
         }
     }

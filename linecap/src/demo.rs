@@ -49,13 +49,21 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     for f in files.iter().take(3) {
         println!("  {}", f.display());
     }
-    let me = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or("linecap".into());
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or("linecap".into());
     println!("\nLook at them:");
     if let Some(f) = files.first() {
-        println!("  tshark -r {}            # Wireshark/tshark read .erf.lz4 as is", f.display());
+        println!(
+            "  tshark -r {}            # Wireshark/tshark read .erf.lz4 as is",
+            f.display()
+        );
         println!("  lz4 -dc {} | tracestats erf:-", f.display());
     }
-    println!("  {me} read {} --stats        # counts per file", cap.display());
+    println!(
+        "  {me} read {} --stats        # counts per file",
+        cap.display()
+    );
     println!(
         "  {me} read {} -w {}/merged.pcap   # both queues merged by time, for Wireshark",
         cap.display(),

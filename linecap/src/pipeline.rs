@@ -168,7 +168,11 @@ fn open_queues(cfg: &CaptureConfig) -> anyhow::Result<Vec<Queue>> {
         .sources
         .iter()
         .flat_map(|s| {
-            let n = if matches!(s, SourceSpec::File(_)) { cfg.spread } else { 1 };
+            let n = if matches!(s, SourceSpec::File(_)) {
+                cfg.spread
+            } else {
+                1
+            };
             (0..n).map(move |i| {
                 if n > 1 {
                     format!("{} ({}/{n})", s.label(), i + 1)
@@ -178,7 +182,11 @@ fn open_queues(cfg: &CaptureConfig) -> anyhow::Result<Vec<Queue>> {
             })
         })
         .collect();
-    anyhow::ensure!(queues.len() <= 256, "at most 256 queues, got {}", queues.len());
+    anyhow::ensure!(
+        queues.len() <= 256,
+        "at most 256 queues, got {}",
+        queues.len()
+    );
     Ok(queues
         .into_iter()
         .zip(labels)
@@ -194,7 +202,10 @@ fn open_queues(cfg: &CaptureConfig) -> anyhow::Result<Vec<Queue>> {
 /// Run a capture to its end (sources exhausted, `stop` raised, or the
 /// duration elapsed) and return the accounting.
 pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result<CaptureReport> {
-    anyhow::ensure!(cfg.writer_threads >= 1, "--writer-threads must be at least 1");
+    anyhow::ensure!(
+        cfg.writer_threads >= 1,
+        "--writer-threads must be at least 1"
+    );
     anyhow::ensure!(
         cfg.rotate_seconds != Some(0),
         "--rotate-seconds must be at least 1"
@@ -210,12 +221,14 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
 
     let mut workers = Vec::new();
     let mut writer_inputs: Vec<Vec<(Consumer, FileSeries, Arc<Mutex<SeriesCounters>>)>> =
-        (0..cfg.writer_threads.min(queues.len())).map(|_| Vec::new()).collect();
+        (0..cfg.writer_threads.min(queues.len()))
+            .map(|_| Vec::new())
+            .collect();
     let mut reports = Vec::new();
     let mut hugepages = true;
     for q in queues {
-        let (producer, consumer) = ring::ring(ring_cfg)
-            .with_context(|| format!("creating the ring of queue {}", q.id))?;
+        let (producer, consumer) =
+            ring::ring(ring_cfg).with_context(|| format!("creating the ring of queue {}", q.id))?;
         hugepages &= producer.hugepages();
         let series = FileSeries::new(SeriesConfig {
             rotate_bytes: cfg.rotate_bytes,
@@ -242,8 +255,9 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
     }
 
     let deadline_stop = stop.clone();
-    let worker_errors: Vec<Mutex<(Vec<String>, u64)>> =
-        (0..workers.len()).map(|_| Mutex::new((Vec::new(), 0))).collect();
+    let worker_errors: Vec<Mutex<(Vec<String>, u64)>> = (0..workers.len())
+        .map(|_| Mutex::new((Vec::new(), 0)))
+        .collect();
     let writer_errors: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         let done = Arc::new(AtomicBool::new(false));
@@ -296,13 +310,21 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         done.store(true, Ordering::Relaxed);
     });
 
-    let writer_errors = writer_errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    let writer_errors = writer_errors
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     let queues = reports
         .into_iter()
         .zip(worker_errors)
         .map(|((id, label, shared, wc), errs)| {
-            let (mut errors, input_truncated_bytes) = errs.into_inner().unwrap_or_else(|e| e.into_inner());
-            errors.extend(writer_errors.iter().filter(|(q, _)| *q == id).map(|(_, e)| e.clone()));
+            let (mut errors, input_truncated_bytes) =
+                errs.into_inner().unwrap_or_else(|e| e.into_inner());
+            errors.extend(
+                writer_errors
+                    .iter()
+                    .filter(|(q, _)| *q == id)
+                    .map(|(_, e)| e.clone()),
+            );
             QueueReport {
                 queue: id,
                 source: label,

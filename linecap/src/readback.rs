@@ -62,7 +62,10 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
                     String::new()
                 },
                 if r.stats.skipped_non_ethernet > 0 {
-                    format!(", {} non-Ethernet records skipped", r.stats.skipped_non_ethernet)
+                    format!(
+                        ", {} non-Ethernet records skipped",
+                        r.stats.skipped_non_ethernet
+                    )
                 } else {
                     String::new()
                 }
@@ -81,14 +84,21 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
         }
     }
     if a.stats {
-        println!("files: {}  packets: {packets}  wire bytes: {bytes_wire}  captured bytes: {bytes_cap}", reports.len());
+        println!(
+            "files: {}  packets: {packets}  wire bytes: {bytes_wire}  captured bytes: {bytes_cap}",
+            reports.len()
+        );
         if packets > 0 {
             println!("first: {}  last: {}", utc_rfc3339(first), utc_rfc3339(last));
         }
         println!("loss recorded in ERF lctr: {lost} packets");
     }
     if let Some(p) = &a.write {
-        eprintln!("wrote {packets} packets to {} ({:?})", p.display(), a.format);
+        eprintln!(
+            "wrote {packets} packets to {} ({:?})",
+            p.display(),
+            a.format
+        );
     }
     Ok(i32::from(failed > 0))
 }

@@ -8,7 +8,15 @@ use crate::pipeline::CaptureReport;
 pub fn print(r: &CaptureReport, out: &Path) {
     println!(
         "{:<6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  source",
-        "queue", "seen", "written", "drop:src", "drop:ring", "drop:wrtr", "files", "erf_bytes", "file_bytes"
+        "queue",
+        "seen",
+        "written",
+        "drop:src",
+        "drop:ring",
+        "drop:wrtr",
+        "files",
+        "erf_bytes",
+        "file_bytes"
     );
     let mut t = [0u64; 8];
     for q in &r.queues {
@@ -35,7 +43,12 @@ pub fn print(r: &CaptureReport, out: &Path) {
         "total", t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]
     );
     if t[6] > 0 && t[7] > 0 && t[7] != t[6] {
-        println!("compression: {:.2}x ({} ERF bytes -> {} bytes on disk)", t[6] as f64 / t[7] as f64, t[6], t[7]);
+        println!(
+            "compression: {:.2}x ({} ERF bytes -> {} bytes on disk)",
+            t[6] as f64 / t[7] as f64,
+            t[6],
+            t[7]
+        );
     }
     let parse: [u64; 4] = r.queues.iter().fold([0; 4], |a, q| {
         [
@@ -51,7 +64,9 @@ pub fn print(r: &CaptureReport, out: &Path) {
     );
     let cut: u64 = r.queues.iter().map(|q| q.worker.frames_cut).sum();
     if cut > 0 {
-        println!("{cut} frames longer than an ERF record were kept cut to 65517 bytes (flag TRUNC)");
+        println!(
+            "{cut} frames longer than an ERF record were kept cut to 65517 bytes (flag TRUNC)"
+        );
     }
     for q in &r.queues {
         if q.input_truncated_bytes > 0 {
@@ -69,13 +84,23 @@ pub fn print(r: &CaptureReport, out: &Path) {
     } else {
         println!("accounting: MISMATCH (this is a bug, please report it):");
         for q in r.queues.iter().filter(|q| !q.balanced()) {
-            println!("  q{}: worker {:?} writer {:?}", q.queue, q.worker, q.writer);
+            println!(
+                "  q{}: worker {:?} writer {:?}",
+                q.queue, q.worker, q.writer
+            );
         }
+    }
+    if r.stopped {
+        println!("capture stopped by signal or --duration; every batch received before it was flushed");
     }
     println!(
         "output: {} (ring memory: {})",
         out.display(),
-        if r.hugepages { "hugepages" } else { "normal pages" }
+        if r.hugepages {
+            "hugepages"
+        } else {
+            "normal pages"
+        }
     );
 }
 
@@ -85,6 +110,9 @@ pub fn exit_code(r: &CaptureReport) -> i32 {
     if !r.balanced() {
         return 70;
     }
-    let errors = r.queues.iter().any(|q| !q.errors.is_empty() || q.writer.drop_packets > 0);
+    let errors = r
+        .queues
+        .iter()
+        .any(|q| !q.errors.is_empty() || q.writer.drop_packets > 0);
     i32::from(errors)
 }

@@ -49,6 +49,8 @@ counters! {
     ring_full_packets,
     /// Wire bytes of those frames.
     ring_full_bytes,
+    /// Times the worker waited for the writer (backpressure mode; not a drop).
+    backpressure_waits,
     /// Frames longer than an ERF record can hold, kept cut to fit (not a drop).
     frames_cut,
     /// Frames the source did not deliver because they hold no Ethernet frame (stage `source`).

@@ -35,6 +35,11 @@ pub struct WorkerConfig {
     /// Cut batches where packet time crosses a multiple of this period, so
     /// the writer can start files exactly on time-rotation boundaries.
     pub rotate_every_ns: Option<u64>,
+    /// When the ring is full: `None` drops the frame and counts it (live
+    /// queues: the NIC will not wait); `Some(t)` waits up to `t` ns for the
+    /// writer to free a slot before dropping (offline sources, where the
+    /// file is the buffer and replay should be lossless).
+    pub backpressure_ns: Option<u64>,
 }
 
 impl WorkerConfig {
@@ -46,6 +51,7 @@ impl WorkerConfig {
             burst_max: 64,
             flush_after_ns: 100_000_000,
             rotate_every_ns: None,
+            backpressure_ns: None,
         }
     }
 }
@@ -176,7 +182,7 @@ impl Worker {
     }
 
     fn start_batch(&mut self) -> bool {
-        if !self.producer.acquire() {
+        if !self.producer.acquire() && !self.wait_for_slot() {
             return false;
         }
         let flags = if self.rotate_pending {
@@ -198,6 +204,25 @@ impl Worker {
         self.fill = 0;
         self.batch_started_ns = self.now_ns;
         true
+    }
+
+    /// Backpressure mode: wait (spin, yield, then sleep) for a free slot.
+    #[cold]
+    fn wait_for_slot(&mut self) -> bool {
+        let Some(limit_ns) = self.cfg.backpressure_ns else {
+            return false;
+        };
+        let start = std::time::Instant::now();
+        let mut polls: u32 = 0;
+        while (start.elapsed().as_nanos() as u64) < limit_ns {
+            polls = polls.saturating_add(1);
+            idle_wait(polls);
+            if self.producer.acquire() {
+                self.local.backpressure_waits += 1;
+                return true;
+            }
+        }
+        false
     }
 
     #[inline(always)]
@@ -434,6 +459,36 @@ mod tests {
         assert_eq!(hs[1].lctr, 0);
         let k = *w.counters();
         assert_eq!(k.rx_packets, k.ring_packets + k.ring_full_packets);
+    }
+
+    #[test]
+    fn backpressure_waits_for_the_writer_instead_of_dropping() {
+        let cfg = WorkerConfig {
+            backpressure_ns: Some(5_000_000_000),
+            ..WorkerConfig::new(0)
+        };
+        let (mut w, mut c, _) = setup(2, cfg);
+        let frames: Vec<_> = (0..1000).map(|i| (1000, i + 1)).collect();
+        let mut src = ListSource::new(frames, 64);
+        let stop = AtomicBool::new(false);
+        let drained = std::thread::scope(|s| {
+            let t = s.spawn(move || {
+                let mut n = 0;
+                while !c.is_finished() || c.occupancy() > 0 {
+                    if let Some(b) = c.peek() {
+                        n += b.meta.packets;
+                        c.release();
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                n
+            });
+            w.run(&mut src, &ManualClock::new(0), &stop);
+            t.join().unwrap()
+        });
+        assert_eq!(drained, 1000);
+        assert_eq!(w.counters().ring_full_packets, 0);
+        assert!(w.counters().backpressure_waits > 0);
     }
 
     #[test]

@@ -90,6 +90,13 @@ pub struct CaptureArgs {
     /// Stop after this many seconds (default: when the sources end, or on SIGINT/SIGTERM).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Let file sources drop (and count) frames when the ring is full, as a live NIC queue
+    /// does, instead of waiting for the writer (file replay is lossless by default).
+    #[arg(long)]
+    pub drop_when_full: bool,
+    /// Also write the final accounting as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -256,6 +263,7 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         hugepages: a.hugepages,
         flush_ns: a.flush_ms.saturating_mul(1_000_000),
         duration,
+        drop_when_full: a.drop_when_full,
     })
 }
 
@@ -275,6 +283,10 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
     let stop = stop_on_signals()?;
     let report = run_capture(&cfg, stop)?;
     summary::print(&report, &cfg.out);
+    if let Some(p) = &a.report_json {
+        let json = serde_json::to_vec_pretty(&summary::to_json(&report))?;
+        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
+    }
     Ok(summary::exit_code(&report))
 }
 

@@ -5,7 +5,7 @@
 //! whole pipeline from a file source spread over two queues, with rotation
 //! on, then reads the capture back and says how to open it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cli::{DemoArgs, stop_on_signals};
 use crate::pipeline::{CaptureConfig, SourceSpec, run_capture};
@@ -41,6 +41,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         hugepages: HugePages::Try,
         flush_ns: 100_000_000,
         duration: None,
+        drop_when_full: false,
     };
     let report = run_capture(&cfg, stop_on_signals()?)?;
     summary::print(&report, &cap);
@@ -72,9 +73,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     Ok(summary::exit_code(&report))
 }
 
-fn files_under(dir: &PathBuf) -> Vec<PathBuf> {
+fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    let mut stack = vec![dir.clone()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         if let Ok(rd) = std::fs::read_dir(&d) {
             for e in rd.flatten() {

@@ -77,7 +77,15 @@ pub struct CaptureConfig {
     pub flush_ns: u64,
     /// Stop after this long (live sources).
     pub duration: Option<Duration>,
+    /// File sources too drop (and count) when the ring is full, as a live
+    /// queue does, instead of waiting for the writer.
+    pub drop_when_full: bool,
 }
+
+/// How long a file source waits for a free ring slot before it drops (and
+/// counts) a frame: long enough for any sane disk, short enough that a stuck
+/// writer cannot hang a capture.
+const BACKPRESSURE_LIMIT_NS: u64 = 10_000_000_000;
 
 /// One queue's line in the accounting.
 #[derive(Debug, Clone)]
@@ -133,6 +141,10 @@ impl CaptureReport {
         self.queues.iter().all(QueueReport::balanced)
     }
 }
+
+/// What a writer thread drains for one queue: the ring, the file series,
+/// and where it publishes the series' counters.
+type WriterInput = (Consumer, FileSeries, Arc<Mutex<SeriesCounters>>);
 
 enum QueueSource {
     File(FileSource),
@@ -220,7 +232,7 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         .with_context(|| format!("creating output directory {}", cfg.out.display()))?;
 
     let mut workers = Vec::new();
-    let mut writer_inputs: Vec<Vec<(Consumer, FileSeries, Arc<Mutex<SeriesCounters>>)>> =
+    let mut writer_inputs: Vec<Vec<WriterInput>> =
         (0..cfg.writer_threads.min(queues.len()))
             .map(|_| Vec::new())
             .collect();
@@ -239,8 +251,13 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         .with_context(|| format!("preparing the output of queue {}", q.id))?;
         let shared = Arc::new(SharedCounters::default());
         let wcounters = Arc::new(Mutex::new(SeriesCounters::default()));
+        let backpressure_ns = match (&q.source, cfg.drop_when_full) {
+            (QueueSource::File(_), false) => Some(BACKPRESSURE_LIMIT_NS),
+            _ => None,
+        };
         let worker = Worker::new(
             WorkerConfig {
+                backpressure_ns,
                 flush_after_ns: cfg.flush_ns,
                 rotate_every_ns: cfg.rotate_seconds.map(|s| s * 1_000_000_000),
                 ..WorkerConfig::new(q.id)
@@ -345,7 +362,7 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
 /// Drain the rings of this writer's queues into their file series until
 /// every producer has closed its ring and every batch is written.
 fn writer_loop(
-    mut inputs: Vec<(Consumer, FileSeries, Arc<Mutex<SeriesCounters>>)>,
+    mut inputs: Vec<WriterInput>,
     errors: &Mutex<Vec<(u32, String)>>,
 ) {
     let mut idle: u32 = 0;

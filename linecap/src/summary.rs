@@ -91,7 +91,9 @@ pub fn print(r: &CaptureReport, out: &Path) {
         }
     }
     if r.stopped {
-        println!("capture stopped by signal or --duration; every batch received before it was flushed");
+        println!(
+            "capture stopped by signal or --duration; every batch received before it was flushed"
+        );
     }
     println!(
         "output: {} (ring memory: {})",
@@ -115,4 +117,51 @@ pub fn exit_code(r: &CaptureReport) -> i32 {
         .iter()
         .any(|q| !q.errors.is_empty() || q.writer.drop_packets > 0);
     i32::from(errors)
+}
+
+/// The accounting as JSON (for scripts and tests): per queue, every counter.
+pub fn to_json(r: &CaptureReport) -> serde_json::Value {
+    let queues: Vec<_> = r
+        .queues
+        .iter()
+        .map(|q| {
+            let w = &q.worker;
+            let f = &q.writer;
+            serde_json::json!({
+                "queue": q.queue,
+                "source": q.source,
+                "seen": q.seen(),
+                "written": f.packets,
+                "dropped": {
+                    "source": w.source_unsupported,
+                    "nic": w.source_nic,
+                    "ring_full": w.ring_full_packets,
+                    "writer": f.drop_packets,
+                },
+                "balanced": q.balanced(),
+                "worker": {
+                    "rx_packets": w.rx_packets, "rx_bytes": w.rx_bytes,
+                    "rx_captured_bytes": w.rx_captured_bytes, "ring_packets": w.ring_packets,
+                    "batches": w.batches, "ring_full_bytes": w.ring_full_bytes,
+                    "frames_cut": w.frames_cut, "backpressure_waits": w.backpressure_waits, "parsed_ip": w.parsed_ip,
+                    "parsed_non_ip": w.parsed_non_ip, "parsed_truncated": w.parsed_truncated,
+                    "parsed_malformed": w.parsed_malformed,
+                },
+                "writer": {
+                    "batches": f.batches, "packets": f.packets, "bytes_wire": f.bytes_wire,
+                    "bytes_erf": f.bytes_erf, "bytes_file": f.bytes_file,
+                    "files_closed": f.files_closed, "files_deleted": f.files_deleted,
+                    "drop_batches": f.drop_batches,
+                },
+                "input_truncated_bytes": q.input_truncated_bytes,
+                "errors": q.errors,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "balanced": r.balanced(),
+        "stopped": r.stopped,
+        "hugepages": r.hugepages,
+        "queues": queues,
+    })
 }

@@ -1,0 +1,145 @@
+//! Helpers shared by the integration tests: run the built binary, run the
+//! outside tools that judge its output, read the JSON accounting.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `linecap` binary under test.
+pub fn linecap() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_linecap"))
+}
+
+/// `../shared` relative to the repository root.
+pub fn shared(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "test material {} is missing: the tests need ../shared beside the checkout",
+        p.display()
+    );
+    p
+}
+
+/// Every trace in ../shared/traces, sorted.
+pub fn traces() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(shared("traces"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    assert_eq!(v.len(), 40, "expected the 40 traces of ../shared/traces");
+    v
+}
+
+/// Run a command, panicking with its output if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? see .ci/run)"))
+}
+
+/// Run and require exit 0; return stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// tshark's view of every frame: time, captured length, wire length, MD5
+/// of the captured bytes, and the decoded protocol stack (ERF's own layer
+/// removed so ERF and pcap files compare).
+pub fn tshark_frames(file: &Path) -> Vec<String> {
+    let out = run_ok(
+        Command::new("tshark")
+            .args(["-n", "-o", "frame.generate_md5_hash:TRUE", "-T", "fields"])
+            // Decode every frame on its own: reassembly would make a frame's
+            // protocols depend on its neighbours, and merged queues may order
+            // frames of equal timestamps differently from the original.
+            .args(["-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE"])
+            .args(["-o", "tcp.desegment_tcp_streams:FALSE"])
+            .args([
+                "-e",
+                "frame.time_epoch",
+                "-e",
+                "frame.cap_len",
+                "-e",
+                "frame.len",
+            ])
+            .args(["-e", "frame.md5_hash", "-e", "frame.protocols", "-r"])
+            .arg(file),
+    );
+    out.lines().map(|l| l.replace("\terf:", "\t")).collect()
+}
+
+/// Drop the wire-length column (for comparisons across the FCS convention).
+pub fn without_len(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split('\t').collect();
+            if f.len() > 2 {
+                f.remove(2);
+            }
+            f.join("\t")
+        })
+        .collect()
+}
+
+/// The JSON accounting a capture wrote with `--report-json`.
+pub fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Assert received = written + every counted drop, per queue and per stage.
+pub fn assert_balanced(r: &serde_json::Value) {
+    assert_eq!(r["balanced"], true, "{r:#}");
+    for q in r["queues"].as_array().unwrap() {
+        let d = &q["dropped"];
+        let dropped: u64 = ["source", "nic", "ring_full", "writer"]
+            .iter()
+            .map(|k| d[k].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            q["seen"].as_u64().unwrap(),
+            q["written"].as_u64().unwrap() + dropped,
+            "{q:#}"
+        );
+        let w = &q["worker"];
+        assert_eq!(
+            w["rx_packets"].as_u64().unwrap(),
+            w["ring_packets"].as_u64().unwrap() + d["ring_full"].as_u64().unwrap(),
+            "{q:#}"
+        );
+    }
+}
+
+/// Totals of one field over all queues.
+pub fn total(r: &serde_json::Value, f: impl Fn(&serde_json::Value) -> u64) -> u64 {
+    r["queues"].as_array().unwrap().iter().map(f).sum()
+}
+
+/// Files below `dir` whose name ends with `suffix`, sorted.
+pub fn files_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap().to_string_lossy().ends_with(suffix) {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}

@@ -232,10 +232,9 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         .with_context(|| format!("creating output directory {}", cfg.out.display()))?;
 
     let mut workers = Vec::new();
-    let mut writer_inputs: Vec<Vec<WriterInput>> =
-        (0..cfg.writer_threads.min(queues.len()))
-            .map(|_| Vec::new())
-            .collect();
+    let mut writer_inputs: Vec<Vec<WriterInput>> = (0..cfg.writer_threads.min(queues.len()))
+        .map(|_| Vec::new())
+        .collect();
     let mut reports = Vec::new();
     let mut hugepages = true;
     for q in queues {
@@ -361,10 +360,7 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
 
 /// Drain the rings of this writer's queues into their file series until
 /// every producer has closed its ring and every batch is written.
-fn writer_loop(
-    mut inputs: Vec<WriterInput>,
-    errors: &Mutex<Vec<(u32, String)>>,
-) {
+fn writer_loop(mut inputs: Vec<WriterInput>, errors: &Mutex<Vec<(u32, String)>>) {
     let mut idle: u32 = 0;
     loop {
         let mut progressed = false;

@@ -86,6 +86,7 @@ pub struct ReadStats {
 const PCAP_BUFFER_BYTES: usize = 1 << 20;
 
 enum Inner {
+    Empty,
     Pcap {
         reader: Box<dyn PcapReaderIterator + Send>,
         nanos: bool,
@@ -168,9 +169,10 @@ impl CaptureReader {
                     },
                 )
             }
-            _ if head.is_empty() => {
-                return Err(fmt_err("empty file".into()));
-            }
+            // Nothing to read (an empty file, or one cut inside its first
+            // LZ4 frame, as a crash can leave): zero packets, and any
+            // leftover bytes are reported as truncation.
+            _ if head.is_empty() => (Format::Erf, Inner::Empty),
             _ => {
                 // No magic: ERF has none, so check that the first record is plausible.
                 match Record::parse_header(head) {
@@ -241,6 +243,7 @@ impl CaptureReader {
             return Ok(false);
         }
         let got = match &mut self.inner {
+            Inner::Empty => Ok(false),
             Inner::Pcap {
                 reader,
                 nanos,
@@ -567,7 +570,17 @@ mod tests {
             Ok(_) => panic!("garbage accepted"),
         };
         assert!(msg.contains("not a pcap, pcapng or ERF"), "{msg}");
+        // An empty file (a crash can leave one) holds zero packets.
         std::fs::write(&p, b"").unwrap();
-        assert!(CaptureReader::open(&p).is_err());
+        let mut r = CaptureReader::open(&p).unwrap();
+        assert!(!r.next(&mut Packet::default()).unwrap());
+        // So does a file cut inside its first LZ4 frame, with the cut reported.
+        let frame = crate::lz4frame::FrameEncoder::new()
+            .encode(&[0u8; 100])
+            .to_vec();
+        std::fs::write(&p, &frame[..frame.len() - 1]).unwrap();
+        let mut r = CaptureReader::open(&p).unwrap();
+        assert!(!r.next(&mut Packet::default()).unwrap());
+        assert_eq!(r.stats().truncated_bytes, frame.len() as u64 - 1);
     }
 }

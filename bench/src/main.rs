@@ -83,10 +83,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn worker_suite(seconds: f64) -> Vec<serde_json::Value> {
     println!("worker: synthetic source -> parse + ERF batch + ring hand-off, one core, 1000 flows");
-    println!("{:>8} {:>12} {:>12} {:>10}", "frame_B", "Mpps", "ns/packet", "Gbit/s");
+    println!(
+        "{:>8} {:>12} {:>12} {:>10}",
+        "frame_B", "Mpps", "ns/packet", "Gbit/s"
+    );
     let mut out = Vec::new();
     for frame_len in [64usize, 512, 1500] {
-        let runs: Vec<(f64, f64)> = (0..5).map(|_| worker_once(frame_len, seconds / 5.0)).collect();
+        let runs: Vec<(f64, f64)> = (0..5)
+            .map(|_| worker_once(frame_len, seconds / 5.0))
+            .collect();
         let mpps = median(runs.iter().map(|r| r.0).collect());
         let ns = 1_000.0 / mpps;
         let gbps = mpps * 1e6 * frame_len as f64 * 8.0 / 1e9;
@@ -134,7 +139,10 @@ fn worker_once(frame_len: usize, seconds: f64) -> (f64, f64) {
     }
     let el = start.elapsed().as_secs_f64();
     let k = w.counters();
-    assert_eq!(k.ring_full_packets, 0, "the bench drains the ring: no drop expected");
+    assert_eq!(
+        k.ring_full_packets, 0,
+        "the bench drains the ring: no drop expected"
+    );
     (k.rx_packets as f64 / el / 1e6, k.rx_packets as f64)
 }
 
@@ -142,14 +150,21 @@ fn worker_once(frame_len: usize, seconds: f64) -> (f64, f64) {
 fn corpus() -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the writer bench uses ../shared/traces)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the writer bench uses ../shared/traces)",
+                dir.display()
+            )
+        })
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
     let mut out = Vec::new();
     let mut p = Packet::default();
     for f in files {
-        let Ok(mut r) = CaptureReader::open(&f) else { continue };
+        let Ok(mut r) = CaptureReader::open(&f) else {
+            continue;
+        };
         while let Ok(true) = r.next(&mut p) {
             let mut h = [0u8; linecap_wire::erf::ETH_RECORD_OVERHEAD];
             linecap_wire::erf::write_eth_header(&mut h, p.ts_ns, 0, 0, p.data.len(), p.wire_len, 0);
@@ -224,7 +239,11 @@ fn writer_suite(seconds: f64) -> Vec<serde_json::Value> {
             ratio = s.counters().bytes_erf as f64 / s.counters().bytes_file as f64;
             let _ = std::fs::remove_dir_all(&dir);
         }
-        let name = if compress { "linecap LZ4 frames" } else { "linecap plain ERF" };
+        let name = if compress {
+            "linecap LZ4 frames"
+        } else {
+            "linecap plain ERF"
+        };
         let mbps = median(rates);
         println!("{name:<28} {mbps:>10.0} {ratio:>12.2}");
         out.push(serde_json::json!({
@@ -259,7 +278,10 @@ fn writer_suite(seconds: f64) -> Vec<serde_json::Value> {
     }
     if !rates.is_empty() {
         let mbps = median(rates);
-        println!("{:<28} {mbps:>10.0} {ratio:>12.2}", "lz4 -1 (CLI, same bytes)");
+        println!(
+            "{:<28} {mbps:>10.0} {ratio:>12.2}",
+            "lz4 -1 (CLI, same bytes)"
+        );
         out.push(serde_json::json!({
             "suite": "writer", "tool": "lz4 -1", "mb_per_s_median_of_3": mbps, "ratio": ratio,
         }));

@@ -133,7 +133,7 @@ fn worker_once(frame_len: usize, seconds: f64) -> (f64, f64) {
             consumer.release();
         }
         polls += 1;
-        if polls % 256 == 0 && start.elapsed() >= deadline {
+        if polls.is_multiple_of(256) && start.elapsed() >= deadline {
             break;
         }
     }

@@ -354,7 +354,7 @@ mod tests {
             (&["-G", "0"][..], "--rotate-seconds"),
             (&["-W", "0"][..], "--rotate-files"),
             (&["--hugepages", "maybe"][..], "--hugepages"),
-            (&["--duration", "-1"][..], "--duration"),
+            (&["--duration", "0"][..], "--duration"),
         ] {
             let err = parse(extra).unwrap_err();
             assert!(err.contains(word), "{extra:?}: {err}");

@@ -1,9 +1,12 @@
 //! The capture side of linecap: receive queues, per-queue workers, and the
 //! shared-memory ring that carries full ERF batches to the writer threads.
 //!
-//! `unsafe` is confined to [`ring`] (slot memory shared between threads).
+//! `unsafe` is confined to [`ring`] (slot memory shared between threads) and
+//! [`afxdp`] (rings and UMEM shared with the kernel).
 #![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod afxdp;
 pub mod clock;
 pub mod counters;
 #[allow(unsafe_code)]

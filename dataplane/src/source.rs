@@ -55,6 +55,17 @@ pub trait RxQueue {
     /// Drops the source counted so far.
     fn drops(&self) -> SourceDrops;
 
+    /// Re-read counters kept outside the process (kernel statistics). Called
+    /// on the worker's stats tick and at the end, never per packet.
+    fn refresh(&mut self) {}
+
+    /// Whether frames already queued should be read after a stop (live
+    /// queues: yes, the kernel has them and would drop them uncounted;
+    /// files: no, stopping means stopping).
+    fn drain_on_stop(&self) -> bool {
+        false
+    }
+
     /// Why the source ended early, if it did (a read error, a truncated file).
     fn error(&self) -> Option<String> {
         None

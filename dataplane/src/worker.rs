@@ -56,6 +56,11 @@ impl WorkerConfig {
     }
 }
 
+/// How often outside counters (kernel socket statistics) are re-read.
+const STATS_REFRESH_NS: u64 = 100_000_000;
+/// Upper bound of polls when draining a live queue after a stop.
+const DRAIN_POLLS_MAX: usize = 100_000;
+
 /// Why the worker loop returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerExit {
@@ -81,6 +86,8 @@ pub struct Worker {
     now_ns: u64,
     lost_since_record: u64,
     lost_since_batch: u64,
+    /// Monotonic time the source's outside counters were last refreshed.
+    refreshed_ns: u64,
     /// Next packet-time rotation boundary (0 = not yet known).
     next_boundary_ns: u64,
     rotate_pending: bool,
@@ -102,6 +109,7 @@ impl Worker {
             now_ns: 0,
             lost_since_record: 0,
             lost_since_batch: 0,
+            refreshed_ns: 0,
             next_boundary_ns: 0,
             rotate_pending: false,
         }
@@ -123,6 +131,21 @@ impl Worker {
         let mut idle_polls: u32 = 0;
         let exit = loop {
             if stop.load(Ordering::Relaxed) {
+                if rx.drain_on_stop() {
+                    // Read what the kernel already queued (bounded: the
+                    // caller stopped the inflow before raising `stop`).
+                    let mut idle = 0;
+                    for _ in 0..DRAIN_POLLS_MAX {
+                        match self.poll_once(rx, clock) {
+                            RxStatus::Frames(_) => idle = 0,
+                            RxStatus::Idle if idle < 3 => {
+                                idle += 1;
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                            RxStatus::Idle | RxStatus::Ended => break,
+                        }
+                    }
+                }
                 break WorkerExit::Stopped;
             }
             let status = self.poll_once(rx, clock);
@@ -148,13 +171,18 @@ impl Worker {
         {
             self.commit();
         }
+        if self.now_ns.saturating_sub(self.refreshed_ns) >= STATS_REFRESH_NS {
+            self.refreshed_ns = self.now_ns;
+            rx.refresh();
+        }
         self.publish(rx);
         status
     }
 
-    /// Commit the held batch, publish, and close the ring.
-    pub fn finish<R: RxQueue>(&mut self, rx: &R) {
+    /// Commit the held batch, refresh the source's counters, publish, and close the ring.
+    pub fn finish<R: RxQueue>(&mut self, rx: &mut R) {
         self.commit();
+        rx.refresh();
         self.publish(rx);
         self.producer.close();
     }
@@ -450,7 +478,7 @@ mod tests {
         assert_eq!(first.len(), 2);
         let mut src2 = ListSource::new(vec![(100, 1_000), (100, 1_001)], 64);
         w.poll_once(&mut src2, &clock);
-        w.finish(&src2);
+        w.finish(&mut src2);
         let next = drain(&mut c);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].0.lost_before, 300 - 128);
@@ -504,7 +532,7 @@ mod tests {
         drain(&mut c);
         let mut one = ListSource::new(vec![(60, 2)], 1);
         w.poll_once(&mut one, &clock);
-        w.finish(&one);
+        w.finish(&mut one);
         let b = drain(&mut c);
         assert_eq!(records(&b[0].1)[0].lctr, u16::MAX);
         assert_eq!(b[0].0.lost_before, 70_000);

@@ -42,6 +42,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         flush_ns: 100_000_000,
         duration: None,
         drop_when_full: false,
+        xdp: Default::default(),
+        cores: Vec::new(),
     };
     let report = run_capture(&cfg, stop_on_signals()?)?;
     summary::print(&report, &cap);

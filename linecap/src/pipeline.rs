@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use linecap_dataplane::afxdp::{
+    AttachMode, XdpAttachment, XdpQueueStats, XskConfig, XskSocket, ZeroCopy,
+};
 use linecap_dataplane::clock::{MonotonicClock, RealtimeClock};
 use linecap_dataplane::counters::{SharedCounters, WorkerCounters};
 use linecap_dataplane::ring::{self, Consumer, HugePages, RingConfig};
@@ -32,6 +35,37 @@ pub enum SourceSpec {
     File(PathBuf),
     /// Generated frames.
     Synthetic(SyntheticConfig),
+    /// An interface's receive queues by AF_XDP (`None`: all of them).
+    AfXdp {
+        /// Interface name.
+        ifname: String,
+        /// Queues to capture.
+        queues: Option<Vec<u32>>,
+    },
+}
+
+/// AF_XDP settings shared by every AF_XDP source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XdpOptions {
+    /// Attach mode.
+    pub mode: AttachMode,
+    /// RX and fill ring entries per socket.
+    pub ring_entries: u32,
+    /// Zero-copy policy.
+    pub zero_copy: ZeroCopy,
+    /// Switch the interface to threaded NAPI while capturing.
+    pub threaded_napi: bool,
+}
+
+impl Default for XdpOptions {
+    fn default() -> Self {
+        XdpOptions {
+            mode: AttachMode::Auto,
+            ring_entries: 16 * 1024,
+            zero_copy: ZeroCopy::Auto,
+            threaded_napi: true,
+        }
+    }
 }
 
 impl SourceSpec {
@@ -44,6 +78,7 @@ impl SourceSpec {
                 c.flows,
                 c.count.map_or("-".into(), |n| n.to_string())
             ),
+            SourceSpec::AfXdp { ifname, .. } => format!("afxdp:{ifname}"),
         }
     }
 }
@@ -80,6 +115,10 @@ pub struct CaptureConfig {
     /// File sources too drop (and count) when the ring is full, as a live
     /// queue does, instead of waiting for the writer.
     pub drop_when_full: bool,
+    /// AF_XDP settings.
+    pub xdp: XdpOptions,
+    /// Cores to pin workers to (worker i on cores[i mod n]); empty: no pinning.
+    pub cores: Vec<usize>,
 }
 
 /// How long a file source waits for a free ring slot before it drops (and
@@ -102,19 +141,37 @@ pub struct QueueReport {
     pub errors: Vec<String>,
     /// Bytes at the end of an input file that formed no complete record.
     pub input_truncated_bytes: u64,
+    /// AF_XDP queues: what the XDP program counted during the capture.
+    pub xdp: Option<XdpQueueStats>,
+    /// Drops the interface itself counted (before XDP), on the interface's first queue.
+    pub iface_drops: u64,
 }
 
 impl QueueReport {
-    /// Frames the source saw.
+    /// Frames seen by the source stage: for AF_XDP, what reached the
+    /// interface (XDP program's count plus the interface's own drops).
     pub fn seen(&self) -> u64 {
-        self.worker.source_seen()
+        self.worker.source_seen() + self.xdp_not_redirected() + self.iface_drops
+    }
+    /// Frames the XDP program passed to the kernel stack instead of the socket.
+    pub fn xdp_not_redirected(&self) -> u64 {
+        self.xdp.map_or(0, |x| x.not_redirected)
     }
     /// Frames dropped, all stages.
     pub fn dropped(&self) -> u64 {
         self.worker.source_unsupported
             + self.worker.source_nic
+            + self.xdp_not_redirected()
+            + self.iface_drops
             + self.worker.ring_full_packets
             + self.writer.drop_packets
+    }
+    /// For AF_XDP: whether the XDP program's own count agrees with what the
+    /// socket delivered and the kernel counted as dropped.
+    pub fn xdp_consistent(&self) -> bool {
+        self.xdp.is_none_or(|x| {
+            x.seen == self.worker.rx_packets + self.worker.source_nic + x.not_redirected
+        })
     }
     /// Whether seen = written + dropped holds.
     pub fn balanced(&self) -> bool {
@@ -149,66 +206,153 @@ type WriterInput = (Consumer, FileSeries, Arc<Mutex<SeriesCounters>>);
 enum QueueSource {
     File(FileSource),
     Synthetic(SyntheticSource<RealtimeClock>),
+    AfXdp(Box<XskSocket>),
 }
 
 struct Queue {
     id: u32,
     label: String,
     source: QueueSource,
+    /// AF_XDP: (attachment index, hardware queue).
+    xdp: Option<(usize, u32)>,
 }
 
-fn open_queues(cfg: &CaptureConfig) -> anyhow::Result<Vec<Queue>> {
+/// Interfaces with linecap's XDP program attached, kept for the whole capture.
+struct Attachments {
+    list: Vec<XdpAttachment>,
+    /// Per attachment: interface drop counters at start.
+    iface_drops_start: Vec<u64>,
+}
+
+/// The interface's own receive drop counters (before XDP sees a frame).
+fn iface_drops(ifname: &str) -> u64 {
+    ["rx_dropped", "rx_missed_errors", "rx_fifo_errors"]
+        .iter()
+        .filter_map(|f| {
+            std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{f}")).ok()
+        })
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Receive queues of an interface (from sysfs).
+fn rx_queues(ifname: &str) -> anyhow::Result<Vec<u32>> {
+    let dir = format!("/sys/class/net/{ifname}/queues");
+    let mut q: Vec<u32> = std::fs::read_dir(&dir)
+        .with_context(|| format!("interface {ifname:?}: cannot list {dir} (no such interface in this network namespace?)"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("rx-")?.parse().ok())
+        .collect();
+    q.sort();
+    anyhow::ensure!(!q.is_empty(), "interface {ifname:?} has no receive queues");
+    Ok(q)
+}
+
+fn open_queues(cfg: &CaptureConfig, att: &mut Attachments) -> anyhow::Result<Vec<Queue>> {
     anyhow::ensure!(!cfg.sources.is_empty(), "no --source given");
     anyhow::ensure!(cfg.spread >= 1, "--spread must be at least 1");
-    let mut queues = Vec::new();
+    let mut queues: Vec<Queue> = Vec::new();
+    let mut push = |source, label: String, xdp| {
+        let id = queues.len() as u32;
+        queues.push(Queue {
+            id,
+            label,
+            source,
+            xdp,
+        });
+    };
     for spec in &cfg.sources {
         match spec {
             SourceSpec::File(path) => {
                 for i in 0..cfg.spread {
                     let src = FileSource::open(path, cfg.spread, i)
                         .with_context(|| format!("opening source {}", spec.label()))?;
-                    queues.push(QueueSource::File(src));
+                    let label = if cfg.spread > 1 {
+                        format!("{} ({}/{})", spec.label(), i + 1, cfg.spread)
+                    } else {
+                        spec.label()
+                    };
+                    push(QueueSource::File(src), label, None);
                 }
             }
             SourceSpec::Synthetic(c) => {
                 let src = SyntheticSource::new(*c, RealtimeClock).map_err(anyhow::Error::msg)?;
-                queues.push(QueueSource::Synthetic(src));
+                push(QueueSource::Synthetic(src), spec.label(), None);
+            }
+            SourceSpec::AfXdp {
+                ifname,
+                queues: wanted,
+            } => {
+                let present = rx_queues(ifname)?;
+                let list = match wanted {
+                    Some(w) => {
+                        for q in w {
+                            anyhow::ensure!(
+                                present.contains(q),
+                                "interface {ifname} has no receive queue {q} (it has {present:?})"
+                            );
+                        }
+                        w.clone()
+                    }
+                    None => present,
+                };
+                let mut a = XdpAttachment::attach(ifname, cfg.xdp.mode, cfg.xdp.threaded_napi)?;
+                if let Some(why) = a.native_refused() {
+                    eprintln!("linecap: {ifname}: native XDP refused ({why}); using generic mode");
+                }
+                let ai = att.list.len();
+                let mut sockets = Vec::new();
+                for &q in &list {
+                    let xcfg = XskConfig {
+                        ring_entries: cfg.xdp.ring_entries,
+                        frames: cfg.xdp.ring_entries * 2,
+                        zero_copy: cfg.xdp.zero_copy,
+                        hugepages: cfg.hugepages,
+                        ..XskConfig::new(ifname, q)
+                    };
+                    let sock = XskSocket::open(&xcfg)?;
+                    a.register(q, sock.raw_fd())?;
+                    sockets.push((q, sock));
+                }
+                if let Some((_, s)) = sockets.first() {
+                    let b = s.bind_info();
+                    let zc = if b.zero_copy {
+                        "zero-copy".to_string()
+                    } else if let Some(e) = b.zero_copy_refused {
+                        format!(
+                            "copy mode (zero-copy refused: {})",
+                            std::io::Error::from_raw_os_error(e)
+                        )
+                    } else {
+                        "copy mode".to_string()
+                    };
+                    eprintln!(
+                        "linecap: {ifname}: XDP {} mode, AF_XDP {zc}, queues {list:?}, UMEM on {}",
+                        if a.native() { "native" } else { "generic" },
+                        if b.hugepages {
+                            "hugepages"
+                        } else {
+                            "normal pages"
+                        }
+                    );
+                }
+                att.iface_drops_start.push(iface_drops(ifname));
+                att.list.push(a);
+                for (q, sock) in sockets {
+                    push(
+                        QueueSource::AfXdp(Box::new(sock)),
+                        format!("afxdp:{ifname}:{q}"),
+                        Some((ai, q)),
+                    );
+                }
             }
         }
     }
-    let labels: Vec<String> = cfg
-        .sources
-        .iter()
-        .flat_map(|s| {
-            let n = if matches!(s, SourceSpec::File(_)) {
-                cfg.spread
-            } else {
-                1
-            };
-            (0..n).map(move |i| {
-                if n > 1 {
-                    format!("{} ({}/{n})", s.label(), i + 1)
-                } else {
-                    s.label()
-                }
-            })
-        })
-        .collect();
     anyhow::ensure!(
         queues.len() <= 256,
         "at most 256 queues, got {}",
         queues.len()
     );
-    Ok(queues
-        .into_iter()
-        .zip(labels)
-        .enumerate()
-        .map(|(i, (source, label))| Queue {
-            id: i as u32,
-            label,
-            source,
-        })
-        .collect())
+    Ok(queues)
 }
 
 /// Run a capture to its end (sources exhausted, `stop` raised, or the
@@ -222,7 +366,17 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         cfg.rotate_seconds != Some(0),
         "--rotate-seconds must be at least 1"
     );
-    let queues = open_queues(cfg)?;
+    let mut att = Attachments {
+        list: Vec::new(),
+        iface_drops_start: Vec::new(),
+    };
+    let queues = open_queues(cfg, &mut att)?;
+    // Baselines: what the XDP programs counted before the capture started.
+    let xdp_base: Vec<Option<XdpQueueStats>> = queues
+        .iter()
+        .map(|q| q.xdp.map(|(a, hq)| att.list[a].queue_stats(hq)))
+        .collect();
+    let xdp_ids: Vec<Option<(usize, u32)>> = queues.iter().map(|q| q.xdp).collect();
     let ring_cfg = RingConfig {
         slots: cfg.ring_slots,
         batch_bytes: cfg.batch_bytes,
@@ -266,10 +420,21 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         );
         let n = writer_inputs.len();
         writer_inputs[q.id as usize % n].push((consumer, series, wcounters.clone()));
-        reports.push((q.id, q.label.clone(), shared, wcounters));
+        reports.push((q.id, q.label.clone(), shared.clone(), wcounters));
         workers.push((worker, q));
     }
 
+    if !att.list.is_empty() {
+        let ifs: Vec<&str> = att.list.iter().map(|a| a.ifname()).collect();
+        eprintln!(
+            "linecap: ready: capturing on {} ({} queues); SIGINT/SIGTERM to stop",
+            ifs.join(", "),
+            workers.len()
+        );
+    }
+    // Workers stop on `worker_stop`, raised by the supervisor below once the
+    // inflow is cut (live queues), so the rings can be drained exactly.
+    let worker_stop = Arc::new(AtomicBool::new(false));
     let deadline_stop = stop.clone();
     let worker_errors: Vec<Mutex<(Vec<String>, u64)>> = (0..workers.len())
         .map(|_| Mutex::new((Vec::new(), 0)))
@@ -289,12 +454,21 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         }
         let mut worker_handles = Vec::new();
         for (i, (mut worker, q)) in workers.into_iter().enumerate() {
-            let stop = &stop;
+            let stop = &*worker_stop;
             let errs = &worker_errors[i];
+            let core = (!cfg.cores.is_empty()).then(|| cfg.cores[i % cfg.cores.len()]);
             worker_handles.push(
                 std::thread::Builder::new()
                     .name(format!("lc-worker-{}", q.id))
                     .spawn_scoped(s, move || {
+                        if let Some(id) = core
+                            && !core_affinity::set_for_current(core_affinity::CoreId { id })
+                        {
+                            errs.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
+                                .push(format!("could not pin the worker to core {id}"));
+                        }
                         let clock = MonotonicClock::default();
                         let (err, trunc) = match q.source {
                             QueueSource::File(mut src) => {
@@ -303,6 +477,10 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
                             }
                             QueueSource::Synthetic(mut src) => {
                                 worker.run(&mut src, &clock, stop);
+                                (src.error(), 0)
+                            }
+                            QueueSource::AfXdp(mut src) => {
+                                worker.run(&mut *src, &clock, stop);
                                 (src.error(), 0)
                             }
                         };
@@ -320,11 +498,47 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
                 .spawn_scoped(s, move || writer_loop(inputs, writer_errors))
                 .expect("spawning a writer thread");
         }
+        // Supervise: when asked to stop, cut the AF_XDP inflow first (frames
+        // then pass to the kernel stack and are counted as not redirected),
+        // then let the workers drain their rings and finish.
+        loop {
+            if worker_handles.iter().all(|h| h.is_finished()) {
+                break;
+            }
+            if stop.load(Ordering::Relaxed) && !worker_stop.load(Ordering::Relaxed) {
+                for (a, q) in xdp_ids.iter().flatten() {
+                    att.list[*a].unregister(*q);
+                }
+                worker_stop.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for h in worker_handles {
             let _ = h.join();
         }
         done.store(true, Ordering::Relaxed);
     });
+    // Final XDP counts, and the interfaces' own drops.
+    let xdp_final: Vec<Option<XdpQueueStats>> = xdp_ids
+        .iter()
+        .zip(&xdp_base)
+        .map(|(id, base)| {
+            let ((a, q), b) = ((*id)?, (*base)?);
+            let now = att.list[a].queue_stats(q);
+            Some(XdpQueueStats {
+                seen: now.seen - b.seen,
+                not_redirected: now.not_redirected - b.not_redirected,
+            })
+        })
+        .collect();
+    let mut iface_drop_per_queue = vec![0u64; xdp_ids.len()];
+    for (ai, a) in att.list.iter().enumerate() {
+        if let Some(first) = xdp_ids.iter().position(|x| x.is_some_and(|(i, _)| i == ai)) {
+            iface_drop_per_queue[first] =
+                iface_drops(a.ifname()).saturating_sub(att.iface_drops_start[ai]);
+        }
+    }
+    drop(att);
 
     let writer_errors = writer_errors
         .into_inner()
@@ -332,7 +546,8 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
     let queues = reports
         .into_iter()
         .zip(worker_errors)
-        .map(|((id, label, shared, wc), errs)| {
+        .zip(xdp_final.into_iter().zip(iface_drop_per_queue))
+        .map(|(((id, label, shared, wc), errs), (xdp, iface_drops))| {
             let (mut errors, input_truncated_bytes) =
                 errs.into_inner().unwrap_or_else(|e| e.into_inner());
             errors.extend(
@@ -348,6 +563,8 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
                 writer: *wc.lock().unwrap_or_else(|e| e.into_inner()),
                 errors,
                 input_truncated_bytes,
+                xdp,
+                iface_drops,
             }
         })
         .collect();

@@ -23,7 +23,10 @@ pub fn print(r: &CaptureReport, out: &Path) {
         let row = [
             q.seen(),
             q.writer.packets,
-            q.worker.source_unsupported + q.worker.source_nic,
+            q.worker.source_unsupported
+                + q.worker.source_nic
+                + q.xdp_not_redirected()
+                + q.iface_drops,
             q.worker.ring_full_packets,
             q.writer.drop_packets,
             q.writer.files_closed,
@@ -77,6 +80,28 @@ pub fn print(r: &CaptureReport, out: &Path) {
         }
         for e in &q.errors {
             println!("q{}: error: {e}", q.queue);
+        }
+    }
+    for q in &r.queues {
+        if let Some(x) = q.xdp {
+            println!(
+                "q{}: XDP saw {}, passed {} to the stack (no socket yet/any more); socket dropped {} (kernel counters){}",
+                q.queue,
+                x.seen,
+                x.not_redirected,
+                q.worker.source_nic,
+                if q.xdp_consistent() {
+                    ""
+                } else {
+                    "  [XDP count and socket count disagree]"
+                }
+            );
+        }
+        if q.iface_drops > 0 {
+            println!(
+                "q{}: the interface itself dropped {} frames before XDP",
+                q.queue, q.iface_drops
+            );
         }
     }
     if r.balanced() {
@@ -134,7 +159,8 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                 "written": f.packets,
                 "dropped": {
                     "source": w.source_unsupported,
-                    "nic": w.source_nic,
+                    "nic": w.source_nic + q.iface_drops,
+                    "xdp": q.xdp_not_redirected(),
                     "ring_full": w.ring_full_packets,
                     "writer": f.drop_packets,
                 },
@@ -154,6 +180,8 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                     "drop_batches": f.drop_batches,
                 },
                 "input_truncated_bytes": q.input_truncated_bytes,
+                "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected})),
+                "xdp_consistent": q.xdp_consistent(),
                 "errors": q.errors,
             })
         })

@@ -103,7 +103,7 @@ pub fn assert_balanced(r: &serde_json::Value) {
     assert_eq!(r["balanced"], true, "{r:#}");
     for q in r["queues"].as_array().unwrap() {
         let d = &q["dropped"];
-        let dropped: u64 = ["source", "nic", "ring_full", "writer"]
+        let dropped: u64 = ["source", "nic", "xdp", "ring_full", "writer"]
             .iter()
             .map(|k| d[k].as_u64().unwrap())
             .sum();

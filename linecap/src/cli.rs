@@ -307,6 +307,17 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         "--rotate-seconds must be at least 1"
     );
     anyhow::ensure!(
+        a.xsk_ring.is_power_of_two() && (64..=(1 << 20)).contains(&a.xsk_ring),
+        "--xsk-ring must be a power of two from 64 to 1048576, got {}",
+        a.xsk_ring
+    );
+    if let Some(cores) = &a.cores {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        if let Some(c) = cores.iter().find(|&&c| c >= n) {
+            bail!("--cores: core {c} does not exist (this machine has {n})");
+        }
+    }
+    anyhow::ensure!(
         a.rotate_files != Some(0),
         "--rotate-files must be at least 1"
     );
@@ -409,13 +420,31 @@ mod tests {
                 count: Some(5)
             })
         );
+        assert_eq!(
+            parse_source("afxdp:veth0:0-2,5").unwrap(),
+            SourceSpec::AfXdp {
+                ifname: "veth0".into(),
+                queues: Some(vec![0, 1, 2, 5])
+            }
+        );
+        assert_eq!(
+            parse_source("afxdp:eth1").unwrap(),
+            SourceSpec::AfXdp {
+                ifname: "eth1".into(),
+                queues: None
+            }
+        );
         for bad in [
             "file:",
             "synth:",
             "synth:a",
             "synth:1:2:3:4",
             "eth0",
-            "afxdp:eth0",
+            "afxdp:",
+            "afxdp:eth0:x",
+            "afxdp:eth0:3-1",
+            "afxdp:aaaaaaaaaaaaaaaaaaaa",
+            "dpdk:0000:01:00.0",
         ] {
             assert!(parse_source(bad).is_err(), "{bad}");
         }
@@ -448,7 +477,7 @@ mod tests {
             (&["--xdp-mode", "fast"][..], "--xdp-mode"),
             (&["--cores", "9999"][..], "--cores"),
         ] {
-            let err = parse(extra).unwrap_err();
+            let err = parse(extra).expect_err(&format!("{extra:?} must be rejected"));
             assert!(err.contains(word), "{extra:?}: {err}");
         }
     }

@@ -109,8 +109,8 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub no_threaded_napi: bool,
     /// Pin workers to these cores (worker i on the i-th, cycling), like 2-5 or 2,4,6.
-    #[arg(long, value_name = "LIST", value_parser = parse_list)]
-    pub cores: Option<Vec<u32>>,
+    #[arg(long, value_name = "LIST", value_parser = parse_id_list)]
+    pub cores: Option<IdList>,
     /// Let file sources drop (and count) frames when the ring is full, as a live NIC queue
     /// does, instead of waiting for the writer (file replay is lossless by default).
     #[arg(long)]
@@ -195,6 +195,14 @@ fn parse_zero_copy(s: &str) -> Result<ZeroCopy, String> {
         "off" => Ok(ZeroCopy::Off),
         _ => Err(format!("{s:?}: expected auto, require or off")),
     }
+}
+
+/// A list of ids given as one flag value (clap would read a bare `Vec` as repeated flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdList(pub Vec<u32>);
+
+fn parse_id_list(s: &str) -> Result<IdList, String> {
+    parse_list(s).map(IdList)
 }
 
 /// `3`, `0-3`, `0,2,5-7` → sorted, deduplicated numbers.
@@ -313,7 +321,7 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     );
     if let Some(cores) = &a.cores {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        if let Some(c) = cores.iter().find(|&&c| c >= n) {
+        if let Some(c) = cores.0.iter().find(|&&c| c >= n) {
             bail!("--cores: core {c} does not exist (this machine has {n})");
         }
     }
@@ -360,6 +368,7 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         cores: a
             .cores
             .clone()
+            .map(|l| l.0)
             .unwrap_or_default()
             .into_iter()
             .map(|c| c as usize)

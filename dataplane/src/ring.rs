@@ -157,6 +157,7 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
             shared,
             tail: 0,
             cached_head: 0,
+            peeked: false,
         },
     ))
 }
@@ -293,6 +294,8 @@ pub struct Consumer {
     shared: Arc<Shared>,
     tail: u64,
     cached_head: u64,
+    /// `peek` returned the slot at `tail` and it has not been released.
+    peeked: bool,
 }
 
 impl Consumer {
@@ -306,6 +309,7 @@ impl Consumer {
                 return None;
             }
         }
+        self.peeked = true;
         let p = self.shared.slot_ptr(self.tail);
         // SAFETY: tail < head (acquire-loaded), so the producer committed this
         // slot with a release-store after writing it, and will not touch it
@@ -410,6 +414,22 @@ mod tests {
         assert!(!c.is_finished());
         drop(p);
         assert!(c.is_finished());
+    }
+
+    #[test]
+    fn release_without_peek_frees_nothing() {
+        let (mut p, mut c) = ring(cfg(4)).unwrap();
+        for i in 0..2 {
+            assert!(p.acquire());
+            p.slot_mut().0.seq = i;
+            p.commit();
+        }
+        assert_eq!(c.peek().unwrap().meta.seq, 0);
+        c.release();
+        if !cfg!(debug_assertions) {
+            c.release(); // a stray second release
+        }
+        assert_eq!(c.peek().unwrap().meta.seq, 1, "batch 1 must still be there");
     }
 
     #[test]

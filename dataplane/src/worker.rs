@@ -88,6 +88,10 @@ pub struct Worker {
     lost_since_batch: u64,
     /// Monotonic time the source's outside counters were last refreshed.
     refreshed_ns: u64,
+    /// Backpressure gave up waiting: drop (and count) until a slot frees.
+    stalled: bool,
+    /// Raised to abandon a backpressure wait (the capture is stopping).
+    abort: Option<Arc<AtomicBool>>,
     /// Next packet-time rotation boundary (0 = not yet known).
     next_boundary_ns: u64,
     rotate_pending: bool,
@@ -110,9 +114,19 @@ impl Worker {
             lost_since_record: 0,
             lost_since_batch: 0,
             refreshed_ns: 0,
+            stalled: false,
+            abort: None,
             next_boundary_ns: 0,
             rotate_pending: false,
         }
+    }
+
+    /// A flag that, when raised, ends any backpressure wait at once (the
+    /// frame is then dropped and counted): give the capture's stop flag so a
+    /// stuck writer cannot delay a shutdown.
+    pub fn with_abort(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.abort = Some(flag);
+        self
     }
 
     /// The worker's own counters (exact; the shared copy lags by one burst).
@@ -213,6 +227,7 @@ impl Worker {
         if !self.producer.acquire() && !self.wait_for_slot() {
             return false;
         }
+        self.stalled = false;
         let flags = if self.rotate_pending {
             batch_flags::ROTATE_BEFORE
         } else {
@@ -234,15 +249,21 @@ impl Worker {
         true
     }
 
-    /// Backpressure mode: wait (spin, yield, then sleep) for a free slot.
+    /// Backpressure mode: wait (spin, yield, then sleep) for a free slot, at
+    /// most `backpressure_ns` once; after a timeout the worker is *stalled*
+    /// and drops (counted) without waiting until the writer frees a slot.
     #[cold]
     fn wait_for_slot(&mut self) -> bool {
         let Some(limit_ns) = self.cfg.backpressure_ns else {
             return false;
         };
+        if self.stalled {
+            return false;
+        }
+        let aborted = |w: &Self| w.abort.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
         let start = std::time::Instant::now();
         let mut polls: u32 = 0;
-        while (start.elapsed().as_nanos() as u64) < limit_ns {
+        while (start.elapsed().as_nanos() as u64) < limit_ns && !aborted(self) {
             polls = polls.saturating_add(1);
             idle_wait(polls);
             if self.producer.acquire() {
@@ -250,6 +271,7 @@ impl Worker {
                 return true;
             }
         }
+        self.stalled = true;
         false
     }
 
@@ -264,7 +286,11 @@ impl Worker {
 
 impl FrameSink for Worker {
     #[inline]
-    fn frame(&mut self, frame: Frame<'_>) {
+    fn frame(&mut self, mut frame: Frame<'_>) {
+        // A frame is never shorter on the wire than what was captured of it.
+        frame.wire_len = frame
+            .wire_len
+            .max(frame.data.len().min(u32::MAX as usize) as u32);
         self.local.rx_packets += 1;
         self.local.rx_bytes += frame.wire_len as u64;
         self.local.rx_captured_bytes += frame.data.len() as u64;
@@ -517,6 +543,42 @@ mod tests {
         assert_eq!(drained, 1000);
         assert_eq!(w.counters().ring_full_packets, 0);
         assert!(w.counters().backpressure_waits > 0);
+    }
+
+    #[test]
+    fn a_stuck_writer_stalls_backpressure_once_and_the_abort_flag_ends_it() {
+        let cfg = WorkerConfig {
+            backpressure_ns: Some(50_000_000),
+            burst_max: 1000,
+            ..WorkerConfig::new(0)
+        };
+        let (w, mut c, _) = setup(2, cfg);
+        let abort = Arc::new(AtomicBool::new(false));
+        let mut w = w.with_abort(abort.clone());
+        let frames: Vec<_> = (0..300).map(|i| (1000, i + 1)).collect();
+        let mut src = ListSource::new(frames, 300);
+        let clock = ManualClock::new(0);
+        let t = std::time::Instant::now();
+        // Nobody drains: 2 batches fit, then one 50 ms wait, then drops.
+        w.poll_once(&mut src, &clock);
+        let waited = t.elapsed();
+        assert!(
+            waited < std::time::Duration::from_secs(2),
+            "waited {waited:?}"
+        );
+        assert_eq!(w.counters().ring_full_packets, 300 - 128);
+        // A slot frees: the worker is no longer stalled and waits again.
+        c.peek().unwrap();
+        c.release();
+        abort.store(true, Ordering::Relaxed);
+        let mut more = ListSource::new((0..100).map(|i| (1000, i + 500)).collect(), 100);
+        let t = std::time::Instant::now();
+        w.poll_once(&mut more, &clock);
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(40),
+            "abort must end the wait"
+        );
+        assert_eq!(w.counters().ring_full_packets, 300 - 128 + 100 - 64);
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub struct CaptureArgs {
     /// Write plain ERF (.erf) instead of LZ4 frames (.erf.lz4).
     #[arg(long)]
     pub no_compress: bool,
-    /// Bytes of ERF records per batch (one ring slot, one LZ4 frame); at least 64K.
+    /// Bytes of ERF records per batch (one ring slot, one LZ4 block); 64K to 4M.
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     pub batch_bytes: u64,
     /// Batches each queue's ring holds (a power of two).
@@ -297,8 +297,8 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         "--batch-bytes must be at least 64K (one ERF record can be 64 KiB), got {batch_bytes}"
     );
     anyhow::ensure!(
-        batch_bytes <= 256 << 20,
-        "--batch-bytes must be at most 256M, got {batch_bytes}"
+        batch_bytes <= 4 << 20,
+        "--batch-bytes must be at most 4M (one LZ4 block), got {batch_bytes}"
     );
     anyhow::ensure!(
         a.ring_slots >= 2 && a.ring_slots.is_power_of_two(),
@@ -329,6 +329,12 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         a.rotate_files != Some(0),
         "--rotate-files must be at least 1"
     );
+    if let Some(g) = a.rotate_seconds {
+        anyhow::ensure!(
+            g <= 100 * 365 * 86_400,
+            "--rotate-seconds {g} is out of range (at most 100 years)"
+        );
+    }
     anyhow::ensure!(
         (1..=256).contains(&a.spread),
         "--spread must be 1..=256, got {}",
@@ -341,7 +347,8 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
                 d.is_finite() && d > 0.0,
                 "--duration must be a positive number of seconds"
             );
-            Ok(Duration::from_secs_f64(d))
+            Duration::try_from_secs_f64(d)
+                .map_err(|_| anyhow::anyhow!("--duration {d} is out of range"))
         })
         .transpose()?;
     Ok(CaptureConfig {
@@ -482,6 +489,8 @@ mod tests {
             (&["-W", "0"][..], "--rotate-files"),
             (&["--hugepages", "maybe"][..], "--hugepages"),
             (&["--duration", "0"][..], "--duration"),
+            (&["--duration", "1e30"][..], "--duration"),
+            (&["-G", "20000000000"][..], "--rotate-seconds"),
             (&["--xsk-ring", "1000"][..], "--xsk-ring"),
             (&["--xdp-mode", "fast"][..], "--xdp-mode"),
             (&["--cores", "9999"][..], "--cores"),

@@ -385,6 +385,9 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("creating output directory {}", cfg.out.display()))?;
 
+    // Workers stop on `worker_stop`, raised by the supervisor below once the
+    // inflow is cut (live queues), so the rings can be drained exactly.
+    let worker_stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     let mut writer_inputs: Vec<Vec<WriterInput>> = (0..cfg.writer_threads.min(queues.len()))
         .map(|_| Vec::new())
@@ -417,7 +420,8 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
             },
             producer,
             shared.clone(),
-        );
+        )
+        .with_abort(worker_stop.clone());
         let n = writer_inputs.len();
         writer_inputs[q.id as usize % n].push((consumer, series, wcounters.clone()));
         reports.push((q.id, q.label.clone(), shared.clone(), wcounters));
@@ -432,9 +436,6 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
             workers.len()
         );
     }
-    // Workers stop on `worker_stop`, raised by the supervisor below once the
-    // inflow is cut (live queues), so the rings can be drained exactly.
-    let worker_stop = Arc::new(AtomicBool::new(false));
     let deadline_stop = stop.clone();
     let worker_errors: Vec<Mutex<(Vec<String>, u64)>> = (0..workers.len())
         .map(|_| Mutex::new((Vec::new(), 0)))
@@ -513,8 +514,19 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        for h in worker_handles {
-            let _ = h.join();
+        for (i, h) in worker_handles.into_iter().enumerate() {
+            if let Err(panic) = h.join() {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                worker_errors[i]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+                    .push(format!("worker panicked (a bug, please report it): {msg}"));
+            }
         }
         done.store(true, Ordering::Relaxed);
     });

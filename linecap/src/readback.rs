@@ -56,8 +56,11 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
                 "{}: {} packets{}{}",
                 r.path.display(),
                 r.stats.packets,
-                if r.stats.lz4_frames > 0 {
-                    format!(", {} LZ4 frames", r.stats.lz4_frames)
+                if r.stats.lz4_blocks > 0 {
+                    format!(
+                        ", {} LZ4 blocks in {} complete frames",
+                        r.stats.lz4_blocks, r.stats.lz4_frames
+                    )
                 } else {
                     String::new()
                 },

@@ -81,6 +81,8 @@ pub struct ReadStats {
     pub truncated_bytes: u64,
     /// Complete LZ4 frames read (0 for uncompressed files).
     pub lz4_frames: u64,
+    /// Complete LZ4 blocks read (one per batch in linecap's files).
+    pub lz4_blocks: u64,
 }
 
 const PCAP_BUFFER_BYTES: usize = 1 << 20;
@@ -174,9 +176,9 @@ impl CaptureReader {
             // leftover bytes are reported as truncation.
             _ if head.is_empty() => (Format::Erf, Inner::Empty),
             _ => {
-                // No magic: ERF has none, so check that the first record is plausible.
-                match Record::parse_header(head) {
-                    Ok(h) if h.rtype != 0 && h.rtype <= record_type::PAD => {}
+                // No magic: ERF has none, so the first records must be plausible.
+                match plausible_erf(head) {
+                    true => {}
                     _ if head.len() < erf::HEADER_LEN => {
                         return Err(fmt_err(format!(
                             "too short for any capture format ({} bytes)",
@@ -233,6 +235,7 @@ impl CaptureReader {
             let st = st.lock().unwrap_or_else(|e| e.into_inner());
             s.truncated_bytes += st.truncated_bytes;
             s.lz4_frames = st.frames;
+            s.lz4_blocks = st.blocks;
         }
         s
     }
@@ -311,7 +314,13 @@ fn next_pcap(
                         got = true;
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        let resol = idb.ts_resolution().unwrap_or(1_000_000);
+                        let resol = ts_resolution(idb.if_tsresol).ok_or_else(|| {
+                            format!(
+                                "interface {} has a timestamp resolution (if_tsresol {:#04x}) linecap cannot represent",
+                                ifaces.len(),
+                                idb.if_tsresol
+                            )
+                        })?;
                         ifaces.push((idb.linktype == Linktype::ETHERNET, resol, idb.ts_offset()));
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => ifaces.clear(),
@@ -378,6 +387,12 @@ fn next_pcap(
                 }
                 reader.refill().map_err(|e| format!("read error: {e:?}"))?;
             }
+            Err(PcapError::BufferTooSmall) => {
+                return Err(format!(
+                    "a record after byte {} is larger than the {PCAP_BUFFER_BYTES}-byte read buffer (corrupt length?)",
+                    reader.consumed()
+                ));
+            }
             Err(e) => {
                 let what = format!("{e:?}");
                 return Err(format!(
@@ -389,6 +404,18 @@ fn next_pcap(
     }
 }
 
+/// Units per second of a pcapng `if_tsresol` byte: bit 7 clear = 10^-n s,
+/// set = 2^-n s (pcap-parser 0.17 mis-decodes the binary form, so it is
+/// done here). `None` when the resolution does not fit in a u64.
+fn ts_resolution(tsresol: u8) -> Option<u64> {
+    let n = (tsresol & 0x7f) as u32;
+    if tsresol & 0x80 == 0 {
+        10u64.checked_pow(n)
+    } else {
+        1u64.checked_shl(n).filter(|_| n < 64)
+    }
+}
+
 fn fill(pkt: &mut Packet, ts_ns: u64, orig_len: u32, data: &[u8], iface: u8) {
     pkt.ts_ns = ts_ns;
     pkt.wire_len = orig_len.max(data.len() as u32);
@@ -396,6 +423,32 @@ fn fill(pkt: &mut Packet, ts_ns: u64, orig_len: u32, data: &[u8], iface: u8) {
     pkt.data.extend_from_slice(data);
     pkt.iface = iface;
     pkt.lctr = 0;
+}
+
+/// Whether `head` starts like an ERF stream: every record header that lies
+/// wholly in `head` (up to 4) has a known type, a length that holds its
+/// headers, and an Ethernet record's wire length at least its frame.
+fn plausible_erf(head: &[u8]) -> bool {
+    let mut off = 0;
+    let mut checked = 0;
+    while checked < 4 && off + erf::HEADER_LEN <= head.len() {
+        let Ok(h) = Record::parse_header(&head[off..]) else {
+            return false;
+        };
+        let known = matches!(h.rtype, 1..=27 | record_type::PAD);
+        let min = h.payload_offset()
+            + if record_type::is_ethernet(h.rtype) {
+                erf::ETH_PAD_LEN
+            } else {
+                0
+            };
+        if !known || (h.rlen as usize) < min.max(erf::HEADER_LEN) || h.flags & 0xc0 != 0 {
+            return false;
+        }
+        off += h.rlen as usize;
+        checked += 1;
+    }
+    checked > 0
 }
 
 /// Read exactly `buf.len()` bytes; returns how many were read before EOF.
@@ -545,6 +598,68 @@ mod tests {
     }
 
     #[test]
+    fn pcapng_binary_and_decimal_resolutions() {
+        assert_eq!(ts_resolution(6), Some(1_000_000));
+        assert_eq!(ts_resolution(9), Some(1_000_000_000));
+        assert_eq!(ts_resolution(0x8a), Some(1024));
+        assert_eq!(ts_resolution(0x80 | 63), Some(1 << 63));
+        assert_eq!(ts_resolution(0x80 | 64), None);
+        assert_eq!(ts_resolution(20), None);
+        // A pcapng whose interface ticks in 2^-10 s: a packet at
+        // 1600000000.5 s (tshark shows the same).
+        let mut f = Vec::new();
+        let shb: [u32; 7] = [
+            0x0a0d_0d0a,
+            28,
+            0x1a2b_3c4d,
+            1,
+            0xffff_ffff,
+            0xffff_ffff,
+            28,
+        ];
+        f.extend(shb.iter().flat_map(|w| w.to_le_bytes()));
+        // IDB with if_tsresol = 0x8a.
+        let idb: [u32; 5] = [1, 32, 1, 0, 0x0001_0009];
+        f.extend(idb.iter().flat_map(|w| w.to_le_bytes()));
+        f.extend_from_slice(&[0x8a, 0, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&32u32.to_le_bytes());
+        let ts: u64 = 1_600_000_000 * 1024 + 512;
+        let epb: [u32; 7] = [6, 32 + 60, 0, (ts >> 32) as u32, ts as u32, 60, 60];
+        f.extend(epb.iter().flat_map(|w| w.to_le_bytes()));
+        f.extend_from_slice(&[0u8; 60]);
+        f.extend_from_slice(&(32u32 + 60).to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.pcapng");
+        std::fs::write(&p, &f).unwrap();
+        let (got, _) = read_all(&p);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].ts_ns, 1_600_000_000_500_000_000);
+    }
+
+    #[test]
+    fn random_bytes_are_rarely_taken_for_erf() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut accepted = 0;
+        for _ in 0..1000 {
+            let buf: Vec<u8> = (0..5000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            accepted += usize::from(plausible_erf(&buf));
+        }
+        assert!(
+            accepted <= 2,
+            "{accepted} of 1000 random buffers looked like ERF"
+        );
+        let real = std::fs::read(shared("traces/libtrace__100_packets.erf")).unwrap();
+        assert!(plausible_erf(&real));
+    }
+
+    #[test]
     fn truncated_files_read_to_the_last_complete_record() {
         let bytes = std::fs::read(shared("traces/libtrace__5_packets.erf")).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -574,13 +689,12 @@ mod tests {
         std::fs::write(&p, b"").unwrap();
         let mut r = CaptureReader::open(&p).unwrap();
         assert!(!r.next(&mut Packet::default()).unwrap());
-        // So does a file cut inside its first LZ4 frame, with the cut reported.
-        let frame = crate::lz4frame::FrameEncoder::new()
-            .encode(&[0u8; 100])
-            .to_vec();
-        std::fs::write(&p, &frame[..frame.len() - 1]).unwrap();
+        // So does a file cut inside its first LZ4 block, with the cut reported
+        // (the 7-byte frame header is complete, 3 bytes of the block are not).
+        let frame = crate::lz4frame::FrameWriter::new().frame(&[0u8; 100]);
+        std::fs::write(&p, &frame[..10]).unwrap();
         let mut r = CaptureReader::open(&p).unwrap();
         assert!(!r.next(&mut Packet::default()).unwrap());
-        assert_eq!(r.stats().truncated_bytes, frame.len() as u64 - 1);
+        assert_eq!(r.stats().truncated_bytes, 3);
     }
 }

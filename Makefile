@@ -5,12 +5,14 @@ setup:
 	bash .ci/setup
 
 demo: setup
-	cargo run --release -p linecap -- demo --out linecap-demo
+	cargo build --release -p linecap
+	./target/release/linecap demo --out linecap-demo
 
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
+	bash .ci/privileged-tests
 
 bench: setup
 	cargo run --release -p bench -- all --seconds 5

@@ -143,3 +143,155 @@ pub fn files_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Two network namespaces joined by a veth pair, both ends inside them;
+/// deleted on drop (also when the test panics).
+pub struct VethPair {
+    /// Namespace of the capture end (`vA`).
+    pub ns_cap: String,
+    /// Namespace of the sending end (`vB`).
+    pub ns_send: String,
+}
+
+impl VethPair {
+    /// Create the namespaces and a veth with `queues` RX/TX queues per end.
+    /// IPv6 is off on both ends so the kernel sends nothing of its own.
+    pub fn new(tag: &str, queues: u32) -> VethPair {
+        let id = format!("{}-{}", std::process::id(), tag);
+        let pair = VethPair {
+            ns_cap: format!("lccap-{id}"),
+            ns_send: format!("lcsnd-{id}"),
+        };
+        for ns in [&pair.ns_cap, &pair.ns_send] {
+            run_ok(Command::new("ip").args(["netns", "add", ns]));
+            run_ok(
+                Command::new("ip")
+                    .args(["netns", "exec", ns, "sysctl", "-qw"])
+                    .args([
+                        "net.ipv6.conf.all.disable_ipv6=1",
+                        "net.ipv6.conf.default.disable_ipv6=1",
+                    ]),
+            );
+        }
+        let q = queues.to_string();
+        run_ok(
+            Command::new("ip")
+                .args(["link", "add", "vA", "netns", &pair.ns_cap])
+                .args([
+                    "numrxqueues",
+                    &q,
+                    "numtxqueues",
+                    &q,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "vB",
+                    "netns",
+                    &pair.ns_send,
+                    "numrxqueues",
+                    &q,
+                    "numtxqueues",
+                    &q,
+                ]),
+        );
+        run_ok(Command::new("ip").args(["-n", &pair.ns_cap, "link", "set", "vA", "up"]));
+        run_ok(Command::new("ip").args(["-n", &pair.ns_send, "link", "set", "vB", "up"]));
+        pair
+    }
+
+    /// A command run inside the capture namespace.
+    pub fn in_cap(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_cap, program]);
+        c
+    }
+
+    /// A command run inside the sending namespace.
+    pub fn in_send(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_send, program]);
+        c
+    }
+
+    /// `ip link show vA` in the capture namespace.
+    pub fn link_cap(&self) -> String {
+        run_ok(Command::new("ip").args(["-n", &self.ns_cap, "link", "show", "vA"]))
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        for ns in [&self.ns_cap, &self.ns_send] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Why privileged tests cannot run here, if they cannot.
+pub fn privileged_unavailable() -> Option<String> {
+    let uid = run(Command::new("id").arg("-u"));
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root".into());
+    }
+    for tool in ["ip", "tcpreplay"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return Some(format!("{tool} is not installed (bash .ci/setup)"));
+        }
+    }
+    None
+}
+
+/// Start `cmd` with stderr piped and wait (at most 20 s) until it prints a
+/// line containing `marker`; the rest of stderr is collected in the background.
+pub fn spawn_until(
+    cmd: &mut Command,
+    marker: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let hit = line.contains(marker);
+                seen.push(line);
+                if hit {
+                    return (child, rx);
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "{cmd:?} did not print {marker:?} within 20 s; stderr:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// Send SIGINT/SIGTERM/SIGKILL to a child.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    run_ok(
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string()),
+    );
+}

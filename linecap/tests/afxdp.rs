@@ -1,0 +1,202 @@
+//! AF_XDP end to end, in network namespaces this test creates (both ends of
+//! the veth inside them): a sender transmits a known set of frames, linecap
+//! captures all four queues, and the read-back holds exactly those frames.
+//!
+//! These tests need root and a kernel with XDP/AF_XDP. They are `#[ignore]`d
+//! so a plain `cargo test` lists them as ignored (never passed silently);
+//! `make test` runs them with `--ignored` when it runs as root and says
+//! SKIPPED otherwise.
+
+mod common;
+
+use common::*;
+use linecap_writer::output::{OutFormat, PacketWriter};
+use linecap_writer::read::{CaptureReader, Packet};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn require_privileges() {
+    if let Some(why) = privileged_unavailable() {
+        panic!("this privileged test cannot run: {why}");
+    }
+}
+
+fn read_frames(path: &Path) -> Vec<Vec<u8>> {
+    let mut r = CaptureReader::open(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = Packet::default();
+    let mut v = Vec::new();
+    while r.next(&mut p).unwrap_or_else(|e| panic!("{e}")) {
+        v.push(p.data.clone());
+    }
+    v
+}
+
+/// The frames to send: two real traces plus synthetic frames of 64..1514
+/// bytes (a UDP template whose payload carries its index), written as pcap.
+fn frames_file(dir: &Path) -> (std::path::PathBuf, Vec<Vec<u8>>) {
+    let mut frames = Vec::new();
+    for t in ["tcpreplay__test.pcap", "zeek__wikipedia.pcap"] {
+        frames.extend(read_frames(&shared(&format!("traces/{t}"))));
+    }
+    for (i, len) in (64..=1514).step_by(50).chain([1514]).enumerate() {
+        let mut f = vec![0u8; len];
+        f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xaa]);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xbb]);
+        f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental EtherType
+        f[14..22].copy_from_slice(&(i as u64).to_be_bytes());
+        for (j, b) in f[22..].iter_mut().enumerate() {
+            *b = (j * 7 + i) as u8;
+        }
+        frames.push(f);
+    }
+    let path = dir.join("send.pcap");
+    let mut w = PacketWriter::create(&path, OutFormat::Pcap).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        w.write(&Packet {
+            ts_ns: 1_700_000_000_000_000_000 + i as u64 * 1000,
+            wire_len: f.len() as u32,
+            data: f.clone(),
+            ..Packet::default()
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    (path, frames)
+}
+
+/// tcpreplay's count of frames it sent.
+fn tcpreplay_sent(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Successful packets:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in tcpreplay's output:\n{out}"))
+}
+
+fn capture_and_compare(mode: &str) {
+    require_privileges();
+    let dir = tempfile::tempdir().unwrap();
+    let (send, mut sent_frames) = frames_file(dir.path());
+    let veth = VethPair::new(mode, 4);
+    let out = dir.path().join("cap");
+    let report = dir.path().join("report.json");
+    let (mut child, _stderr) = spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args(["capture", "--source", "afxdp:vA", "--xdp-mode", mode])
+            .arg("--out")
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&report),
+        "ready",
+    );
+    assert!(veth.link_cap().contains("xdp"), "XDP program attached");
+    let replay = run_ok(
+        veth.in_send("tcpreplay")
+            .args(["-i", "vB", "--pps", "20000"])
+            .arg(&send),
+    );
+    let sent = tcpreplay_sent(&replay);
+    assert_eq!(
+        sent,
+        sent_frames.len() as u64,
+        "tcpreplay sent everything:\n{replay}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "linecap exited with {status}");
+
+    let r = common::report(&report);
+    assert_balanced(&r);
+    let queues = r["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 4, "one worker per veth queue");
+    let seen = total(&r, |q| q["seen"].as_u64().unwrap());
+    let written = total(&r, |q| q["written"].as_u64().unwrap());
+    assert_eq!(
+        seen, sent,
+        "every frame that reached the interface is accounted for: {r:#}"
+    );
+    for q in queues {
+        assert_eq!(
+            q["xdp_consistent"], true,
+            "XDP and socket counts agree: {q:#}"
+        );
+    }
+    assert_eq!(written, sent, "no drop expected at 20 kpps: {r:#}");
+
+    // Read back: exactly the sent frames, byte for byte (order across
+    // queues is by capture time, so compare as multisets).
+    let back = dir.path().join("back.pcap");
+    run_ok(linecap().arg("read").arg(&out).arg("-w").arg(&back));
+    let mut got = read_frames(&back);
+    got.sort();
+    sent_frames.sort();
+    assert!(
+        got == sent_frames,
+        "read-back differs from the sent frames ({} vs {})",
+        got.len(),
+        sent_frames.len()
+    );
+    drop(veth);
+}
+
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by `make test` as root"]
+fn afxdp_native_four_queues_captures_exactly_the_sent_frames() {
+    capture_and_compare("native");
+}
+
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by `make test` as root"]
+fn afxdp_generic_four_queues_captures_exactly_the_sent_frames() {
+    capture_and_compare("generic");
+}
+
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by `make test` as root"]
+fn xdp_program_is_detached_after_exit_sigterm_and_sigkill() {
+    require_privileges();
+    for (ending, tag) in [("exit", "dx"), ("TERM", "dt"), ("KILL", "dk")] {
+        let dir = tempfile::tempdir().unwrap();
+        let veth = VethPair::new(tag, 2);
+        let mut cmd = veth.in_cap(env!("CARGO_BIN_EXE_linecap"));
+        cmd.args(["capture", "--source", "afxdp:vA"])
+            .arg("--out")
+            .arg(dir.path().join("cap"));
+        if ending == "exit" {
+            cmd.args(["--duration", "1"]);
+        }
+        let (mut child, _stderr) = spawn_until(&mut cmd, "ready");
+        assert!(
+            veth.link_cap().contains("xdp"),
+            "{ending}: attached while running"
+        );
+        if ending != "exit" {
+            signal(&child, ending);
+        }
+        let status = child.wait().unwrap();
+        if ending != "KILL" {
+            assert!(status.success(), "{ending}: exit status {status}");
+        }
+        // The bpf_link goes with the process's descriptors.
+        let mut attached = true;
+        for _ in 0..50 {
+            attached = veth.link_cap().contains("xdp");
+            if !attached {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !attached,
+            "{ending}: XDP still attached:\n{}",
+            veth.link_cap()
+        );
+        // And no program of ours is left loaded either.
+        let progs = run(Command::new("bpftool").args(["prog", "show", "name", "linecap_xdp"]));
+        assert!(
+            String::from_utf8_lossy(&progs.stdout).trim().is_empty(),
+            "{ending}: program still loaded"
+        );
+    }
+}

@@ -175,6 +175,7 @@ fn veth_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 anyhow::bail!("the capture did not start within 20 s (see its messages above)");
             }
         }

@@ -278,6 +278,7 @@ pub fn spawn_until(
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "{cmd:?} did not print {marker:?} within 20 s; stderr:\n{}",
                     seen.join("\n")

@@ -6,10 +6,15 @@
 //! - `worker`: synthetic source → worker (parse + ERF batch + ring hand-off)
 //!   on one core; the ring is drained in the same thread between bursts (a
 //!   release is one store), so the figure is the worker's own cost.
+//! - `veth` (root): zero-loss rate of linecap AF_XDP (native, generic),
+//!   `tcpdump -w` and `dumpcap -w` on one veth pair with tcpreplay as the
+//!   generator, at 64 and 1514 B (see `veth.rs`). Not part of `all`.
 //! - `writer`: ERF bytes of the real traces in ../shared/traces, repeated into
 //!   1 MiB batches, written by one writer thread (LZ4 frames, and plain),
 //!   next to the `lz4 -1` CLI compressing the same bytes.
 #![forbid(unsafe_code)]
+
+mod veth;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,12 +39,13 @@ fn main() {
     match suite {
         "worker" => results.extend(worker_suite(seconds)),
         "writer" => results.extend(writer_suite(seconds)),
+        "veth" => results.extend(veth::suite(seconds)),
         "all" => {
             results.extend(worker_suite(seconds));
             results.extend(writer_suite(seconds));
         }
         _ => {
-            eprintln!("usage: bench worker|writer|all [--seconds S] [--json FILE]");
+            eprintln!("usage: bench worker|writer|veth|all [--seconds S] [--json FILE]");
             std::process::exit(2);
         }
     }

@@ -177,7 +177,10 @@ impl CaptureReader {
             _ if head.is_empty() => (Format::Erf, Inner::Empty),
             _ => {
                 // No magic: ERF has none, so the first records must be plausible.
-                match plausible_erf(head) {
+                let named_erf = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(".erf"));
+                match plausible_erf(head, named_erf) {
                     true => {}
                     _ if head.len() < erf::HEADER_LEN => {
                         return Err(fmt_err(format!(
@@ -425,30 +428,41 @@ fn fill(pkt: &mut Packet, ts_ns: u64, orig_len: u32, data: &[u8], iface: u8) {
     pkt.lctr = 0;
 }
 
-/// Whether `head` starts like an ERF stream: every record header that lies
-/// wholly in `head` (up to 4) has a known type, a length that holds its
-/// headers, and an Ethernet record's wire length at least its frame.
-fn plausible_erf(head: &[u8]) -> bool {
-    let mut off = 0;
-    let mut checked = 0;
-    while checked < 4 && off + erf::HEADER_LEN <= head.len() {
-        let Ok(h) = Record::parse_header(&head[off..]) else {
-            return false;
-        };
-        let known = matches!(h.rtype, 1..=27 | record_type::PAD);
+/// Whether `head` (the first bytes of a stream, up to 64 KiB) starts like
+/// ERF, which has no magic number. Each header must have a type linecap
+/// knows (the Ethernet family, META, PAD), a length that holds its headers,
+/// and no unknown flag bits. A file named `*.erf*` needs one such header;
+/// any other needs a first record that fits in `head` followed by a second
+/// plausible header (or the end of the file), so random bytes are not taken
+/// for a capture.
+fn plausible_erf(head: &[u8], named_erf: bool) -> bool {
+    let header_ok = |at: usize| -> Option<usize> {
+        let h = Record::parse_header(head.get(at..)?).ok()?;
+        let known = record_type::is_ethernet(h.rtype)
+            || h.rtype == record_type::META
+            || h.rtype == record_type::PAD;
         let min = h.payload_offset()
             + if record_type::is_ethernet(h.rtype) {
                 erf::ETH_PAD_LEN
             } else {
                 0
             };
-        if !known || (h.rlen as usize) < min.max(erf::HEADER_LEN) || h.flags & 0xc0 != 0 {
-            return false;
-        }
-        off += h.rlen as usize;
-        checked += 1;
+        (known && h.flags & 0xc0 == 0 && (h.rlen as usize) >= min.max(erf::HEADER_LEN))
+            .then_some(h.rlen as usize)
+    };
+    let Some(first) = header_ok(0) else {
+        return false;
+    };
+    if named_erf {
+        return true;
     }
-    checked > 0
+    match first.cmp(&head.len()) {
+        std::cmp::Ordering::Greater => false,
+        std::cmp::Ordering::Equal => true,
+        std::cmp::Ordering::Less => {
+            head.len() - first < erf::HEADER_LEN || header_ok(first).is_some()
+        }
+    }
 }
 
 /// Read exactly `buf.len()` bytes; returns how many were read before EOF.

@@ -238,7 +238,7 @@ fn trial(tool: Tool, pcap: &Path, rate: u64, seconds: f64, linecap: &Path, tmp: 
         .lines()
         .find_map(|l| l.trim().strip_prefix("Rated:"))
         .and_then(|v| v.split(',').nth(1))
-        .and_then(|v| v.trim().split_whitespace().next()?.parse().ok())
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
     let captured = count_frames(&out);
     let _ = std::fs::remove_dir_all(&out);

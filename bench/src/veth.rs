@@ -223,7 +223,10 @@ fn trial(tool: Tool, pcap: &Path, rate: u64, seconds: f64, linecap: &Path, tmp: 
         .arg(format!("--pps={rate}"))
         .arg(format!("--loop={loops}"))
         .arg(pcap));
-    std::thread::sleep(Duration::from_millis(500));
+    // libpcap (tcpdump, dumpcap) hands frames over in TPACKET_V3 blocks that
+    // retire after a 1 s timeout, and a tool stopped by SIGINT does not read
+    // the last partial block: wait longer than that before stopping anyone.
+    std::thread::sleep(Duration::from_millis(1500));
     let cpu = cpu_seconds(child.id()) - cpu0;
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -237,7 +240,7 @@ fn trial(tool: Tool, pcap: &Path, rate: u64, seconds: f64, linecap: &Path, tmp: 
     let achieved_pps = replay
         .lines()
         .find_map(|l| l.trim().strip_prefix("Rated:"))
-        .and_then(|v| v.split(',').nth(1))
+        .and_then(|v| v.split(',').find(|f| f.trim_end().ends_with("pps")))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
     let captured = count_frames(&out);

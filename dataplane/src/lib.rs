@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod counters;
+pub mod flowtable;
 #[allow(unsafe_code)]
 pub mod ring;
 pub mod source;

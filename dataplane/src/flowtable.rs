@@ -73,7 +73,7 @@ use linecap_wire::ipv4::protocol;
 use linecap_wire::tcp::flags;
 
 /// Slots a key may be from its home slot.
-pub const PROBE_MAX: usize = 32;
+pub const PROBE_MAX: usize = 64;
 /// Smallest capacity accepted.
 pub const CAPACITY_MIN: usize = 64;
 /// Largest capacity accepted (2^30 slots).
@@ -345,6 +345,22 @@ pub struct FlowTable {
     out: ExportQueue,
 }
 
+/// Packets [`FlowTable::update_burst`] looks ahead over.
+pub const BURST_MAX: usize = 64;
+
+/// One packet of a burst for [`FlowTable::update_burst`].
+#[derive(Debug, Clone, Copy)]
+pub struct BurstPacket {
+    /// What `parse_frame` found.
+    pub info: PacketInfo,
+    /// Packet time (ns).
+    pub ts_ns: u64,
+    /// Wire length (the caller's convention; see the module docs).
+    pub wire_len: u32,
+    /// Captured length.
+    pub cap_len: u32,
+}
+
 /// Records the export queue holds by default (see [`FlowTable::with_export_queue`]).
 pub const EXPORT_QUEUE_DEFAULT: usize = 4096;
 
@@ -428,11 +444,45 @@ impl FlowTable {
     /// queue ([`FlowTable::take_expired`]).
     #[inline]
     pub fn update(&mut self, info: &PacketInfo, ts_ns: u64, wire_len: u32, cap_len: u32) {
+        let tag = flow_hash(&info.key) | TAG_USED;
+        self.update_tagged(tag, info, ts_ns, wire_len, cap_len);
+    }
+
+    /// [`FlowTable::update`] for a burst of packets, in order. The keys are
+    /// hashed and their home slots read first, in one pass of independent
+    /// loads the CPU overlaps, so a large table's cache and TLB misses are
+    /// paid in parallel rather than one after the other (no `unsafe`
+    /// prefetch needed). Same result as calling `update` per packet.
+    pub fn update_burst(&mut self, pkts: &[BurstPacket]) {
+        for chunk in pkts.chunks(BURST_MAX) {
+            let mut tags = [0u64; BURST_MAX];
+            let mut touch = 0u64;
+            for (t, p) in tags.iter_mut().zip(chunk) {
+                *t = flow_hash(&p.info.key) | TAG_USED;
+                if let Some(s) = self.slots.get(*t as usize & self.mask) {
+                    touch ^= s.tag ^ s.rec.last_ns;
+                }
+            }
+            std::hint::black_box(touch);
+            for (t, p) in tags.iter().zip(chunk) {
+                self.update_tagged(*t, &p.info, p.ts_ns, p.wire_len, p.cap_len);
+            }
+        }
+    }
+
+    #[inline]
+    fn update_tagged(
+        &mut self,
+        tag: u64,
+        info: &PacketInfo,
+        ts_ns: u64,
+        wire_len: u32,
+        cap_len: u32,
+    ) {
         self.counters.packets += 1;
         if ts_ns > self.now_ns {
             self.now_ns = ts_ns;
         }
-        let tag = flow_hash(&info.key) | TAG_USED;
         let home = tag as usize & self.mask;
         let mut found = None;
         let mut free = None;
@@ -959,6 +1009,30 @@ mod tests {
         }
         assert_eq!(t.counters().evicted, 36);
         assert_eq!(t.counters().export_drops, 32);
+    }
+
+    #[test]
+    fn burst_update_equals_per_packet_update() {
+        let mut one = FlowTable::new(64, timeouts()).unwrap();
+        let mut burst = FlowTable::new(64, timeouts()).unwrap();
+        let mut pkts = Vec::new();
+        for i in 0..300u32 {
+            let p = info([10, 2, 0, (i % 90) as u8], 5, SV, 6, flags::ACK);
+            let ts = u64::from(i) * S / 3;
+            one.update(&p, ts, 100, 90);
+            pkts.push(BurstPacket {
+                info: p,
+                ts_ns: ts,
+                wire_len: 100,
+                cap_len: 90,
+            });
+        }
+        burst.update_burst(&pkts);
+        assert_eq!(one.counters(), burst.counters());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        one.drain(&mut |r| a.push(*r));
+        burst.drain(&mut |r| b.push(*r));
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod afxdp;
 pub mod clock;
 pub mod counters;
+pub mod flowtable;
 #[allow(unsafe_code)]
 pub mod ring;
 pub mod source;

@@ -31,6 +31,8 @@ pub enum Command {
     Read(ReadArgs),
     /// Run a self-contained demonstration capture of a bundled real trace.
     Demo(DemoArgs),
+    /// Meter bidirectional flows in capture files offline; print them and/or export IPFIX/Parquet.
+    Flows(crate::flows::FlowsArgs),
 }
 
 #[derive(Args, Debug)]

@@ -4,7 +4,12 @@
 
 mod cli;
 mod demo;
+mod export;
 mod filesource;
+#[cfg(feature = "parquet")]
+mod flowlog;
+mod flows;
+mod ipfix;
 mod pipeline;
 mod readback;
 mod summary;
@@ -17,6 +22,7 @@ fn main() {
         cli::Command::Capture(c) => cli::capture(c),
         cli::Command::Read(r) => readback::run(r),
         cli::Command::Demo(d) => demo::run(d),
+        cli::Command::Flows(f) => flows::run(f),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -1,0 +1,1092 @@
+//! The per-queue bidirectional flow table.
+//!
+//! One table per receive queue, owned by that queue's worker: no locks, no
+//! sharing. Everything is allocated in [`FlowTable::new`]; the per-packet
+//! path ([`FlowTable::update`]) never allocates, never grows the table, never
+//! formats and never returns a `Result`.
+//!
+//! # Layout
+//!
+//! One array of `capacity` slots (a power of two), open addressing with
+//! **linear probing bounded to [`PROBE_MAX`] slots** from the key's home slot.
+//! A slot holds a 64-bit tag (the key's hash with the top bit set; 0 = empty),
+//! the flow key, the record and a few bytes of expiry state. Removal uses
+//! backward-shift deletion (no tombstones), so a lookup stops at the first
+//! empty slot and never looks past `PROBE_MAX` slots.
+//!
+//! The hash is [`flow_hash`]: a 64-bit multiply-xorshift mix over the
+//! canonical key's words. It is deliberately *not* `symmetric_hash` (which
+//! picks the queue): inside one queue the queue hash's low bits are all
+//! equal, so indexing the table with it would use a fraction of the slots.
+//!
+//! # When the table is full
+//!
+//! A new flow whose `PROBE_MAX`-slot window holds no empty slot evicts the
+//! entry of that window with the oldest last-packet time (if that entry was
+//! already past its idle timeout it ends as `Idle`, otherwise as `Evicted`,
+//! counted in `evicted`). The table never grows and never refuses a packet.
+//!
+//! # Expiry (the packet clock)
+//!
+//! Time is an argument: the table's clock is the largest packet timestamp it
+//! has seen, or the `now_ns` given to [`FlowTable::tick`]. A flow ends when
+//!
+//! * no packet came for `idle_ns` ([`EndReason::Idle`]);
+//! * it has lasted `active_ns` since its record started: the record is
+//!   exported ([`EndReason::Active`]) and the flow continues in the same slot
+//!   with counters from zero (IPFIX delta semantics);
+//! * TCP: `linger_ns` after an RST, or after FIN was seen in both directions
+//!   (or in the only direction seen so far) ([`EndReason::EndOfFlow`]);
+//!   packets during the linger still count to the flow;
+//! * the table needs its slot ([`EndReason::Evicted`]);
+//! * the input ends ([`FlowTable::drain`], [`EndReason::EndOfInput`]).
+//!
+//! A packet of a flow that is already due ends the old record first, then
+//! starts a new one. [`FlowTable::tick`] sweeps the table for due flows, for
+//! queues that are idle and for flows that simply stop; the worker calls it
+//! on its periodic tick, not per packet.
+//!
+//! Records ended on the packet path go into a bounded, preallocated export
+//! queue ([`FlowTable::take_expired`] empties it); when it is full the record
+//! is dropped and counted (`export_drops`). Records ended by `tick` and
+//! `drain` go straight to the caller's sink.
+//!
+//! # What is tracked
+//!
+//! Every frame with an IP header: TCP, UDP, SCTP (with ports), ICMP, ICMPv6
+//! and other protocols (ports 0), and non-first fragments as their own
+//! `frag` flows (ports 0) — the semantics of `wire::flow`. Non-IP, truncated
+//! and malformed frames are counted (`non_ip`, `truncated`, `malformed`) and
+//! not tracked.
+//!
+//! # Bytes
+//!
+//! `bytes` is the sum of the `wire_len` the caller passes, `captured_bytes`
+//! the sum of `cap_len`. The table adds nothing: the convention (with or
+//! without the 4-byte FCS) is the caller's and is documented where the caller
+//! is (`linecap flows` adds 4 per frame for ERF input, as ERF's `wlen` and
+//! the reference tables count it; NIC queues pass the frame length without
+//! FCS).
+
+use linecap_wire::flow::{FlowKey, IpFamily, PacketInfo, Parsed};
+use linecap_wire::ipv4::protocol;
+use linecap_wire::tcp::flags;
+
+/// Slots a key may be from its home slot.
+pub const PROBE_MAX: usize = 64;
+/// Smallest capacity accepted.
+pub const CAPACITY_MIN: usize = 64;
+/// Largest capacity accepted (2^30 slots).
+pub const CAPACITY_MAX: usize = 1 << 30;
+
+/// Why a flow record ended; the values are IPFIX `flowEndReason` (IE 136).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(u8)]
+pub enum EndReason {
+    /// No packet for the idle timeout.
+    #[default]
+    Idle = 1,
+    /// The active timeout: a long flow exported periodically; it continues.
+    Active = 2,
+    /// TCP FIN (both directions) or RST, after the linger.
+    EndOfFlow = 3,
+    /// The input ended (end of file, shutdown).
+    EndOfInput = 4,
+    /// The table needed the slot.
+    Evicted = 5,
+}
+
+impl EndReason {
+    /// A short lowercase name (`idle`, `active`, `end`, `input_end`, `evicted`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Idle => "idle",
+            EndReason::Active => "active",
+            EndReason::EndOfFlow => "end",
+            EndReason::EndOfInput => "input_end",
+            EndReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// Direction index into the per-direction arrays of a [`FlowRecord`].
+pub const A_TO_B: usize = 0;
+/// Direction index: from endpoint b to endpoint a.
+pub const B_TO_A: usize = 1;
+
+/// One flow's record, as exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// The canonical key (endpoint a is the smaller `(address, port)`).
+    pub key: FlowKey,
+    /// Earliest packet time of this record (ns since the epoch).
+    pub first_ns: u64,
+    /// Latest packet time of this record.
+    pub last_ns: u64,
+    /// Packets `[a→b, b→a]`.
+    pub packets: [u64; 2],
+    /// Wire bytes `[a→b, b→a]` (the caller's `wire_len`; see the module docs).
+    pub bytes: [u64; 2],
+    /// Captured bytes `[a→b, b→a]`.
+    pub captured_bytes: [u64; 2],
+    /// TCP flags OR-ed `[a→b, b→a]` (0 for other protocols).
+    pub tcp_flags: [u8; 2],
+    /// Whether endpoint a sent the flow's first packet (the initiator). For
+    /// records after an active-timeout export this is still the side that
+    /// started the flow.
+    pub a_initiated: bool,
+    /// Why the record ended.
+    pub end_reason: EndReason,
+}
+
+impl FlowRecord {
+    fn start(info: &PacketInfo, ts_ns: u64) -> FlowRecord {
+        FlowRecord {
+            key: info.key,
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            packets: [0; 2],
+            bytes: [0; 2],
+            captured_bytes: [0; 2],
+            tcp_flags: [0; 2],
+            a_initiated: info.a_to_b,
+            end_reason: EndReason::Idle,
+        }
+    }
+
+    /// Total packets in both directions.
+    pub fn total_packets(&self) -> u64 {
+        self.packets[A_TO_B] + self.packets[B_TO_A]
+    }
+
+    /// Total wire bytes in both directions.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes[A_TO_B] + self.bytes[B_TO_A]
+    }
+}
+
+/// Timeouts, in ns of packet time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A flow with no packet for this long ends.
+    pub idle_ns: u64,
+    /// A flow lasting this long is exported and continues.
+    pub active_ns: u64,
+    /// After RST, or FIN in both directions, the flow ends this much later.
+    pub linger_ns: u64,
+}
+
+impl Default for Timeouts {
+    /// 60 s idle, 300 s active, 2 s linger.
+    fn default() -> Self {
+        Timeouts {
+            idle_ns: 60_000_000_000,
+            active_ns: 300_000_000_000,
+            linger_ns: 2_000_000_000,
+        }
+    }
+}
+
+/// The table's counters (plain integers; the worker publishes them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    /// IP frames counted into flows.
+    pub packets: u64,
+    /// Frames without an IP header (not tracked).
+    pub non_ip: u64,
+    /// Frames cut before the IP header was complete (not tracked).
+    pub truncated: u64,
+    /// Frames with an inconsistent header before or in IP (not tracked).
+    pub malformed: u64,
+    /// Flows in the table now.
+    pub active: u64,
+    /// Flows created.
+    pub created: u64,
+    /// Records ended by the idle timeout.
+    pub expired_idle: u64,
+    /// Records exported by the active timeout (the flow continues).
+    pub expired_active: u64,
+    /// Records ended by TCP FIN/RST.
+    pub expired_end: u64,
+    /// Records evicted because the table needed the slot.
+    pub evicted: u64,
+    /// Records ended by [`FlowTable::drain`].
+    pub expired_input_end: u64,
+    /// Records lost because the export queue was full.
+    pub export_drops: u64,
+}
+
+const TAG_USED: u64 = 1 << 63;
+const FIN_A: u8 = 1;
+const FIN_B: u8 = 2;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// `flow_hash | TAG_USED`; 0 = empty.
+    tag: u64,
+    /// Time the TCP linger started (`u64::MAX` = not started).
+    linger_from_ns: u64,
+    /// FIN seen per direction (`FIN_A`, `FIN_B`).
+    fins: u8,
+    rec: FlowRecord,
+}
+
+/// A 64-bit hash of a canonical flow key (the table's index).
+#[inline]
+pub fn flow_hash(key: &FlowKey) -> u64 {
+    #[inline(always)]
+    fn word(b: &[u8; 16], i: usize) -> u64 {
+        let mut w = [0u8; 8];
+        if let Some(s) = b.get(i * 8..i * 8 + 8) {
+            w.copy_from_slice(s);
+        }
+        u64::from_le_bytes(w)
+    }
+    #[inline(always)]
+    fn mix(h: u64, w: u64) -> u64 {
+        let m = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        m ^ (m >> 29)
+    }
+    let a = key.addr_a_bytes();
+    let b = key.addr_b_bytes();
+    let mut vl = 0u64;
+    for (i, v) in key.vlan_ids().iter().enumerate() {
+        vl |= u64::from(*v) << (16 * i);
+    }
+    let misc = u64::from(key.port_a())
+        | u64::from(key.port_b()) << 16
+        | u64::from(key.proto()) << 32
+        | u64::from(key.family() as u8) << 40
+        | u64::from(key.is_fragment()) << 48
+        | u64::from(key.vlan_depth()) << 56;
+    let mut h = 0x243f_6a88_85a3_08d3u64;
+    h = mix(h, word(a, 0));
+    h = mix(h, word(a, 1));
+    h = mix(h, word(b, 0));
+    h = mix(h, word(b, 1));
+    h = mix(h, misc);
+    h = mix(h, vl);
+    // Final avalanche (murmur3 fmix64).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// A fixed-size ring of records waiting to be exported.
+struct ExportQueue {
+    buf: Box<[FlowRecord]>,
+    head: usize,
+    len: usize,
+}
+
+impl ExportQueue {
+    fn new(cap: usize) -> Self {
+        let blank = FlowRecord {
+            key: FlowKey::from_endpoints(
+                Default::default(),
+                0,
+                false,
+                IpFamily::V4,
+                [0; 16],
+                0,
+                [0; 16],
+                0,
+            )
+            .0,
+            first_ns: 0,
+            last_ns: 0,
+            packets: [0; 2],
+            bytes: [0; 2],
+            captured_bytes: [0; 2],
+            tcp_flags: [0; 2],
+            a_initiated: true,
+            end_reason: EndReason::Idle,
+        };
+        ExportQueue {
+            buf: vec![blank; cap.max(1)].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, r: &FlowRecord) -> bool {
+        if self.len == self.buf.len() {
+            return false;
+        }
+        let i = (self.head + self.len) % self.buf.len();
+        if let Some(s) = self.buf.get_mut(i) {
+            *s = *r;
+        }
+        self.len += 1;
+        true
+    }
+
+    fn drain(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
+        while self.len > 0 {
+            if let Some(r) = self.buf.get(self.head) {
+                sink(r);
+            }
+            self.head = (self.head + 1) % self.buf.len();
+            self.len -= 1;
+        }
+    }
+}
+
+/// One queue's flow table. See the module documentation.
+pub struct FlowTable {
+    slots: Box<[Slot]>,
+    mask: usize,
+    timeouts: Timeouts,
+    now_ns: u64,
+    counters: FlowCounters,
+    out: ExportQueue,
+}
+
+/// Packets [`FlowTable::update_burst`] looks ahead over.
+pub const BURST_MAX: usize = 64;
+
+/// One packet of a burst for [`FlowTable::update_burst`].
+#[derive(Debug, Clone, Copy)]
+pub struct BurstPacket {
+    /// What `parse_frame` found.
+    pub info: PacketInfo,
+    /// Packet time (ns).
+    pub ts_ns: u64,
+    /// Wire length (the caller's convention; see the module docs).
+    pub wire_len: u32,
+    /// Captured length.
+    pub cap_len: u32,
+}
+
+/// Records the export queue holds by default (see [`FlowTable::with_export_queue`]).
+pub const EXPORT_QUEUE_DEFAULT: usize = 4096;
+
+impl FlowTable {
+    /// A table of `capacity` slots (a power of two, [`CAPACITY_MIN`] to
+    /// [`CAPACITY_MAX`]) with the default export queue.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Result<FlowTable, String> {
+        Self::with_export_queue(capacity, timeouts, EXPORT_QUEUE_DEFAULT)
+    }
+
+    /// A table whose packet-path export queue holds `export_queue` records.
+    pub fn with_export_queue(
+        capacity: usize,
+        timeouts: Timeouts,
+        export_queue: usize,
+    ) -> Result<FlowTable, String> {
+        if !capacity.is_power_of_two() || !(CAPACITY_MIN..=CAPACITY_MAX).contains(&capacity) {
+            return Err(format!(
+                "flow table capacity must be a power of two in {CAPACITY_MIN}..={CAPACITY_MAX}, got {capacity}"
+            ));
+        }
+        if timeouts.idle_ns == 0 || timeouts.active_ns == 0 {
+            return Err("flow timeouts must be above 0".into());
+        }
+        let q = ExportQueue::new(export_queue);
+        let empty = Slot {
+            tag: 0,
+            linger_from_ns: u64::MAX,
+            fins: 0,
+            rec: q.buf[0],
+        };
+        Ok(FlowTable {
+            slots: vec![empty; capacity].into_boxed_slice(),
+            mask: capacity - 1,
+            timeouts,
+            now_ns: 0,
+            counters: FlowCounters::default(),
+            out: q,
+        })
+    }
+
+    /// Slots in the table (fixed).
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes of memory the table holds (fixed at creation).
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.len() * size_of::<Slot>() + self.out.buf.len() * size_of::<FlowRecord>()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &FlowCounters {
+        &self.counters
+    }
+
+    /// The table's packet clock (ns).
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// The timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Account one parsed frame: IP frames go to [`FlowTable::update`], the
+    /// others are counted. `wire_len` and `cap_len` as for `update`.
+    #[inline]
+    pub fn update_parsed(&mut self, parsed: &Parsed, ts_ns: u64, wire_len: u32, cap_len: u32) {
+        match parsed {
+            Parsed::Ip(info) => self.update(info, ts_ns, wire_len, cap_len),
+            Parsed::NonIp => self.counters.non_ip += 1,
+            Parsed::Truncated => self.counters.truncated += 1,
+            Parsed::Malformed => self.counters.malformed += 1,
+        }
+    }
+
+    /// Count one IP packet into its flow. Records this ends (a due flow's
+    /// old record, an eviction, an active-timeout export) go to the export
+    /// queue ([`FlowTable::take_expired`]).
+    #[inline]
+    pub fn update(&mut self, info: &PacketInfo, ts_ns: u64, wire_len: u32, cap_len: u32) {
+        let tag = flow_hash(&info.key) | TAG_USED;
+        self.update_tagged(tag, info, ts_ns, wire_len, cap_len);
+    }
+
+    /// [`FlowTable::update`] for a burst of packets, in order. The keys are
+    /// hashed and their home slots read first, in one pass of independent
+    /// loads the CPU overlaps, so a large table's cache and TLB misses are
+    /// paid in parallel rather than one after the other (no `unsafe`
+    /// prefetch needed). Same result as calling `update` per packet.
+    pub fn update_burst(&mut self, pkts: &[BurstPacket]) {
+        for chunk in pkts.chunks(BURST_MAX) {
+            let mut tags = [0u64; BURST_MAX];
+            let mut touch = 0u64;
+            for (t, p) in tags.iter_mut().zip(chunk) {
+                *t = flow_hash(&p.info.key) | TAG_USED;
+                if let Some(s) = self.slots.get(*t as usize & self.mask) {
+                    touch ^= s.tag ^ s.rec.last_ns;
+                }
+            }
+            std::hint::black_box(touch);
+            for (t, p) in tags.iter().zip(chunk) {
+                self.update_tagged(*t, &p.info, p.ts_ns, p.wire_len, p.cap_len);
+            }
+        }
+    }
+
+    #[inline]
+    fn update_tagged(
+        &mut self,
+        tag: u64,
+        info: &PacketInfo,
+        ts_ns: u64,
+        wire_len: u32,
+        cap_len: u32,
+    ) {
+        self.counters.packets += 1;
+        if ts_ns > self.now_ns {
+            self.now_ns = ts_ns;
+        }
+        let home = tag as usize & self.mask;
+        let mut found = None;
+        let mut free = None;
+        for i in 0..PROBE_MAX {
+            let idx = (home + i) & self.mask;
+            let Some(s) = self.slots.get(idx) else { break };
+            if s.tag == 0 {
+                free = Some(idx);
+                break;
+            }
+            if s.tag == tag && s.rec.key == info.key {
+                found = Some(idx);
+                break;
+            }
+        }
+        let idx = match (found, free) {
+            (Some(idx), _) => {
+                self.end_if_due(idx, ts_ns, info);
+                idx
+            }
+            (None, Some(idx)) => {
+                self.counters.active += 1;
+                self.start(idx, tag, info, ts_ns);
+                idx
+            }
+            (None, None) => {
+                let idx = self.evict_in_window(home);
+                self.start(idx, tag, info, ts_ns);
+                idx
+            }
+        };
+        let Some(s) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let d = usize::from(!info.a_to_b);
+        let r = &mut s.rec;
+        if let (Some(p), Some(b), Some(c)) = (
+            r.packets.get_mut(d),
+            r.bytes.get_mut(d),
+            r.captured_bytes.get_mut(d),
+        ) {
+            *p += 1;
+            *b += u64::from(wire_len);
+            *c += u64::from(cap_len);
+        }
+        if ts_ns < r.first_ns {
+            r.first_ns = ts_ns;
+        }
+        if ts_ns > r.last_ns {
+            r.last_ns = ts_ns;
+        }
+        if info.tcp_flags != 0 && info.key.proto() == protocol::TCP && !info.key.is_fragment() {
+            if let Some(f) = r.tcp_flags.get_mut(d) {
+                *f |= info.tcp_flags;
+            }
+            let other_silent = r.packets.get(d ^ 1).copied() == Some(0);
+            if info.tcp_flags & flags::FIN != 0 {
+                s.fins |= if d == A_TO_B { FIN_A } else { FIN_B };
+            }
+            let ends = info.tcp_flags & flags::RST != 0
+                || s.fins == FIN_A | FIN_B
+                || (s.fins != 0 && other_silent);
+            if ends && s.linger_from_ns == u64::MAX {
+                s.linger_from_ns = ts_ns;
+            }
+        }
+    }
+
+    #[inline]
+    fn start(&mut self, idx: usize, tag: u64, info: &PacketInfo, ts_ns: u64) {
+        self.counters.created += 1;
+        if let Some(s) = self.slots.get_mut(idx) {
+            s.tag = tag;
+            s.linger_from_ns = u64::MAX;
+            s.fins = 0;
+            s.rec = FlowRecord::start(info, ts_ns);
+        }
+    }
+
+    /// Why the flow in `s` is over at `now_ns`, if it is.
+    #[inline]
+    fn due(&self, s: &Slot, now_ns: u64) -> Option<EndReason> {
+        let t = &self.timeouts;
+        if s.linger_from_ns != u64::MAX && now_ns >= s.linger_from_ns.saturating_add(t.linger_ns) {
+            Some(EndReason::EndOfFlow)
+        } else if now_ns >= s.rec.last_ns.saturating_add(t.idle_ns) {
+            Some(EndReason::Idle)
+        } else if now_ns >= s.rec.first_ns.saturating_add(t.active_ns) {
+            Some(EndReason::Active)
+        } else {
+            None
+        }
+    }
+
+    fn count_end(&mut self, reason: EndReason) {
+        let c = &mut self.counters;
+        match reason {
+            EndReason::Idle => c.expired_idle += 1,
+            EndReason::Active => c.expired_active += 1,
+            EndReason::EndOfFlow => c.expired_end += 1,
+            EndReason::EndOfInput => c.expired_input_end += 1,
+            EndReason::Evicted => c.evicted += 1,
+        }
+    }
+
+    fn queue_export(&mut self, rec: &FlowRecord) {
+        if !self.out.push(rec) {
+            self.counters.export_drops += 1;
+        }
+    }
+
+    /// A packet arrived for the flow in `idx`: if the flow is due, end its
+    /// record (queued for export) and restart it in place.
+    #[inline]
+    fn end_if_due(&mut self, idx: usize, ts_ns: u64, info: &PacketInfo) {
+        let Some(s) = self.slots.get(idx) else { return };
+        let Some(reason) = self.due(s, ts_ns) else {
+            return;
+        };
+        let mut rec = s.rec;
+        rec.end_reason = reason;
+        self.count_end(reason);
+        self.queue_export(&rec);
+        let Some(s) = self.slots.get_mut(idx) else {
+            return;
+        };
+        if reason == EndReason::Active {
+            // Same flow, next period: counters restart, the initiator stays.
+            let r = &mut s.rec;
+            r.first_ns = ts_ns;
+            r.last_ns = ts_ns;
+            r.packets = [0; 2];
+            r.bytes = [0; 2];
+            r.captured_bytes = [0; 2];
+            r.tcp_flags = [0; 2];
+        } else {
+            // A new flow with the same key.
+            s.rec = FlowRecord::start(info, ts_ns);
+            s.linger_from_ns = u64::MAX;
+            s.fins = 0;
+            self.counters.created += 1;
+        }
+    }
+
+    /// The window from `home` is full: free the slot of its least recently
+    /// seen flow (exported as `Idle` if it was past the idle timeout, else
+    /// `Evicted`) and return it. The slot stays within the new key's window,
+    /// so it can take the new flow in place.
+    #[cold]
+    fn evict_in_window(&mut self, home: usize) -> usize {
+        let mut victim = home & self.mask;
+        let mut oldest = u64::MAX;
+        for i in 0..PROBE_MAX {
+            let idx = (home + i) & self.mask;
+            if let Some(s) = self.slots.get(idx)
+                && s.rec.last_ns < oldest
+            {
+                oldest = s.rec.last_ns;
+                victim = idx;
+            }
+        }
+        if let Some(s) = self.slots.get(victim) {
+            let mut rec = s.rec;
+            rec.end_reason = if self.now_ns >= rec.last_ns.saturating_add(self.timeouts.idle_ns) {
+                EndReason::Idle
+            } else {
+                EndReason::Evicted
+            };
+            self.count_end(rec.end_reason);
+            self.queue_export(&rec);
+        }
+        victim
+    }
+
+    /// Empty slot `idx` and shift later entries of its cluster back
+    /// (backward-shift deletion: no tombstones, probe bounds kept).
+    fn remove(&mut self, idx: usize) {
+        let mask = self.mask;
+        let mut hole = idx;
+        let mut j = idx;
+        // The hole is marked empty at once, so the scan ends at the latest
+        // when it comes round to it (a full table).
+        if let Some(h) = self.slots.get_mut(hole) {
+            h.tag = 0;
+        }
+        loop {
+            j = (j + 1) & mask;
+            let Some(&s) = self.slots.get(j) else { break };
+            if s.tag == 0 {
+                break;
+            }
+            let home = s.tag as usize & mask;
+            // Move s into the hole if the hole lies between its home and j
+            // (cyclically), i.e. the hole is not after j from s's home.
+            let dist_hole = hole.wrapping_sub(home) & mask;
+            let dist_j = j.wrapping_sub(home) & mask;
+            if dist_hole <= dist_j {
+                if let Some(h) = self.slots.get_mut(hole) {
+                    *h = s;
+                }
+                if let Some(e) = self.slots.get_mut(j) {
+                    e.tag = 0;
+                }
+                hole = j;
+            }
+        }
+        self.counters.active -= 1;
+    }
+
+    /// Hand the records queued on the packet path to `sink`.
+    pub fn take_expired(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
+        self.out.drain(sink);
+    }
+
+    /// Advance the clock to `now_ns` (if later), hand the queued records to
+    /// `sink`, then sweep the whole table and end every flow that is due.
+    /// Cost: one pass over the slots; call it on a periodic tick (e.g. once
+    /// a second of packet or wall time), and when the queue is idle.
+    pub fn tick(&mut self, now_ns: u64, sink: &mut impl FnMut(&FlowRecord)) {
+        if now_ns > self.now_ns {
+            self.now_ns = now_ns;
+        }
+        self.out.drain(sink);
+        let now = self.now_ns;
+        let mut idx = 0;
+        // Backward shifts can move an entry from the start of the array to
+        // its end; the extra PROBE_MAX steps make sure such an entry is seen.
+        let end = self.slots.len() + PROBE_MAX;
+        while idx < end {
+            let i = idx & self.mask;
+            let Some(s) = self.slots.get(i) else { break };
+            if s.tag != 0
+                && let Some(reason) = self.due(s, now)
+            {
+                let mut rec = s.rec;
+                rec.end_reason = reason;
+                self.count_end(reason);
+                sink(&rec);
+                if reason == EndReason::Active {
+                    if let Some(s) = self.slots.get_mut(i) {
+                        let r = &mut s.rec;
+                        r.first_ns = now;
+                        r.last_ns = now;
+                        r.packets = [0; 2];
+                        r.bytes = [0; 2];
+                        r.captured_bytes = [0; 2];
+                        r.tcp_flags = [0; 2];
+                    }
+                } else {
+                    self.remove(i);
+                    // Slot i may now hold a shifted entry: look at it again.
+                    continue;
+                }
+            }
+            idx += 1;
+        }
+    }
+
+    /// End every flow (`EndOfInput`) after handing over the queued records:
+    /// at the end of a file or at shutdown. The table is empty afterwards.
+    pub fn drain(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
+        self.out.drain(sink);
+        for i in 0..self.slots.len() {
+            let Some(s) = self.slots.get_mut(i) else {
+                continue;
+            };
+            if s.tag != 0 {
+                s.tag = 0;
+                let mut rec = s.rec;
+                rec.end_reason = EndReason::EndOfInput;
+                self.counters.active -= 1;
+                self.count_end(EndReason::EndOfInput);
+                sink(&rec);
+            }
+        }
+    }
+
+    /// Records in the table whose flows are active now (for tests and
+    /// diagnostics; visits every slot).
+    pub fn for_each_active(&self, mut f: impl FnMut(&FlowRecord)) {
+        for s in self.slots.iter().filter(|s| s.tag != 0) {
+            f(&s.rec);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linecap_wire::flow::VlanStack;
+
+    const S: u64 = 1_000_000_000;
+
+    fn info(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, tcp: u8) -> PacketInfo {
+        let mut s16 = [0u8; 16];
+        s16[..4].copy_from_slice(&src);
+        let mut d16 = [0u8; 16];
+        d16[..4].copy_from_slice(&dst);
+        let (key, a_to_b) = FlowKey::from_endpoints(
+            VlanStack::new(),
+            protocol::TCP,
+            false,
+            IpFamily::V4,
+            s16,
+            sport,
+            d16,
+            dport,
+        );
+        PacketInfo {
+            key,
+            a_to_b,
+            tcp_flags: tcp,
+            l4_truncated: false,
+            l4_malformed: false,
+            ip_truncated: false,
+            fragment: None,
+            mpls_labels: 0,
+            l3_offset: 14,
+            l4_offset: 34,
+        }
+    }
+
+    const C: [u8; 4] = [10, 0, 0, 1];
+    const SV: [u8; 4] = [10, 0, 0, 2];
+
+    fn fwd(flags: u8) -> PacketInfo {
+        info(C, 40000, SV, 80, flags)
+    }
+    fn rev(flags: u8) -> PacketInfo {
+        info(SV, 80, C, 40000, flags)
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            idle_ns: 30 * S,
+            active_ns: 100 * S,
+            linger_ns: 2 * S,
+        }
+    }
+
+    fn collect(t: &mut FlowTable, now: u64) -> Vec<FlowRecord> {
+        let mut v = Vec::new();
+        t.tick(now, &mut |r| v.push(*r));
+        v
+    }
+
+    #[test]
+    fn both_directions_one_record() {
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        t.update(&rev(flags::SYN | flags::ACK), 5 * S, 60, 60);
+        t.update(&fwd(flags::SYN), 4 * S, 74, 64);
+        t.update(&fwd(flags::ACK), 6 * S, 66, 66);
+        assert_eq!(t.counters().active, 1);
+        let mut v = Vec::new();
+        t.drain(&mut |r| v.push(*r));
+        assert_eq!(v.len(), 1);
+        let r = v[0];
+        // C (10.0.0.1) is a; its first packet came second, with an earlier time.
+        let d = usize::from(!fwd(0).a_to_b);
+        assert_eq!(r.packets[d], 2);
+        assert_eq!(r.bytes[d], 140);
+        assert_eq!(r.captured_bytes[d], 130);
+        assert_eq!(r.packets[d ^ 1], 1);
+        assert_eq!(r.tcp_flags[d], flags::SYN | flags::ACK);
+        assert_eq!(r.tcp_flags[d ^ 1], flags::SYN | flags::ACK);
+        assert_eq!((r.first_ns, r.last_ns), (4 * S, 6 * S));
+        assert_eq!(
+            r.a_initiated,
+            rev(0).a_to_b,
+            "the first packet seen was b→a"
+        );
+        assert_eq!(r.end_reason, EndReason::EndOfInput);
+        assert_eq!(t.counters().expired_input_end, 1);
+        assert_eq!(t.counters().active, 0);
+    }
+
+    #[test]
+    fn idle_timeout_by_tick_on_an_idle_queue() {
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        t.update(&fwd(0), 10 * S, 100, 100);
+        t.update(&info([1, 1, 1, 1], 1, [2, 2, 2, 2], 2, 0), 20 * S, 100, 100);
+        assert!(collect(&mut t, 39 * S).is_empty());
+        let v = collect(&mut t, 40 * S);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::Idle);
+        assert_eq!(v[0].first_ns, 10 * S);
+        assert_eq!(t.counters().active, 1);
+        // No packets at all: the tick alone ends the other flow.
+        let v = collect(&mut t, 50 * S);
+        assert_eq!(v.len(), 1);
+        assert_eq!(t.counters().expired_idle, 2);
+        assert_eq!(t.counters().active, 0);
+        assert_eq!(t.now_ns(), 50 * S);
+    }
+
+    #[test]
+    fn idle_timeout_on_the_packet_path_restarts_the_flow() {
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        t.update(&fwd(0), 10 * S, 100, 100);
+        t.update(&rev(0), 40 * S + 1, 50, 50);
+        let mut v = Vec::new();
+        t.take_expired(&mut |r| v.push(*r));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::Idle);
+        assert_eq!(v[0].total_packets(), 1);
+        assert_eq!(t.counters().created, 2);
+        let mut v = Vec::new();
+        t.drain(&mut |r| v.push(*r));
+        assert_eq!(v[0].total_packets(), 1);
+        assert_eq!(v[0].first_ns, 40 * S + 1);
+        assert_eq!(v[0].a_initiated, rev(0).a_to_b);
+    }
+
+    #[test]
+    fn active_timeout_exports_and_continues() {
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        for i in 0..296 {
+            t.update(&fwd(0), i * S, 100, 100);
+        }
+        let mut v = Vec::new();
+        t.take_expired(&mut |r| v.push(*r));
+        assert_eq!(v.len(), 2, "at 100 s and 200 s");
+        assert!(v.iter().all(|r| r.end_reason == EndReason::Active));
+        assert_eq!(v[0].total_packets(), 100);
+        assert_eq!((v[0].first_ns, v[0].last_ns), (0, 99 * S));
+        assert_eq!(v[1].first_ns, 100 * S);
+        assert_eq!(t.counters().expired_active, 2);
+        assert_eq!(t.counters().created, 1);
+        assert_eq!(t.counters().active, 1);
+        // The tick path: an active flow past its active timeout.
+        let v = collect(&mut t, 300 * S);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::Active);
+        assert_eq!(v[0].total_packets(), 96);
+        assert_eq!(t.counters().active, 1);
+    }
+
+    #[test]
+    fn fin_in_both_directions_ends_after_the_linger() {
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        t.update(&fwd(flags::SYN), S, 60, 60);
+        t.update(&rev(flags::SYN | flags::ACK), S, 60, 60);
+        t.update(&fwd(flags::FIN | flags::ACK), 2 * S, 60, 60);
+        // One FIN only: a half-close, the flow goes on.
+        assert!(collect(&mut t, 10 * S).is_empty());
+        t.update(&rev(flags::FIN | flags::ACK), 11 * S, 60, 60);
+        t.update(&fwd(flags::ACK), 11 * S + 1, 60, 60); // the last ACK, in the linger
+        assert!(collect(&mut t, 13 * S - 1).is_empty());
+        let v = collect(&mut t, 13 * S);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::EndOfFlow);
+        assert_eq!(v[0].total_packets(), 5);
+        assert_eq!(t.counters().expired_end, 1);
+        assert_eq!(t.counters().active, 0);
+    }
+
+    #[test]
+    fn rst_ends_after_the_linger_and_a_later_packet_starts_a_new_flow() {
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        t.update(&fwd(flags::SYN), S, 60, 60);
+        t.update(&rev(flags::RST | flags::ACK), S + 5, 60, 60);
+        t.update(&fwd(flags::ACK), 2 * S, 60, 60); // within the linger: counted
+        t.update(&fwd(flags::SYN), 3 * S + 5, 60, 60); // past it: new flow
+        let mut v = Vec::new();
+        t.take_expired(&mut |r| v.push(*r));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::EndOfFlow);
+        assert_eq!(v[0].total_packets(), 3);
+        assert_eq!(t.counters().created, 2);
+        assert_eq!(t.counters().active, 1);
+    }
+
+    #[test]
+    fn fin_on_a_one_sided_flow_starts_the_linger() {
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        t.update(&fwd(flags::ACK), S, 60, 60);
+        t.update(&fwd(flags::FIN | flags::ACK), 2 * S, 60, 60);
+        let v = collect(&mut t, 4 * S);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::EndOfFlow);
+    }
+
+    #[test]
+    fn full_table_evicts_the_oldest_in_the_window_and_never_grows() {
+        let mut t = FlowTable::with_export_queue(64, timeouts(), 1024).unwrap();
+        let mem = t.memory_bytes();
+        let n = 1000u32;
+        for i in 0..n {
+            let [_, a, b, c] = i.to_be_bytes();
+            t.update(
+                &info([10, a, b, c], 1, SV, 2, 0),
+                u64::from(i) * 1000,
+                60,
+                60,
+            );
+        }
+        let c = *t.counters();
+        assert_eq!(t.capacity(), 64);
+        assert_eq!(t.memory_bytes(), mem);
+        assert_eq!(c.active, 64);
+        assert_eq!(c.created, u64::from(n));
+        assert_eq!(c.evicted, u64::from(n) - 64);
+        let mut ev = Vec::new();
+        t.take_expired(&mut |r| ev.push(*r));
+        assert_eq!(ev.len() as u64, c.evicted);
+        assert!(ev.iter().all(|r| r.end_reason == EndReason::Evicted));
+        // Every evicted flow is older than every flow still in the table
+        // except (at most) those outside its window; the newest flow is in.
+        let mut newest_in = false;
+        t.for_each_active(|r| newest_in |= r.first_ns == u64::from(n - 1) * 1000);
+        assert!(newest_in);
+        // Whatever went out plus what is left accounts for every packet.
+        let mut left = 0;
+        t.drain(&mut |r| left += r.total_packets());
+        let out: u64 = ev.iter().map(FlowRecord::total_packets).sum();
+        assert_eq!(out + left, u64::from(n));
+    }
+
+    #[test]
+    fn full_export_queue_counts_drops() {
+        let mut t = FlowTable::with_export_queue(64, timeouts(), 4).unwrap();
+        for i in 0..100u8 {
+            t.update(&info([10, 1, 0, i], 1, SV, 2, 0), u64::from(i), 60, 60);
+        }
+        assert_eq!(t.counters().evicted, 36);
+        assert_eq!(t.counters().export_drops, 32);
+    }
+
+    #[test]
+    fn burst_update_equals_per_packet_update() {
+        let mut one = FlowTable::new(64, timeouts()).unwrap();
+        let mut burst = FlowTable::new(64, timeouts()).unwrap();
+        let mut pkts = Vec::new();
+        for i in 0..300u32 {
+            let p = info([10, 2, 0, (i % 90) as u8], 5, SV, 6, flags::ACK);
+            let ts = u64::from(i) * S / 3;
+            one.update(&p, ts, 100, 90);
+            pkts.push(BurstPacket {
+                info: p,
+                ts_ns: ts,
+                wire_len: 100,
+                cap_len: 90,
+            });
+        }
+        burst.update_burst(&pkts);
+        assert_eq!(one.counters(), burst.counters());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        one.drain(&mut |r| a.push(*r));
+        burst.drain(&mut |r| b.push(*r));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn rejects_bad_capacity() {
+        assert!(FlowTable::new(100, timeouts()).is_err());
+        assert!(FlowTable::new(32, timeouts()).is_err());
+        assert!(FlowTable::new(1 << 31, timeouts()).is_err());
+    }
+
+    /// Random traffic with random ticks against a model: every packet is
+    /// accounted for exactly once, lookups keep finding their flows through
+    /// backward-shift deletions, and the table never holds a key twice.
+    #[test]
+    fn random_traffic_conserves_packets() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut t = FlowTable::with_export_queue(256, timeouts(), 1 << 16).unwrap();
+        let mut out = 0u64;
+        let mut now = 0u64;
+        let mut sent = 0u64;
+        for _ in 0..200_000 {
+            now += rnd() % (S / 50);
+            let f = (rnd() % 300) as u8;
+            let p = if rnd() % 2 == 0 {
+                info([10, 0, 1, f], 7, SV, 9, 0)
+            } else {
+                info(SV, 9, [10, 0, 1, f], 7, 0)
+            };
+            t.update(&p, now, 1, 1);
+            sent += 1;
+            if rnd() % 1000 == 0 {
+                t.tick(now + rnd() % (40 * S), &mut |r| out += r.total_packets());
+                now = t.now_ns();
+                let mut keys = Vec::new();
+                t.for_each_active(|r| keys.push(r.key));
+                let n = keys.len();
+                keys.sort();
+                keys.dedup();
+                assert_eq!(keys.len(), n, "a key twice in the table");
+                assert_eq!(n as u64, t.counters().active);
+            }
+        }
+        t.drain(&mut |r| out += r.total_packets());
+        assert_eq!(t.counters().export_drops, 0);
+        assert_eq!(out, sent);
+        let c = t.counters();
+        assert_eq!(
+            c.created,
+            c.expired_idle + c.expired_end + c.evicted + c.expired_input_end
+        );
+    }
+}

@@ -18,6 +18,7 @@ use linecap_wire::flow::{self, Parsed};
 
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
+use crate::flowtable::{FlowCounters, FlowRecord, FlowTable};
 use crate::ring::Producer;
 use crate::source::{Frame, FrameSink, RxQueue, RxStatus};
 
@@ -70,6 +71,26 @@ pub enum WorkerExit {
     Stopped,
 }
 
+/// Where a worker hands the flow records its table ends (an exporter's
+/// non-blocking queue). Called per record, never per packet.
+pub type FlowSink = Box<dyn FnMut(&FlowRecord) + Send>;
+
+/// The queue's own flow table and where its records go.
+struct Flows {
+    table: FlowTable,
+    sink: FlowSink,
+    /// Monotonic time of the last sweep.
+    swept_ns: u64,
+    /// Packet time and monotonic time of the last frame (to advance the
+    /// packet clock while a live queue is idle).
+    last_packet_ns: u64,
+    last_packet_mono_ns: u64,
+    shared: Arc<std::sync::Mutex<FlowCounters>>,
+}
+
+/// How often the flow table is swept for due flows (monotonic time).
+const FLOW_SWEEP_NS: u64 = 1_000_000_000;
+
 /// One queue's worker.
 pub struct Worker {
     cfg: WorkerConfig,
@@ -92,6 +113,8 @@ pub struct Worker {
     stalled: bool,
     /// Raised to abandon a backpressure wait (the capture is stopping).
     abort: Option<Arc<AtomicBool>>,
+    /// The queue's flow table, when flow tracking is on.
+    flows: Option<Flows>,
     /// Next packet-time rotation boundary (0 = not yet known).
     next_boundary_ns: u64,
     rotate_pending: bool,
@@ -116,6 +139,7 @@ impl Worker {
             refreshed_ns: 0,
             stalled: false,
             abort: None,
+            flows: None,
             next_boundary_ns: 0,
             rotate_pending: false,
         }
@@ -126,6 +150,26 @@ impl Worker {
     /// stuck writer cannot delay a shutdown.
     pub fn with_abort(mut self, flag: Arc<AtomicBool>) -> Self {
         self.abort = Some(flag);
+        self
+    }
+
+    /// Track flows in `table` (owned by this worker, no sharing) and hand
+    /// every record it ends to `sink`; the table's counters are published
+    /// into `counters` once per burst.
+    pub fn with_flows(
+        mut self,
+        table: FlowTable,
+        sink: FlowSink,
+        counters: Arc<std::sync::Mutex<FlowCounters>>,
+    ) -> Self {
+        self.flows = Some(Flows {
+            table,
+            sink,
+            swept_ns: 0,
+            last_packet_ns: 0,
+            last_packet_mono_ns: 0,
+            shared: counters,
+        });
         self
     }
 
@@ -189,13 +233,22 @@ impl Worker {
             self.refreshed_ns = self.now_ns;
             rx.refresh();
         }
+        if let Some(f) = self.flows.as_mut() {
+            f.after_burst(self.now_ns, status);
+        }
         self.publish(rx);
         status
     }
 
-    /// Commit the held batch, refresh the source's counters, publish, and close the ring.
+    /// Commit the held batch, end every flow, refresh the source's counters,
+    /// publish, and close the ring.
     pub fn finish<R: RxQueue>(&mut self, rx: &mut R) {
         self.commit();
+        if let Some(f) = self.flows.as_mut() {
+            let Flows { table, sink, .. } = f;
+            table.drain(sink);
+            f.publish();
+        }
         rx.refresh();
         self.publish(rx);
         self.producer.close();
@@ -294,11 +347,22 @@ impl FrameSink for Worker {
         self.local.rx_packets += 1;
         self.local.rx_bytes += frame.wire_len as u64;
         self.local.rx_captured_bytes += frame.data.len() as u64;
-        match flow::parse_frame(frame.data) {
+        let parsed = flow::parse_frame(frame.data);
+        match parsed {
             Parsed::Ip(_) => self.local.parsed_ip += 1,
             Parsed::NonIp => self.local.parsed_non_ip += 1,
             Parsed::Truncated => self.local.parsed_truncated += 1,
             Parsed::Malformed => self.local.parsed_malformed += 1,
+        }
+        if let Some(f) = self.flows.as_mut() {
+            f.table.update_parsed(
+                &parsed,
+                frame.ts_ns,
+                frame.wire_len,
+                frame.data.len() as u32,
+            );
+            f.last_packet_ns = frame.ts_ns;
+            f.last_packet_mono_ns = self.now_ns;
         }
 
         let mut extra_flags = 0;
@@ -353,6 +417,33 @@ impl FrameSink for Worker {
         meta.bytes_wire += frame.wire_len as u64;
         meta.bytes_captured += data.len() as u64;
         self.fill = fill + need;
+    }
+}
+
+impl Flows {
+    /// Once per burst: hand over what the table ended; on the sweep tick,
+    /// end due flows. While the queue is idle the packet clock advances by
+    /// the monotonic time since its last frame, so idle flows of a quiet
+    /// live queue still expire (a file replay is never idle).
+    fn after_burst(&mut self, now_mono_ns: u64, status: RxStatus) {
+        let Flows { table, sink, .. } = self;
+        table.take_expired(sink);
+        if now_mono_ns.saturating_sub(self.swept_ns) >= FLOW_SWEEP_NS {
+            self.swept_ns = now_mono_ns;
+            let mut clock = self.table.now_ns();
+            if status == RxStatus::Idle && self.last_packet_ns != 0 {
+                clock = clock.max(
+                    self.last_packet_ns + now_mono_ns.saturating_sub(self.last_packet_mono_ns),
+                );
+            }
+            let Flows { table, sink, .. } = self;
+            table.tick(clock, sink);
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = *self.table.counters();
     }
 }
 

@@ -117,6 +117,12 @@ pub struct CaptureArgs {
     /// does, instead of waiting for the writer (file replay is lossless by default).
     #[arg(long)]
     pub drop_when_full: bool,
+    /// Track flows in each worker's own table (also implied by any export flag).
+    #[arg(long)]
+    pub flows: bool,
+    /// Flow table size, timeouts and exporters (with --flows).
+    #[command(flatten)]
+    pub flow: crate::flows::FlowOptions,
     /// Also write the final accounting as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
@@ -373,6 +379,15 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
             ring_entries: a.xsk_ring,
             zero_copy: a.zero_copy,
             threaded_napi: !a.no_threaded_napi,
+        },
+        flows: if a.flows || a.flow.exports() {
+            Some(crate::pipeline::FlowConfig {
+                capacity: a.flow.capacity,
+                timeouts: a.flow.timeouts()?,
+                export: a.flow.export_config(1 << 16),
+            })
+        } else {
+            None
         },
         cores: a
             .cores

@@ -253,6 +253,7 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         drop_when_full: false,
         xdp: Default::default(),
         cores: Vec::new(),
+        flows: None,
     };
     let report = run_capture(&cfg, stop_on_signals()?)?;
     summary::print(&report, cap);

@@ -57,6 +57,28 @@ pub struct Exporters {
     handles: Vec<Handle>,
     /// Records dropped because a queue was full ([`Exporters::offer`]).
     pub drops: u64,
+    /// Records dropped by the capture workers' handles.
+    live_drops: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A capture worker's way into the exporters: never blocks; a full queue
+/// drops the record and counts it.
+#[derive(Clone)]
+pub struct ExportHandle {
+    queues: Vec<SyncSender<FlowRecord>>,
+    drops: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ExportHandle {
+    /// Queue `r` for every exporter, or count it as dropped.
+    pub fn offer(&self, r: &FlowRecord) {
+        for q in &self.queues {
+            if q.try_send(*r).is_err() {
+                self.drops
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 fn wall_s() -> u32 {
@@ -202,11 +224,25 @@ impl Exporters {
             queues,
             handles,
             drops: 0,
+            live_drops: Default::default(),
         })
     }
 
+    /// A handle for a capture worker (live mode).
+    pub fn handle(&self) -> ExportHandle {
+        ExportHandle {
+            queues: self.queues.clone(),
+            drops: self.live_drops.clone(),
+        }
+    }
+
+    /// Records the capture workers' handles dropped (full queues).
+    pub fn live_drops(&self) -> u64 {
+        self.live_drops.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Live mode: queue `r` for every exporter; a full queue drops it (counted).
-    #[allow(dead_code)] // for the live capture path (not wired in yet)
+    #[allow(dead_code)] // kept for offline tools that must not wait
     pub fn offer(&mut self, r: &FlowRecord) {
         for q in &self.queues {
             match q.try_send(*r) {

@@ -53,6 +53,23 @@ pub struct FlowsArgs {
     /// Listing format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: FlowsFormat,
+    /// Flow table size, timeouts and exporters.
+    #[command(flatten)]
+    pub flow: FlowOptions,
+    /// Spread frames over N tables by symmetric flow hash (as N RSS queues would).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub spread: u32,
+    /// Bytes added to each ERF frame's wire length (ERF wlen counts the FCS; see docs).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub erf_fcs_bytes: u32,
+    /// Also read hidden partial files (.NAME.part) found in directories.
+    #[arg(long)]
+    pub include_partial: bool,
+}
+
+/// Flow-table and export settings shared by `linecap flows` and `linecap capture`.
+#[derive(Args, Debug, Clone)]
+pub struct FlowOptions {
     /// Seconds without a packet after which a flow ends.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub idle_timeout: f64,
@@ -62,15 +79,9 @@ pub struct FlowsArgs {
     /// Seconds a TCP flow lingers after RST or FIN in both directions.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub linger: f64,
-    /// Flow table slots per table (a power of two).
-    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    /// Flow table slots per table/queue (a power of two).
+    #[arg(long = "flow-capacity", visible_alias = "capacity", value_name = "N", default_value_t = 1 << 20)]
     pub capacity: usize,
-    /// Spread frames over N tables by symmetric flow hash (as N RSS queues would).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub spread: u32,
-    /// Bytes added to each ERF frame's wire length (ERF wlen counts the FCS; see docs).
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub erf_fcs_bytes: u32,
     /// Export IPFIX over UDP to this collector (e.g. 127.0.0.1:4739).
     #[arg(long, value_name = "ADDR:PORT")]
     pub ipfix: Option<SocketAddr>,
@@ -83,9 +94,34 @@ pub struct FlowsArgs {
     /// Write Parquet flow logs under DIR (date=YYYY-MM-DD/hour=HH/).
     #[arg(long, value_name = "DIR")]
     pub parquet: Option<PathBuf>,
-    /// Also read hidden partial files (.NAME.part) found in directories.
-    #[arg(long)]
-    pub include_partial: bool,
+}
+
+impl FlowOptions {
+    /// The timeouts, validated.
+    pub fn timeouts(&self) -> anyhow::Result<Timeouts> {
+        Ok(Timeouts {
+            idle_ns: seconds_ns(self.idle_timeout, "--idle-timeout")?,
+            active_ns: seconds_ns(self.active_timeout, "--active-timeout")?,
+            linger_ns: seconds_ns(self.linger, "--linger")?,
+        })
+    }
+
+    /// Whether any exporter is configured.
+    pub fn exports(&self) -> bool {
+        self.ipfix.is_some() || self.ipfix_file.is_some() || self.parquet.is_some()
+    }
+
+    /// The exporters' configuration.
+    pub fn export_config(&self, queue_len: usize) -> ExportConfig {
+        ExportConfig {
+            ipfix_udp: self.ipfix,
+            ipfix_file: self.ipfix_file.clone(),
+            parquet_dir: self.parquet.clone(),
+            queue_len,
+            template_refresh_s: self.ipfix_template_refresh,
+            domain_id: 0,
+        }
+    }
 }
 
 fn seconds_ns(v: f64, flag: &str) -> anyhow::Result<u64> {
@@ -274,11 +310,7 @@ fn table_row(r: &FlowRecord) -> String {
 
 /// Run `linecap flows`; exit code 1 when a file could not be read.
 pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
-    let timeouts = Timeouts {
-        idle_ns: seconds_ns(a.idle_timeout, "--idle-timeout")?,
-        active_ns: seconds_ns(a.active_timeout, "--active-timeout")?,
-        linger_ns: seconds_ns(a.linger, "--linger")?,
-    };
+    let timeouts = a.flow.timeouts()?;
     anyhow::ensure!(
         (1..=256).contains(&a.spread),
         "--spread must be 1..=256, got {}",
@@ -286,7 +318,8 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
     );
     let mut tables = (0..a.spread)
         .map(|_| {
-            FlowTable::new(a.capacity, timeouts).map_err(|e| anyhow::anyhow!("--capacity: {e}"))
+            FlowTable::new(a.flow.capacity, timeouts)
+                .map_err(|e| anyhow::anyhow!("--flow-capacity: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let streams = plan(&a.inputs, a.include_partial)?;
@@ -295,14 +328,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
         "no capture files found in {:?}",
         a.inputs
     );
-    let mut exporters = Exporters::start(&ExportConfig {
-        ipfix_udp: a.ipfix,
-        ipfix_file: a.ipfix_file.clone(),
-        parquet_dir: a.parquet.clone(),
-        queue_len: 4096,
-        template_refresh_s: a.ipfix_template_refresh,
-        domain_id: 0,
-    })?;
+    let mut exporters = Exporters::start(&a.flow.export_config(4096))?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     match a.format {

@@ -19,6 +19,9 @@ use linecap_dataplane::afxdp::{
     AttachMode, XdpAttachment, XdpQueueStats, XskConfig, XskSocket, ZeroCopy,
 };
 use linecap_dataplane::clock::{MonotonicClock, RealtimeClock};
+use linecap_dataplane::flowtable::{FlowCounters, FlowTable, Timeouts};
+
+use crate::export::{ExportConfig, ExportReport, Exporters};
 use linecap_dataplane::counters::{SharedCounters, WorkerCounters};
 use linecap_dataplane::ring::{self, Consumer, HugePages, RingConfig};
 use linecap_dataplane::source::RxQueue;
@@ -119,6 +122,19 @@ pub struct CaptureConfig {
     pub xdp: XdpOptions,
     /// Cores to pin workers to (worker i on cores[i mod n]); empty: no pinning.
     pub cores: Vec<usize>,
+    /// Flow tracking (one table per queue) and export, when on.
+    pub flows: Option<FlowConfig>,
+}
+
+/// Flow tracking in the capture workers.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Slots per queue's table (power of two).
+    pub capacity: usize,
+    /// Expiry on the packet clock.
+    pub timeouts: Timeouts,
+    /// Where ended flows go.
+    pub export: ExportConfig,
 }
 
 /// How long a file source waits for a free ring slot before it drops (and
@@ -145,6 +161,8 @@ pub struct QueueReport {
     pub xdp: Option<XdpQueueStats>,
     /// Drops the interface itself counted (before XDP), on the interface's first queue.
     pub iface_drops: u64,
+    /// The queue's flow table counters, when flow tracking is on.
+    pub flows: Option<FlowCounters>,
 }
 
 impl QueueReport {
@@ -186,6 +204,8 @@ impl QueueReport {
 pub struct CaptureReport {
     /// Per queue.
     pub queues: Vec<QueueReport>,
+    /// Flow exporters: what each wrote, and records dropped on full export queues.
+    pub exports: Option<(Vec<ExportReport>, u64)>,
     /// Whether the rings got hugepages.
     pub hugepages: bool,
     /// Whether the capture was stopped (signal, duration) rather than ending with its sources.
@@ -388,6 +408,10 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
     // Workers stop on `worker_stop`, raised by the supervisor below once the
     // inflow is cut (live queues), so the rings can be drained exactly.
     let worker_stop = Arc::new(AtomicBool::new(false));
+    let exporters = match &cfg.flows {
+        Some(f) => Some(Exporters::start(&f.export)?),
+        None => None,
+    };
     let mut workers = Vec::new();
     let mut writer_inputs: Vec<Vec<WriterInput>> = (0..cfg.writer_threads.min(queues.len()))
         .map(|_| Vec::new())
@@ -422,9 +446,29 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
             shared.clone(),
         )
         .with_abort(worker_stop.clone());
+        let flow_counters = Arc::new(Mutex::new(FlowCounters::default()));
+        let worker = match (&cfg.flows, &exporters) {
+            (Some(f), Some(ex)) => {
+                let table = FlowTable::new(f.capacity, f.timeouts)
+                    .map_err(|e| anyhow::anyhow!("--flow-capacity: {e}"))?;
+                let handle = ex.handle();
+                worker.with_flows(
+                    table,
+                    Box::new(move |r| handle.offer(r)),
+                    flow_counters.clone(),
+                )
+            }
+            _ => worker,
+        };
         let n = writer_inputs.len();
         writer_inputs[q.id as usize % n].push((consumer, series, wcounters.clone()));
-        reports.push((q.id, q.label.clone(), shared.clone(), wcounters));
+        reports.push((
+            q.id,
+            q.label.clone(),
+            shared.clone(),
+            wcounters,
+            cfg.flows.is_some().then_some(flow_counters),
+        ));
         workers.push((worker, q));
     }
 
@@ -559,28 +603,40 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         .into_iter()
         .zip(worker_errors)
         .zip(xdp_final.into_iter().zip(iface_drop_per_queue))
-        .map(|(((id, label, shared, wc), errs), (xdp, iface_drops))| {
-            let (mut errors, input_truncated_bytes) =
-                errs.into_inner().unwrap_or_else(|e| e.into_inner());
-            errors.extend(
-                writer_errors
-                    .iter()
-                    .filter(|(q, _)| *q == id)
-                    .map(|(_, e)| e.clone()),
-            );
-            QueueReport {
-                queue: id,
-                source: label,
-                worker: shared.snapshot(),
-                writer: *wc.lock().unwrap_or_else(|e| e.into_inner()),
-                errors,
-                input_truncated_bytes,
-                xdp,
-                iface_drops,
-            }
-        })
+        .map(
+            |(((id, label, shared, wc, fc), errs), (xdp, iface_drops))| {
+                let (mut errors, input_truncated_bytes) =
+                    errs.into_inner().unwrap_or_else(|e| e.into_inner());
+                errors.extend(
+                    writer_errors
+                        .iter()
+                        .filter(|(q, _)| *q == id)
+                        .map(|(_, e)| e.clone()),
+                );
+                QueueReport {
+                    queue: id,
+                    source: label,
+                    worker: shared.snapshot(),
+                    writer: *wc.lock().unwrap_or_else(|e| e.into_inner()),
+                    errors,
+                    input_truncated_bytes,
+                    xdp,
+                    iface_drops,
+                    flows: fc.map(|c| *c.lock().unwrap_or_else(|e| e.into_inner())),
+                }
+            },
+        )
         .collect();
+    // Every worker has drained its table: let the exporters write it all.
+    let exports = match exporters {
+        Some(ex) => {
+            let live = ex.live_drops();
+            Some((ex.finish()?, live))
+        }
+        None => None,
+    };
     Ok(CaptureReport {
+        exports,
         queues,
         hugepages,
         stopped: stop.load(Ordering::Relaxed),

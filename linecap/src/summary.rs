@@ -104,6 +104,37 @@ pub fn print(r: &CaptureReport, out: &Path) {
             );
         }
     }
+    let flows: Vec<_> = r.queues.iter().filter_map(|q| q.flows).collect();
+    if !flows.is_empty() {
+        let sum = |f: fn(&linecap_dataplane::flowtable::FlowCounters) -> u64| -> u64 {
+            flows.iter().map(f).sum()
+        };
+        println!(
+            "flows: {} created; ended: {} idle, {} active-timeout exports, {} TCP end, {} evicted (table full), {} at stop; {} packets not tracked (non-IP/cut/malformed)",
+            sum(|c| c.created),
+            sum(|c| c.expired_idle),
+            sum(|c| c.expired_active),
+            sum(|c| c.expired_end),
+            sum(|c| c.evicted),
+            sum(|c| c.expired_input_end),
+            sum(|c| c.non_ip + c.truncated + c.malformed),
+        );
+    }
+    if let Some((reports, dropped)) = &r.exports {
+        for e in reports {
+            println!(
+                "export {}: {} records in {} messages/files, {} errors",
+                e.name, e.records, e.units, e.errors
+            );
+        }
+        let table_drops: u64 = flows.iter().map(|c| c.export_drops).sum();
+        if dropped + table_drops > 0 {
+            println!(
+                "export: {} flow records dropped on full export queues",
+                dropped + table_drops
+            );
+        }
+    }
     if r.balanced() {
         println!("accounting: exact on every queue (seen = written + dropped)");
     } else {
@@ -182,11 +213,27 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                 "input_truncated_bytes": q.input_truncated_bytes,
                 "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected})),
                 "xdp_consistent": q.xdp_consistent(),
+                "flows": q.flows.map(|c| serde_json::json!({
+                    "packets": c.packets, "created": c.created, "active": c.active,
+                    "expired_idle": c.expired_idle, "expired_active": c.expired_active,
+                    "expired_end": c.expired_end, "evicted": c.evicted,
+                    "expired_input_end": c.expired_input_end, "not_tracked": c.non_ip + c.truncated + c.malformed,
+                    "export_drops": c.export_drops,
+                })),
                 "errors": q.errors,
             })
         })
         .collect();
+    let exports = r.exports.as_ref().map(|(reports, dropped)| {
+        serde_json::json!({
+            "dropped": dropped,
+            "exporters": reports.iter().map(|e| serde_json::json!({
+                "name": e.name, "records": e.records, "units": e.units, "errors": e.errors,
+            })).collect::<Vec<_>>(),
+        })
+    });
     serde_json::json!({
+        "exports": exports,
         "balanced": r.balanced(),
         "stopped": r.stopped,
         "hugepages": r.hugepages,

@@ -318,3 +318,97 @@ fn duckdb_reads_the_parquet_flow_logs_with_the_reference_totals() {
     // The four traces come from different days: one partition each at least.
     assert!(v[3] >= 4, "partitions: {}", v[3]);
 }
+
+/// The live capture path: each worker's own flow table (three queues, flows
+/// spread by symmetric hash) sees every reference flow exactly once, for
+/// all 40 traces.
+#[test]
+fn capture_workers_track_the_reference_flows_of_every_trace() {
+    let mut failures = Vec::new();
+    for trace in traces() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.json");
+        let out = run(linecap()
+            .arg("capture")
+            .arg("--source")
+            .arg(format!("file:{}", trace.display()))
+            .args(["--spread", "3", "--flows", "--flow-capacity", "4096"])
+            .args(NO_TIMEOUTS)
+            .arg("--out")
+            .arg(dir.path().join("cap"))
+            .arg("--report-json")
+            .arg(&report));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let sum = |k: &str| -> u64 {
+            r["queues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| q["flows"][k].as_u64().unwrap())
+                .sum()
+        };
+        let (flows, packets, _) = reference_totals(&trace);
+        let got = (sum("created"), sum("packets"), sum("expired_input_end"));
+        if got != (flows, packets, flows) {
+            failures.push(format!(
+                "{}: created/packets/ended {got:?}, reference {flows} flows {packets} packets",
+                trace.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Flow records the capture workers end reach the Parquet exporter.
+#[test]
+fn capture_exports_parquet_that_duckdb_reads() {
+    let probe = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output();
+    assert!(
+        matches!(&probe, Ok(o) if o.status.success()),
+        "python3 with the duckdb module is missing: run .ci/setup"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("flowlogs");
+    let trace = shared("traces/zeek__http_bro.org.pcap");
+    let out = run(linecap()
+        .arg("capture")
+        .arg("--source")
+        .arg(format!("file:{}", trace.display()))
+        .args(["--spread", "2", "--flow-capacity", "4096", "--parquet"])
+        .arg(&logs)
+        .args(NO_TIMEOUTS)
+        .arg("--out")
+        .arg(dir.path().join("cap")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let query = format!(
+        "import duckdb\n\
+         r = duckdb.connect().execute(\"SELECT count(*), sum(packets + rev_packets), sum(bytes + rev_bytes) \
+         FROM read_parquet('{}/**/*.parquet', hive_partitioning = true)\").fetchone()\n\
+         print(*r)",
+        logs.display()
+    );
+    let out = run(Command::new("python3").args(["-c", &query]));
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!((v[0], v[1], v[2]), reference_totals(&trace));
+}

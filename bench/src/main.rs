@@ -132,6 +132,7 @@ fn worker_once(frame_len: usize, seconds: f64) -> (f64, f64) {
             frame_len,
             flows: 1000,
             count: None,
+            pps: None,
         },
         RealtimeClock,
     )
@@ -239,6 +240,7 @@ fn flows_once(flows: u32, burst: bool, seconds: f64) -> (f64, usize, usize) {
             frame_len: 64,
             flows,
             count: None,
+            pps: None,
         },
         RealtimeClock,
     )

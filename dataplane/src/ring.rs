@@ -281,6 +281,25 @@ impl Drop for Producer {
     }
 }
 
+/// A read-only view of a ring's fill level, for metrics (any thread).
+#[derive(Clone)]
+pub struct RingProbe {
+    shared: Arc<Shared>,
+}
+
+impl RingProbe {
+    /// Slots committed and not yet released.
+    pub fn occupancy(&self) -> u64 {
+        let c = self.shared.control();
+        let tail = c.tail.load(Ordering::Acquire);
+        c.head.load(Ordering::Acquire).saturating_sub(tail)
+    }
+    /// Number of slots.
+    pub fn capacity(&self) -> u64 {
+        self.shared.slots
+    }
+}
+
 /// A committed slot as the consumer sees it.
 pub struct Batch<'a> {
     /// What the slot holds.
@@ -358,6 +377,13 @@ impl Consumer {
     /// Whether the region is backed by hugepages.
     pub fn hugepages(&self) -> bool {
         self.shared.hugepages
+    }
+
+    /// A probe of this ring's fill level for other threads.
+    pub fn probe(&self) -> RingProbe {
+        RingProbe {
+            shared: self.shared.clone(),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub struct SyntheticConfig {
     pub flows: u32,
     /// Frames to produce; `None` for no end.
     pub count: Option<u64>,
+    /// Frames per second to pace to; `None` for as fast as the worker takes them.
+    pub pps: Option<u64>,
 }
 
 /// The synthetic source.
@@ -36,6 +38,8 @@ pub struct SyntheticSource<C: Clock> {
     base_checksum: u16,
     sent: u64,
     clock: C,
+    /// Clock reading at the first poll (pacing).
+    started_ns: Option<u64>,
 }
 
 impl<C: Clock> SyntheticSource<C> {
@@ -75,6 +79,7 @@ impl<C: Clock> SyntheticSource<C> {
             base_checksum,
             sent: 0,
             clock,
+            started_ns: None,
         })
     }
 
@@ -129,8 +134,18 @@ impl<C: Clock> RxQueue for SyntheticSource<C> {
         if left == 0 {
             return RxStatus::Ended;
         }
-        let n = (max as u64).min(left) as usize;
         let ts_ns = self.clock.now_ns();
+        let mut n = (max as u64).min(left);
+        if let Some(pps) = self.cfg.pps {
+            let start = *self.started_ns.get_or_insert(ts_ns);
+            let due =
+                (ts_ns.saturating_sub(start) as u128 * pps as u128 / 1_000_000_000) as u64 + 1;
+            n = n.min(due.saturating_sub(self.sent));
+            if n == 0 {
+                return RxStatus::Idle;
+            }
+        }
+        let n = n as usize;
         let wire_len = self.frame.len() as u32;
         for _ in 0..n {
             let seq = self.sent;
@@ -169,6 +184,7 @@ mod tests {
             frame_len: 64,
             flows: 3,
             count: Some(10),
+            pps: None,
         };
         let mut s = SyntheticSource::new(cfg, ManualClock::new(7)).unwrap();
         let mut sink = Collect(Vec::new());
@@ -198,6 +214,7 @@ mod tests {
             frame_len: 60,
             flows: 1 << 20,
             count: None,
+            pps: None,
         };
         let mut s = SyntheticSource::new(cfg, ManualClock::new(7)).unwrap();
         for seq in [0u64, 1, 255, 65_535, 65_536, 1_000_003, (1 << 20) - 1] {
@@ -211,12 +228,39 @@ mod tests {
     }
 
     #[test]
+    fn pacing_follows_the_clock() {
+        let clock = ManualClock::new(1_000_000_000);
+        let cfg = SyntheticConfig {
+            frame_len: 64,
+            flows: 1,
+            count: None,
+            pps: Some(1000),
+        };
+        let mut s = SyntheticSource::new(cfg, &clock).unwrap();
+        struct Count(u64);
+        impl FrameSink for Count {
+            fn frame(&mut self, _: Frame<'_>) {
+                self.0 += 1;
+            }
+        }
+        let mut sink = Count(0);
+        assert_eq!(s.poll_burst(64, &mut sink), RxStatus::Frames(1));
+        assert_eq!(s.poll_burst(64, &mut sink), RxStatus::Idle);
+        clock.set(1_010_000_000); // 10 ms later: 10 more are due
+        assert_eq!(s.poll_burst(64, &mut sink), RxStatus::Frames(10));
+        clock.set(2_000_000_000); // 1 s after start: 1001 in all, bursts of 64
+        while s.poll_burst(64, &mut sink) != RxStatus::Idle {}
+        assert_eq!(sink.0, 1001);
+    }
+
+    #[test]
     fn rejects_bad_config() {
         let c = ManualClock::new(0);
         let mut cfg = SyntheticConfig {
             frame_len: 10,
             flows: 1,
             count: None,
+            pps: None,
         };
         assert!(SyntheticSource::new(cfg, &c).is_err());
         cfg.frame_len = 64;

@@ -2,8 +2,6 @@
 //! configuration before anything starts.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use linecap_dataplane::ring::HugePages;
 use linecap_dataplane::synthetic::SyntheticConfig;
 
-use crate::pipeline::{CaptureConfig, SourceSpec, XdpOptions, run_capture};
+use crate::pipeline::{CaptureConfig, Signals, SourceSpec, XdpOptions, run_capture};
 use crate::summary;
 use linecap_dataplane::afxdp::{AttachMode, ZeroCopy};
 
@@ -24,6 +22,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Capture frames from one or more sources into per-queue file series.
     Capture(CaptureArgs),
@@ -42,8 +42,9 @@ SOURCES:
                             0,2,5 (default: all); both ends stay as they are, linecap attaches its XDP
                             program and detaches it on exit
   file:PATH                 a pcap, pcapng or ERF file (plain or LZ4), replayed with its own timestamps
-  synth:SIZE[:FLOWS[:COUNT]] generated Ethernet/IPv4/UDP frames of SIZE bytes (50-9018) over FLOWS
-                            flows; COUNT frames, or until stopped
+  synth:SIZE[:FLOWS[:COUNT[:PPS]]]  generated Ethernet/IPv4/UDP frames of SIZE bytes (50-9018) over
+                            FLOWS flows; COUNT frames (or until stopped), PPS frames/s (or as fast
+                            as the worker takes them)
 
 OUTPUT:
   DIR/qNN/qNN-SEQ-START.erf.lz4   one directory per queue; each file a concatenation of LZ4 frames
@@ -123,6 +124,19 @@ pub struct CaptureArgs {
     /// Flow table size, timeouts and exporters (with --flows).
     #[command(flatten)]
     pub flow: crate::flows::FlowOptions,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Serve no metrics.
+    #[arg(long, conflicts_with = "metrics")]
+    pub no_metrics: bool,
+    /// Allow --metrics on a non-loopback address (the endpoint has no authentication).
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
+    /// After a capture that ends by itself (a file replay), keep serving the final metrics this
+    /// many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub metrics_hold: f64,
     /// Also write the final accounting as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
@@ -254,12 +268,13 @@ pub fn parse_source(spec: &str) -> anyhow::Result<SourceSpec> {
     if let Some(rest) = spec.strip_prefix("synth:") {
         let parts: Vec<&str> = rest.split(':').collect();
         anyhow::ensure!(
-            (1..=3).contains(&parts.len()),
-            "source {spec:?}: expected synth:SIZE[:FLOWS[:COUNT]]"
+            (1..=4).contains(&parts.len()),
+            "source {spec:?}: expected synth:SIZE[:FLOWS[:COUNT[:PPS]]]"
         );
         let num = |i: usize, what: &str| -> anyhow::Result<Option<u64>> {
             parts
                 .get(i)
+                .filter(|p| **p != "-")
                 .map(|p| {
                     p.parse::<u64>()
                         .with_context(|| format!("source {spec:?}: {what} {p:?} is not a number"))
@@ -270,6 +285,7 @@ pub fn parse_source(spec: &str) -> anyhow::Result<SourceSpec> {
             frame_len: num(0, "SIZE")?.unwrap_or(0) as usize,
             flows: num(1, "FLOWS")?.unwrap_or(1).min(u32::MAX as u64) as u32,
             count: num(2, "COUNT")?,
+            pps: num(3, "PPS")?,
         }));
     }
     if let Some(rest) = spec.strip_prefix("afxdp:") {
@@ -380,6 +396,27 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
             zero_copy: a.zero_copy,
             threaded_napi: !a.no_threaded_napi,
         },
+        metrics: if a.no_metrics {
+            None
+        } else {
+            let addr = a
+                .metrics
+                .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)));
+            anyhow::ensure!(
+                addr.ip().is_loopback() || a.metrics_allow_remote,
+                "--metrics {addr}: not a loopback address; the endpoint has no authentication, \
+                 give --metrics-allow-remote to serve it there anyway"
+            );
+            anyhow::ensure!(
+                a.metrics_hold.is_finite() && (0.0..=3600.0).contains(&a.metrics_hold),
+                "--metrics-hold must be 0 to 3600 seconds"
+            );
+            Some(crate::pipeline::MetricsConfig {
+                addr,
+                required: a.metrics.is_some(),
+                hold: Duration::from_secs_f64(a.metrics_hold),
+            })
+        },
         flows: if a.flows || a.flow.exports() {
             Some(crate::pipeline::FlowConfig {
                 capacity: a.flow.capacity,
@@ -400,21 +437,23 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     })
 }
 
-/// Raise `stop` on SIGINT and SIGTERM (a second signal kills as usual).
-pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
+/// SIGINT and SIGTERM raise `stop` (a second one exits at once); SIGHUP
+/// raises `rotate`.
+pub fn stop_on_signals() -> anyhow::Result<Signals> {
+    let signals = Signals::default();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
+        signal_hook::flag::register_conditional_shutdown(sig, 1, signals.stop.clone())?;
+        signal_hook::flag::register(sig, signals.stop.clone())?;
     }
-    Ok(stop)
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.rotate.clone())?;
+    Ok(signals)
 }
 
 /// `linecap capture`.
 pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
     let cfg = capture_config(&a)?;
-    let stop = stop_on_signals()?;
-    let report = run_capture(&cfg, stop)?;
+    let signals = stop_on_signals()?;
+    let report = run_capture(&cfg, &signals)?;
     summary::print(&report, &cfg.out);
     if let Some(p) = &a.report_json {
         let json = serde_json::to_vec_pretty(&summary::to_json(&report))?;
@@ -450,7 +489,8 @@ mod tests {
             SourceSpec::Synthetic(SyntheticConfig {
                 frame_len: 64,
                 flows: 10,
-                count: Some(5)
+                count: Some(5),
+                pps: None,
             })
         );
         assert_eq!(
@@ -471,7 +511,7 @@ mod tests {
             "file:",
             "synth:",
             "synth:a",
-            "synth:1:2:3:4",
+            "synth:1:2:3:4:5",
             "eth0",
             "afxdp:",
             "afxdp:eth0:x",
@@ -511,6 +551,8 @@ mod tests {
             (&["--xsk-ring", "1000"][..], "--xsk-ring"),
             (&["--xdp-mode", "fast"][..], "--xdp-mode"),
             (&["--cores", "9999"][..], "--cores"),
+            (&["--metrics", "0.0.0.0:9464"][..], "--metrics"),
+            (&["--metrics-hold", "99999"][..], "--metrics-hold"),
         ] {
             let err = parse(extra).expect_err(&format!("{extra:?} must be rejected"));
             assert!(err.contains(word), "{extra:?}: {err}");

@@ -254,8 +254,9 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         xdp: Default::default(),
         cores: Vec::new(),
         flows: None,
+        metrics: None,
     };
-    let report = run_capture(&cfg, stop_on_signals()?)?;
+    let report = run_capture(&cfg, &stop_on_signals()?)?;
     summary::print(&report, cap);
     show_files(out, cap)?;
     Ok(summary::exit_code(&report))

@@ -10,6 +10,7 @@ mod filesource;
 mod flowlog;
 mod flows;
 mod ipfix;
+mod metrics;
 mod pipeline;
 mod readback;
 mod summary;

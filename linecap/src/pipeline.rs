@@ -22,6 +22,7 @@ use linecap_dataplane::clock::{MonotonicClock, RealtimeClock};
 use linecap_dataplane::flowtable::{FlowCounters, FlowTable, Timeouts};
 
 use crate::export::{ExportConfig, ExportReport, Exporters};
+use crate::metrics::{MetricsServer, QueueProbe};
 use linecap_dataplane::counters::{SharedCounters, WorkerCounters};
 use linecap_dataplane::ring::{self, Consumer, HugePages, RingConfig};
 use linecap_dataplane::source::RxQueue;
@@ -124,6 +125,30 @@ pub struct CaptureConfig {
     pub cores: Vec<usize>,
     /// Flow tracking (one table per queue) and export, when on.
     pub flows: Option<FlowConfig>,
+    /// The Prometheus endpoint, when on.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where and how to serve `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsConfig {
+    /// Listen address.
+    pub addr: std::net::SocketAddr,
+    /// Fail the capture when the address cannot be bound (given explicitly);
+    /// otherwise warn and capture without metrics.
+    pub required: bool,
+    /// Keep serving the final values this long after a capture that ended
+    /// by itself (a file replay), so a scraper sees them.
+    pub hold: Duration,
+}
+
+/// What the signal handlers raise.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// SIGINT / SIGTERM: stop, flush, complete the files.
+    pub stop: Arc<AtomicBool>,
+    /// SIGHUP: complete the current files now and start new ones.
+    pub rotate: Arc<AtomicBool>,
 }
 
 /// Flow tracking in the capture workers.
@@ -377,7 +402,8 @@ fn open_queues(cfg: &CaptureConfig, att: &mut Attachments) -> anyhow::Result<Vec
 
 /// Run a capture to its end (sources exhausted, `stop` raised, or the
 /// duration elapsed) and return the accounting.
-pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result<CaptureReport> {
+pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<CaptureReport> {
+    let stop = signals.stop.clone();
     anyhow::ensure!(
         cfg.writer_threads >= 1,
         "--writer-threads must be at least 1"
@@ -413,6 +439,7 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         None => None,
     };
     let mut workers = Vec::new();
+    let mut probes = Vec::new();
     let mut writer_inputs: Vec<Vec<WriterInput>> = (0..cfg.writer_threads.min(queues.len()))
         .map(|_| Vec::new())
         .collect();
@@ -460,6 +487,13 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
             }
             _ => worker,
         };
+        probes.push(QueueProbe {
+            queue: q.id,
+            worker: shared.clone(),
+            writer: wcounters.clone(),
+            flows: cfg.flows.is_some().then(|| flow_counters.clone()),
+            ring: consumer.probe(),
+        });
         let n = writer_inputs.len();
         writer_inputs[q.id as usize % n].push((consumer, series, wcounters.clone()));
         reports.push((
@@ -472,6 +506,23 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         workers.push((worker, q));
     }
 
+    let metrics = match &cfg.metrics {
+        Some(m) => match MetricsServer::start(m.addr, probes) {
+            Ok(server) => {
+                eprintln!("linecap: metrics on http://{}/metrics", server.addr());
+                Some(server)
+            }
+            Err(e) if !m.required => {
+                eprintln!(
+                    "linecap: warning: {e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let rotate_gen = std::sync::atomic::AtomicU64::new(0);
     if !att.list.is_empty() {
         let ifs: Vec<&str> = att.list.iter().map(|a| a.ifname()).collect();
         eprintln!(
@@ -538,9 +589,10 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         }
         for (i, inputs) in writer_inputs.into_iter().enumerate() {
             let writer_errors = &writer_errors;
+            let rotate_gen = &rotate_gen;
             std::thread::Builder::new()
                 .name(format!("lc-writer-{i}"))
-                .spawn_scoped(s, move || writer_loop(inputs, writer_errors))
+                .spawn_scoped(s, move || writer_loop(inputs, writer_errors, rotate_gen))
                 .expect("spawning a writer thread");
         }
         // Supervise: when asked to stop, cut the AF_XDP inflow first (frames
@@ -549,6 +601,9 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
         loop {
             if worker_handles.iter().all(|h| h.is_finished()) {
                 break;
+            }
+            if signals.rotate.swap(false, Ordering::Relaxed) {
+                rotate_gen.fetch_add(1, Ordering::Relaxed);
             }
             if stop.load(Ordering::Relaxed) && !worker_stop.load(Ordering::Relaxed) {
                 for (a, q) in xdp_ids.iter().flatten() {
@@ -627,6 +682,17 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
             },
         )
         .collect();
+    // A capture that ended by itself keeps its final values on /metrics for
+    // a while (a scraper's last look); a signal during the hold ends it.
+    if let (Some(_), Some(m)) = (&metrics, &cfg.metrics)
+        && !stop.load(Ordering::Relaxed)
+    {
+        let end = std::time::Instant::now() + m.hold;
+        while std::time::Instant::now() < end && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(metrics);
     // Every worker has drained its table: let the exporters write it all.
     let exports = match exporters {
         Some(ex) => {
@@ -645,9 +711,29 @@ pub fn run_capture(cfg: &CaptureConfig, stop: Arc<AtomicBool>) -> anyhow::Result
 
 /// Drain the rings of this writer's queues into their file series until
 /// every producer has closed its ring and every batch is written.
-fn writer_loop(mut inputs: Vec<WriterInput>, errors: &Mutex<Vec<(u32, String)>>) {
+fn writer_loop(
+    mut inputs: Vec<WriterInput>,
+    errors: &Mutex<Vec<(u32, String)>>,
+    rotate_gen: &std::sync::atomic::AtomicU64,
+) {
     let mut idle: u32 = 0;
+    let mut seen_gen = 0;
     loop {
+        let gen_now = rotate_gen.load(Ordering::Relaxed);
+        if gen_now != seen_gen {
+            // SIGHUP: complete every open file; the next batch starts a new one.
+            seen_gen = gen_now;
+            for (_, series, counters) in inputs.iter_mut() {
+                series.rotate_now();
+                if let Some(e) = series.take_error() {
+                    errors
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((series.queue(), format!("writer: {e}")));
+                }
+                *counters.lock().unwrap_or_else(|e| e.into_inner()) = *series.counters();
+            }
+        }
         let mut progressed = false;
         let mut all_finished = true;
         for (consumer, series, counters) in inputs.iter_mut() {

@@ -221,6 +221,12 @@ impl FileSeries {
         }
     }
 
+    /// Complete the open file now (SIGHUP); the next batch opens a new one.
+    /// A failure is counted in `close_errors` and kept for [`FileSeries::take_error`].
+    pub fn rotate_now(&mut self) {
+        self.complete_current();
+    }
+
     /// Complete the open file, recording (not returning) a failure.
     fn complete_current(&mut self) {
         if let Err(e) = self.close_current() {

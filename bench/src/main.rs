@@ -103,7 +103,7 @@ fn worker_suite(seconds: f64) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for frame_len in [64usize, 512, 1500] {
         let runs: Vec<(f64, f64)> = (0..5)
-            .map(|_| worker_once(frame_len, seconds / 5.0))
+            .map(|_| worker_once(frame_len, 1000, false, seconds / 5.0))
             .collect();
         let mpps = median(runs.iter().map(|r| r.0).collect());
         let ns = 1_000.0 / mpps;
@@ -114,11 +114,24 @@ fn worker_suite(seconds: f64) -> Vec<serde_json::Value> {
             "ns_per_packet": ns,
         }));
     }
+    println!("\nworker + flow table (burst update, 2^21 slots), 64 B, one core");
+    println!("{:>10} {:>12} {:>12}", "flows", "Mpps", "ns/packet");
+    for flows in [1_000u32, 100_000, 1_000_000] {
+        let runs: Vec<(f64, f64)> = (0..3)
+            .map(|_| worker_once(64, flows, true, seconds / 3.0))
+            .collect();
+        let mpps = median(runs.iter().map(|r| r.0).collect());
+        println!("{flows:>10} {mpps:>12.2} {:>12.1}", 1_000.0 / mpps);
+        out.push(serde_json::json!({
+            "suite": "worker+flows", "frame_bytes": 64, "flows": flows,
+            "mpps_median_of_3": mpps, "ns_per_packet": 1_000.0 / mpps,
+        }));
+    }
     out
 }
 
 /// Run the worker for about `seconds`; returns (Mpps, packets).
-fn worker_once(frame_len: usize, seconds: f64) -> (f64, f64) {
+fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> (f64, f64) {
     let (producer, mut consumer) = ring(RingConfig {
         slots: 16,
         batch_bytes: 1 << 20,
@@ -127,10 +140,18 @@ fn worker_once(frame_len: usize, seconds: f64) -> (f64, f64) {
     .expect("ring");
     let shared = Arc::new(SharedCounters::default());
     let mut w = Worker::new(WorkerConfig::new(0), producer, shared);
+    if track {
+        let table = linecap_dataplane::flowtable::FlowTable::new(
+            1 << 21,
+            linecap_dataplane::flowtable::Timeouts::default(),
+        )
+        .expect("flow table");
+        w = w.with_flows(table, Box::new(|_| {}), Arc::default());
+    }
     let mut src = SyntheticSource::new(
         SyntheticConfig {
             frame_len,
-            flows: 1000,
+            flows,
             count: None,
             pps: None,
         },

@@ -18,7 +18,7 @@ use linecap_wire::flow::{self, Parsed};
 
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
-use crate::flowtable::{FlowCounters, FlowRecord, FlowTable};
+use crate::flowtable::{BurstPacket, FlowCounters, FlowRecord, FlowTable};
 use crate::ring::Producer;
 use crate::source::{Frame, FrameSink, RxQueue, RxStatus};
 
@@ -86,6 +86,9 @@ struct Flows {
     last_packet_ns: u64,
     last_packet_mono_ns: u64,
     shared: Arc<std::sync::Mutex<FlowCounters>>,
+    /// The burst's IP packets, handed to the table together after the burst
+    /// (its misses overlap); capacity fixed at start-up.
+    pending: Vec<BurstPacket>,
 }
 
 /// How often the flow table is swept for due flows (monotonic time).
@@ -169,6 +172,7 @@ impl Worker {
             last_packet_ns: 0,
             last_packet_mono_ns: 0,
             shared: counters,
+            pending: Vec::with_capacity(self.cfg.burst_max.max(1)),
         });
         self
     }
@@ -245,6 +249,8 @@ impl Worker {
     pub fn finish<R: RxQueue>(&mut self, rx: &mut R) {
         self.commit();
         if let Some(f) = self.flows.as_mut() {
+            f.table.update_burst(&f.pending);
+            f.pending.clear();
             let Flows { table, sink, .. } = f;
             table.drain(sink);
             f.publish();
@@ -426,6 +432,8 @@ impl Flows {
     /// the monotonic time since its last frame, so idle flows of a quiet
     /// live queue still expire (a file replay is never idle).
     fn after_burst(&mut self, now_mono_ns: u64, status: RxStatus) {
+        self.table.update_burst(&self.pending);
+        self.pending.clear();
         let Flows { table, sink, .. } = self;
         table.take_expired(sink);
         if now_mono_ns.saturating_sub(self.swept_ns) >= FLOW_SWEEP_NS {

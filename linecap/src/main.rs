@@ -2,6 +2,7 @@
 //! and read them back.
 #![forbid(unsafe_code)]
 
+mod checkhost;
 mod cli;
 mod demo;
 mod export;
@@ -11,6 +12,9 @@ mod flowlog;
 mod flows;
 mod ipfix;
 mod pipeline;
+#[allow(dead_code)] // drop_privileges is called by the pipeline after set-up
+mod privileges;
+mod profile;
 mod readback;
 mod summary;
 
@@ -23,6 +27,7 @@ fn main() {
         cli::Command::Read(r) => readback::run(r),
         cli::Command::Demo(d) => demo::run(d),
         cli::Command::Flows(f) => flows::run(f),
+        cli::Command::CheckHost(c) => checkhost::run(c),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -33,6 +33,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Meter bidirectional flows in capture files offline; print them and/or export IPFIX/Parquet.
     Flows(crate::flows::FlowsArgs),
+    /// Check this host against a hardware profile (hugepages, cores, NIC, IRQs, disks, kernel).
+    CheckHost(crate::checkhost::CheckHostArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,12 +61,25 @@ EXAMPLES:
   linecap capture --source file:trace.pcap --spread 4 --out /data/cap -C 100M -G 60 -W 48
   linecap capture --source synth:64:1000:10000000 --out /tmp/cap --no-compress")]
 pub struct CaptureArgs {
+    /// Hardware profile (hw-profiles/*.toml): its values are the defaults, flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
     /// Where frames come from (repeatable; see SOURCES).
-    #[arg(short = 's', long = "source", value_name = "SPEC", required = true)]
+    #[arg(
+        short = 's',
+        long = "source",
+        value_name = "SPEC",
+        required_unless_present = "profile"
+    )]
     pub sources: Vec<String>,
     /// Output directory (created if missing).
-    #[arg(short = 'o', long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "DIR",
+        required_unless_present = "profile"
+    )]
+    pub out: Option<PathBuf>,
     /// Spread each file source over N queues by symmetric flow hash, as RSS spreads a link.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub spread: u32,
@@ -378,7 +393,7 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     Ok(CaptureConfig {
         sources,
         spread: a.spread,
-        out: a.out.clone(),
+        out: a.out.clone().context("--out is required")?,
         rotate_bytes: a.rotate_bytes,
         rotate_seconds: a.rotate_seconds,
         rotate_files: a.rotate_files,
@@ -450,7 +465,8 @@ pub fn stop_on_signals() -> anyhow::Result<Signals> {
 }
 
 /// `linecap capture`.
-pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
+pub fn capture(mut a: CaptureArgs) -> anyhow::Result<i32> {
+    let _profile = crate::profile::apply_profile(&mut a)?;
     let cfg = capture_config(&a)?;
     let signals = stop_on_signals()?;
     let report = run_capture(&cfg, &signals)?;

@@ -2,6 +2,7 @@
 //! and read them back.
 #![forbid(unsafe_code)]
 
+mod checkhost;
 mod cli;
 mod demo;
 mod export;
@@ -12,6 +13,9 @@ mod flows;
 mod ipfix;
 mod metrics;
 mod pipeline;
+#[allow(dead_code)] // drop_privileges is called by the pipeline after set-up
+mod privileges;
+mod profile;
 mod readback;
 mod summary;
 
@@ -24,6 +28,7 @@ fn main() {
         cli::Command::Read(r) => readback::run(r),
         cli::Command::Demo(d) => demo::run(d),
         cli::Command::Flows(f) => flows::run(f),
+        cli::Command::CheckHost(c) => checkhost::run(c),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -94,8 +94,15 @@ impl fmt::Display for ErfError {
 ///
 /// The fraction is rounded to the nearest 2^-32 s, so [`ts_to_ns`] gives the
 /// same nanosecond back for every input.
+///
+/// ERF's seconds are 32 bits: times from 2^32 s (2106-02-07) on cannot be
+/// written and saturate to the largest stamp, instead of wrapping to a time
+/// near 1970 (a pcapng's 64-bit timestamps can be that far out).
 pub const fn ns_to_ts(ns: u64) -> u64 {
     let secs = ns / 1_000_000_000;
+    if secs > u32::MAX as u64 {
+        return u64::MAX;
+    }
     let sub = ns % 1_000_000_000;
     let frac = ((sub << 32) + 500_000_000) / 1_000_000_000;
     // A sub-second part near 1 s rounds up to 2^32: carry into the seconds.
@@ -373,6 +380,15 @@ mod tests {
         }
         // 999_999_999.6 ns rounds up into the next second's fraction space.
         assert_eq!(ns_to_ts(999_999_999) >> 32, 0);
+        // The last representable second, and past it saturation (found by
+        // the erf_record fuzz target: 4383360020098741944 ns wrapped to
+        // 88392724098741944 ns, i.e. 2108 became 1972).
+        let last = u32::MAX as u64 * 1_000_000_000 + 999_999_999;
+        assert_eq!(ts_to_ns(ns_to_ts(last)), last);
+        for ns in [last + 1, 4_383_360_020_098_741_944, u64::MAX] {
+            assert_eq!(ns_to_ts(ns), u64::MAX, "{ns}");
+            assert!(ts_to_ns(ns_to_ts(ns)) >= last, "{ns}");
+        }
     }
 
     proptest::proptest! {

@@ -66,6 +66,9 @@ fn xxh32(data: &[u8]) -> u32 {
 pub struct FrameWriter {
     out: Vec<u8>,
     content: XxHash32,
+    /// The content checksum before the last [`FrameWriter::blocks`] call,
+    /// for [`FrameWriter::rollback`].
+    before_last: XxHash32,
 }
 
 impl Default for FrameWriter {
@@ -73,6 +76,7 @@ impl Default for FrameWriter {
         FrameWriter {
             out: Vec::new(),
             content: XxHash32::with_seed(0),
+            before_last: XxHash32::with_seed(0),
         }
     }
 }
@@ -86,6 +90,7 @@ impl FrameWriter {
     /// The 7-byte frame header; starts a new content checksum.
     pub fn header(&mut self) -> [u8; 7] {
         self.content = XxHash32::with_seed(0);
+        self.before_last = XxHash32::with_seed(0);
         let mut h = [0u8; 7];
         h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         h[4] = FLG_VERSION | FLG_BLOCK_INDEPENDENT | FLG_BLOCK_CHECKSUM | FLG_CONTENT_CHECKSUM;
@@ -102,6 +107,7 @@ impl FrameWriter {
         if self.out.len() < worst {
             self.out.resize(worst, 0);
         }
+        self.before_last = self.content.clone();
         self.content.write(input);
         let out = &mut self.out;
         let mut pos = 0;
@@ -121,6 +127,15 @@ impl FrameWriter {
             pos = body + len + 4;
         }
         &out[..pos]
+    }
+
+    /// Forget the last [`FrameWriter::blocks`] call: its blocks could not be
+    /// written (a full disk), so the content checksum must not count them.
+    /// Without this, the end mark of a file that lost a batch would carry a
+    /// checksum its content does not match, and readers would call the whole
+    /// file corrupt.
+    pub fn rollback(&mut self) {
+        self.content = self.before_last.clone();
     }
 
     /// End mark and content checksum: the frame is complete after these 8 bytes.
@@ -461,6 +476,23 @@ mod tests {
         }
         f.extend_from_slice(&w.end());
         (f, ends)
+    }
+
+    #[test]
+    fn a_rolled_back_batch_leaves_the_content_checksum_of_what_was_written() {
+        // The series encodes a batch, fails to write it (disk full), and
+        // writes the next one: the end mark must match the two it wrote.
+        let (a, lost, b) = (sample(5000), sample(7000), sample(3000));
+        let mut w = FrameWriter::new();
+        let mut f = w.header().to_vec();
+        f.extend_from_slice(w.blocks(&a));
+        let _ = w.blocks(&lost);
+        w.rollback();
+        f.extend_from_slice(w.blocks(&b));
+        f.extend_from_slice(&w.end());
+        let (out, st) = decode_all(&f);
+        assert_eq!(out, [a, b].concat());
+        assert_eq!(st.frames, 1);
     }
 
     #[test]

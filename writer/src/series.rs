@@ -16,6 +16,17 @@
 //! Rotation: by size (after the batch that crosses it), by time (the worker
 //! cuts batches exactly on aligned boundaries and flags the first batch of a
 //! new period), and a file-count ring that deletes the oldest complete file.
+//!
+//! **Byte budget (recycling)**: with [`SeriesConfig::budget_bytes`], the
+//! series keeps the queue's files (complete files, their manifests and the
+//! open file) within a byte budget, as stenographer and n2disk do: before a
+//! batch is written, the oldest complete files are deleted until the batch,
+//! the end of the open file and its manifest fit. The newest data is kept.
+//!
+//! **Full disk**: a batch that cannot be written (ENOSPC, EIO, ...) is a
+//! counted writer drop; the open file is cut back to its last complete block
+//! and the LZ4 content checksum forgets the batch, so the file stays valid,
+//! and the next batch is tried again: writing resumes when space returns.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -46,6 +57,13 @@ pub struct SeriesConfig {
     pub file_mode: u32,
     /// `fdatasync` each file before it is renamed into view.
     pub sync_on_close: bool,
+    /// Keep this queue's files (complete files with their manifests, plus
+    /// the open file) within this many bytes (file sizes, not disk blocks):
+    /// before each batch, delete the oldest complete files until it fits.
+    /// `None`: no budget. The budget should hold at least two files
+    /// (`rotate_bytes`); when the open file alone would exceed it, the file
+    /// is completed early and recycled like the others.
+    pub budget_bytes: Option<u64>,
 }
 
 impl SeriesConfig {
@@ -59,6 +77,7 @@ impl SeriesConfig {
             compress: true,
             file_mode: 0o640,
             sync_on_close: true,
+            budget_bytes: None,
         }
     }
 }
@@ -113,6 +132,10 @@ pub struct SeriesCounters {
     pub files_closed: u64,
     /// Files deleted by the file-count ring.
     pub files_deleted: u64,
+    /// Files deleted to keep within the byte budget (recycled).
+    pub files_recycled: u64,
+    /// Bytes (files and manifests) deleted to keep within the byte budget.
+    pub bytes_recycled: u64,
     /// Packets in batches that could not be written (stage `writer`).
     pub drop_packets: u64,
     /// Batches that could not be written.
@@ -122,6 +145,10 @@ pub struct SeriesCounters {
     /// `.part` name. Reported, not counted as drops.
     pub close_errors: u64,
 }
+
+/// Room kept in the byte budget for the manifest of the open file (a
+/// manifest is about 400 bytes).
+const MANIFEST_RESERVE_BYTES: u64 = 1024;
 
 struct OpenFile {
     file: File,
@@ -136,8 +163,11 @@ pub struct FileSeries {
     encoder: FrameWriter,
     cur: Option<OpenFile>,
     next_seq: u64,
-    /// Complete files, oldest first (for the file-count ring).
-    complete: VecDeque<PathBuf>,
+    /// Complete files, oldest first, with their bytes on disk (file and
+    /// manifest), for the file-count ring and the byte budget.
+    complete: VecDeque<(PathBuf, u64)>,
+    /// Sum of the bytes in `complete`.
+    complete_bytes: u64,
     counters: SeriesCounters,
     last_error: Option<String>,
 }
@@ -158,12 +188,21 @@ impl FileSeries {
             .collect();
         existing.sort();
         let next_seq = existing.last().map_or(0, |(s, _)| s + 1);
+        let complete: VecDeque<(PathBuf, u64)> = existing
+            .into_iter()
+            .map(|(_, p)| {
+                let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
+                let bytes = size(&p) + size(&names::manifest_path(&p));
+                (p, bytes)
+            })
+            .collect();
         Ok(FileSeries {
             cfg,
             encoder: FrameWriter::new(),
             cur: None,
             next_seq,
-            complete: existing.into_iter().map(|(_, p)| p).collect(),
+            complete_bytes: complete.iter().map(|(_, b)| b).sum(),
+            complete,
             counters: SeriesCounters::default(),
             last_error: None,
         })
@@ -235,7 +274,80 @@ impl FileSeries {
         }
     }
 
+    /// Bytes of this queue's files on disk as the series counts them
+    /// (complete files and manifests, plus the open file).
+    pub fn disk_bytes(&self) -> u64 {
+        self.complete_bytes + self.cur.as_ref().map_or(0, |c| c.manifest.bytes_file)
+    }
+
+    /// Delete the oldest complete file and its manifest: whether this call
+    /// removed it (not someone else before) and its bytes; `None` when there
+    /// is no complete file.
+    fn delete_oldest(&mut self) -> io::Result<Option<(bool, u64)>> {
+        let Some((old, bytes)) = self.complete.pop_front() else {
+            return Ok(None);
+        };
+        self.complete_bytes -= bytes;
+        let _ = fs::remove_file(names::manifest_path(&old));
+        match fs::remove_file(&old) {
+            Ok(()) => Ok(Some((true, bytes))),
+            // Someone else removed it already: nothing to do.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some((false, bytes))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Byte budget: delete the oldest complete files until a batch of
+    /// `records_len` ERF bytes, and the completion of its file, fit.
+    fn make_room(&mut self, budget: u64, records_len: u64) -> io::Result<()> {
+        let chunks = records_len
+            .div_ceil(crate::lz4frame::BLOCK_MAX as u64)
+            .max(1);
+        // Worst case of the batch: stored raw, 8 bytes of framing per block.
+        let batch = if self.cfg.compress {
+            records_len + 8 * chunks
+        } else {
+            records_len
+        };
+        let header = if self.cfg.compress { 7 } else { 0 };
+        let completion = if self.cfg.compress { 8 } else { 0 } + MANIFEST_RESERVE_BYTES;
+        loop {
+            let open = self.cur.as_ref().map_or(header, |c| c.manifest.bytes_file);
+            let need = open + batch + completion;
+            if self.complete_bytes + need <= budget {
+                return Ok(());
+            }
+            if need > budget {
+                if self.cur.is_none() {
+                    return Err(io::Error::other(format!(
+                        "a batch of {records_len} bytes does not fit the disk budget of {budget} bytes"
+                    )));
+                }
+                // The open file itself is too big to take the batch: complete
+                // it now; it is recycled with the others if need be.
+                self.complete_current();
+                continue;
+            }
+            match self.delete_oldest()? {
+                Some((removed, bytes)) => {
+                    if removed {
+                        self.counters.files_recycled += 1;
+                        self.counters.bytes_recycled += bytes;
+                    }
+                }
+                None => {
+                    return Err(io::Error::other(
+                        "the disk budget is used by files the series does not own",
+                    ));
+                }
+            }
+        }
+    }
+
     fn try_write(&mut self, meta: &BatchMeta, records: &[u8]) -> io::Result<()> {
+        if let Some(budget) = self.cfg.budget_bytes {
+            self.make_room(budget, records.len() as u64)?;
+        }
         if self.cur.is_none() {
             self.open_new(meta.first_ts_ns)?;
         }
@@ -249,9 +361,18 @@ impl FileSeries {
         };
         let good_len = cur.manifest.bytes_file;
         if let Err(e) = cur.file.write_all(bytes) {
+            // The content checksum must not count the lost batch.
+            self.encoder.rollback();
             // Leave no partial block behind; the file is in append mode, so
             // the next batch lands right after the last complete one.
-            let _ = cur.file.set_len(good_len);
+            if cur.file.set_len(good_len).is_err() {
+                // The cut failed: a partial block may follow the last good
+                // one. Appending after it would put garbage in the middle of
+                // the file, so leave the file as it is (hidden, readable up
+                // to its last complete block) and start a new one.
+                self.cur = None;
+                self.counters.close_errors += 1;
+            }
             return Err(e);
         }
         let m = &mut cur.manifest;
@@ -336,6 +457,12 @@ impl FileSeries {
         }
         drop(cur.file);
         fs::rename(&cur.hidden, &cur.visible)?;
+        // In view: from now on the file is the rings' to delete, even if its
+        // manifest cannot be written.
+        self.counters.files_closed += 1;
+        self.complete
+            .push_back((cur.visible.clone(), cur.manifest.bytes_file));
+        self.complete_bytes += cur.manifest.bytes_file;
         let manifest_path = names::manifest_path(&cur.visible);
         let tmp = manifest_path.with_file_name(names::hidden(
             &manifest_path
@@ -344,24 +471,37 @@ impl FileSeries {
                 .to_string_lossy(),
         ));
         let json = serde_json::to_vec_pretty(&cur.manifest).map_err(io::Error::other)?;
-        fs::write(&tmp, json)?;
-        fs::set_permissions(
-            &tmp,
-            std::os::unix::fs::PermissionsExt::from_mode(self.cfg.file_mode),
-        )?;
-        fs::rename(&tmp, &manifest_path)?;
-        self.counters.files_closed += 1;
-        self.complete.push_back(cur.visible);
+        let written = fs::write(&tmp, &json)
+            .and_then(|()| {
+                fs::set_permissions(
+                    &tmp,
+                    std::os::unix::fs::PermissionsExt::from_mode(self.cfg.file_mode),
+                )
+            })
+            .and_then(|()| fs::rename(&tmp, &manifest_path));
+        match written {
+            Ok(()) => {
+                if let Some(last) = self.complete.back_mut() {
+                    last.1 += json.len() as u64;
+                }
+                self.complete_bytes += json.len() as u64;
+            }
+            Err(e) => {
+                // No half-written manifest left behind (a full disk).
+                let _ = fs::remove_file(&tmp);
+                self.apply_file_ring()?;
+                return Err(e);
+            }
+        }
+        self.apply_file_ring()
+    }
+
+    /// The file-count ring: delete the oldest complete files beyond `-W`.
+    fn apply_file_ring(&mut self) -> io::Result<()> {
         if let Some(keep) = self.cfg.rotate_files {
             while self.complete.len() > keep.max(1) as usize {
-                if let Some(old) = self.complete.pop_front() {
-                    let _ = fs::remove_file(names::manifest_path(&old));
-                    match fs::remove_file(&old) {
-                        Ok(()) => self.counters.files_deleted += 1,
-                        // Someone else removed it already: nothing to do.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
+                if let Some((true, _)) = self.delete_oldest()? {
+                    self.counters.files_deleted += 1;
                 }
             }
         }
@@ -575,5 +715,138 @@ mod tests {
         s.write_batch(&m2, &r2).unwrap();
         let c = *s.counters();
         assert_eq!((c.packets, c.drop_packets, c.close_errors), (10, 0, 0));
+    }
+
+    /// Bytes of every file in `dir` (hidden ones included).
+    fn dir_bytes(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+
+    /// The first byte of every frame in the visible files (the batch's seq).
+    fn seqs_on_disk(dir: &Path) -> Vec<u8> {
+        let mut v = Vec::new();
+        for n in visible(dir) {
+            let mut r = CaptureReader::open(&dir.join(n)).unwrap();
+            let mut p = Packet::default();
+            while r.next(&mut p).unwrap() {
+                v.push(p.data[0]);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_byte_budget_is_never_exceeded_and_the_newest_data_is_kept() {
+        for compress in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let budget = 8_000;
+            let cfg = SeriesConfig {
+                rotate_bytes: Some(2_000),
+                budget_bytes: Some(budget),
+                compress,
+                ..SeriesConfig::new(dir.path().into(), 0)
+            };
+            let mut s = FileSeries::new(cfg.clone()).unwrap();
+            for seq in 0..60 {
+                let (m, r) = batch(seq, 20, 1_000_000_000 * (seq + 1), false);
+                s.write_batch(&m, &r).unwrap();
+                let used = dir_bytes(dir.path());
+                assert!(used <= budget, "{used} > {budget} after batch {seq}");
+                assert_eq!(used, s.disk_bytes(), "the series' count is the disk's");
+            }
+            s.close_current().unwrap();
+            assert!(dir_bytes(dir.path()) <= budget);
+            let c = *s.counters();
+            assert!(c.files_recycled > 0, "{c:?}");
+            assert_eq!(c.files_deleted, 0, "no file-count ring here");
+            assert_eq!(c.drop_packets, 0);
+            // What is left is the newest data, contiguous up to the last batch.
+            let seqs = seqs_on_disk(dir.path());
+            assert_eq!(*seqs.last().unwrap(), 59);
+            let first = seqs[0];
+            assert!(first > 0, "the oldest data was recycled");
+            let want: Vec<u8> = (first..=59).flat_map(|q| [q; 20]).collect();
+            assert_eq!(seqs, want, "compress={compress}");
+            // A restart counts the files already there against the budget.
+            drop(s);
+            let mut s = FileSeries::new(cfg).unwrap();
+            assert_eq!(s.disk_bytes(), dir_bytes(dir.path()));
+            for seq in 60..70 {
+                let (m, r) = batch(seq, 20, 1_000_000_000 * (seq + 1), false);
+                s.write_batch(&m, &r).unwrap();
+                assert!(dir_bytes(dir.path()) <= budget);
+            }
+            assert!(s.counters().files_recycled > 0);
+        }
+    }
+
+    #[test]
+    fn without_rotation_the_budget_completes_the_open_file_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = 6_000;
+        let cfg = SeriesConfig {
+            budget_bytes: Some(budget),
+            compress: false,
+            ..SeriesConfig::new(dir.path().into(), 0)
+        };
+        let mut s = FileSeries::new(cfg).unwrap();
+        for seq in 0..30 {
+            let (m, r) = batch(seq, 20, 1_000 * (seq + 1), false);
+            s.write_batch(&m, &r).unwrap();
+            assert!(dir_bytes(dir.path()) <= budget);
+        }
+        s.close_current().unwrap();
+        let c = *s.counters();
+        assert!(c.files_closed > 1 && c.files_recycled > 0, "{c:?}");
+        assert_eq!(*seqs_on_disk(dir.path()).last().unwrap(), 29);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_budget_is_a_counted_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SeriesConfig {
+            budget_bytes: Some(1_000),
+            compress: false,
+            ..SeriesConfig::new(dir.path().into(), 0)
+        };
+        let mut s = FileSeries::new(cfg).unwrap();
+        let (m, r) = batch(0, 20, 1_000, false);
+        let e = s.write_batch(&m, &r).unwrap_err();
+        assert!(e.to_string().contains("disk budget"), "{e}");
+        let c = *s.counters();
+        assert_eq!((c.packets, c.drop_packets, c.drop_batches), (0, 20, 1));
+        assert_eq!(dir_bytes(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_file_whose_cut_fails_is_left_readable_and_writing_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileSeries::new(SeriesConfig::new(dir.path().into(), 0)).unwrap();
+        let (m, r) = batch(0, 5, 1_000, false);
+        s.write_batch(&m, &r).unwrap();
+        // Swap the open file for a read-only handle: the write fails, and so
+        // does the cut back (as on a file system that cannot truncate).
+        let hidden = s.current_path().unwrap().to_path_buf();
+        s.cur.as_mut().unwrap().file = File::open(&hidden).unwrap();
+        let (m2, r2) = batch(1, 5, 2_000, false);
+        assert!(s.write_batch(&m2, &r2).is_err());
+        assert!(s.current_path().is_none(), "the broken file is left alone");
+        let (m3, r3) = batch(2, 5, 3_000, false);
+        s.write_batch(&m3, &r3).unwrap();
+        s.close_current().unwrap();
+        let c = *s.counters();
+        assert_eq!((c.packets, c.drop_packets, c.close_errors), (10, 5, 1));
+        // The abandoned file: its first batch, no error, no end mark.
+        let mut rd = CaptureReader::open(&hidden).unwrap();
+        let mut p = Packet::default();
+        let mut n = 0;
+        while rd.next(&mut p).unwrap() {
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        assert_eq!(count_packets(&dir.path().join(&visible(dir.path())[0])), 5);
     }
 }

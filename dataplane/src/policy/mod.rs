@@ -17,3 +17,5 @@
 
 pub mod anon;
 pub mod cryptopan;
+pub mod sample;
+pub mod snaplen;

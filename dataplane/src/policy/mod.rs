@@ -16,6 +16,7 @@
 //! a filter, reading a key, checking a rate) fails at start-up.
 
 pub mod anon;
+pub mod bpf;
 pub mod cryptopan;
 pub mod sample;
 pub mod snaplen;

@@ -36,8 +36,12 @@
 //!   a hit leaves 8 AES blocks for the last byte.
 //! * a direct-mapped cache of recent **IPv6 /64s** (anonymised top 64 bits):
 //!   a hit leaves 64 AES blocks for the interface identifier.
+//! * direct-mapped caches of recent **whole addresses** (IPv4 and IPv6): the
+//!   hosts of active flows repeat packet after packet, and a hit costs no
+//!   AES at all.
 //!
-//! Cached and uncached results are identical (tested); the caches never grow.
+//! Lookups go host cache → prefix cache → 16-bit table → AES. Cached and
+//! uncached results are identical (tested); the caches never grow.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -54,18 +58,51 @@ pub const KEY_LEN: usize = 32;
 /// rounded up to a power of two, 0 disables that cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
+    /// Slots of the IPv4 whole-address cache.
+    pub v4_host_slots: usize,
     /// Slots of the IPv4 /24 cache.
     pub v4_slash24_slots: usize,
+    /// Slots of the IPv6 whole-address cache.
+    pub v6_host_slots: usize,
     /// Slots of the IPv6 /64 cache.
     pub v6_slash64_slots: usize,
 }
 
+impl CacheConfig {
+    /// No host or prefix caches (the 16-bit table only).
+    pub const TABLE_ONLY: CacheConfig = CacheConfig {
+        v4_host_slots: 0,
+        v4_slash24_slots: 0,
+        v6_host_slots: 0,
+        v6_slash64_slots: 0,
+    };
+
+    /// Memory of the caches and the table, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        let slots = |n: usize| {
+            if n == 0 {
+                0
+            } else {
+                n.clamp(2, CACHE_SLOTS_MAX).next_power_of_two()
+            }
+        };
+        (slots(self.v4_host_slots)
+            + slots(self.v4_slash24_slots)
+            + slots(self.v6_host_slots)
+            + slots(self.v6_slash64_slots))
+            * std::mem::size_of::<Slot>()
+            + (1 << 16) * 2
+    }
+}
+
 impl Default for CacheConfig {
-    /// 4096 IPv4 /24s and 1024 IPv6 /64s (about 120 KiB with the 128 KiB
-    /// 16-bit table).
+    /// 2048 IPv4 hosts, 2048 IPv4 /24s, 2048 IPv6 hosts, 1024 IPv6 /64s:
+    /// 336 KiB of slots plus the 128 KiB table.
     fn default() -> Self {
         CacheConfig {
-            v4_slash24_slots: 4096,
+            v4_host_slots: 2048,
+            v4_slash24_slots: 2048,
+            v6_host_slots: 2048,
             v6_slash64_slots: 1024,
         }
     }
@@ -74,14 +111,32 @@ impl Default for CacheConfig {
 /// Hits and misses of the prefix caches (the 16-bit table always hits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
+    /// IPv4 lookups served from the host cache.
+    pub v4_host_hits: u64,
     /// IPv4 lookups served from the /24 cache.
-    pub v4_hits: u64,
-    /// IPv4 lookups that missed the /24 cache.
+    pub v4_prefix_hits: u64,
+    /// IPv4 lookups that missed both.
     pub v4_misses: u64,
+    /// IPv6 lookups served from the host cache.
+    pub v6_host_hits: u64,
     /// IPv6 lookups served from the /64 cache.
-    pub v6_hits: u64,
-    /// IPv6 lookups that missed the /64 cache.
+    pub v6_prefix_hits: u64,
+    /// IPv6 lookups that missed both.
     pub v6_misses: u64,
+}
+
+impl CacheStats {
+    /// Fraction of lookups that hit a host or prefix cache (0 when none).
+    pub fn hit_ratio(&self) -> f64 {
+        let hits =
+            self.v4_host_hits + self.v4_prefix_hits + self.v6_host_hits + self.v6_prefix_hits;
+        let all = hits + self.v4_misses + self.v6_misses;
+        if all == 0 {
+            0.0
+        } else {
+            hits as f64 / all as f64
+        }
+    }
 }
 
 /// Slots of the largest cache accepted (2^24).
@@ -90,11 +145,13 @@ pub const CACHE_SLOTS_MAX: usize = 1 << 24;
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     used: bool,
-    tag: u64,
-    val: u64,
+    tag: u128,
+    val: u128,
 }
 
-/// A direct-mapped prefix → anonymised-prefix cache.
+/// A 2-way set-associative prefix (or address) → anonymised prefix cache:
+/// slots `2j` (most recent) and `2j + 1` form set `j`; a miss moves the
+/// set's recent entry to the second slot and puts the new one first.
 #[derive(Debug, Clone)]
 struct PrefixCache {
     slots: Box<[Slot]>,
@@ -113,24 +170,29 @@ impl PrefixCache {
         })
     }
 
+    /// First slot of the tag's set.
     #[inline(always)]
-    fn index(&self, tag: u64) -> usize {
-        (tag.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    fn index(&self, tag: u128) -> usize {
+        let folded = (tag as u64) ^ ((tag >> 64) as u64).rotate_left(29);
+        ((folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize) & !1
     }
 
     #[inline(always)]
-    fn get(&self, tag: u64) -> Option<u64> {
-        match self.slots.get(self.index(tag)) {
-            Some(s) if s.used && s.tag == tag => Some(s.val),
+    fn get(&self, tag: u128) -> Option<u128> {
+        let i = self.index(tag);
+        match self.slots.get(i..i + 2) {
+            Some([a, _]) if a.used && a.tag == tag => Some(a.val),
+            Some([_, b]) if b.used && b.tag == tag => Some(b.val),
             _ => None,
         }
     }
 
     #[inline(always)]
-    fn put(&mut self, tag: u64, val: u64) {
+    fn put(&mut self, tag: u128, val: u128) {
         let i = self.index(tag);
-        if let Some(s) = self.slots.get_mut(i) {
-            *s = Slot {
+        if let Some([a, b]) = self.slots.get_mut(i..i + 2) {
+            *b = *a;
+            *a = Slot {
                 used: true,
                 tag,
                 val,
@@ -150,6 +212,8 @@ pub struct CryptoPan {
     top16: Option<Arc<[u16]>>,
     v4: Option<PrefixCache>,
     v6: Option<PrefixCache>,
+    v4_hosts: Option<PrefixCache>,
+    v6_hosts: Option<PrefixCache>,
     stats: CacheStats,
 }
 
@@ -160,6 +224,14 @@ impl fmt::Debug for CryptoPan {
             .field("top16_table", &self.top16.is_some())
             .field("v4_slots", &self.v4.as_ref().map(|c| c.slots.len()))
             .field("v6_slots", &self.v6.as_ref().map(|c| c.slots.len()))
+            .field(
+                "v4_host_slots",
+                &self.v4_hosts.as_ref().map(|c| c.slots.len()),
+            )
+            .field(
+                "v6_host_slots",
+                &self.v6_hosts.as_ref().map(|c| c.slots.len()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +265,8 @@ impl CryptoPan {
             top16: None,
             v4: None,
             v6: None,
+            v4_hosts: None,
+            v6_hosts: None,
             stats: CacheStats::default(),
         }
     }
@@ -204,6 +278,8 @@ impl CryptoPan {
         c.top16 = Some(c.build_top16());
         c.v4 = PrefixCache::new(cache.v4_slash24_slots);
         c.v6 = PrefixCache::new(cache.v6_slash64_slots);
+        c.v4_hosts = PrefixCache::new(cache.v4_host_slots);
+        c.v6_hosts = PrefixCache::new(cache.v6_host_slots);
         c
     }
 
@@ -277,22 +353,27 @@ impl CryptoPan {
     /// Anonymise an IPv4 address (network byte order).
     #[inline]
     pub fn anonymize_v4(&mut self, addr: [u8; 4]) -> [u8; 4] {
-        let a = u128::from(u32::from_be_bytes(addr)) << 96;
+        let host = u128::from(u32::from_be_bytes(addr));
+        if let Some(v) = self.v4_hosts.as_ref().and_then(|c| c.get(host)) {
+            self.stats.v4_host_hits += 1;
+            return (v as u32).to_be_bytes();
+        }
+        let a = host << 96;
         let out = match self.table16(a) {
             None => a ^ self.otp::<32>(a, 0),
             Some(top16) => {
-                let p24 = (a >> 104) as u64;
+                let p24 = a >> 104;
                 let top24 = match self.v4.as_ref().and_then(|c| c.get(p24)) {
                     Some(v) => {
-                        self.stats.v4_hits += 1;
-                        u128::from(v) << 104
+                        self.stats.v4_prefix_hits += 1;
+                        v << 104
                     }
                     None => {
                         let mid = (a ^ self.otp::<8>(a, 16)) & top_mask(24) & !top_mask(16);
                         let top24 = top16 | mid;
+                        self.stats.v4_misses += 1;
                         if let Some(c) = self.v4.as_mut() {
-                            self.stats.v4_misses += 1;
-                            c.put(p24, (top24 >> 104) as u64);
+                            c.put(p24, top24 >> 104);
                         }
                         top24
                     }
@@ -300,33 +381,44 @@ impl CryptoPan {
                 top24 | ((a ^ self.otp::<8>(a, 24)) & !top_mask(24) & top_mask(32))
             }
         };
-        ((out >> 96) as u32).to_be_bytes()
+        let out = out >> 96;
+        if let Some(c) = self.v4_hosts.as_mut() {
+            c.put(host, out);
+        }
+        (out as u32).to_be_bytes()
     }
 
     /// Anonymise an IPv6 address (network byte order).
     #[inline]
     pub fn anonymize_v6(&mut self, addr: [u8; 16]) -> [u8; 16] {
         let a = u128::from_be_bytes(addr);
+        if let Some(v) = self.v6_hosts.as_ref().and_then(|c| c.get(a)) {
+            self.stats.v6_host_hits += 1;
+            return v.to_be_bytes();
+        }
         let out = match self.table16(a) {
             None => a ^ self.otp::<128>(a, 0),
             Some(top16) => {
-                let p64 = (a >> 64) as u64;
+                let p64 = a >> 64;
                 match self.v6.as_ref().and_then(|c| c.get(p64)) {
                     Some(v) => {
-                        self.stats.v6_hits += 1;
-                        (u128::from(v) << 64) | ((a ^ self.otp::<64>(a, 64)) & !top_mask(64))
+                        self.stats.v6_prefix_hits += 1;
+                        (v << 64) | ((a ^ self.otp::<64>(a, 64)) & !top_mask(64))
                     }
                     None => {
                         let out = top16 | ((a ^ self.otp::<112>(a, 16)) & !top_mask(16));
+                        self.stats.v6_misses += 1;
                         if let Some(c) = self.v6.as_mut() {
-                            self.stats.v6_misses += 1;
-                            c.put(p64, (out >> 64) as u64);
+                            c.put(p64, out >> 64);
                         }
                         out
                     }
                 }
             }
         };
+        if let Some(c) = self.v6_hosts.as_mut() {
+            c.put(a, out);
+        }
         out.to_be_bytes()
     }
 
@@ -499,11 +591,16 @@ mod tests {
             ("cached", CryptoPan::with_cache(&k, CacheConfig::default())),
             (
                 "table only",
+                CryptoPan::with_cache(&k, CacheConfig::TABLE_ONLY),
+            ),
+            (
+                "prefix caches, no host caches",
                 CryptoPan::with_cache(
                     &k,
                     CacheConfig {
-                        v4_slash24_slots: 0,
-                        v6_slash64_slots: 0,
+                        v4_host_slots: 0,
+                        v6_host_slots: 0,
+                        ..CacheConfig::default()
                     },
                 ),
             ),
@@ -512,7 +609,9 @@ mod tests {
                 CryptoPan::with_cache(
                     &k,
                     CacheConfig {
+                        v4_host_slots: 2,
                         v4_slash24_slots: 2,
+                        v6_host_slots: 2,
                         v6_slash64_slots: 2,
                     },
                 ),
@@ -536,8 +635,27 @@ mod tests {
             c.anonymize_v4(raw.octets());
         }
         let s = c.cache_stats();
-        assert_eq!(s.v4_hits + s.v4_misses, 100);
-        assert!(s.v4_hits > 0, "the sample repeats /24s: {s:?}");
+        assert_eq!(s.v4_host_hits + s.v4_prefix_hits + s.v4_misses, 100);
+        assert!(s.v4_host_hits > 0, "the sample repeats hosts: {s:?}");
+        // A second pass is served by the host cache.
+        for (raw, _) in ipv4_pairs() {
+            c.anonymize_v4(raw.octets());
+        }
+        assert_eq!(c.cache_stats().v4_host_hits - s.v4_host_hits, 100);
+        // Without the host cache the repeats are /24 hits.
+        let mut p = CryptoPan::with_cache(
+            &reference_key(),
+            CacheConfig {
+                v4_host_slots: 0,
+                ..CacheConfig::default()
+            },
+        );
+        for (raw, _) in ipv4_pairs() {
+            p.anonymize_v4(raw.octets());
+        }
+        let s = p.cache_stats();
+        assert!(s.v4_prefix_hits >= 30, "{s:?}");
+        assert_eq!(s.v4_host_hits, 0);
     }
 
     #[test]
@@ -582,7 +700,7 @@ mod tests {
         fn prefix_relations_are_preserved_v4(a: [u8; 4], noise: [u8; 4], keep in 0u32..=32) {
             let k = reference_key();
             let mut plain = CryptoPan::new(&k);
-            let mut cached = CryptoPan::with_cache(&k, CacheConfig { v4_slash24_slots: 4, v6_slash64_slots: 4 });
+            let mut cached = CryptoPan::with_cache(&k, CacheConfig { v4_host_slots: 4, v4_slash24_slots: 4, v6_host_slots: 4, v6_slash64_slots: 4 });
             let b = share_prefix(a, noise, keep);
             let (x, y) = (plain.anonymize_v4(a), plain.anonymize_v4(b));
             proptest::prop_assert_eq!(cpl(&a, &b), cpl(&x, &y));
@@ -594,7 +712,7 @@ mod tests {
         fn prefix_relations_are_preserved_v6(a: [u8; 16], noise: [u8; 16], keep in 0u32..=128) {
             let k = reference_key();
             let mut plain = CryptoPan::new(&k);
-            let mut cached = CryptoPan::with_cache(&k, CacheConfig { v4_slash24_slots: 4, v6_slash64_slots: 4 });
+            let mut cached = CryptoPan::with_cache(&k, CacheConfig { v4_host_slots: 4, v4_slash24_slots: 4, v6_host_slots: 4, v6_slash64_slots: 4 });
             let b = share_prefix(a, noise, keep);
             let (x, y) = (plain.anonymize_v6(a), plain.anonymize_v6(b));
             proptest::prop_assert_eq!(cpl(&a, &b), cpl(&x, &y));

@@ -1,7 +1,7 @@
 //! linecap benchmarks (not tests: they print figures, they assert nothing
 //! about speed).
 //!
-//! `cargo run -p bench --release -- worker|writer|all [--seconds S] [--json FILE]`
+//! `cargo run -p bench --release -- worker|writer|flows|policy|veth|all [--seconds S] [--json FILE]`
 //!
 //! - `worker`: synthetic source → worker (parse + ERF batch + ring hand-off)
 //!   on one core; the ring is drained in the same thread between bursts (a
@@ -12,11 +12,16 @@
 //! - `flows`: synthetic source → `parse_frame` → the queue's flow table
 //!   (`FlowTable::update` + draining its export queue), 64 B frames, one
 //!   core, with 1 k, 100 k and 1 M concurrent flows (the source cycles them).
+//! - `policy`: capture policies (issue 8) one at a time: Crypto-PAn frame
+//!   anonymisation with and without the prefix cache, the cBPF interpreter
+//!   on real trace frames for a few expressions, sampling (see `policy.rs`).
+//!   Not part of `all`.
 //! - `writer`: ERF bytes of the real traces in ../shared/traces, repeated into
 //!   1 MiB batches, written by one writer thread (LZ4 frames, and plain),
 //!   next to the `lz4 -1` CLI compressing the same bytes.
 #![forbid(unsafe_code)]
 
+mod policy;
 mod veth;
 
 use std::path::{Path, PathBuf};
@@ -46,13 +51,16 @@ fn main() {
         "writer" => results.extend(writer_suite(seconds)),
         "veth" => results.extend(veth::suite(seconds)),
         "flows" => results.extend(flows_suite(seconds)),
+        "policy" => results.extend(policy::suite(seconds)),
         "all" => {
             results.extend(worker_suite(seconds));
             results.extend(writer_suite(seconds));
             results.extend(flows_suite(seconds));
         }
         _ => {
-            eprintln!("usage: bench worker|writer|flows|veth|all [--seconds S] [--json FILE]");
+            eprintln!(
+                "usage: bench worker|writer|flows|policy|veth|all [--seconds S] [--json FILE]"
+            );
             std::process::exit(2);
         }
     }

@@ -10,6 +10,7 @@ pub mod afxdp;
 pub mod clock;
 pub mod counters;
 pub mod flowtable;
+pub mod policy;
 #[allow(unsafe_code)]
 pub mod ring;
 pub mod source;

@@ -45,6 +45,10 @@ counters! {
     ring_packets,
     /// Batches committed to the ring.
     batches,
+    /// Frames the capture filter rejected (stage `filter`).
+    filter_packets,
+    /// Frames sampling left out (stage `sample`).
+    sample_packets,
     /// Frames dropped because the ring had no free slot (stage `ring_full`).
     ring_full_packets,
     /// Wire bytes of those frames.

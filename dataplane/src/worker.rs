@@ -19,6 +19,11 @@ use linecap_wire::flow::{self, Parsed};
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
 use crate::flowtable::{BurstPacket, FlowCounters, FlowRecord, FlowTable};
+use crate::policy::anon::AnonMode;
+use crate::policy::bpf::Filter;
+use crate::policy::cryptopan::CryptoPan;
+use crate::policy::sample::Sampler;
+use crate::policy::snaplen::{Snaplen, kept_len};
 use crate::ring::Producer;
 use crate::source::{Frame, FrameSink, RxQueue, RxStatus};
 
@@ -91,6 +96,21 @@ struct Flows {
     pending: Vec<BurstPacket>,
 }
 
+/// What a capture keeps of each frame (issue 8's policies), applied in the
+/// worker in this order: filter → parse → sample → flow table → snaplen →
+/// ERF record → anonymise (in the ring slot: the source's frame is read-only).
+#[derive(Default)]
+pub struct Policies {
+    /// tcpdump-syntax filter, compiled by libpcap, run by the cBPF interpreter.
+    pub filter: Option<Filter>,
+    /// Which frames to keep.
+    pub sampler: Option<Sampler>,
+    /// Keep the first N bytes of each frame.
+    pub snaplen: Option<Snaplen>,
+    /// Crypto-PAn key and which addresses to rewrite.
+    pub anonymize: Option<(CryptoPan, AnonMode)>,
+}
+
 /// How often the flow table is swept for due flows (monotonic time).
 const FLOW_SWEEP_NS: u64 = 1_000_000_000;
 
@@ -118,6 +138,8 @@ pub struct Worker {
     abort: Option<Arc<AtomicBool>>,
     /// The queue's flow table, when flow tracking is on.
     flows: Option<Flows>,
+    /// Filter, sampling, snaplen and anonymisation.
+    policies: Policies,
     /// Next packet-time rotation boundary (0 = not yet known).
     next_boundary_ns: u64,
     rotate_pending: bool,
@@ -143,6 +165,7 @@ impl Worker {
             stalled: false,
             abort: None,
             flows: None,
+            policies: Policies::default(),
             next_boundary_ns: 0,
             rotate_pending: false,
         }
@@ -153,6 +176,12 @@ impl Worker {
     /// stuck writer cannot delay a shutdown.
     pub fn with_abort(mut self, flag: Arc<AtomicBool>) -> Self {
         self.abort = Some(flag);
+        self
+    }
+
+    /// Apply `policies` to every frame.
+    pub fn with_policies(mut self, policies: Policies) -> Self {
+        self.policies = policies;
         self
     }
 
@@ -353,7 +382,19 @@ impl FrameSink for Worker {
         self.local.rx_packets += 1;
         self.local.rx_bytes += frame.wire_len as u64;
         self.local.rx_captured_bytes += frame.data.len() as u64;
+        if let Some(f) = &self.policies.filter
+            && !f.matches(frame.data, frame.wire_len)
+        {
+            self.local.filter_packets += 1;
+            return;
+        }
         let parsed = flow::parse_frame(frame.data);
+        if let Some(s) = self.policies.sampler.as_mut()
+            && !s.keep(&parsed)
+        {
+            self.local.sample_packets += 1;
+            return;
+        }
         match parsed {
             Parsed::Ip(_) => self.local.parsed_ip += 1,
             Parsed::NonIp => self.local.parsed_non_ip += 1,
@@ -372,12 +413,13 @@ impl FrameSink for Worker {
         }
 
         let mut extra_flags = 0;
-        let data = if frame.data.len() > FRAME_MAX {
+        let keep = kept_len(self.policies.snaplen, frame.data.len());
+        let data = if keep > FRAME_MAX {
             self.local.frames_cut += 1;
             extra_flags = erf::flags::TRUNC;
             &frame.data[..FRAME_MAX]
         } else {
-            frame.data
+            &frame.data[..keep]
         };
 
         if let Some(period) = self.cfg.rotate_every_ns
@@ -415,6 +457,9 @@ impl FrameSink for Worker {
             lctr,
         );
         rec[ETH_RECORD_OVERHEAD..].copy_from_slice(data);
+        if let (Some((pan, mode)), Parsed::Ip(info)) = (self.policies.anonymize.as_mut(), &parsed) {
+            pan.anonymize_frame(&mut rec[ETH_RECORD_OVERHEAD..], info, *mode);
+        }
         if meta.packets == 0 {
             meta.first_ts_ns = frame.ts_ns;
         }

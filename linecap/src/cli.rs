@@ -29,6 +29,8 @@ pub enum Command {
     Capture(CaptureArgs),
     /// Read captures back: merge queues by time, write pcap/pcapng/ERF, print counts.
     Read(ReadArgs),
+    /// Map IP addresses read one per line on stdin with Crypto-PAn (what a known address became).
+    Anonymize(AnonymizeArgs),
     /// Run a self-contained demonstration capture of a bundled real trace.
     Demo(DemoArgs),
     /// Meter bidirectional flows in capture files offline; print them and/or export IPFIX/Parquet.
@@ -133,6 +135,29 @@ pub struct CaptureArgs {
     /// does, instead of waiting for the writer (file replay is lossless by default).
     #[arg(long)]
     pub drop_when_full: bool,
+    /// Keep only frames matching this tcpdump/BPF expression (compiled by libpcap, run per frame
+    /// in user space); rejected frames count as `filter` drops.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Keep a sample: N or every:N (exactly every N-th), random:P[:SEED], flows:N[:SEED] or
+    /// flows-random:P[:SEED] (flow-consistent: a kept flow keeps all its frames).
+    #[arg(long, value_name = "POLICY")]
+    pub sample: Option<linecap_dataplane::policy::sample::SamplePolicy>,
+    /// Keep the first N bytes of each frame (the wire length is kept).
+    #[arg(long, value_name = "N")]
+    pub snaplen: Option<u32>,
+    /// Anonymise IP addresses with Crypto-PAn (prefix-preserving) using this 32-byte key file
+    /// (raw or 64 hex digits; it must not be world-readable).
+    #[arg(long, value_name = "FILE")]
+    pub anonymize_key: Option<PathBuf>,
+    /// Which addresses to anonymise: src, dst or both.
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "both",
+        requires = "anonymize_key"
+    )]
+    pub anonymize: linecap_dataplane::policy::anon::AnonMode,
     /// Track flows in each worker's own table (also implied by any export flag).
     #[arg(long)]
     pub flows: bool,
@@ -183,6 +208,44 @@ pub struct ReadArgs {
     /// Also read hidden partial files (.NAME.part) found in directories.
     #[arg(long)]
     pub include_partial: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AnonymizeArgs {
+    /// The Crypto-PAn key file used for the capture.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+}
+
+/// `linecap anonymize`: stdin addresses → anonymised addresses on stdout;
+/// exit 1 if a line is not an address (it is reported, the rest go on).
+pub fn anonymize(a: AnonymizeArgs) -> anyhow::Result<i32> {
+    use std::io::{BufRead, Write};
+    let key = linecap_dataplane::policy::cryptopan::load_key(&a.key)
+        .map_err(|e| anyhow::anyhow!("--key {}: {e}", a.key.display()))?;
+    let mut pan = linecap_dataplane::policy::cryptopan::CryptoPan::new(&key);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut bad = 0;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        match t.parse::<std::net::IpAddr>() {
+            Ok(ip) => writeln!(out, "{}", pan.anonymize_ip(ip))?,
+            Err(_) => {
+                eprintln!(
+                    "linecap: line {}: {t:?} is not an IPv4 or IPv6 address",
+                    n + 1
+                );
+                bad += 1;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(i32::from(bad > 0))
 }
 
 #[derive(Args, Debug)]
@@ -390,7 +453,25 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
                 .map_err(|_| anyhow::anyhow!("--duration {d} is out of range"))
         })
         .transpose()?;
+    let anonymize = match &a.anonymize_key {
+        Some(p) => Some((
+            linecap_dataplane::policy::cryptopan::load_key(p)
+                .map_err(|e| anyhow::anyhow!("--anonymize-key {}: {e}", p.display()))?,
+            a.anonymize,
+        )),
+        None => None,
+    };
+    let policies = crate::pipeline::PolicyConfig {
+        filter: a.filter.clone(),
+        sample: a.sample,
+        snaplen: a.snaplen,
+        anonymize,
+    };
+    // Compile once here so a bad expression or sampling policy is reported
+    // before anything starts, with libpcap's own message.
+    policies.build()?;
     Ok(CaptureConfig {
+        policies,
         sources,
         spread: a.spread,
         out: a.out.clone().context("--out is required")?,

@@ -255,6 +255,7 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         cores: Vec::new(),
         flows: None,
         metrics: None,
+        policies: Default::default(),
     };
     let report = run_capture(&cfg, &stop_on_signals()?)?;
     summary::print(&report, cap);

@@ -27,6 +27,7 @@ fn main() {
         cli::Command::Capture(c) => cli::capture(c),
         cli::Command::Read(r) => readback::run(r),
         cli::Command::Demo(d) => demo::run(d),
+        cli::Command::Anonymize(a) => cli::anonymize(a),
         cli::Command::Flows(f) => flows::run(f),
         cli::Command::CheckHost(c) => checkhost::run(c),
     };

@@ -178,6 +178,8 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
     let mut drops = Vec::new();
     for s in &snaps {
         for (stage, v) in [
+            ("filter", s.worker.filter_packets),
+            ("sample", s.worker.sample_packets),
             ("source", s.worker.source_unsupported),
             ("nic", s.worker.source_nic),
             ("ring_full", s.worker.ring_full_packets),

@@ -123,6 +123,9 @@ pub struct CaptureConfig {
     pub xdp: XdpOptions,
     /// Cores to pin workers to (worker i on cores[i mod n]); empty: no pinning.
     pub cores: Vec<usize>,
+    /// Capture policies (filter, sampling, snaplen, anonymisation); each
+    /// worker gets its own instance.
+    pub policies: PolicyConfig,
     /// Flow tracking (one table per queue) and export, when on.
     pub flows: Option<FlowConfig>,
     /// The Prometheus endpoint, when on.
@@ -149,6 +152,53 @@ pub struct Signals {
     pub stop: Arc<AtomicBool>,
     /// SIGHUP: complete the current files now and start new ones.
     pub rotate: Arc<AtomicBool>,
+}
+
+/// Capture policies as configured (built into one `Policies` per worker).
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// tcpdump-syntax filter expression.
+    pub filter: Option<String>,
+    /// Sampling policy.
+    pub sample: Option<linecap_dataplane::policy::sample::SamplePolicy>,
+    /// Bytes kept of each frame.
+    pub snaplen: Option<u32>,
+    /// Crypto-PAn key and mode.
+    pub anonymize: Option<([u8; 32], linecap_dataplane::policy::anon::AnonMode)>,
+}
+
+impl PolicyConfig {
+    /// Build one worker's policies; errors name the flag.
+    pub fn build(&self) -> anyhow::Result<linecap_dataplane::worker::Policies> {
+        use linecap_dataplane::policy::{
+            bpf::Filter, cryptopan, sample::Sampler, snaplen::Snaplen,
+        };
+        Ok(linecap_dataplane::worker::Policies {
+            filter: self
+                .filter
+                .as_deref()
+                .map(Filter::compile)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--filter: {e}"))?,
+            sampler: self
+                .sample
+                .map(Sampler::new)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--sample: {e}"))?,
+            snaplen: match self.snaplen {
+                Some(n) => Some(Snaplen::new(n).ok_or_else(|| {
+                    anyhow::anyhow!("--snaplen {n}: at least 14 bytes (an Ethernet header)")
+                })?),
+                None => None,
+            },
+            anonymize: self.anonymize.map(|(key, mode)| {
+                (
+                    cryptopan::CryptoPan::with_cache(&key, cryptopan::CacheConfig::default()),
+                    mode,
+                )
+            }),
+        })
+    }
 }
 
 /// Flow tracking in the capture workers.
@@ -206,6 +256,8 @@ impl QueueReport {
             + self.worker.source_nic
             + self.xdp_not_redirected()
             + self.iface_drops
+            + self.worker.filter_packets
+            + self.worker.sample_packets
             + self.worker.ring_full_packets
             + self.writer.drop_packets
     }
@@ -219,7 +271,11 @@ impl QueueReport {
     /// Whether seen = written + dropped holds.
     pub fn balanced(&self) -> bool {
         self.seen() == self.writer.packets + self.dropped()
-            && self.worker.rx_packets == self.worker.ring_packets + self.worker.ring_full_packets
+            && self.worker.rx_packets
+                == self.worker.ring_packets
+                    + self.worker.ring_full_packets
+                    + self.worker.filter_packets
+                    + self.worker.sample_packets
             && self.worker.ring_packets == self.writer.packets + self.writer.drop_packets
     }
 }
@@ -472,7 +528,8 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             producer,
             shared.clone(),
         )
-        .with_abort(worker_stop.clone());
+        .with_abort(worker_stop.clone())
+        .with_policies(cfg.policies.build()?);
         let flow_counters = Arc::new(Mutex::new(FlowCounters::default()));
         let worker = match (&cfg.flows, &exporters) {
             (Some(f), Some(ex)) => {

@@ -65,6 +65,14 @@ pub fn print(r: &CaptureReport, out: &Path) {
         "frames: {} IP, {} non-IP, {} with headers cut by the capture length, {} malformed (all kept)",
         parse[0], parse[1], parse[2], parse[3]
     );
+    let (filtered, sampled): (u64, u64) = r.queues.iter().fold((0, 0), |a, q| {
+        (a.0 + q.worker.filter_packets, a.1 + q.worker.sample_packets)
+    });
+    if filtered + sampled > 0 {
+        println!(
+            "policies: {filtered} frames rejected by the filter, {sampled} left out by sampling (in drop:src)"
+        );
+    }
     let cut: u64 = r.queues.iter().map(|q| q.worker.frames_cut).sum();
     if cut > 0 {
         println!(
@@ -189,6 +197,8 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                 "seen": q.seen(),
                 "written": f.packets,
                 "dropped": {
+                    "filter": w.filter_packets,
+                    "sample": w.sample_packets,
                     "source": w.source_unsupported,
                     "nic": w.source_nic + q.iface_drops,
                     "xdp": q.xdp_not_redirected(),

@@ -103,10 +103,18 @@ pub fn assert_balanced(r: &serde_json::Value) {
     assert_eq!(r["balanced"], true, "{r:#}");
     for q in r["queues"].as_array().unwrap() {
         let d = &q["dropped"];
-        let dropped: u64 = ["source", "nic", "xdp", "ring_full", "writer"]
-            .iter()
-            .map(|k| d[k].as_u64().unwrap())
-            .sum();
+        let dropped: u64 = [
+            "filter",
+            "sample",
+            "source",
+            "nic",
+            "xdp",
+            "ring_full",
+            "writer",
+        ]
+        .iter()
+        .map(|k| d[k].as_u64().unwrap())
+        .sum();
         assert_eq!(
             q["seen"].as_u64().unwrap(),
             q["written"].as_u64().unwrap() + dropped,
@@ -115,7 +123,10 @@ pub fn assert_balanced(r: &serde_json::Value) {
         let w = &q["worker"];
         assert_eq!(
             w["rx_packets"].as_u64().unwrap(),
-            w["ring_packets"].as_u64().unwrap() + d["ring_full"].as_u64().unwrap(),
+            w["ring_packets"].as_u64().unwrap()
+                + d["ring_full"].as_u64().unwrap()
+                + d["filter"].as_u64().unwrap()
+                + d["sample"].as_u64().unwrap(),
             "{q:#}"
         );
     }

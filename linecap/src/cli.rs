@@ -94,6 +94,10 @@ pub struct CaptureArgs {
     /// Keep at most N complete files per queue, deleting the oldest.
     #[arg(short = 'W', long, value_name = "N")]
     pub rotate_files: Option<u32>,
+    /// Keep the capture within SIZE bytes (shared evenly by the queues): the oldest complete files
+    /// are deleted to make room for new data (stenographer/n2disk style recycling).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub disk_budget: Option<u64>,
     /// Write plain ERF (.erf) instead of LZ4 frames (.erf.lz4).
     #[arg(long)]
     pub no_compress: bool,
@@ -471,6 +475,7 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     // before anything starts, with libpcap's own message.
     policies.build()?;
     Ok(CaptureConfig {
+        disk_budget: a.disk_budget,
         policies,
         sources,
         spread: a.spread,

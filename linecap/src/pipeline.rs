@@ -123,6 +123,9 @@ pub struct CaptureConfig {
     pub xdp: XdpOptions,
     /// Cores to pin workers to (worker i on cores[i mod n]); empty: no pinning.
     pub cores: Vec<usize>,
+    /// Bytes the whole capture may occupy (shared evenly by the queues);
+    /// the oldest complete files are recycled to stay within it.
+    pub disk_budget: Option<u64>,
     /// Capture policies (filter, sampling, snaplen, anonymisation); each
     /// worker gets its own instance.
     pub policies: PolicyConfig,
@@ -473,6 +476,15 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         iface_drops_start: Vec::new(),
     };
     let queues = open_queues(cfg, &mut att)?;
+    let budget_per_queue = cfg.disk_budget.map(|b| b / queues.len().max(1) as u64);
+    if let (Some(b), Some(c)) = (budget_per_queue, cfg.rotate_bytes) {
+        anyhow::ensure!(
+            b >= 2 * c,
+            "--disk-budget gives each of the {} queues {b} bytes: that must be at least twice \
+             --rotate-bytes ({c}) so a complete file can be kept while the next one is written",
+            queues.len()
+        );
+    }
     // Baselines: what the XDP programs counted before the capture started.
     let xdp_base: Vec<Option<XdpQueueStats>> = queues
         .iter()
@@ -506,6 +518,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             ring::ring(ring_cfg).with_context(|| format!("creating the ring of queue {}", q.id))?;
         hugepages &= producer.hugepages();
         let series = FileSeries::new(SeriesConfig {
+            budget_bytes: budget_per_queue,
             rotate_bytes: cfg.rotate_bytes,
             rotate_files: cfg.rotate_files,
             compress: cfg.compress,

@@ -249,3 +249,61 @@ fn sighup_completes_the_current_file_and_starts_a_new_one() {
     let stats = run_ok(linecap().arg("read").arg(&cap).arg("--stats"));
     assert!(stats.contains(&format!("packets: {written} ")), "{stats}");
 }
+
+#[test]
+fn disk_budget_keeps_the_newest_files_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cap");
+    let r = run(linecap()
+        .args([
+            "capture",
+            "--source",
+            "synth:1000:100:30000:50000",
+            "--no-compress",
+            "--no-metrics",
+        ])
+        .args([
+            "--batch-bytes",
+            "64K",
+            "--rotate-bytes",
+            "256K",
+            "--disk-budget",
+            "1M",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--report-json")
+        .arg(dir.path().join("r.json")));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let rep = report(&dir.path().join("r.json"));
+    assert_balanced(&rep);
+    let written = total(&rep, |q| q["written"].as_u64().unwrap());
+    assert!(
+        written * 1018 > 4 << 20,
+        "the capture must be larger than the budget: {written}"
+    );
+    let mut bytes = 0;
+    let mut seqs = Vec::new();
+    for e in std::fs::read_dir(out.join("q00")).unwrap() {
+        let e = e.unwrap();
+        bytes += e.metadata().unwrap().len();
+        let name = e.file_name().into_string().unwrap();
+        if name.ends_with(".erf") {
+            seqs.push(name[4..12].parse::<u64>().unwrap());
+        }
+    }
+    assert!(bytes <= 1 << 20, "{bytes} bytes on disk for a 1 MiB budget");
+    seqs.sort();
+    assert!(seqs.len() >= 2, "{seqs:?}");
+    // The newest files are kept: consecutive sequence numbers up to the last one.
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(seqs[0] > 0, "the oldest files were recycled: {seqs:?}");
+    // And a capture whose budget cannot hold two files is refused up front.
+    let bad = run(linecap()
+        .args(["capture", "--source", "synth:64:1:10", "--no-metrics"])
+        .args(["--rotate-bytes", "1M", "--disk-budget", "1M"])
+        .arg("--out")
+        .arg(dir.path().join("bad")));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--disk-budget"));
+}

@@ -94,6 +94,10 @@ pub struct CaptureArgs {
     /// Keep at most N complete files per queue, deleting the oldest.
     #[arg(short = 'W', long, value_name = "N")]
     pub rotate_files: Option<u32>,
+    /// After set-up (XDP attached, sockets bound, output directories made and given to USER),
+    /// run as USER with only CAP_NET_ADMIN, CAP_BPF and CAP_IPC_LOCK.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// Keep the capture within SIZE bytes (shared evenly by the queues): the oldest complete files
     /// are deleted to make room for new data (stenographer/n2disk style recycling).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -474,7 +478,11 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     // Compile once here so a bad expression or sampling policy is reported
     // before anything starts, with libpcap's own message.
     policies.build()?;
+    if let Some(u) = &a.user {
+        crate::privileges::resolve_user(u).map_err(|e| anyhow::anyhow!("--user: {e:#}"))?;
+    }
     Ok(CaptureConfig {
+        user: a.user.clone(),
         disk_budget: a.disk_budget,
         policies,
         sources,
@@ -552,7 +560,10 @@ pub fn stop_on_signals() -> anyhow::Result<Signals> {
 
 /// `linecap capture`.
 pub fn capture(mut a: CaptureArgs) -> anyhow::Result<i32> {
-    let _profile = crate::profile::apply_profile(&mut a)?;
+    let profile = crate::profile::apply_profile(&mut a)?;
+    if a.user.is_none() {
+        a.user = profile.as_ref().and_then(|p| p.host.user.clone());
+    }
     let cfg = capture_config(&a)?;
     let signals = stop_on_signals()?;
     let report = run_capture(&cfg, &signals)?;

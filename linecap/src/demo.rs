@@ -257,6 +257,7 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         metrics: None,
         policies: Default::default(),
         disk_budget: None,
+        user: None,
     };
     let report = run_capture(&cfg, &stop_on_signals()?)?;
     summary::print(&report, cap);

@@ -13,7 +13,6 @@ mod flows;
 mod ipfix;
 mod metrics;
 mod pipeline;
-#[allow(dead_code)] // drop_privileges is called by the pipeline after set-up
 mod privileges;
 mod profile;
 mod readback;

@@ -123,6 +123,8 @@ pub struct CaptureConfig {
     pub xdp: XdpOptions,
     /// Cores to pin workers to (worker i on cores[i mod n]); empty: no pinning.
     pub cores: Vec<usize>,
+    /// Drop to this user after set-up (see `privileges.rs`).
+    pub user: Option<String>,
     /// Bytes the whole capture may occupy (shared evenly by the queues);
     /// the oldest complete files are recycled to stay within it.
     pub disk_budget: Option<u64>,
@@ -592,6 +594,25 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         },
         None => None,
     };
+    if let Some(user) = &cfg.user {
+        // Everything privileged is done (XDP attached, sockets bound, rings
+        // and directories made): hand the output to the user, then become it
+        // before any worker or writer thread starts (capabilities are per thread).
+        let t = crate::privileges::resolve_user(user)?;
+        let mut dirs = vec![cfg.out.clone()];
+        if let Ok(rd) = std::fs::read_dir(&cfg.out) {
+            dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for d in dirs {
+            nix::unistd::chown(&d, Some(t.uid), Some(t.gid))
+                .with_context(|| format!("giving {} to {user}", d.display()))?;
+        }
+        crate::privileges::drop_privileges(user, crate::privileges::CAPTURE_KEEP)?;
+        eprintln!(
+            "linecap: running as {user} (uid {}) with CAP_NET_ADMIN, CAP_BPF, CAP_IPC_LOCK",
+            t.uid
+        );
+    }
     let rotate_gen = std::sync::atomic::AtomicU64::new(0);
     if !att.list.is_empty() {
         let ifs: Vec<&str> = att.list.iter().map(|a| a.ifname()).collect();

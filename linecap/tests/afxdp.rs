@@ -200,3 +200,60 @@ fn xdp_program_is_detached_after_exit_sigterm_and_sigkill() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by `make test` as root"]
+fn afxdp_capture_runs_as_an_unprivileged_user_after_setup() {
+    require_privileges();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (send, frames) = frames_file(dir.path());
+    let veth = VethPair::new("usr", 2);
+    let out = dir.path().join("cap");
+    let (mut child, _stderr) = spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args([
+                "capture",
+                "--source",
+                "afxdp:vA",
+                "--user",
+                "nobody",
+                "--no-metrics",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .arg("--report-json")
+            .arg(out.join("report.json")),
+        "running as nobody",
+    );
+    let replay = run_ok(
+        veth.in_send("tcpreplay")
+            .args(["-i", "vB", "--pps", "20000"])
+            .arg(&send),
+    );
+    assert_eq!(tcpreplay_sent(&replay), frames.len() as u64);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "INT");
+    assert!(child.wait().unwrap().success());
+    let r = common::report(&out.join("report.json"));
+    assert_balanced(&r);
+    assert_eq!(
+        total(&r, |q| q["written"].as_u64().unwrap()),
+        frames.len() as u64
+    );
+    // Files belong to the user; the program is gone after exit.
+    use std::os::unix::fs::MetadataExt;
+    for f in files_with(&out, ".erf.lz4") {
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().uid(),
+            65534,
+            "{}",
+            f.display()
+        );
+    }
+    assert!(!veth.link_cap().contains("xdp"), "XDP detached after exit");
+}

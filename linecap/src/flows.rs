@@ -240,21 +240,7 @@ fn tsv_row(r: &FlowRecord) -> String {
     let k = &r.key;
     let ea = format!("{}|{}", k.addr_a(), k.port_a());
     let eb = format!("{}|{}", k.addr_b(), k.port_b());
-    let (x, y, d0, d1) = if ea <= eb {
-        (
-            (k.addr_a(), k.port_a()),
-            (k.addr_b(), k.port_b()),
-            A_TO_B,
-            B_TO_A,
-        )
-    } else {
-        (
-            (k.addr_b(), k.port_b()),
-            (k.addr_a(), k.port_a()),
-            B_TO_A,
-            A_TO_B,
-        )
-    };
+    let (x, y, d0, d1) = oriented(r, ea <= eb);
     format!(
         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         vlans(r),
@@ -274,23 +260,28 @@ fn tsv_row(r: &FlowRecord) -> String {
     )
 }
 
-fn table_row(r: &FlowRecord) -> String {
+/// The record's two endpoints and directions, a's side first when `a_first`.
+#[allow(clippy::type_complexity)]
+fn oriented(
+    r: &FlowRecord,
+    a_first: bool,
+) -> (
+    (std::net::IpAddr, u16),
+    (std::net::IpAddr, u16),
+    usize,
+    usize,
+) {
     let k = &r.key;
-    let ((s, sp), (d, dp), f, b) = if r.a_initiated {
-        (
-            (k.addr_a(), k.port_a()),
-            (k.addr_b(), k.port_b()),
-            A_TO_B,
-            B_TO_A,
-        )
+    let (a, b) = ((k.addr_a(), k.port_a()), (k.addr_b(), k.port_b()));
+    if a_first {
+        (a, b, A_TO_B, B_TO_A)
     } else {
-        (
-            (k.addr_b(), k.port_b()),
-            (k.addr_a(), k.port_a()),
-            B_TO_A,
-            A_TO_B,
-        )
-    };
+        (b, a, B_TO_A, A_TO_B)
+    }
+}
+
+fn table_row(r: &FlowRecord) -> String {
+    let ((s, sp), (d, dp), f, b) = oriented(r, r.a_initiated);
     let dur = r.last_ns.saturating_sub(r.first_ns) as f64 / 1e9;
     format!(
         "{:<30} {:>10.3} {:<9} {:>6} {:>41} -> {:<41} {:>8} {:>11} {:>8} {:>11} {:<9}",

@@ -22,6 +22,7 @@ use crate::flowtable::{BurstPacket, FlowCounters, FlowRecord, FlowTable};
 use crate::policy::anon::AnonMode;
 use crate::policy::bpf::Filter;
 use crate::policy::cryptopan::CryptoPan;
+use crate::policy::macpseudo::MacPseudonyms;
 use crate::policy::sample::Sampler;
 use crate::policy::snaplen::{Snaplen, kept_len};
 use crate::ring::Producer;
@@ -96,9 +97,11 @@ struct Flows {
     pending: Vec<BurstPacket>,
 }
 
-/// What a capture keeps of each frame (issue 8's policies), applied in the
-/// worker in this order: filter → parse → sample → flow table → snaplen →
-/// ERF record → anonymise (in the ring slot: the source's frame is read-only).
+/// What a capture job keeps of each frame (issue 8's policies), applied in
+/// the worker in this order: filter → parse (once per frame, shared by the
+/// jobs) → sample → flow table (first job only) → snaplen → ERF record →
+/// anonymise and pseudonymise MACs (in the ring slot: the source's frame is
+/// read-only).
 #[derive(Default)]
 pub struct Policies {
     /// tcpdump-syntax filter, compiled by libpcap, run by the cBPF interpreter.
@@ -109,65 +112,250 @@ pub struct Policies {
     pub snaplen: Option<Snaplen>,
     /// Crypto-PAn key and which addresses to rewrite.
     pub anonymize: Option<(CryptoPan, AnonMode)>,
+    /// Replace unicast MAC addresses by keyed pseudonyms.
+    pub mac_pseudonyms: Option<MacPseudonyms>,
 }
 
 /// How often the flow table is swept for due flows (monotonic time).
 const FLOW_SWEEP_NS: u64 = 1_000_000_000;
 
-/// One queue's worker.
-pub struct Worker {
-    cfg: WorkerConfig,
+/// Most capture jobs one worker serves (a bound fixed at build time: every
+/// job costs a ring and a file series per queue).
+pub const MAX_JOBS: usize = 16;
+
+/// One capture job's output side in a worker: its policies, its ring, the
+/// batch it is filling, and its counters. Every job sees every frame the
+/// queue receives; its accounting is separate and exact.
+struct Lane {
     producer: Producer,
+    /// The job's counters; the queue-level fields (rx, source drops) are
+    /// copied in from the worker's when published.
     local: WorkerCounters,
     shared: Arc<SharedCounters>,
+    policies: Policies,
     /// Bytes used in the held slot.
     fill: usize,
     batch_bytes: usize,
     next_seq: u64,
     /// Monotonic time the held batch was started.
     batch_started_ns: u64,
-    /// Monotonic time read once per burst.
-    now_ns: u64,
     lost_since_record: u64,
     lost_since_batch: u64,
-    /// Monotonic time the source's outside counters were last refreshed.
-    refreshed_ns: u64,
     /// Backpressure gave up waiting: drop (and count) until a slot frees.
     stalled: bool,
-    /// Raised to abandon a backpressure wait (the capture is stopping).
-    abort: Option<Arc<AtomicBool>>,
-    /// The queue's flow table, when flow tracking is on.
-    flows: Option<Flows>,
-    /// Filter, sampling, snaplen and anonymisation.
-    policies: Policies,
     /// Next packet-time rotation boundary (0 = not yet known).
     next_boundary_ns: u64,
     rotate_pending: bool,
 }
 
-impl Worker {
-    /// A worker writing into `producer` and publishing into `shared`.
-    pub fn new(cfg: WorkerConfig, producer: Producer, shared: Arc<SharedCounters>) -> Self {
+impl Lane {
+    fn new(producer: Producer, shared: Arc<SharedCounters>, policies: Policies) -> Self {
         let batch_bytes = producer.batch_bytes();
-        Worker {
-            cfg,
+        Lane {
             producer,
             local: WorkerCounters::default(),
             shared,
+            policies,
             fill: 0,
             batch_bytes,
             next_seq: 0,
             batch_started_ns: 0,
-            now_ns: 0,
             lost_since_record: 0,
             lost_since_batch: 0,
-            refreshed_ns: 0,
             stalled: false,
-            abort: None,
-            flows: None,
-            policies: Policies::default(),
             next_boundary_ns: 0,
             rotate_pending: false,
+        }
+    }
+
+    /// Hand the held batch (if any, and not empty) to the writer.
+    fn commit(&mut self) {
+        if !self.producer.holds_slot() {
+            return;
+        }
+        let fill = self.fill as u64;
+        let (meta, _) = self.producer.slot_mut();
+        meta.records_len = fill;
+        let packets = meta.packets;
+        self.producer.commit();
+        self.fill = 0;
+        self.local.batches += 1;
+        self.local.ring_packets += packets;
+    }
+
+    fn start_batch(&mut self, cfg: &WorkerConfig, now_ns: u64, abort: Option<&AtomicBool>) -> bool {
+        if !self.producer.acquire() && !self.wait_for_slot(cfg, abort) {
+            return false;
+        }
+        self.stalled = false;
+        let flags = if self.rotate_pending {
+            batch_flags::ROTATE_BEFORE
+        } else {
+            0
+        };
+        self.rotate_pending = false;
+        let meta = BatchMeta {
+            queue: cfg.queue,
+            flags,
+            seq: self.next_seq,
+            lost_before: self.lost_since_batch,
+            ..BatchMeta::default()
+        };
+        *self.producer.slot_mut().0 = meta;
+        self.next_seq += 1;
+        self.lost_since_batch = 0;
+        self.fill = 0;
+        self.batch_started_ns = now_ns;
+        true
+    }
+
+    /// Backpressure mode: wait (spin, yield, then sleep) for a free slot, at
+    /// most `backpressure_ns` once; after a timeout the lane is *stalled*
+    /// and drops (counted) without waiting until the writer frees a slot.
+    #[cold]
+    fn wait_for_slot(&mut self, cfg: &WorkerConfig, abort: Option<&AtomicBool>) -> bool {
+        let Some(limit_ns) = cfg.backpressure_ns else {
+            return false;
+        };
+        if self.stalled {
+            return false;
+        }
+        let aborted = || abort.is_some_and(|f| f.load(Ordering::Relaxed));
+        let start = std::time::Instant::now();
+        let mut polls: u32 = 0;
+        while (start.elapsed().as_nanos() as u64) < limit_ns && !aborted() {
+            polls = polls.saturating_add(1);
+            idle_wait(polls);
+            if self.producer.acquire() {
+                self.local.backpressure_waits += 1;
+                return true;
+            }
+        }
+        self.stalled = true;
+        false
+    }
+
+    #[inline(always)]
+    fn drop_ring_full(&mut self, wire_len: u32) {
+        self.local.ring_full_packets += 1;
+        self.local.ring_full_bytes += wire_len as u64;
+        self.lost_since_record += 1;
+        self.lost_since_batch += 1;
+    }
+
+    /// Write one kept frame as an ERF record into the held batch (snaplen,
+    /// time cuts, anonymisation); drop and count it if no slot is free.
+    #[inline]
+    fn record(
+        &mut self,
+        frame: &Frame<'_>,
+        parsed: &Parsed,
+        cfg: &WorkerConfig,
+        now_ns: u64,
+        abort: Option<&AtomicBool>,
+    ) {
+        let mut extra_flags = 0;
+        let keep = kept_len(self.policies.snaplen, frame.data.len());
+        let data = if keep > FRAME_MAX {
+            self.local.frames_cut += 1;
+            extra_flags = erf::flags::TRUNC;
+            &frame.data[..FRAME_MAX]
+        } else {
+            &frame.data[..keep]
+        };
+
+        if let Some(period) = cfg.rotate_every_ns
+            && frame.ts_ns >= self.next_boundary_ns
+        {
+            if self.next_boundary_ns != 0 {
+                self.commit();
+                self.rotate_pending = true;
+            }
+            self.next_boundary_ns = (frame.ts_ns / period + 1) * period;
+        }
+
+        let need = ETH_RECORD_OVERHEAD + data.len();
+        if self.producer.holds_slot() && self.fill + need > self.batch_bytes {
+            self.commit();
+        }
+        if !self.producer.holds_slot() && !self.start_batch(cfg, now_ns, abort) {
+            self.drop_ring_full(frame.wire_len);
+            return;
+        }
+
+        let lctr = self.lost_since_record.min(u16::MAX as u64) as u16;
+        self.lost_since_record = 0;
+        let fill = self.fill;
+        let (meta, buf) = self.producer.slot_mut();
+        let rec = &mut buf[fill..fill + need];
+        erf::write_eth_header(
+            rec,
+            frame.ts_ns,
+            cfg.iface,
+            extra_flags,
+            data.len(),
+            frame.wire_len,
+            lctr,
+        );
+        rec[ETH_RECORD_OVERHEAD..].copy_from_slice(data);
+        if let (Some((pan, mode)), Parsed::Ip(info)) = (self.policies.anonymize.as_mut(), parsed) {
+            pan.anonymize_frame(&mut rec[ETH_RECORD_OVERHEAD..], info, *mode);
+        }
+        if let Some(m) = self.policies.mac_pseudonyms.as_mut() {
+            m.rewrite_frame(&mut rec[ETH_RECORD_OVERHEAD..]);
+        }
+        if meta.packets == 0 {
+            meta.first_ts_ns = frame.ts_ns;
+        }
+        meta.last_ts_ns = frame.ts_ns;
+        meta.packets += 1;
+        meta.bytes_wire += frame.wire_len as u64;
+        meta.bytes_captured += data.len() as u64;
+        self.fill = fill + need;
+    }
+
+    /// Publish the lane's counters with the queue-level fields of `queue`.
+    fn publish(&mut self, queue: &WorkerCounters) {
+        self.local.rx_packets = queue.rx_packets;
+        self.local.rx_bytes = queue.rx_bytes;
+        self.local.rx_captured_bytes = queue.rx_captured_bytes;
+        self.local.source_unsupported = queue.source_unsupported;
+        self.local.source_nic = queue.source_nic;
+        self.shared.publish(&self.local);
+    }
+}
+
+/// One queue's worker: one source, one optional flow table, and one lane
+/// (ring, batch, policies, counters) per capture job.
+pub struct Worker {
+    cfg: WorkerConfig,
+    /// Queue-level counters (rx, source drops).
+    queue: WorkerCounters,
+    lanes: Vec<Lane>,
+    /// Monotonic time read once per burst.
+    now_ns: u64,
+    /// Monotonic time the source's outside counters were last refreshed.
+    refreshed_ns: u64,
+    /// Raised to abandon a backpressure wait (the capture is stopping).
+    abort: Option<Arc<AtomicBool>>,
+    /// The queue's flow table, when flow tracking is on (fed by the first job).
+    flows: Option<Flows>,
+}
+
+impl Worker {
+    /// A worker with one job writing into `producer` and publishing into
+    /// `shared`.
+    pub fn new(cfg: WorkerConfig, producer: Producer, shared: Arc<SharedCounters>) -> Self {
+        let mut lanes = Vec::with_capacity(MAX_JOBS);
+        lanes.push(Lane::new(producer, shared, Policies::default()));
+        Worker {
+            cfg,
+            queue: WorkerCounters::default(),
+            lanes,
+            now_ns: 0,
+            refreshed_ns: 0,
+            abort: None,
+            flows: None,
         }
     }
 
@@ -179,15 +367,32 @@ impl Worker {
         self
     }
 
-    /// Apply `policies` to every frame.
+    /// Apply `policies` to every frame of the first job.
     pub fn with_policies(mut self, policies: Policies) -> Self {
-        self.policies = policies;
+        self.lanes[0].policies = policies;
         self
+    }
+
+    /// Add another capture job: it sees every frame the queue receives,
+    /// applies its own `policies` and writes into its own ring, publishing
+    /// its own counters. At most [`MAX_JOBS`] jobs.
+    pub fn with_job(
+        mut self,
+        producer: Producer,
+        shared: Arc<SharedCounters>,
+        policies: Policies,
+    ) -> Result<Self, Producer> {
+        if self.lanes.len() >= MAX_JOBS {
+            return Err(producer);
+        }
+        self.lanes.push(Lane::new(producer, shared, policies));
+        Ok(self)
     }
 
     /// Track flows in `table` (owned by this worker, no sharing) and hand
     /// every record it ends to `sink`; the table's counters are published
-    /// into `counters` once per burst.
+    /// into `counters` once per burst. The table sees the frames the first
+    /// job keeps (after its filter and sampling).
     pub fn with_flows(
         mut self,
         table: FlowTable,
@@ -206,9 +411,20 @@ impl Worker {
         self
     }
 
-    /// The worker's own counters (exact; the shared copy lags by one burst).
-    pub fn counters(&self) -> &WorkerCounters {
-        &self.local
+    /// The first job's counters (exact; the shared copy lags by one burst).
+    pub fn counters(&self) -> WorkerCounters {
+        self.job_counters(0)
+    }
+
+    /// Job `job`'s counters, queue-level fields included.
+    pub fn job_counters(&self, job: usize) -> WorkerCounters {
+        let mut c = self.lanes[job].local;
+        c.rx_packets = self.queue.rx_packets;
+        c.rx_bytes = self.queue.rx_bytes;
+        c.rx_captured_bytes = self.queue.rx_captured_bytes;
+        c.source_unsupported = self.queue.source_unsupported;
+        c.source_nic = self.queue.source_nic;
+        c
     }
 
     /// Run until the source ends or `stop` is raised, then flush the last
@@ -257,10 +473,12 @@ impl Worker {
     pub fn poll_once<R: RxQueue, C: Clock>(&mut self, rx: &mut R, clock: &C) -> RxStatus {
         self.now_ns = clock.now_ns();
         let status = rx.poll_burst(self.cfg.burst_max, self);
-        if self.producer.holds_slot()
-            && self.now_ns.saturating_sub(self.batch_started_ns) >= self.cfg.flush_after_ns
-        {
-            self.commit();
+        for lane in self.lanes.iter_mut() {
+            if lane.producer.holds_slot()
+                && self.now_ns.saturating_sub(lane.batch_started_ns) >= self.cfg.flush_after_ns
+            {
+                lane.commit();
+            }
         }
         if self.now_ns.saturating_sub(self.refreshed_ns) >= STATS_REFRESH_NS {
             self.refreshed_ns = self.now_ns;
@@ -273,10 +491,12 @@ impl Worker {
         status
     }
 
-    /// Commit the held batch, end every flow, refresh the source's counters,
-    /// publish, and close the ring.
+    /// Commit the held batches, end every flow, refresh the source's
+    /// counters, publish, and close the rings.
     pub fn finish<R: RxQueue>(&mut self, rx: &mut R) {
-        self.commit();
+        for lane in self.lanes.iter_mut() {
+            lane.commit();
+        }
         if let Some(f) = self.flows.as_mut() {
             f.table.update_burst(&f.pending);
             f.pending.clear();
@@ -286,89 +506,18 @@ impl Worker {
         }
         rx.refresh();
         self.publish(rx);
-        self.producer.close();
+        for lane in self.lanes.iter_mut() {
+            lane.producer.close();
+        }
     }
 
     fn publish<R: RxQueue>(&mut self, rx: &R) {
         let drops = rx.drops();
-        self.local.source_unsupported = drops.unsupported;
-        self.local.source_nic = drops.nic;
-        self.shared.publish(&self.local);
-    }
-
-    /// Hand the held batch (if any, and not empty) to the writer.
-    fn commit(&mut self) {
-        if !self.producer.holds_slot() {
-            return;
+        self.queue.source_unsupported = drops.unsupported;
+        self.queue.source_nic = drops.nic;
+        for lane in self.lanes.iter_mut() {
+            lane.publish(&self.queue);
         }
-        let fill = self.fill as u64;
-        let (meta, _) = self.producer.slot_mut();
-        meta.records_len = fill;
-        let packets = meta.packets;
-        self.producer.commit();
-        self.fill = 0;
-        self.local.batches += 1;
-        self.local.ring_packets += packets;
-    }
-
-    fn start_batch(&mut self) -> bool {
-        if !self.producer.acquire() && !self.wait_for_slot() {
-            return false;
-        }
-        self.stalled = false;
-        let flags = if self.rotate_pending {
-            batch_flags::ROTATE_BEFORE
-        } else {
-            0
-        };
-        self.rotate_pending = false;
-        let meta = BatchMeta {
-            queue: self.cfg.queue,
-            flags,
-            seq: self.next_seq,
-            lost_before: self.lost_since_batch,
-            ..BatchMeta::default()
-        };
-        *self.producer.slot_mut().0 = meta;
-        self.next_seq += 1;
-        self.lost_since_batch = 0;
-        self.fill = 0;
-        self.batch_started_ns = self.now_ns;
-        true
-    }
-
-    /// Backpressure mode: wait (spin, yield, then sleep) for a free slot, at
-    /// most `backpressure_ns` once; after a timeout the worker is *stalled*
-    /// and drops (counted) without waiting until the writer frees a slot.
-    #[cold]
-    fn wait_for_slot(&mut self) -> bool {
-        let Some(limit_ns) = self.cfg.backpressure_ns else {
-            return false;
-        };
-        if self.stalled {
-            return false;
-        }
-        let aborted = |w: &Self| w.abort.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
-        let start = std::time::Instant::now();
-        let mut polls: u32 = 0;
-        while (start.elapsed().as_nanos() as u64) < limit_ns && !aborted(self) {
-            polls = polls.saturating_add(1);
-            idle_wait(polls);
-            if self.producer.acquire() {
-                self.local.backpressure_waits += 1;
-                return true;
-            }
-        }
-        self.stalled = true;
-        false
-    }
-
-    #[inline(always)]
-    fn drop_ring_full(&mut self, wire_len: u32) {
-        self.local.ring_full_packets += 1;
-        self.local.ring_full_bytes += wire_len as u64;
-        self.lost_since_record += 1;
-        self.lost_since_batch += 1;
     }
 }
 
@@ -379,95 +528,43 @@ impl FrameSink for Worker {
         frame.wire_len = frame
             .wire_len
             .max(frame.data.len().min(u32::MAX as usize) as u32);
-        self.local.rx_packets += 1;
-        self.local.rx_bytes += frame.wire_len as u64;
-        self.local.rx_captured_bytes += frame.data.len() as u64;
-        if let Some(f) = &self.policies.filter
-            && !f.matches(frame.data, frame.wire_len)
-        {
-            self.local.filter_packets += 1;
-            return;
-        }
-        let parsed = flow::parse_frame(frame.data);
-        if let Some(s) = self.policies.sampler.as_mut()
-            && !s.keep(&parsed)
-        {
-            self.local.sample_packets += 1;
-            return;
-        }
-        match parsed {
-            Parsed::Ip(_) => self.local.parsed_ip += 1,
-            Parsed::NonIp => self.local.parsed_non_ip += 1,
-            Parsed::Truncated => self.local.parsed_truncated += 1,
-            Parsed::Malformed => self.local.parsed_malformed += 1,
-        }
-        if let Some(f) = self.flows.as_mut() {
-            f.table.update_parsed(
-                &parsed,
-                frame.ts_ns,
-                frame.wire_len,
-                frame.data.len() as u32,
-            );
-            f.last_packet_ns = frame.ts_ns;
-            f.last_packet_mono_ns = self.now_ns;
-        }
-
-        let mut extra_flags = 0;
-        let keep = kept_len(self.policies.snaplen, frame.data.len());
-        let data = if keep > FRAME_MAX {
-            self.local.frames_cut += 1;
-            extra_flags = erf::flags::TRUNC;
-            &frame.data[..FRAME_MAX]
-        } else {
-            &frame.data[..keep]
-        };
-
-        if let Some(period) = self.cfg.rotate_every_ns
-            && frame.ts_ns >= self.next_boundary_ns
-        {
-            if self.next_boundary_ns != 0 {
-                self.commit();
-                self.rotate_pending = true;
+        self.queue.rx_packets += 1;
+        self.queue.rx_bytes += frame.wire_len as u64;
+        self.queue.rx_captured_bytes += frame.data.len() as u64;
+        // Parsed once, when the first job that keeps the frame needs it.
+        let mut parsed: Option<Parsed> = None;
+        let cfg = &self.cfg;
+        let abort = self.abort.as_deref();
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            if let Some(f) = &lane.policies.filter
+                && !f.matches(frame.data, frame.wire_len)
+            {
+                lane.local.filter_packets += 1;
+                continue;
             }
-            self.next_boundary_ns = (frame.ts_ns / period + 1) * period;
+            let p = *parsed.get_or_insert_with(|| flow::parse_frame(frame.data));
+            if let Some(s) = lane.policies.sampler.as_mut()
+                && !s.keep(&p)
+            {
+                lane.local.sample_packets += 1;
+                continue;
+            }
+            match p {
+                Parsed::Ip(_) => lane.local.parsed_ip += 1,
+                Parsed::NonIp => lane.local.parsed_non_ip += 1,
+                Parsed::Truncated => lane.local.parsed_truncated += 1,
+                Parsed::Malformed => lane.local.parsed_malformed += 1,
+            }
+            if i == 0
+                && let Some(f) = self.flows.as_mut()
+            {
+                f.table
+                    .update_parsed(&p, frame.ts_ns, frame.wire_len, frame.data.len() as u32);
+                f.last_packet_ns = frame.ts_ns;
+                f.last_packet_mono_ns = self.now_ns;
+            }
+            lane.record(&frame, &p, cfg, self.now_ns, abort);
         }
-
-        let need = ETH_RECORD_OVERHEAD + data.len();
-        if self.producer.holds_slot() && self.fill + need > self.batch_bytes {
-            self.commit();
-        }
-        if !self.producer.holds_slot() && !self.start_batch() {
-            self.drop_ring_full(frame.wire_len);
-            return;
-        }
-
-        let lctr = self.lost_since_record.min(u16::MAX as u64) as u16;
-        self.lost_since_record = 0;
-        let fill = self.fill;
-        let iface = self.cfg.iface;
-        let (meta, buf) = self.producer.slot_mut();
-        let rec = &mut buf[fill..fill + need];
-        erf::write_eth_header(
-            rec,
-            frame.ts_ns,
-            iface,
-            extra_flags,
-            data.len(),
-            frame.wire_len,
-            lctr,
-        );
-        rec[ETH_RECORD_OVERHEAD..].copy_from_slice(data);
-        if let (Some((pan, mode)), Parsed::Ip(info)) = (self.policies.anonymize.as_mut(), &parsed) {
-            pan.anonymize_frame(&mut rec[ETH_RECORD_OVERHEAD..], info, *mode);
-        }
-        if meta.packets == 0 {
-            meta.first_ts_ns = frame.ts_ns;
-        }
-        meta.last_ts_ns = frame.ts_ns;
-        meta.packets += 1;
-        meta.bytes_wire += frame.wire_len as u64;
-        meta.bytes_captured += data.len() as u64;
-        self.fill = fill + need;
     }
 }
 
@@ -639,7 +736,7 @@ mod tests {
         for _ in 0..10 {
             w.poll_once(&mut src, &clock);
         }
-        let k = *w.counters();
+        let k = w.counters();
         assert_eq!(k.rx_packets, 300);
         assert_eq!(k.ring_full_packets, 300 - 128);
         assert_eq!(k.ring_full_bytes, (300 - 128) * 1000);
@@ -655,7 +752,7 @@ mod tests {
         let hs = records(&next[0].1);
         assert_eq!(hs[0].lctr, (300 - 128) as u16);
         assert_eq!(hs[1].lctr, 0);
-        let k = *w.counters();
+        let k = w.counters();
         assert_eq!(k.rx_packets, k.ring_packets + k.ring_full_packets);
     }
 

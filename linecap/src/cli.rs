@@ -51,17 +51,29 @@ SOURCES:
                             as the worker takes them)
 
 OUTPUT:
-  DIR/qNN/qNN-SEQ-START.erf.lz4   one directory per queue; each file a concatenation of LZ4 frames
-                                  (one per batch) of ERF type-2 records. Files are written as
-                                  .NAME.part and renamed when complete; NAME.json is the manifest.
+  DIR/qNN/qNN-SEQ-START.erf.lz4   one directory per queue; each file one LZ4 frame with one
+                                  independent, checksummed block per batch of ERF type-2 records.
+                                  Files are written as .NAME.part and renamed when complete;
+                                  NAME.json is the manifest (counts, time range, the job's policies
+                                  and sampling rate).
   Open with: tshark -r FILE, capinfos FILE, lz4 -dc FILE | tracestats erf:-,
   or merge all queues with: linecap read DIR -w out.pcap
+
+JOBS:
+  Every job sees every frame of every queue and keeps what its own policies say into its own
+  directory, with its own accounting (summary, --report-json, metrics label capture_job). --out
+  and the policy flags make the job \"main\"; each --job adds one:
+    --job 'NAME:DIR;filter=EXPR;sample=POLICY;snaplen=N;anonymize-key=FILE;anonymize=MODE;mac-key=FILE'
+  (every key optional). Flow tracking (--flows) follows the first job's filter and sampling.
+  A profile's [[job]] tables do the same.
 
 EXAMPLES:
   linecap capture --source afxdp:ens1f0 --cores 2-9 --out /data/cap -C 1G -W 1000
   linecap capture --source file:trace.pcap --out /data/cap
   linecap capture --source file:trace.pcap --spread 4 --out /data/cap -C 100M -G 60 -W 48
-  linecap capture --source synth:64:1000:10000000 --out /tmp/cap --no-compress")]
+  linecap capture --source synth:64:1000:10000000 --out /tmp/cap --no-compress
+  linecap capture --source afxdp:ens1f0 --out /data/all --snaplen 128 \\
+      --job 'dns:/data/dns;filter=udp port 53' --job 'sampled:/data/s;sample=flows:100;anonymize-key=/etc/linecap/pan.key'")]
 pub struct CaptureArgs {
     /// Hardware profile (hw-profiles/*.toml): its values are the defaults, flags given here win.
     #[arg(long, value_name = "FILE")]
@@ -74,14 +86,19 @@ pub struct CaptureArgs {
         required_unless_present = "profile"
     )]
     pub sources: Vec<String>,
-    /// Output directory (created if missing).
+    /// Output directory of the main capture job (created if missing); the policy flags below
+    /// (--filter, --sample, --snaplen, --anonymize-key, --mac-key) apply to it.
     #[arg(
         short = 'o',
         long,
         value_name = "DIR",
-        required_unless_present = "profile"
+        required_unless_present_any = ["profile", "jobs"]
     )]
     pub out: Option<PathBuf>,
+    /// Another capture job on the same queues (repeatable; see JOBS): NAME:DIR then
+    /// ;filter=EXPR ;sample=POLICY ;snaplen=N ;anonymize-key=FILE ;anonymize=MODE ;mac-key=FILE.
+    #[arg(long = "job", value_name = "SPEC")]
+    pub jobs: Vec<JobSpec>,
     /// Spread each file source over N queues by symmetric flow hash, as RSS spreads a link.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub spread: u32,
@@ -166,6 +183,10 @@ pub struct CaptureArgs {
         requires = "anonymize_key"
     )]
     pub anonymize: linecap_dataplane::policy::anon::AnonMode,
+    /// Replace unicast MAC addresses by keyed pseudonyms, stable for this 32-byte deployment key
+    /// (raw or 64 hex digits, not world-readable) and unlinkable across keys.
+    #[arg(long, value_name = "FILE")]
+    pub mac_key: Option<PathBuf>,
     /// Track flows in each worker's own table (also implied by any export flag).
     #[arg(long)]
     pub flows: bool,
@@ -461,33 +482,44 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
                 .map_err(|_| anyhow::anyhow!("--duration {d} is out of range"))
         })
         .transpose()?;
-    let anonymize = match &a.anonymize_key {
-        Some(p) => Some((
-            linecap_dataplane::policy::cryptopan::load_key(p)
-                .map_err(|e| anyhow::anyhow!("--anonymize-key {}: {e}", p.display()))?,
-            a.anonymize,
-        )),
-        None => None,
-    };
-    let policies = crate::pipeline::PolicyConfig {
-        filter: a.filter.clone(),
-        sample: a.sample,
-        snaplen: a.snaplen,
-        anonymize,
-    };
-    // Compile once here so a bad expression or sampling policy is reported
-    // before anything starts, with libpcap's own message.
-    policies.build()?;
+    let mut jobs = Vec::new();
+    if let Some(out) = &a.out {
+        let main = JobSpec {
+            name: "main".into(),
+            out: out.clone(),
+            filter: a.filter.clone(),
+            sample: a.sample,
+            snaplen: a.snaplen,
+            anonymize_key: a.anonymize_key.clone(),
+            anonymize: Some(a.anonymize),
+            mac_key: a.mac_key.clone(),
+        };
+        jobs.push(main.config("")?);
+    } else if a.filter.is_some()
+        || a.sample.is_some()
+        || a.snaplen.is_some()
+        || a.anonymize_key.is_some()
+        || a.mac_key.is_some()
+    {
+        bail!(
+            "--filter, --sample, --snaplen, --anonymize-key and --mac-key set the policies of the \
+             main job (--out), and there is none: give them inside --job (like \
+             --job 'dns:/data/dns;filter=udp port 53')"
+        );
+    }
+    for j in &a.jobs {
+        jobs.push(j.config(&format!("--job {}: ", j.name))?);
+    }
+    crate::pipeline::validate_jobs(&jobs)?;
     if let Some(u) = &a.user {
         crate::privileges::resolve_user(u).map_err(|e| anyhow::anyhow!("--user: {e:#}"))?;
     }
     Ok(CaptureConfig {
         user: a.user.clone(),
         disk_budget: a.disk_budget,
-        policies,
+        jobs,
         sources,
         spread: a.spread,
-        out: a.out.clone().context("--out is required")?,
         rotate_bytes: a.rotate_bytes,
         rotate_seconds: a.rotate_seconds,
         rotate_files: a.rotate_files,
@@ -558,6 +590,141 @@ pub fn stop_on_signals() -> anyhow::Result<Signals> {
     Ok(signals)
 }
 
+/// One `--job` (or `[[job]]` of a profile) as given: the policies are
+/// checked and loaded by [`JobSpec::config`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobSpec {
+    /// Job name.
+    pub name: String,
+    /// Output directory.
+    pub out: PathBuf,
+    /// tcpdump-syntax filter.
+    pub filter: Option<String>,
+    /// Sampling policy.
+    pub sample: Option<linecap_dataplane::policy::sample::SamplePolicy>,
+    /// Bytes kept per frame.
+    pub snaplen: Option<u32>,
+    /// Crypto-PAn key file.
+    pub anonymize_key: Option<PathBuf>,
+    /// Which addresses to anonymise (default both).
+    pub anonymize: Option<linecap_dataplane::policy::anon::AnonMode>,
+    /// MAC pseudonym key file.
+    pub mac_key: Option<PathBuf>,
+}
+
+impl std::str::FromStr for JobSpec {
+    type Err = String;
+    /// `NAME:DIR[;KEY=VALUE]...` with keys filter, sample, snaplen,
+    /// anonymize-key, anonymize, mac-key (`;` separates: filter expressions
+    /// hold spaces, never `;`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(';');
+        let head = parts.next().unwrap_or_default().trim();
+        let (name, out) = head
+            .split_once(':')
+            .filter(|(n, o)| !n.trim().is_empty() && !o.trim().is_empty())
+            .ok_or_else(|| {
+                format!("{s:?}: expected NAME:DIR[;KEY=VALUE]... (like 'dns:/data/dns;filter=udp port 53')")
+            })?;
+        let mut j = JobSpec {
+            name: name.trim().into(),
+            out: PathBuf::from(out.trim()),
+            ..JobSpec::default()
+        };
+        for kv in parts.map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| format!("{kv:?}: expected KEY=VALUE"))?;
+            let dup = |set: bool| {
+                if set {
+                    Err(format!("{k} given twice"))
+                } else {
+                    Ok(())
+                }
+            };
+            match k {
+                "filter" => {
+                    dup(j.filter.is_some())?;
+                    j.filter = Some(v.into());
+                }
+                "sample" => {
+                    dup(j.sample.is_some())?;
+                    j.sample = Some(v.parse().map_err(|e| format!("sample={v}: {e}"))?);
+                }
+                "snaplen" => {
+                    dup(j.snaplen.is_some())?;
+                    j.snaplen = Some(
+                        v.parse()
+                            .map_err(|_| format!("snaplen={v}: not a number of bytes"))?,
+                    );
+                }
+                "anonymize-key" => {
+                    dup(j.anonymize_key.is_some())?;
+                    j.anonymize_key = Some(v.into());
+                }
+                "anonymize" => {
+                    dup(j.anonymize.is_some())?;
+                    j.anonymize = Some(v.parse()?);
+                }
+                "mac-key" => {
+                    dup(j.mac_key.is_some())?;
+                    j.mac_key = Some(v.into());
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown job key {k:?}: expected filter, sample, snaplen, anonymize-key, \
+                         anonymize or mac-key"
+                    ));
+                }
+            }
+        }
+        if j.anonymize.is_some() && j.anonymize_key.is_none() {
+            return Err("anonymize=MODE needs anonymize-key=FILE".into());
+        }
+        Ok(j)
+    }
+}
+
+impl JobSpec {
+    /// Load the keys, compile the filter, check the policies; errors start
+    /// with `ctx` (which job or flag).
+    pub fn config(&self, ctx: &str) -> anyhow::Result<crate::pipeline::JobConfig> {
+        use linecap_dataplane::policy::{anon::AnonMode, cryptopan::load_key};
+        let anonymize = match &self.anonymize_key {
+            Some(p) => Some((
+                load_key(p)
+                    .map_err(|e| anyhow::anyhow!("{ctx}anonymize key {}: {e}", p.display()))?,
+                self.anonymize.unwrap_or(AnonMode::Both),
+            )),
+            None => None,
+        };
+        let mac_key = match &self.mac_key {
+            Some(p) => Some(
+                load_key(p).map_err(|e| anyhow::anyhow!("{ctx}MAC key {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let job = crate::pipeline::JobConfig {
+            name: self.name.clone(),
+            out: self.out.clone(),
+            policies: crate::pipeline::PolicyConfig {
+                filter: self.filter.clone(),
+                sample: self.sample,
+                snaplen: self.snaplen,
+                anonymize,
+                mac_key,
+            },
+        };
+        // Compile once here so a bad expression or sampling policy is
+        // reported before anything starts, with libpcap's own message.
+        job.policies
+            .build()
+            .map_err(|e| anyhow::anyhow!("{ctx}{e:#}"))?;
+        Ok(job)
+    }
+}
+
 /// `linecap capture`.
 pub fn capture(mut a: CaptureArgs) -> anyhow::Result<i32> {
     let profile = crate::profile::apply_profile(&mut a)?;
@@ -567,7 +734,7 @@ pub fn capture(mut a: CaptureArgs) -> anyhow::Result<i32> {
     let cfg = capture_config(&a)?;
     let signals = stop_on_signals()?;
     let report = run_capture(&cfg, &signals)?;
-    summary::print(&report, &cfg.out);
+    summary::print(&report);
     if let Some(p) = &a.report_json {
         let json = serde_json::to_vec_pretty(&summary::to_json(&report))?;
         std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;

@@ -239,7 +239,7 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
     let cfg = CaptureConfig {
         sources: vec![SourceSpec::File(trace.to_path_buf())],
         spread: 2,
-        out: cap.to_path_buf(),
+        jobs: vec![crate::pipeline::JobConfig::main(cap.to_path_buf())],
         rotate_bytes: Some(16 << 10),
         rotate_seconds: None,
         rotate_files: None,
@@ -255,12 +255,11 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         cores: Vec::new(),
         flows: None,
         metrics: None,
-        policies: Default::default(),
         disk_budget: None,
         user: None,
     };
     let report = run_capture(&cfg, &stop_on_signals()?)?;
-    summary::print(&report, cap);
+    summary::print(&report);
     show_files(out, cap)?;
     Ok(summary::exit_code(&report))
 }

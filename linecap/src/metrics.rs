@@ -27,6 +27,9 @@ use linecap_writer::series::SeriesCounters;
 /// What the endpoint reads for one queue.
 #[derive(Clone)]
 pub struct QueueProbe {
+    /// Capture job (the `capture_job` label; not `job`, which Prometheus
+    /// sets itself from its scrape configuration).
+    pub job: String,
     /// Queue number (the `queue` label).
     pub queue: u32,
     /// The worker's published counters.
@@ -121,7 +124,8 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
 
 /// The exposition text for the probes' current values.
 pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
-    struct Snap {
+    struct Snap<'a> {
+        job: &'a str,
         queue: u32,
         worker: linecap_dataplane::counters::WorkerCounters,
         writer: SeriesCounters,
@@ -132,6 +136,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
     let snaps: Vec<Snap> = probes
         .iter()
         .map(|p| Snap {
+            job: &p.job,
             queue: p.queue,
             worker: p.worker.snapshot(),
             writer: *p.writer.lock().unwrap_or_else(|e| e.into_inner()),
@@ -143,9 +148,8 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             capacity: p.ring.capacity(),
         })
         .collect();
-    let q = |queue: u32| format!("queue=\"{queue}\"");
-    let per =
-        |f: &dyn Fn(&Snap) -> f64| snaps.iter().map(|s| (q(s.queue), f(s))).collect::<Vec<_>>();
+    let q = |s: &Snap| format!("capture_job=\"{}\",queue=\"{}\"", s.job, s.queue);
+    let per = |f: &dyn Fn(&Snap) -> f64| snaps.iter().map(|s| (q(s), f(s))).collect::<Vec<_>>();
     let mut o = String::with_capacity(4096);
     family(
         &mut o,
@@ -185,7 +189,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             ("ring_full", s.worker.ring_full_packets),
             ("writer", s.writer.drop_packets),
         ] {
-            drops.push((format!("{},stage=\"{stage}\"", q(s.queue)), v as f64));
+            drops.push((format!("{},stage=\"{stage}\"", q(s)), v as f64));
         }
     }
     family(
@@ -204,12 +208,9 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
     );
     let mut bytes = Vec::new();
     for s in &snaps {
+        bytes.push((format!("{},kind=\"erf\"", q(s)), s.writer.bytes_erf as f64));
         bytes.push((
-            format!("{},kind=\"erf\"", q(s.queue)),
-            s.writer.bytes_erf as f64,
-        ));
-        bytes.push((
-            format!("{},kind=\"file\"", q(s.queue)),
+            format!("{},kind=\"file\"", q(s)),
             s.writer.bytes_file as f64,
         ));
     }
@@ -269,7 +270,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
     if snaps.iter().any(|s| s.flows.is_some()) {
         let fl: Vec<_> = snaps
             .iter()
-            .filter_map(|s| s.flows.map(|f| (s.queue, f)))
+            .filter_map(|s| s.flows.map(|f| (s, f)))
             .collect();
         family(
             &mut o,
@@ -277,7 +278,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             "gauge",
             "Flows in the queue's flow table.",
             &fl.iter()
-                .map(|(qq, f)| (q(*qq), f.active as f64))
+                .map(|(qq, f)| (q(qq), f.active as f64))
                 .collect::<Vec<_>>(),
         );
         family(
@@ -286,7 +287,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             "counter",
             "Flow records created.",
             &fl.iter()
-                .map(|(qq, f)| (q(*qq), f.created as f64))
+                .map(|(qq, f)| (q(qq), f.created as f64))
                 .collect::<Vec<_>>(),
         );
         let mut exp = Vec::new();
@@ -298,7 +299,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
                 ("evicted", f.evicted),
                 ("stop", f.expired_input_end),
             ] {
-                exp.push((format!("{},reason=\"{reason}\"", q(*qq)), v as f64));
+                exp.push((format!("{},reason=\"{reason}\"", q(qq)), v as f64));
             }
         }
         family(
@@ -314,7 +315,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             "counter",
             "Flow records lost because the table's export queue was full.",
             &fl.iter()
-                .map(|(qq, f)| (q(*qq), f.export_drops as f64))
+                .map(|(qq, f)| (q(qq), f.export_drops as f64))
                 .collect::<Vec<_>>(),
         );
     }

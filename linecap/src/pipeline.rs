@@ -94,8 +94,10 @@ pub struct CaptureConfig {
     pub sources: Vec<SourceSpec>,
     /// Queues per file source (emulated RSS).
     pub spread: u32,
-    /// Output directory; queue N writes into `out/qNN/`.
-    pub out: PathBuf,
+    /// Capture jobs (at least one): each sees every frame of every queue and
+    /// writes what its policies keep into its own directory (queue N into
+    /// `JOB_OUT/qNN/`), with its own accounting.
+    pub jobs: Vec<JobConfig>,
     /// Rotate files at this size.
     pub rotate_bytes: Option<u64>,
     /// Rotate files on multiples of this period of packet time.
@@ -125,12 +127,9 @@ pub struct CaptureConfig {
     pub cores: Vec<usize>,
     /// Drop to this user after set-up (see `privileges.rs`).
     pub user: Option<String>,
-    /// Bytes the whole capture may occupy (shared evenly by the queues);
-    /// the oldest complete files are recycled to stay within it.
+    /// Bytes the whole capture may occupy (shared evenly by the queues of
+    /// every job); the oldest complete files are recycled to stay within it.
     pub disk_budget: Option<u64>,
-    /// Capture policies (filter, sampling, snaplen, anonymisation); each
-    /// worker gets its own instance.
-    pub policies: PolicyConfig,
     /// Flow tracking (one table per queue) and export, when on.
     pub flows: Option<FlowConfig>,
     /// The Prometheus endpoint, when on.
@@ -159,6 +158,85 @@ pub struct Signals {
     pub rotate: Arc<AtomicBool>,
 }
 
+/// One capture job: a name, an output directory and policies.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Short name (`[A-Za-z0-9_-]`, in reports, metrics and manifests).
+    pub name: String,
+    /// Output directory; queue N writes into `out/qNN/`.
+    pub out: PathBuf,
+    /// What the job keeps of each frame.
+    pub policies: PolicyConfig,
+}
+
+impl JobConfig {
+    /// A job named `main` keeping everything into `out`.
+    pub fn main(out: PathBuf) -> Self {
+        JobConfig {
+            name: "main".into(),
+            out,
+            policies: PolicyConfig::default(),
+        }
+    }
+
+    /// What goes into every manifest and the report: the job's name and
+    /// policies (never a key).
+    pub fn describe(&self) -> serde_json::Value {
+        let p = &self.policies;
+        serde_json::json!({
+            "job": self.name,
+            "filter": p.filter,
+            "sampling": p.sample.map(|s| s.to_string()),
+            "sampling_rate": p.sample.map_or(1.0, |s| s.rate()),
+            "sampling_flow_consistent": p.sample.is_some_and(|s| s.is_flow_consistent()),
+            "snaplen": p.snaplen,
+            "anonymized": p.anonymize.map(|(_, m)| m.to_string()),
+            "mac_pseudonyms": p.mac_key.is_some(),
+        })
+    }
+}
+
+/// Check a set of jobs before anything starts: names valid and distinct,
+/// output directories distinct and not nested (a reader of one job's
+/// directory must not pick up another job's files).
+pub fn validate_jobs(jobs: &[JobConfig]) -> anyhow::Result<()> {
+    anyhow::ensure!(!jobs.is_empty(), "no capture job: give --out or --job");
+    anyhow::ensure!(
+        jobs.len() <= linecap_dataplane::worker::MAX_JOBS,
+        "{} capture jobs: at most {} are supported",
+        jobs.len(),
+        linecap_dataplane::worker::MAX_JOBS
+    );
+    let abs = |p: &std::path::Path| -> PathBuf {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        p.components().collect()
+    };
+    for (i, a) in jobs.iter().enumerate() {
+        anyhow::ensure!(
+            !a.name.is_empty()
+                && a.name.len() <= 32
+                && a.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            "job name {:?}: use 1 to 32 letters, digits, '_' or '-'",
+            a.name
+        );
+        for b in &jobs[..i] {
+            anyhow::ensure!(a.name != b.name, "two capture jobs are named {:?}", a.name);
+            let (pa, pb) = (abs(&a.out), abs(&b.out));
+            anyhow::ensure!(
+                !pa.starts_with(&pb) && !pb.starts_with(&pa),
+                "jobs {:?} ({}) and {:?} ({}): output directories must be distinct and not                  inside one another",
+                b.name,
+                pb.display(),
+                a.name,
+                pa.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Capture policies as configured (built into one `Policies` per worker).
 #[derive(Debug, Clone, Default)]
 pub struct PolicyConfig {
@@ -170,6 +248,8 @@ pub struct PolicyConfig {
     pub snaplen: Option<u32>,
     /// Crypto-PAn key and mode.
     pub anonymize: Option<([u8; 32], linecap_dataplane::policy::anon::AnonMode)>,
+    /// Deployment key of the MAC pseudonyms.
+    pub mac_key: Option<[u8; 32]>,
 }
 
 impl PolicyConfig {
@@ -202,6 +282,9 @@ impl PolicyConfig {
                     mode,
                 )
             }),
+            mac_pseudonyms: self
+                .mac_key
+                .map(|k| linecap_dataplane::policy::macpseudo::MacPseudonyms::new(&k)),
         })
     }
 }
@@ -225,6 +308,8 @@ const BACKPRESSURE_LIMIT_NS: u64 = 10_000_000_000;
 /// One queue's line in the accounting.
 #[derive(Debug, Clone)]
 pub struct QueueReport {
+    /// Capture job.
+    pub job: String,
     /// Queue number.
     pub queue: u32,
     /// Where its frames came from.
@@ -288,8 +373,10 @@ impl QueueReport {
 /// The whole capture's accounting.
 #[derive(Debug, Clone)]
 pub struct CaptureReport {
-    /// Per queue.
+    /// Per job and queue (job-major: every queue of the first job, then the next job's).
     pub queues: Vec<QueueReport>,
+    /// Per job: name, output directory, policies (as in the manifests).
+    pub jobs: Vec<(String, PathBuf, serde_json::Value)>,
     /// Flow exporters: what each wrote, and records dropped on full export queues.
     pub exports: Option<(Vec<ExportReport>, u64)>,
     /// Whether the rings got hugepages.
@@ -305,9 +392,10 @@ impl CaptureReport {
     }
 }
 
-/// What a writer thread drains for one queue: the ring, the file series,
-/// and where it publishes the series' counters.
-type WriterInput = (Consumer, FileSeries, Arc<Mutex<SeriesCounters>>);
+/// What a writer thread drains for one queue of one job: the ring, the file
+/// series, where it publishes the series' counters, and the index of the
+/// (job, queue) report its errors go to.
+type WriterInput = (Consumer, FileSeries, Arc<Mutex<SeriesCounters>>, usize);
 
 enum QueueSource {
     File(FileSource),
@@ -477,14 +565,18 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         list: Vec::new(),
         iface_drops_start: Vec::new(),
     };
+    validate_jobs(&cfg.jobs)?;
     let queues = open_queues(cfg, &mut att)?;
-    let budget_per_queue = cfg.disk_budget.map(|b| b / queues.len().max(1) as u64);
+    let series_count = queues.len().max(1) * cfg.jobs.len();
+    let budget_per_queue = cfg.disk_budget.map(|b| b / series_count as u64);
     if let (Some(b), Some(c)) = (budget_per_queue, cfg.rotate_bytes) {
         anyhow::ensure!(
             b >= 2 * c,
-            "--disk-budget gives each of the {} queues {b} bytes: that must be at least twice \
-             --rotate-bytes ({c}) so a complete file can be kept while the next one is written",
-            queues.len()
+            "--disk-budget gives each of the {series_count} file series ({} queues x {} jobs) \
+             {b} bytes: that must be at least twice --rotate-bytes ({c}) so a complete file can \
+             be kept while the next one is written",
+            queues.len(),
+            cfg.jobs.len()
         );
     }
     // Baselines: what the XDP programs counted before the capture started.
@@ -498,8 +590,11 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         batch_bytes: cfg.batch_bytes,
         hugepages: cfg.hugepages,
     };
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("creating output directory {}", cfg.out.display()))?;
+    for job in &cfg.jobs {
+        std::fs::create_dir_all(&job.out)
+            .with_context(|| format!("creating output directory {}", job.out.display()))?;
+    }
+    let job_info: Vec<serde_json::Value> = cfg.jobs.iter().map(JobConfig::describe).collect();
 
     // Workers stop on `worker_stop`, raised by the supervisor below once the
     // inflow is cut (live queues), so the rings can be drained exactly.
@@ -510,30 +605,72 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     };
     let mut workers = Vec::new();
     let mut probes = Vec::new();
-    let mut writer_inputs: Vec<Vec<WriterInput>> = (0..cfg.writer_threads.min(queues.len()))
-        .map(|_| Vec::new())
-        .collect();
+    let mut writer_inputs: Vec<Vec<WriterInput>> =
+        (0..cfg.writer_threads.min(queues.len() * cfg.jobs.len()))
+            .map(|_| Vec::new())
+            .collect();
+    // Per (job, queue), job-major; the queue's index in `workers`.
     let mut reports = Vec::new();
+    let nq = queues.len();
+    let mut lanes: Vec<Vec<_>> = (0..nq).map(|_| Vec::new()).collect();
     let mut hugepages = true;
-    for q in queues {
-        let (producer, consumer) =
-            ring::ring(ring_cfg).with_context(|| format!("creating the ring of queue {}", q.id))?;
-        hugepages &= producer.hugepages();
-        let series = FileSeries::new(SeriesConfig {
-            budget_bytes: budget_per_queue,
-            rotate_bytes: cfg.rotate_bytes,
-            rotate_files: cfg.rotate_files,
-            compress: cfg.compress,
-            ..SeriesConfig::new(cfg.out.join(format!("q{:02}", q.id)), q.id)
-        })
-        .with_context(|| format!("preparing the output of queue {}", q.id))?;
-        let shared = Arc::new(SharedCounters::default());
-        let wcounters = Arc::new(Mutex::new(SeriesCounters::default()));
+    for (j, job) in cfg.jobs.iter().enumerate() {
+        for (qi, q) in queues.iter().enumerate() {
+            let (producer, consumer) = ring::ring(ring_cfg).with_context(|| {
+                format!("creating the ring of queue {} (job {})", q.id, job.name)
+            })?;
+            hugepages &= producer.hugepages();
+            let series = FileSeries::new(SeriesConfig {
+                budget_bytes: budget_per_queue,
+                rotate_bytes: cfg.rotate_bytes,
+                rotate_files: cfg.rotate_files,
+                compress: cfg.compress,
+                capture: Some(job_info[j].clone()),
+                ..SeriesConfig::new(job.out.join(format!("q{:02}", q.id)), q.id)
+            })
+            .with_context(|| {
+                format!("preparing the output of queue {} (job {})", q.id, job.name)
+            })?;
+            let shared = Arc::new(SharedCounters::default());
+            let wcounters = Arc::new(Mutex::new(SeriesCounters::default()));
+            let flow_counters = (j == 0 && cfg.flows.is_some())
+                .then(|| Arc::new(Mutex::new(FlowCounters::default())));
+            probes.push(QueueProbe {
+                job: job.name.clone(),
+                queue: q.id,
+                worker: shared.clone(),
+                writer: wcounters.clone(),
+                flows: flow_counters.clone(),
+                ring: consumer.probe(),
+            });
+            let n = writer_inputs.len();
+            let report_index = reports.len();
+            writer_inputs[(qi + j * nq) % n].push((
+                consumer,
+                series,
+                wcounters.clone(),
+                report_index,
+            ));
+            reports.push((
+                job.name.clone(),
+                qi,
+                q.id,
+                q.label.clone(),
+                shared.clone(),
+                wcounters,
+                flow_counters,
+            ));
+            lanes[qi].push((producer, shared, job.policies.build()?));
+        }
+    }
+    for (q, lanes) in queues.into_iter().zip(lanes) {
         let backpressure_ns = match (&q.source, cfg.drop_when_full) {
             (QueueSource::File(_), false) => Some(BACKPRESSURE_LIMIT_NS),
             _ => None,
         };
-        let worker = Worker::new(
+        let mut lanes = lanes.into_iter();
+        let (producer, shared, policies) = lanes.next().expect("at least one job");
+        let mut worker = Worker::new(
             WorkerConfig {
                 backpressure_ns,
                 flush_after_ns: cfg.flush_ns,
@@ -541,40 +678,28 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                 ..WorkerConfig::new(q.id)
             },
             producer,
-            shared.clone(),
+            shared,
         )
         .with_abort(worker_stop.clone())
-        .with_policies(cfg.policies.build()?);
-        let flow_counters = Arc::new(Mutex::new(FlowCounters::default()));
-        let worker = match (&cfg.flows, &exporters) {
-            (Some(f), Some(ex)) => {
+        .with_policies(policies);
+        for (producer, shared, policies) in lanes {
+            worker = worker
+                .with_job(producer, shared, policies)
+                .map_err(|_| anyhow::anyhow!("too many capture jobs"))?;
+        }
+        let flow_counters = reports
+            .iter()
+            .find(|r| r.2 == q.id)
+            .and_then(|r| r.6.clone());
+        let worker = match (&cfg.flows, &exporters, flow_counters) {
+            (Some(f), Some(ex), Some(fc)) => {
                 let table = FlowTable::new(f.capacity, f.timeouts)
                     .map_err(|e| anyhow::anyhow!("--flow-capacity: {e}"))?;
                 let handle = ex.handle();
-                worker.with_flows(
-                    table,
-                    Box::new(move |r| handle.offer(r)),
-                    flow_counters.clone(),
-                )
+                worker.with_flows(table, Box::new(move |r| handle.offer(r)), fc)
             }
             _ => worker,
         };
-        probes.push(QueueProbe {
-            queue: q.id,
-            worker: shared.clone(),
-            writer: wcounters.clone(),
-            flows: cfg.flows.is_some().then(|| flow_counters.clone()),
-            ring: consumer.probe(),
-        });
-        let n = writer_inputs.len();
-        writer_inputs[q.id as usize % n].push((consumer, series, wcounters.clone()));
-        reports.push((
-            q.id,
-            q.label.clone(),
-            shared.clone(),
-            wcounters,
-            cfg.flows.is_some().then_some(flow_counters),
-        ));
         workers.push((worker, q));
     }
 
@@ -599,9 +724,12 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         // and directories made): hand the output to the user, then become it
         // before any worker or writer thread starts (capabilities are per thread).
         let t = crate::privileges::resolve_user(user)?;
-        let mut dirs = vec![cfg.out.clone()];
-        if let Ok(rd) = std::fs::read_dir(&cfg.out) {
-            dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        let mut dirs = Vec::new();
+        for job in &cfg.jobs {
+            dirs.push(job.out.clone());
+            if let Ok(rd) = std::fs::read_dir(&job.out) {
+                dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
         }
         for d in dirs {
             nix::unistd::chown(&d, Some(t.uid), Some(t.gid))
@@ -626,7 +754,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     let worker_errors: Vec<Mutex<(Vec<String>, u64)>> = (0..workers.len())
         .map(|_| Mutex::new((Vec::new(), 0)))
         .collect();
-    let writer_errors: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
+    let writer_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         let done = Arc::new(AtomicBool::new(false));
         if let Some(d) = cfg.duration {
@@ -745,33 +873,34 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     let writer_errors = writer_errors
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
+    let worker_errors: Vec<(Vec<String>, u64)> = worker_errors
+        .into_iter()
+        .map(|e| e.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
     let queues = reports
         .into_iter()
-        .zip(worker_errors)
-        .zip(xdp_final.into_iter().zip(iface_drop_per_queue))
-        .map(
-            |(((id, label, shared, wc, fc), errs), (xdp, iface_drops))| {
-                let (mut errors, input_truncated_bytes) =
-                    errs.into_inner().unwrap_or_else(|e| e.into_inner());
-                errors.extend(
-                    writer_errors
-                        .iter()
-                        .filter(|(q, _)| *q == id)
-                        .map(|(_, e)| e.clone()),
-                );
-                QueueReport {
-                    queue: id,
-                    source: label,
-                    worker: shared.snapshot(),
-                    writer: *wc.lock().unwrap_or_else(|e| e.into_inner()),
-                    errors,
-                    input_truncated_bytes,
-                    xdp,
-                    iface_drops,
-                    flows: fc.map(|c| *c.lock().unwrap_or_else(|e| e.into_inner())),
-                }
-            },
-        )
+        .enumerate()
+        .map(|(ri, (job, qi, id, label, shared, wc, fc))| {
+            let (mut errors, input_truncated_bytes) = worker_errors[qi].clone();
+            errors.extend(
+                writer_errors
+                    .iter()
+                    .filter(|(r, _)| *r == ri)
+                    .map(|(_, e)| e.clone()),
+            );
+            QueueReport {
+                job,
+                queue: id,
+                source: label,
+                worker: shared.snapshot(),
+                writer: *wc.lock().unwrap_or_else(|e| e.into_inner()),
+                errors,
+                input_truncated_bytes,
+                xdp: xdp_final[qi],
+                iface_drops: iface_drop_per_queue[qi],
+                flows: fc.map(|c| *c.lock().unwrap_or_else(|e| e.into_inner())),
+            }
+        })
         .collect();
     // A capture that ended by itself keeps its final values on /metrics for
     // a while (a scraper's last look); a signal during the hold ends it.
@@ -795,6 +924,12 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     Ok(CaptureReport {
         exports,
         queues,
+        jobs: cfg
+            .jobs
+            .iter()
+            .zip(job_info)
+            .map(|(j, info)| (j.name.clone(), j.out.clone(), info))
+            .collect(),
         hugepages,
         stopped: stop.load(Ordering::Relaxed),
     })
@@ -804,7 +939,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
 /// every producer has closed its ring and every batch is written.
 fn writer_loop(
     mut inputs: Vec<WriterInput>,
-    errors: &Mutex<Vec<(u32, String)>>,
+    errors: &Mutex<Vec<(usize, String)>>,
     rotate_gen: &std::sync::atomic::AtomicU64,
 ) {
     let mut idle: u32 = 0;
@@ -814,20 +949,20 @@ fn writer_loop(
         if gen_now != seen_gen {
             // SIGHUP: complete every open file; the next batch starts a new one.
             seen_gen = gen_now;
-            for (_, series, counters) in inputs.iter_mut() {
+            for (_, series, counters, report) in inputs.iter_mut() {
                 series.rotate_now();
                 if let Some(e) = series.take_error() {
                     errors
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push((series.queue(), format!("writer: {e}")));
+                        .push((*report, format!("writer: {e}")));
                 }
                 *counters.lock().unwrap_or_else(|e| e.into_inner()) = *series.counters();
             }
         }
         let mut progressed = false;
         let mut all_finished = true;
-        for (consumer, series, counters) in inputs.iter_mut() {
+        for (consumer, series, counters, report) in inputs.iter_mut() {
             // Bound the work per queue per pass so one busy queue cannot starve the others.
             for _ in 0..consumer.capacity() {
                 let Some(batch) = consumer.peek() else { break };
@@ -837,8 +972,8 @@ fn writer_loop(
                 {
                     let mut errs = errors.lock().unwrap_or_else(|e| e.into_inner());
                     // Keep the first few messages; the counters carry the rest.
-                    if errs.iter().filter(|(q, _)| *q == meta.queue).count() < 5 {
-                        errs.push((meta.queue, format!("writer: {e}")));
+                    if errs.iter().filter(|(r, _)| r == report).count() < 5 {
+                        errs.push((*report, format!("writer: {e}")));
                     }
                 }
                 consumer.release();
@@ -861,14 +996,12 @@ fn writer_loop(
             }
         }
     }
-    for (consumer, series, counters) in inputs.iter_mut() {
-        let _ = consumer;
+    for (_, series, counters, report) in inputs.iter_mut() {
         if let Err(e) = series.close_current() {
-            let q = series.queue();
             errors
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((q, format!("closing the last file: {e}")));
+                .push((*report, format!("closing the last file: {e}")));
         }
         *counters.lock().unwrap_or_else(|e| e.into_inner()) = *series.counters();
     }

@@ -91,6 +91,64 @@ pub struct Profile {
     /// Prometheus endpoint.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Capture jobs (`[[job]]`); when there are any and `--out` is not
+    /// given, they are the whole capture (no `main` job in `writer.dirs`).
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<Job>,
+}
+
+/// `[[job]]`: one capture job (the same keys as `--job`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Job name.
+    pub name: String,
+    /// Output directory.
+    pub out: PathBuf,
+    /// tcpdump-syntax filter.
+    pub filter: Option<String>,
+    /// Sampling policy (as `--sample`).
+    pub sample: Option<String>,
+    /// Bytes kept per frame.
+    pub snaplen: Option<u32>,
+    /// Crypto-PAn key file.
+    pub anonymize_key: Option<PathBuf>,
+    /// src, dst or both.
+    pub anonymize: Option<String>,
+    /// MAC pseudonym key file.
+    pub mac_key: Option<PathBuf>,
+}
+
+impl Job {
+    /// The job as `--job` would give it; errors name the job and key.
+    pub fn spec(&self) -> anyhow::Result<crate::cli::JobSpec> {
+        let ctx = |k: &str| format!("[[job]] {:?}: {k}", self.name);
+        anyhow::ensure!(
+            self.anonymize.is_none() || self.anonymize_key.is_some(),
+            "{} needs anonymize_key",
+            ctx("anonymize")
+        );
+        Ok(crate::cli::JobSpec {
+            name: self.name.clone(),
+            out: self.out.clone(),
+            filter: self.filter.clone(),
+            sample: self
+                .sample
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", ctx("sample")))?,
+            snaplen: self.snaplen,
+            anonymize_key: self.anonymize_key.clone(),
+            anonymize: self
+                .anonymize
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", ctx("anonymize")))?,
+            mac_key: self.mac_key.clone(),
+        })
+    }
 }
 
 /// `[host]`.
@@ -656,6 +714,11 @@ impl Profile {
                 self.metrics.address
             );
         }
+
+        // Jobs: policies parse (keys and filters are loaded at capture start).
+        for j in &self.jobs {
+            j.spec()?;
+        }
         Ok(())
     }
 
@@ -670,7 +733,14 @@ impl Profile {
                 args.spread = self.nic.queues;
             }
         }
-        if !given("out") {
+        if !given("jobs") && !self.jobs.is_empty() {
+            args.jobs = self
+                .jobs
+                .iter()
+                .map(Job::spec)
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if !given("out") && args.jobs.is_empty() {
             // The pipeline writes every queue under one directory: the first disk.
             // Spreading queues over `writer.dirs` is `Profile::queue_dir`.
             args.out = Some(self.writer.dirs[0].clone());

@@ -1,13 +1,28 @@
 //! The accounting printed when a capture ends.
 
-use std::path::Path;
-
 use crate::pipeline::CaptureReport;
 
+/// How a (job, queue) line is named: `q0`, or `dns/q0` when the capture
+/// has several jobs.
+fn line_name(r: &CaptureReport, q: &crate::pipeline::QueueReport) -> String {
+    if r.jobs.len() > 1 {
+        format!("{}/q{}", q.job, q.queue)
+    } else {
+        format!("q{}", q.queue)
+    }
+}
+
 /// Print the per-queue, per-stage accounting to stdout.
-pub fn print(r: &CaptureReport, out: &Path) {
+pub fn print(r: &CaptureReport) {
+    let w = r
+        .queues
+        .iter()
+        .map(|q| line_name(r, q).len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     println!(
-        "{:<6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  source",
+        "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  source",
         "queue",
         "seen",
         "written",
@@ -37,12 +52,21 @@ pub fn print(r: &CaptureReport, out: &Path) {
             *a += b;
         }
         println!(
-            "q{:<5} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  {}",
-            q.queue, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], q.source
+            "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  {}",
+            line_name(r, q),
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            q.source
         );
     }
     println!(
-        "{:<6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}",
+        "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}",
         "total", t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]
     );
     if t[6] > 0 && t[7] > 0 && t[7] != t[6] {
@@ -79,18 +103,20 @@ pub fn print(r: &CaptureReport, out: &Path) {
             "{cut} frames longer than an ERF record were kept cut to 65517 bytes (flag TRUNC)"
         );
     }
+    // Queue-level facts are the same in every job's lines: print them once.
+    let first_job = |q: &&crate::pipeline::QueueReport| r.jobs.first().is_none_or(|j| j.0 == q.job);
     for q in &r.queues {
-        if q.input_truncated_bytes > 0 {
+        if q.input_truncated_bytes > 0 && first_job(&q) {
             println!(
                 "q{}: input ends with {} bytes that form no complete record (file cut short?)",
                 q.queue, q.input_truncated_bytes
             );
         }
         for e in &q.errors {
-            println!("q{}: error: {e}", q.queue);
+            println!("{}: error: {e}", line_name(r, q));
         }
     }
-    for q in &r.queues {
+    for q in r.queues.iter().filter(first_job) {
         if let Some(x) = q.xdp {
             println!(
                 "q{}: XDP saw {}, passed {} to the stack (no socket yet/any more); socket dropped {} (kernel counters){}",
@@ -143,14 +169,34 @@ pub fn print(r: &CaptureReport, out: &Path) {
             );
         }
     }
+    if r.jobs.len() > 1 {
+        for (name, out, info) in &r.jobs {
+            let mine = r.queues.iter().filter(|q| &q.job == name);
+            let (seen, written, policy): (u64, u64, u64) = mine.fold((0, 0, 0), |a, q| {
+                (
+                    a.0 + q.seen(),
+                    a.1 + q.writer.packets,
+                    a.2 + q.worker.filter_packets + q.worker.sample_packets,
+                )
+            });
+            println!(
+                "job {name}: {written} of {seen} frames written ({policy} left out by its filter/sampling) into {} [{}]",
+                out.display(),
+                policy_text(info)
+            );
+        }
+        println!("(the total line counts each frame once per job)");
+    }
     if r.balanced() {
         println!("accounting: exact on every queue (seen = written + dropped)");
     } else {
         println!("accounting: MISMATCH (this is a bug, please report it):");
         for q in r.queues.iter().filter(|q| !q.balanced()) {
             println!(
-                "  q{}: worker {:?} writer {:?}",
-                q.queue, q.worker, q.writer
+                "  {}: worker {:?} writer {:?}",
+                line_name(r, q),
+                q.worker,
+                q.writer
             );
         }
     }
@@ -159,15 +205,41 @@ pub fn print(r: &CaptureReport, out: &Path) {
             "capture stopped by signal or --duration; every batch received before it was flushed"
         );
     }
+    let outs: Vec<String> = r.jobs.iter().map(|j| j.1.display().to_string()).collect();
     println!(
         "output: {} (ring memory: {})",
-        out.display(),
+        outs.join(", "),
         if r.hugepages {
             "hugepages"
         } else {
             "normal pages"
         }
     );
+}
+
+/// The job's policies in a few words, from its manifest description.
+fn policy_text(info: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(f) = info["filter"].as_str() {
+        parts.push(format!("filter {f:?}"));
+    }
+    if let Some(s) = info["sampling"].as_str() {
+        parts.push(format!("sample {s}"));
+    }
+    if let Some(n) = info["snaplen"].as_u64() {
+        parts.push(format!("snaplen {n}"));
+    }
+    if let Some(m) = info["anonymized"].as_str() {
+        parts.push(format!("anonymized {m}"));
+    }
+    if info["mac_pseudonyms"].as_bool() == Some(true) {
+        parts.push("MAC pseudonyms".into());
+    }
+    if parts.is_empty() {
+        "everything".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// 0 when everything balanced and nothing failed; 1 on source or writer
@@ -192,6 +264,7 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
             let w = &q.worker;
             let f = &q.writer;
             serde_json::json!({
+                "job": q.job,
                 "queue": q.queue,
                 "source": q.source,
                 "seen": q.seen(),
@@ -242,7 +315,24 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })
     });
+    let jobs: Vec<_> = r
+        .jobs
+        .iter()
+        .map(|(name, out, info)| {
+            let mine: Vec<_> = r.queues.iter().filter(|q| &q.job == name).collect();
+            serde_json::json!({
+                "name": name,
+                "out": out,
+                "policies": info,
+                "seen": mine.iter().map(|q| q.seen()).sum::<u64>(),
+                "written": mine.iter().map(|q| q.writer.packets).sum::<u64>(),
+                "dropped": mine.iter().map(|q| q.dropped()).sum::<u64>(),
+                "balanced": mine.iter().all(|q| q.balanced()),
+            })
+        })
+        .collect();
     serde_json::json!({
+        "jobs": jobs,
         "exports": exports,
         "balanced": r.balanced(),
         "stopped": r.stopped,

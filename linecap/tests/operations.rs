@@ -73,14 +73,16 @@ fn metrics_pass_promtool_check() {
     let mut child = paced_capture(dir.path(), 2000, port, &["--flows"]);
     let body = wait_for("a scrape with packets", 20, || {
         http_get(port, "/metrics").filter(|b| {
-            b.contains("linecap_received_packets_total{queue=\"0\"} ")
-                && !b.contains("linecap_received_packets_total{queue=\"0\"} 0\n")
+            b.contains("linecap_received_packets_total{capture_job=\"main\",queue=\"0\"} ")
+                && !b.contains(
+                    "linecap_received_packets_total{capture_job=\"main\",queue=\"0\"} 0\n",
+                )
         })
     });
     for name in [
         "linecap_received_packets_total",
-        "linecap_dropped_packets_total{queue=\"0\",stage=\"ring_full\"}",
-        "linecap_written_bytes_total{queue=\"0\",kind=\"file\"}",
+        "linecap_dropped_packets_total{capture_job=\"main\",queue=\"0\",stage=\"ring_full\"}",
+        "linecap_written_bytes_total{capture_job=\"main\",queue=\"0\",kind=\"file\"}",
         "linecap_ring_occupancy_slots",
         "linecap_flows_active",
         "linecap_build_info",

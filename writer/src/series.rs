@@ -64,6 +64,9 @@ pub struct SeriesConfig {
     /// (`rotate_bytes`); when the open file alone would exceed it, the file
     /// is completed early and recycled like the others.
     pub budget_bytes: Option<u64>,
+    /// What the capture job did to the frames (its name, filter, sampling
+    /// rate, snaplen, anonymisation), copied into every manifest as `capture`.
+    pub capture: Option<serde_json::Value>,
 }
 
 impl SeriesConfig {
@@ -78,6 +81,7 @@ impl SeriesConfig {
             file_mode: 0o640,
             sync_on_close: true,
             budget_bytes: None,
+            capture: None,
         }
     }
 }
@@ -113,6 +117,10 @@ pub struct Manifest {
     pub lost_packets: u64,
     /// linecap version that wrote the file.
     pub writer: String,
+    /// The capture job's policies (see [`SeriesConfig::capture`]); absent
+    /// when the writer was not told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<serde_json::Value>,
 }
 
 /// Counts of one series (one queue's writer side).
@@ -432,6 +440,7 @@ impl FileSeries {
                 last_ts_ns: first_ts_ns,
                 bytes_file: header_len,
                 writer: concat!("linecap ", env!("CARGO_PKG_VERSION")).into(),
+                capture: self.cfg.capture.clone(),
                 ..Manifest::default()
             },
         });

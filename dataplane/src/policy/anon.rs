@@ -65,6 +65,17 @@ impl AnonMode {
     }
 }
 
+impl std::fmt::Display for AnonMode {
+    /// The text [`AnonMode::from_str`] reads: `src`, `dst` or `both`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AnonMode::Src => "src",
+            AnonMode::Dst => "dst",
+            AnonMode::Both => "both",
+        })
+    }
+}
+
 impl std::str::FromStr for AnonMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -9,7 +9,8 @@
 //! 3. (the worker's parse and flow table);
 //! 4. [`anon`] / [`cryptopan`] — prefix-preserving address anonymisation,
 //!    with checksums updated;
-//! 5. [`snaplen`] — how many bytes of the frame go into the ERF record.
+//! 5. [`snaplen`] — how many bytes of the frame go into the ERF record;
+//! 6. [`macpseudo`] — keyed per-deployment MAC pseudonyms.
 //!
 //! Every per-packet function here is allocation-free, never formats, logs or
 //! returns a `Result`, and never panics; everything that can fail (compiling
@@ -18,5 +19,6 @@
 pub mod anon;
 pub mod bpf;
 pub mod cryptopan;
+pub mod macpseudo;
 pub mod sample;
 pub mod snaplen;

@@ -757,6 +757,63 @@ mod tests {
     }
 
     #[test]
+    fn jobs_have_their_own_rings_policies_and_exact_counters() {
+        // Job 0 keeps everything into a 2-slot ring nobody drains; job 1
+        // keeps the first 100 bytes of every 3rd frame into a roomy ring.
+        let frames: Vec<_> = (0..300).map(|i| (1000, i + 1)).collect();
+        let (w, mut c0, shared0) = setup(2, WorkerConfig::new(0));
+        let (p1, mut c1) = ring(RingConfig {
+            slots: 16,
+            batch_bytes: 1 << 16,
+            hugepages: HugePages::Never,
+        })
+        .unwrap();
+        let shared1 = Arc::new(SharedCounters::default());
+        let policies = Policies {
+            sampler: Some(
+                Sampler::new(crate::policy::sample::SamplePolicy::EveryNth { n: 3 }).unwrap(),
+            ),
+            snaplen: Snaplen::new(100),
+            ..Policies::default()
+        };
+        let Ok(mut w) = w.with_job(p1, shared1.clone(), policies) else {
+            panic!("a second job is allowed");
+        };
+        let clock = ManualClock::new(0);
+        let mut src = ListSource::new(frames, 64);
+        for _ in 0..10 {
+            w.poll_once(&mut src, &clock);
+        }
+        w.finish(&mut src);
+        // Job 0 lost what its full ring could not take, and only that.
+        let k0 = shared0.snapshot();
+        assert_eq!(k0.rx_packets, 300);
+        assert_eq!(k0.ring_full_packets, 300 - 128);
+        assert_eq!(k0.ring_packets, 128);
+        assert_eq!(drain(&mut c0).len(), 2);
+        // Job 1 is not affected by job 0's overload: exactly every 3rd frame, cut to 100 bytes.
+        let k1 = shared1.snapshot();
+        assert_eq!(k1.rx_packets, 300, "each job sees every frame");
+        assert_eq!(k1.sample_packets, 200);
+        assert_eq!(k1.ring_full_packets, 0);
+        assert_eq!(k1.ring_packets, 100);
+        assert_eq!(k1.rx_packets, k1.ring_packets + k1.sample_packets);
+        let recs: Vec<_> = drain(&mut c1)
+            .iter()
+            .flat_map(|(_, b)| records(b))
+            .collect();
+        assert_eq!(recs.len(), 100);
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.wlen, 1000 + 4);
+            assert_eq!(r.rlen as usize, ETH_RECORD_OVERHEAD + 100);
+            assert_eq!(r.lctr, 0);
+            // The 3rd, 6th, ... frame: timestamps 3, 6, ... ns.
+            assert_eq!(erf::ts_to_ns(r.ts), 3 * (i as u64 + 1));
+        }
+        assert_eq!(w.job_counters(1), k1);
+    }
+
+    #[test]
     fn backpressure_waits_for_the_writer_instead_of_dropping() {
         let cfg = WorkerConfig {
             backpressure_ns: Some(5_000_000_000),

@@ -511,6 +511,9 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         jobs.push(j.config(&format!("--job {}: ", j.name))?);
     }
     crate::pipeline::validate_jobs(&jobs)?;
+    // The flow tables see what the first job keeps: its sampling rate goes
+    // into every flow record.
+    let flow_sampling = jobs[0].policies.sample.map(|s| s.rate());
     if let Some(u) = &a.user {
         crate::privileges::resolve_user(u).map_err(|e| anyhow::anyhow!("--user: {e:#}"))?;
     }
@@ -562,7 +565,10 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
             Some(crate::pipeline::FlowConfig {
                 capacity: a.flow.capacity,
                 timeouts: a.flow.timeouts()?,
-                export: a.flow.export_config(1 << 16),
+                export: crate::export::ExportConfig {
+                    sampling_rate: flow_sampling,
+                    ..a.flow.export_config(1 << 16)
+                },
             })
         } else {
             None

@@ -34,6 +34,9 @@ pub struct ExportConfig {
     pub template_refresh_s: u32,
     /// IPFIX observation domain id.
     pub domain_id: u32,
+    /// The fraction of packets (or flows) the flow table saw, from the
+    /// first job's sampling (1.0 when unsampled), in every record.
+    pub sampling_rate: Option<f64>,
 }
 
 /// What an exporter thread did.
@@ -150,7 +153,8 @@ fn ipfix_thread(cfg: ExportConfig, rx: Receiver<FlowRecord>) -> anyhow::Result<E
         }
         None => None,
     };
-    let mut enc = Encoder::new(cfg.domain_id, 1400, cfg.template_refresh_s.max(1));
+    let mut enc = Encoder::new(cfg.domain_id, 1400, cfg.template_refresh_s.max(1))
+        .with_sampling(cfg.sampling_rate.unwrap_or(1.0));
     let mut report = ExportReport {
         name: "ipfix".into(),
         ..Default::default()
@@ -205,12 +209,13 @@ impl Exporters {
             {
                 let (tx, rx) = sync_channel(qlen);
                 let dir = dir.clone();
+                let rate = cfg.sampling_rate.unwrap_or(1.0);
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
                 handles.push(
                     std::thread::Builder::new()
                         .name("parquet".into())
-                        .spawn(move || crate::flowlog::run(dir, rx))?,
+                        .spawn(move || crate::flowlog::run(dir, rx, rate))?,
                 );
                 queues.push(tx);
             }

@@ -9,7 +9,9 @@
 //! `is_fragment`, `vlans` (outer.inner, "" if none), `src_addr`, `src_port`,
 //! `dst_addr`, `dst_port`, `packets`, `bytes`, `rev_packets`, `rev_bytes`,
 //! `captured_bytes`, `rev_captured_bytes`, `tcp_flags`, `rev_tcp_flags`,
-//! `end_reason` (idle, active, end, input_end, evicted).
+//! `end_reason` (idle, active, end, input_end, evicted), `sampling_rate`
+//! (the fraction of packets or flows the capture's first job kept; 1 when
+//! unsampled).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -19,8 +21,8 @@ use std::sync::mpsc::Receiver;
 
 use anyhow::Context;
 use arrow_array::{
-    ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampNanosecondArray, UInt8Array,
-    UInt16Array, UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray,
+    UInt8Array, UInt16Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use linecap_dataplane::flowtable::{A_TO_B, B_TO_A, FlowRecord};
@@ -57,6 +59,7 @@ fn schema() -> Arc<Schema> {
         Field::new("tcp_flags", DataType::UInt8, false),
         Field::new("rev_tcp_flags", DataType::UInt8, false),
         Field::new("end_reason", DataType::Utf8, false),
+        Field::new("sampling_rate", DataType::Float64, false),
     ]))
 }
 
@@ -66,7 +69,7 @@ pub fn partition(ts_ns: u64) -> String {
     format!("date={}/hour={}", &t[..10], &t[11..13])
 }
 
-fn batch(recs: &[FlowRecord]) -> anyhow::Result<RecordBatch> {
+fn batch(recs: &[FlowRecord], sampling_rate: f64) -> anyhow::Result<RecordBatch> {
     let dirs = |r: &FlowRecord| {
         if r.a_initiated {
             (A_TO_B, B_TO_A)
@@ -141,12 +144,21 @@ fn batch(recs: &[FlowRecord]) -> anyhow::Result<RecordBatch> {
         Arc::new(StringArray::from_iter_values(
             recs.iter().map(|r| r.end_reason.name()),
         )),
+        Arc::new(Float64Array::from_iter_values(
+            recs.iter().map(|_| sampling_rate),
+        )),
     ];
     Ok(RecordBatch::try_new(schema(), cols)?)
 }
 
 /// Write `recs` as one Parquet file in `dir/part`, hidden until complete.
-fn write_file(dir: &Path, part: &str, name: &str, recs: &[FlowRecord]) -> anyhow::Result<()> {
+fn write_file(
+    dir: &Path,
+    part: &str,
+    name: &str,
+    recs: &[FlowRecord],
+    sampling_rate: f64,
+) -> anyhow::Result<()> {
     let pdir = dir.join(part);
     fs::create_dir_all(&pdir).with_context(|| format!("creating {}", pdir.display()))?;
     let tmp = pdir.join(format!(".{name}.tmp"));
@@ -156,7 +168,7 @@ fn write_file(dir: &Path, part: &str, name: &str, recs: &[FlowRecord]) -> anyhow
         .set_compression(Compression::SNAPPY)
         .build();
     let mut w = ArrowWriter::try_new(file, schema(), Some(props))?;
-    w.write(&batch(recs)?)?;
+    w.write(&batch(recs, sampling_rate)?)?;
     w.close()?;
     fs::rename(&tmp, &fin).with_context(|| format!("renaming to {}", fin.display()))?;
     Ok(())
@@ -164,7 +176,11 @@ fn write_file(dir: &Path, part: &str, name: &str, recs: &[FlowRecord]) -> anyhow
 
 /// The Parquet exporter thread: buffer per partition, write a file when a
 /// partition holds [`ROWS_PER_FILE`] rows, and the rest when the queue closes.
-pub fn run(dir: PathBuf, rx: Receiver<FlowRecord>) -> anyhow::Result<ExportReport> {
+pub fn run(
+    dir: PathBuf,
+    rx: Receiver<FlowRecord>,
+    sampling_rate: f64,
+) -> anyhow::Result<ExportReport> {
     let start = linecap_writer::names::utc_compact(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -183,7 +199,7 @@ pub fn run(dir: PathBuf, rx: Receiver<FlowRecord>) -> anyhow::Result<ExportRepor
         }
         let name = format!("flows-{start}-{seq:06}.parquet");
         seq += 1;
-        write_file(&dir, part, &name, recs)?;
+        write_file(&dir, part, &name, recs, sampling_rate)?;
         report.records += recs.len() as u64;
         report.units += 1;
         recs.clear();

@@ -120,6 +120,7 @@ impl FlowOptions {
             queue_len,
             template_refresh_s: self.ipfix_template_refresh,
             domain_id: 0,
+            sampling_rate: None,
         }
     }
 }

@@ -21,7 +21,13 @@
 //! | tcpControlBits, reverse tcpControlBits | 6, 29305/6 | 2, 2 |
 //! | flowEndReason | 136 | 1 |
 //! | biflowDirection | 239 | 1 |
+//! | samplingPacketInterval (1 = every packet; N for 1-in-N, 1/p rounded for random) | 305 | 4 |
+//! | samplingProbability (the fraction of packets or flows kept) | 311 | 8 |
 //!
+//! The sampling fields carry the capture job's policy (the flow table sees
+//! the packets the first job keeps), so a collector can scale the counts:
+//! a flow-consistent policy keeps whole flows, so its counts need no
+//! scaling per flow, only the number of flows does.
 //! Octets are wire bytes in the flow table's convention. The template set
 //! opens the first message and is re-sent every `template_refresh_s` seconds
 //! of export time (UDP collectors that start late learn it then).
@@ -42,7 +48,7 @@ const HEADER_LEN: usize = 16;
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
 /// (IE id, length, reverse) of the template, with the address IEs of `family`.
-fn fields(family: IpFamily) -> [(u16, u16, bool); 18] {
+fn fields(family: IpFamily) -> [(u16, u16, bool); 20] {
     let (src, dst, alen) = match family {
         IpFamily::V4 => (8, 12, 4),
         IpFamily::V6 => (27, 28, 16),
@@ -66,6 +72,8 @@ fn fields(family: IpFamily) -> [(u16, u16, bool); 18] {
         (6, 2, true),
         (136, 1, false),
         (239, 1, false),
+        (305, 4, false),
+        (311, 8, false),
     ]
 }
 
@@ -92,6 +100,8 @@ pub struct Encoder {
     sequence: u32,
     /// Messages encoded so far.
     pub messages: u64,
+    /// (samplingPacketInterval, samplingProbability) of every record.
+    sampling: (u32, f64),
 }
 
 impl Encoder {
@@ -104,7 +114,21 @@ impl Encoder {
             templates_sent_s: None,
             sequence: 0,
             messages: 0,
+            sampling: (1, 1.0),
         }
+    }
+
+    /// Records describe flows seen through sampling that kept `rate` (0 <
+    /// rate <= 1) of the packets or flows.
+    pub fn with_sampling(mut self, rate: f64) -> Self {
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate.min(1.0)
+        } else {
+            1.0
+        };
+        let interval = (1.0 / rate).round().clamp(1.0, u32::MAX as f64) as u32;
+        self.sampling = (interval, rate);
+        self
     }
 
     fn template_set(out: &mut Vec<u8>) {
@@ -130,7 +154,7 @@ impl Encoder {
         out[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
-    fn data_record(r: &FlowRecord, out: &mut Vec<u8>) {
+    fn data_record(&self, r: &FlowRecord, out: &mut Vec<u8>) {
         let k = &r.key;
         let (src, dst, sp, dp, fwd, rev) = if r.a_initiated {
             (
@@ -173,6 +197,8 @@ impl Encoder {
         out.extend_from_slice(&u16::from(r.tcp_flags[rev]).to_be_bytes());
         out.push(r.end_reason as u8);
         out.push(1); // biflowDirection: initiator
+        out.extend_from_slice(&self.sampling.0.to_be_bytes());
+        out.extend_from_slice(&self.sampling.1.to_bits().to_be_bytes());
     }
 
     /// Encode `records` as one or more messages with export time
@@ -216,7 +242,7 @@ impl Encoder {
                     if r.key.family() != family || msg.len() + rlen > self.mtu {
                         break;
                     }
-                    Self::data_record(r, &mut msg);
+                    self.data_record(r, &mut msg);
                     self.sequence = self.sequence.wrapping_add(1);
                     i += 1;
                 }
@@ -398,7 +424,7 @@ mod tests {
             };
             recs.push(rec(fam, i, i % 2 == 0));
         }
-        let mut enc = Encoder::new(7, 1400, 60);
+        let mut enc = Encoder::new(7, 1400, 60).with_sampling(0.01);
         let mut msgs: Vec<Vec<u8>> = Vec::new();
         enc.encode(1_700_000_002, &recs, &mut |m| msgs.push(m.to_vec()));
         assert!(msgs.len() > 1, "split at the MTU");
@@ -408,7 +434,7 @@ mod tests {
             d.message(m);
         }
         assert_eq!(d.templates.len(), 2);
-        assert_eq!(d.templates[&TEMPLATE_V4].len(), 18);
+        assert_eq!(d.templates[&TEMPLATE_V4].len(), 20);
         assert!(
             d.templates[&TEMPLATE_V6]
                 .iter()
@@ -452,6 +478,8 @@ mod tests {
             assert_eq!(num(d, 6, 0), u64::from(r.tcp_flags[fwd]));
             assert_eq!(num(d, 6, REVERSE_PEN), u64::from(r.tcp_flags[rev]));
             assert_eq!(num(d, 152, 0), r.first_ns / 1_000_000);
+            assert_eq!(num(d, 305, 0), 100, "samplingPacketInterval");
+            assert_eq!(f64::from_bits(num(d, 311, 0)), 0.01, "samplingProbability");
             assert_eq!(num(d, 153, 0), r.last_ns / 1_000_000);
             assert_eq!(num(d, 156, 0), ntp_time(r.first_ns));
             assert_eq!(num(d, 136, 0), 3);

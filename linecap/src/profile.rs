@@ -1045,6 +1045,43 @@ mod apply_tests {
     }
 
     #[test]
+    fn job_tables_become_the_capture_jobs() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/probe-40g.toml"),
+        )
+        .unwrap()
+            + "\n[[job]]\nname = \"dns\"\nout = \"/data/dns\"\nfilter = \"udp port 53\"\nsnaplen = 256\n\
+               \n[[job]]\nname = \"sampled\"\nout = \"/data/sampled\"\nsample = \"flows:100:7\"\n";
+        let p: Profile = toml::from_str(&text).unwrap();
+        p.validate().unwrap();
+        let a = args(&p, &["linecap", "capture", "--profile", "x"]);
+        // The jobs are the capture: no main job in writer.dirs.
+        assert_eq!(a.out, None);
+        assert_eq!(a.jobs.len(), 2);
+        assert_eq!(a.jobs[0].name, "dns");
+        assert_eq!(a.jobs[0].filter.as_deref(), Some("udp port 53"));
+        assert_eq!(a.jobs[0].snaplen, Some(256));
+        assert_eq!(a.jobs[1].out, Path::new("/data/sampled"));
+        assert_eq!(
+            a.jobs[1].sample.map(|s| s.to_string()).as_deref(),
+            Some("flows:100:7")
+        );
+        // --out given: the main job comes back beside the profile's jobs.
+        let a = args(
+            &p,
+            &["linecap", "capture", "--profile", "x", "--out", "/tmp/o"],
+        );
+        assert_eq!(a.out.as_deref(), Some(Path::new("/tmp/o")));
+        assert_eq!(a.jobs.len(), 2);
+        // A bad policy names the job and the key.
+        let bad: Profile =
+            toml::from_str(&(text + "\n[[job]]\nname = \"x\"\nout = \"/x\"\nsample = \"often\"\n"))
+                .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("[[job]] \"x\": sample"), "{e}");
+    }
+
+    #[test]
     fn flags_given_win_over_the_profile() {
         let p = probe();
         let a = args(

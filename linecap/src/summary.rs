@@ -22,10 +22,11 @@ pub fn print(r: &CaptureReport) {
         .unwrap_or(0)
         .max(6);
     println!(
-        "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  source",
+        "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  source",
         "queue",
         "seen",
         "written",
+        "drop:pol",
         "drop:src",
         "drop:ring",
         "drop:wrtr",
@@ -33,11 +34,12 @@ pub fn print(r: &CaptureReport) {
         "erf_bytes",
         "file_bytes"
     );
-    let mut t = [0u64; 8];
+    let mut t = [0u64; 9];
     for q in &r.queues {
         let row = [
             q.seen(),
             q.writer.packets,
+            q.worker.filter_packets + q.worker.sample_packets,
             q.worker.source_unsupported
                 + q.worker.source_nic
                 + q.xdp_not_redirected()
@@ -52,7 +54,7 @@ pub fn print(r: &CaptureReport) {
             *a += b;
         }
         println!(
-            "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  {}",
+            "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}  {}",
             line_name(r, q),
             row[0],
             row[1],
@@ -62,19 +64,20 @@ pub fn print(r: &CaptureReport) {
             row[5],
             row[6],
             row[7],
+            row[8],
             q.source
         );
     }
     println!(
-        "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}",
-        "total", t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]
+        "{:<w$} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>6} {:>12} {:>12}",
+        "total", t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]
     );
-    if t[6] > 0 && t[7] > 0 && t[7] != t[6] {
+    if t[7] > 0 && t[8] > 0 && t[8] != t[7] {
         println!(
             "compression: {:.2}x ({} ERF bytes -> {} bytes on disk)",
-            t[6] as f64 / t[7] as f64,
-            t[6],
-            t[7]
+            t[7] as f64 / t[8] as f64,
+            t[7],
+            t[8]
         );
     }
     let parse: [u64; 4] = r.queues.iter().fold([0; 4], |a, q| {
@@ -94,7 +97,7 @@ pub fn print(r: &CaptureReport) {
     });
     if filtered + sampled > 0 {
         println!(
-            "policies: {filtered} frames rejected by the filter, {sampled} left out by sampling (in drop:src)"
+            "policies: {filtered} frames rejected by the filter, {sampled} left out by sampling (drop:pol)"
         );
     }
     let cut: u64 = r.queues.iter().map(|q| q.worker.frames_cut).sum();

@@ -261,3 +261,241 @@ fn a_capture_with_anonymisation_maps_every_address_as_crypto_pan_says() {
         assert_ne!(orig_addrs, got_addrs, "addresses must change");
     }
 }
+
+/// Frames of a capture directory, read back with `linecap read`.
+fn frames_of(dir: &Path, name: &str) -> Vec<String> {
+    let out = dir.with_extension(format!("{name}.pcap"));
+    run_ok(linecap().arg("read").arg(dir).arg("-w").arg(&out));
+    let mut f = tshark_frames(&out);
+    f.sort();
+    f
+}
+
+/// What `tcpdump EXPR` keeps of `trace`, as tshark lines, sorted.
+fn tcpdump_keeps(trace: &Path, expr: &str, scratch: &Path) -> Vec<String> {
+    let want = scratch.join(format!("want-{}.pcap", expr.replace(' ', "_")));
+    run_ok(
+        Command::new("tcpdump")
+            .arg("-r")
+            .arg(trace)
+            .arg("-w")
+            .arg(&want)
+            .arg(expr),
+    );
+    let mut f = tshark_frames(&want);
+    f.sort();
+    f
+}
+
+fn manifests(dir: &Path) -> Vec<serde_json::Value> {
+    files_with(dir, ".json")
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn two_jobs_with_different_filters_write_the_two_expected_outputs_with_separate_accounting() {
+    let trace = shared("traces/tcpreplay__test.pcap");
+    let all = tshark_frames(&trace).len() as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let dns_dir = dir.path().join("dns");
+    let r = capture(
+        &trace,
+        dir.path(),
+        &[
+            "--spread",
+            "3",
+            "--filter",
+            "tcp",
+            "--job",
+            &format!("dns:{};filter=udp port 53", dns_dir.display()),
+        ],
+    );
+    // Each job's output is exactly what tcpdump keeps with its expression.
+    let want_tcp = tcpdump_keeps(&trace, "tcp", dir.path());
+    let want_dns = tcpdump_keeps(&trace, "udp port 53", dir.path());
+    assert!(!want_tcp.is_empty() && !want_dns.is_empty());
+    assert_eq!(frames_of(&dir.path().join("cap"), "main"), want_tcp);
+    assert_eq!(frames_of(&dns_dir, "dns"), want_dns);
+
+    // Separate, exact accounting: 3 queues per job, each job saw every frame.
+    let lines = r["queues"].as_array().unwrap();
+    assert_eq!(lines.len(), 6, "{r:#}");
+    let jobs = r["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    for (job, want) in [("main", &want_tcp), ("dns", &want_dns)] {
+        let j = jobs.iter().find(|j| j["name"] == job).unwrap();
+        assert_eq!(j["seen"].as_u64().unwrap(), all, "{job}");
+        assert_eq!(j["written"].as_u64().unwrap(), want.len() as u64, "{job}");
+        let filtered: u64 = lines
+            .iter()
+            .filter(|q| q["job"] == job)
+            .map(|q| q["dropped"]["filter"].as_u64().unwrap())
+            .sum();
+        assert_eq!(filtered, all - want.len() as u64, "{job}");
+    }
+    // Every manifest says which job and policy made its file.
+    let m = manifests(&dns_dir);
+    assert!(!m.is_empty());
+    for m in &m {
+        assert_eq!(m["capture"]["job"], "dns", "{m:#}");
+        assert_eq!(m["capture"]["filter"], "udp port 53", "{m:#}");
+        assert_eq!(m["capture"]["sampling_rate"], 1.0, "{m:#}");
+    }
+    for m in manifests(&dir.path().join("cap")) {
+        assert_eq!(m["capture"]["job"], "main", "{m:#}");
+        assert_eq!(m["capture"]["filter"], "tcp", "{m:#}");
+    }
+}
+
+#[test]
+fn jobs_are_checked_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    for (args, says) in [
+        (
+            vec![
+                "--out".to_string(),
+                format!("{d}/a"),
+                "--job".into(),
+                format!("main:{d}/b"),
+            ],
+            "two capture jobs are named",
+        ),
+        (
+            vec![
+                "--out".to_string(),
+                format!("{d}/a"),
+                "--job".into(),
+                format!("x:{d}/a/x"),
+            ],
+            "inside one another",
+        ),
+        (
+            vec!["--job".to_string(), format!("x:{d}/x;filter=tcp and and")],
+            "--job x",
+        ),
+        (
+            vec!["--job".to_string(), format!("x:{d}/x;colour=blue")],
+            "unknown job key",
+        ),
+        (vec!["--job".to_string(), "nodir".into()], "NAME:DIR"),
+        (
+            vec![
+                "--filter".to_string(),
+                "tcp".into(),
+                "--job".into(),
+                format!("x:{d}/x"),
+            ],
+            "main job",
+        ),
+    ] {
+        let out = run(linecap()
+            .args(["capture", "--source", "synth:64:1:10"])
+            .args(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+/// (eth.src, eth.dst, ip.src, ip.dst) of every frame.
+fn eth_ip(file: &Path) -> Vec<[String; 4]> {
+    let out = run_ok(Command::new("tshark").arg("-r").arg(file).args([
+        "-T", "fields", "-e", "eth.src", "-e", "eth.dst", "-e", "ip.src", "-e", "ip.dst",
+    ]));
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            std::array::from_fn(|i| f.get(i).unwrap_or(&"").to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn mac_pseudonyms_are_stable_per_key_and_keep_group_addresses() {
+    let trace = shared("traces/tcpreplay__test.pcap");
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = private_key(dir.path());
+    let key_b = dir.path().join("other.key");
+    std::fs::write(&key_b, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&key_b, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let b_dir = dir.path().join("b");
+    capture(
+        &trace,
+        dir.path(),
+        &[
+            "--mac-key",
+            key_a.to_str().unwrap(),
+            "--job",
+            &format!("b:{};mac-key={}", b_dir.display(), key_b.display()),
+        ],
+    );
+    let orig = eth_ip(&trace);
+    let a = eth_ip(&read_back(dir.path()));
+    let b_file = dir.path().join("b.pcap");
+    run_ok(linecap().arg("read").arg(&b_dir).arg("-w").arg(&b_file));
+    let b = eth_ip(&b_file);
+    assert_eq!(orig.len(), a.len());
+    assert_eq!(orig.len(), b.len());
+    let mut map_a = std::collections::HashMap::new();
+    let mut unicast = 0;
+    for ((o, a), b) in orig.iter().zip(&a).zip(&b) {
+        assert_eq!(o[2..], a[2..], "IP addresses untouched");
+        for i in 0..2 {
+            let first = u8::from_str_radix(&o[i][..2], 16).unwrap();
+            if first & 1 == 1 {
+                assert_eq!(o[i], a[i], "group address kept");
+                assert_eq!(o[i], b[i], "group address kept");
+                continue;
+            }
+            unicast += 1;
+            assert_ne!(o[i], a[i]);
+            assert_ne!(a[i], b[i], "two keys, two pseudonyms");
+            let pa = u8::from_str_radix(&a[i][..2], 16).unwrap();
+            assert_eq!(pa & 3, 2, "unicast, locally administered: {}", a[i]);
+            // Stable: one address always gets the same pseudonym.
+            let prev = map_a.insert(o[i].clone(), a[i].clone());
+            assert!(prev.is_none_or(|p| p == a[i]), "{} unstable", o[i]);
+        }
+    }
+    assert!(unicast > 0);
+    // Distinct addresses keep distinct pseudonyms.
+    let images: std::collections::HashSet<_> = map_a.values().collect();
+    assert_eq!(images.len(), map_a.len());
+}
+
+#[test]
+fn the_sampling_rate_is_in_the_manifests_and_the_flow_records() {
+    let probe = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output();
+    assert!(
+        matches!(&probe, Ok(o) if o.status.success()),
+        "python3 with the duckdb module is missing: run .ci/setup: {probe:?}"
+    );
+    let trace = shared("traces/zeek__http_bro.org.pcap");
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("flowlogs");
+    capture(
+        &trace,
+        dir.path(),
+        &["--sample", "every:4", "--parquet", logs.to_str().unwrap()],
+    );
+    for m in manifests(&dir.path().join("cap")) {
+        assert_eq!(m["capture"]["sampling"], "every:4", "{m:#}");
+        assert_eq!(m["capture"]["sampling_rate"], 0.25, "{m:#}");
+    }
+    let query = format!(
+        "import duckdb\n\
+         r = duckdb.connect().execute(\"SELECT count(*), min(sampling_rate), max(sampling_rate) \
+         FROM read_parquet('{}/**/*.parquet')\").fetchone()\n\
+         print(*r)",
+        logs.display()
+    );
+    let out = run_ok(Command::new("python3").arg("-c").arg(query));
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert!(f[0].parse::<u64>().unwrap() > 0, "{out}");
+    assert_eq!(&f[1..], ["0.25", "0.25"], "{out}");
+}

@@ -130,6 +130,33 @@ pub fn assert_balanced(r: &serde_json::Value) {
             "{q:#}"
         );
     }
+    if r.get("jobs").is_some() {
+        assert_jobs_balanced(r);
+    }
+}
+
+/// Per capture job too: its (job, queue) lines balance, and its totals are
+/// the sums of its lines.
+pub fn assert_jobs_balanced(r: &serde_json::Value) {
+    for j in r["jobs"].as_array().unwrap() {
+        let name = j["name"].as_str().unwrap();
+        let mine: Vec<_> = r["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["job"] == name)
+            .collect();
+        assert!(!mine.is_empty(), "job {name} has no queue lines");
+        assert_eq!(j["balanced"], true, "{j:#}");
+        let s = |k: &str| mine.iter().map(|q| q[k].as_u64().unwrap()).sum::<u64>();
+        assert_eq!(j["seen"].as_u64().unwrap(), s("seen"), "{j:#}");
+        assert_eq!(j["written"].as_u64().unwrap(), s("written"), "{j:#}");
+        assert_eq!(
+            j["seen"].as_u64().unwrap(),
+            j["written"].as_u64().unwrap() + j["dropped"].as_u64().unwrap(),
+            "{j:#}"
+        );
+    }
 }
 
 /// Totals of one field over all queues.

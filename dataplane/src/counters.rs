@@ -53,6 +53,8 @@ counters! {
     ring_full_packets,
     /// Wire bytes of those frames.
     ring_full_bytes,
+    /// Ring-full drops not (yet) carried in the `lctr` of a written record (at the end of a capture: the loss after its last record, which no record can carry).
+    lctr_pending,
     /// Times the worker waited for the writer (backpressure mode; not a drop).
     backpressure_waits,
     /// Frames longer than an ERF record can hold, kept cut to fit (not a drop).

@@ -283,8 +283,10 @@ impl Lane {
             return;
         }
 
+        // A loss above what one lctr holds is carried on into the next
+        // records, so the sum of the lctr fields always equals the loss.
         let lctr = self.lost_since_record.min(u16::MAX as u64) as u16;
-        self.lost_since_record = 0;
+        self.lost_since_record -= u64::from(lctr);
         let fill = self.fill;
         let (meta, buf) = self.producer.slot_mut();
         let rec = &mut buf[fill..fill + need];
@@ -316,6 +318,7 @@ impl Lane {
 
     /// Publish the lane's counters with the queue-level fields of `queue`.
     fn publish(&mut self, queue: &WorkerCounters) {
+        self.local.lctr_pending = self.lost_since_record;
         self.local.rx_packets = queue.rx_packets;
         self.local.rx_bytes = queue.rx_bytes;
         self.local.rx_captured_bytes = queue.rx_captured_bytes;
@@ -419,6 +422,7 @@ impl Worker {
     /// Job `job`'s counters, queue-level fields included.
     pub fn job_counters(&self, job: usize) -> WorkerCounters {
         let mut c = self.lanes[job].local;
+        c.lctr_pending = self.lanes[job].lost_since_record;
         c.rx_packets = self.queue.rx_packets;
         c.rx_bytes = self.queue.rx_bytes;
         c.rx_captured_bytes = self.queue.rx_captured_bytes;
@@ -896,6 +900,8 @@ mod tests {
         let b = drain(&mut c);
         assert_eq!(records(&b[0].1)[0].lctr, u16::MAX);
         assert_eq!(b[0].0.lost_before, 70_000);
+        // The rest of the loss is still owed to the data: the next records carry it.
+        assert_eq!(w.counters().lctr_pending, 70_000 - u64::from(u16::MAX));
     }
 
     #[test]

@@ -209,6 +209,10 @@ pub struct CaptureArgs {
     /// Also write the final accounting as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
+    /// Fault injection (tests, drills): the writer sleeps MS milliseconds after every batch, as
+    /// on a slow disk, so ring-full drops and lctr can be watched. Hidden from --help.
+    #[arg(long, value_name = "MS", hide = true)]
+    pub fault_writer_delay_ms: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -520,6 +524,9 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     Ok(CaptureConfig {
         user: a.user.clone(),
         disk_budget: a.disk_budget,
+        writer_delay: a
+            .fault_writer_delay_ms
+            .map(|ms| Duration::from_secs_f64(ms.clamp(0.0, 10_000.0) / 1000.0)),
         jobs,
         sources,
         spread: a.spread,

@@ -256,6 +256,7 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         flows: None,
         metrics: None,
         disk_budget: None,
+        writer_delay: None,
         user: None,
     };
     let report = run_capture(&cfg, &stop_on_signals()?)?;

@@ -134,6 +134,9 @@ pub struct CaptureConfig {
     pub flows: Option<FlowConfig>,
     /// The Prometheus endpoint, when on.
     pub metrics: Option<MetricsConfig>,
+    /// Fault injection for tests and drills: the writer sleeps this long
+    /// after every batch (a slow disk), so overload and `lctr` can be seen.
+    pub writer_delay: Option<Duration>,
 }
 
 /// Where and how to serve `/metrics`.
@@ -811,7 +814,9 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             let rotate_gen = &rotate_gen;
             std::thread::Builder::new()
                 .name(format!("lc-writer-{i}"))
-                .spawn_scoped(s, move || writer_loop(inputs, writer_errors, rotate_gen))
+                .spawn_scoped(s, move || {
+                    writer_loop(inputs, writer_errors, rotate_gen, cfg.writer_delay)
+                })
                 .expect("spawning a writer thread");
         }
         // Supervise: when asked to stop, cut the AF_XDP inflow first (frames
@@ -941,6 +946,7 @@ fn writer_loop(
     mut inputs: Vec<WriterInput>,
     errors: &Mutex<Vec<(usize, String)>>,
     rotate_gen: &std::sync::atomic::AtomicU64,
+    delay: Option<Duration>,
 ) {
     let mut idle: u32 = 0;
     let mut seen_gen = 0;
@@ -977,6 +983,9 @@ fn writer_loop(
                     }
                 }
                 consumer.release();
+                if let Some(d) = delay {
+                    std::thread::sleep(d);
+                }
                 progressed = true;
             }
             *counters.lock().unwrap_or_else(|e| e.into_inner()) = *series.counters();

@@ -106,6 +106,20 @@ pub fn print(r: &CaptureReport) {
             "{cut} frames longer than an ERF record were kept cut to 65517 bytes (flag TRUNC)"
         );
     }
+    let (ring_full, pending): (u64, u64) = r.queues.iter().fold((0, 0), |a, q| {
+        (
+            a.0 + q.worker.ring_full_packets,
+            a.1 + q.worker.lctr_pending,
+        )
+    });
+    if ring_full > 0 {
+        println!(
+            "ring full: {ring_full} frames dropped because the writer fell behind (drop:ring); the ERF \
+             lctr of the following records carries {}, {pending} came after the last record and are \
+             only in this report",
+            ring_full - pending
+        );
+    }
     // Queue-level facts are the same in every job's lines: print them once.
     let first_job = |q: &&crate::pipeline::QueueReport| r.jobs.first().is_none_or(|j| j.0 == q.job);
     for q in &r.queues {
@@ -286,7 +300,7 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                     "rx_packets": w.rx_packets, "rx_bytes": w.rx_bytes,
                     "rx_captured_bytes": w.rx_captured_bytes, "ring_packets": w.ring_packets,
                     "batches": w.batches, "ring_full_bytes": w.ring_full_bytes,
-                    "frames_cut": w.frames_cut, "backpressure_waits": w.backpressure_waits, "parsed_ip": w.parsed_ip,
+                    "frames_cut": w.frames_cut, "lctr_pending": w.lctr_pending, "backpressure_waits": w.backpressure_waits, "parsed_ip": w.parsed_ip,
                     "parsed_non_ip": w.parsed_non_ip, "parsed_truncated": w.parsed_truncated,
                     "parsed_malformed": w.parsed_malformed,
                 },

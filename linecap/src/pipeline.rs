@@ -395,10 +395,19 @@ impl CaptureReport {
     }
 }
 
-/// What a writer thread drains for one queue of one job: the ring, the file
-/// series, where it publishes the series' counters, and the index of the
-/// (job, queue) report its errors go to.
-type WriterInput = (Consumer, FileSeries, Arc<Mutex<SeriesCounters>>, usize);
+/// What a writer thread drains for one queue of one job.
+struct WriterInput {
+    consumer: Consumer,
+    series: FileSeries,
+    /// Where it publishes the series' counters.
+    counters: Arc<Mutex<SeriesCounters>>,
+    /// Index of the (job, queue) report its errors go to.
+    report: usize,
+    /// Live queue with time rotation (-G): the period in ns. An idle live
+    /// link sends no packet of the next period to complete the file, so
+    /// the writer completes it once the period is over (plus a grace).
+    live_period_ns: Option<u64>,
+}
 
 enum QueueSource {
     File(FileSource),
@@ -648,12 +657,17 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             });
             let n = writer_inputs.len();
             let report_index = reports.len();
-            writer_inputs[(qi + j * nq) % n].push((
+            let live = !matches!(q.source, QueueSource::File(_));
+            writer_inputs[(qi + j * nq) % n].push(WriterInput {
                 consumer,
                 series,
-                wcounters.clone(),
-                report_index,
-            ));
+                counters: wcounters.clone(),
+                report: report_index,
+                live_period_ns: cfg
+                    .rotate_seconds
+                    .filter(|_| live)
+                    .map(|s| s * 1_000_000_000),
+            });
             reports.push((
                 job.name.clone(),
                 qi,
@@ -815,7 +829,16 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             std::thread::Builder::new()
                 .name(format!("lc-writer-{i}"))
                 .spawn_scoped(s, move || {
-                    writer_loop(inputs, writer_errors, rotate_gen, cfg.writer_delay)
+                    // Batches of a finished period reach the writer within a
+                    // flush interval; wait that and a second more.
+                    let grace_ns = cfg.flush_ns + 1_000_000_000;
+                    writer_loop(
+                        inputs,
+                        writer_errors,
+                        rotate_gen,
+                        cfg.writer_delay,
+                        grace_ns,
+                    )
                 })
                 .expect("spawning a writer thread");
         }
@@ -940,6 +963,19 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     })
 }
 
+impl WriterInput {
+    /// Publish the counters and keep the series' error, if any.
+    fn publish(&mut self, errors: &Mutex<Vec<(usize, String)>>) {
+        if let Some(e) = self.series.take_error() {
+            errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((self.report, format!("writer: {e}")));
+        }
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = *self.series.counters();
+    }
+}
+
 /// Drain the rings of this writer's queues into their file series until
 /// every producer has closed its ring and every batch is written.
 fn writer_loop(
@@ -947,28 +983,31 @@ fn writer_loop(
     errors: &Mutex<Vec<(usize, String)>>,
     rotate_gen: &std::sync::atomic::AtomicU64,
     delay: Option<Duration>,
+    grace_ns: u64,
 ) {
     let mut idle: u32 = 0;
     let mut seen_gen = 0;
+    let mut checked_idle = std::time::Instant::now();
     loop {
         let gen_now = rotate_gen.load(Ordering::Relaxed);
         if gen_now != seen_gen {
             // SIGHUP: complete every open file; the next batch starts a new one.
             seen_gen = gen_now;
-            for (_, series, counters, report) in inputs.iter_mut() {
-                series.rotate_now();
-                if let Some(e) = series.take_error() {
-                    errors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((*report, format!("writer: {e}")));
-                }
-                *counters.lock().unwrap_or_else(|e| e.into_inner()) = *series.counters();
+            for i in inputs.iter_mut() {
+                i.series.rotate_now();
+                i.publish(errors);
             }
         }
         let mut progressed = false;
         let mut all_finished = true;
-        for (consumer, series, counters, report) in inputs.iter_mut() {
+        for WriterInput {
+            consumer,
+            series,
+            counters,
+            report,
+            ..
+        } in inputs.iter_mut()
+        {
             // Bound the work per queue per pass so one busy queue cannot starve the others.
             for _ in 0..consumer.capacity() {
                 let Some(batch) = consumer.peek() else { break };
@@ -994,6 +1033,20 @@ fn writer_loop(
         if all_finished {
             break;
         }
+        if checked_idle.elapsed() >= Duration::from_millis(250) {
+            checked_idle = std::time::Instant::now();
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            for i in inputs.iter_mut() {
+                if let Some(period) = i.live_period_ns
+                    && i.consumer.peek().is_none()
+                    && i.series.complete_if_period_over(period, now_ns, grace_ns)
+                {
+                    i.publish(errors);
+                }
+            }
+        }
         if progressed {
             idle = 0;
         } else {
@@ -1005,7 +1058,13 @@ fn writer_loop(
             }
         }
     }
-    for (_, series, counters, report) in inputs.iter_mut() {
+    for WriterInput {
+        series,
+        counters,
+        report,
+        ..
+    } in inputs.iter_mut()
+    {
         if let Err(e) = series.close_current() {
             errors
                 .lock()

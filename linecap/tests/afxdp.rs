@@ -257,3 +257,58 @@ fn afxdp_capture_runs_as_an_unprivileged_user_after_setup() {
     }
     assert!(!veth.link_cap().contains("xdp"), "XDP detached after exit");
 }
+
+#[test]
+#[ignore = "needs root: run by .ci/privileged-tests"]
+fn a_time_rotated_file_appears_on_an_idle_link() {
+    // A short burst, then nothing: no packet of the next period arrives to
+    // close the file, so the writer completes it once the period (1 s) and
+    // the grace (flush + 1 s) are over, while the capture still runs.
+    require_privileges();
+    let dir = tempfile::tempdir().unwrap();
+    let veth = VethPair::new("idle", 1);
+    let out = dir.path().join("cap");
+    let report = dir.path().join("report.json");
+    let (mut child, _stderr) = spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args([
+                "capture",
+                "--source",
+                "afxdp:vA",
+                "-G",
+                "1",
+                "--flush-ms",
+                "50",
+            ])
+            .args(["--no-metrics", "--out"])
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&report),
+        "ready",
+    );
+    let trace = shared("traces/tcpreplay__test.pcap");
+    let sent = tcpreplay_sent(&run_ok(
+        veth.in_send("tcpreplay")
+            .args(["-i", "vB", "--pps", "2000"])
+            .arg(&trace),
+    ));
+    let start = std::time::Instant::now();
+    let mut visible = Vec::new();
+    while start.elapsed() < Duration::from_secs(6) && visible.is_empty() {
+        std::thread::sleep(Duration::from_millis(100));
+        if out.join("q00").exists() {
+            visible = files_with(&out, ".erf.lz4");
+        }
+    }
+    assert!(
+        !visible.is_empty(),
+        "no complete file 6 s after the burst on an idle link"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "capture still running");
+    signal(&child, "INT");
+    assert!(child.wait().unwrap().success());
+    let r = common::report(&report);
+    assert_balanced(&r);
+    assert_eq!(total(&r, |q| q["written"].as_u64().unwrap()), sent);
+    drop(veth);
+}

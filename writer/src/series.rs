@@ -274,6 +274,25 @@ impl FileSeries {
         self.complete_current();
     }
 
+    /// Time rotation on an idle live link: complete the open file when the
+    /// `period_ns` period its first packet belongs to ended more than
+    /// `grace_ns` before `now_ns` (wall clock). Returns whether it did. The
+    /// next batch (flagged to rotate anyway) opens a new file.
+    pub fn complete_if_period_over(&mut self, period_ns: u64, now_ns: u64, grace_ns: u64) -> bool {
+        let Some(cur) = &self.cur else { return false };
+        if period_ns == 0 {
+            return false;
+        }
+        let end = (cur.manifest.first_ts_ns / period_ns)
+            .saturating_add(1)
+            .saturating_mul(period_ns);
+        if now_ns < end.saturating_add(grace_ns) {
+            return false;
+        }
+        self.complete_current();
+        true
+    }
+
     /// Complete the open file, recording (not returning) a failure.
     fn complete_current(&mut self) {
         if let Err(e) = self.close_current() {
@@ -576,6 +595,34 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    #[test]
+    fn an_idle_period_is_completed_after_its_end_and_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileSeries::new(SeriesConfig::new(dir.path().into(), 0)).unwrap();
+        let sec = 1_000_000_000;
+        assert!(
+            !s.complete_if_period_over(60 * sec, 1000 * sec, sec),
+            "no file open"
+        );
+        let t0 = 1_700_000_000 * sec + 5 * sec; // 5 s into a minute
+        let (m, r) = batch(0, 10, t0, false);
+        s.write_batch(&m, &r).unwrap();
+        let end = (t0 / (60 * sec) + 1) * 60 * sec;
+        assert!(
+            !s.complete_if_period_over(60 * sec, end, sec),
+            "grace not over"
+        );
+        assert!(visible(dir.path()).is_empty());
+        assert!(s.complete_if_period_over(60 * sec, end + sec, sec));
+        assert_eq!(visible(dir.path()).len(), 1);
+        assert_eq!(s.counters().files_closed, 1);
+        // The next period's first batch (flagged) opens a new file.
+        let (m, r) = batch(1, 3, end + 2 * sec, true);
+        s.write_batch(&m, &r).unwrap();
+        s.close_current().unwrap();
+        assert_eq!(visible(dir.path()).len(), 2);
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub struct QueueProbe {
     pub flows: Option<Arc<Mutex<FlowCounters>>>,
     /// The ring's fill level.
     pub ring: RingProbe,
+    /// AF_XDP queues: drops before the socket, refreshed twice a second.
+    pub xdp: Option<Arc<Mutex<XdpLive>>>,
+}
+
+/// Drops an AF_XDP queue has before its socket, since the capture started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct XdpLive {
+    /// Frames the XDP program passed to the kernel stack (stage `xdp`).
+    pub not_redirected: u64,
+    /// Drops the interface counted before XDP (in stage `nic`; on the
+    /// interface's first queue).
+    pub iface_drops: u64,
 }
 
 /// The running endpoint; stops when dropped.
@@ -132,6 +144,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         flows: Option<FlowCounters>,
         occupancy: u64,
         capacity: u64,
+        xdp: XdpLive,
     }
     let snaps: Vec<Snap> = probes
         .iter()
@@ -144,6 +157,11 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
                 .flows
                 .as_ref()
                 .map(|f| *f.lock().unwrap_or_else(|e| e.into_inner())),
+            xdp: p
+                .xdp
+                .as_ref()
+                .map(|x| *x.lock().unwrap_or_else(|e| e.into_inner()))
+                .unwrap_or_default(),
             occupancy: p.ring.occupancy(),
             capacity: p.ring.capacity(),
         })
@@ -170,7 +188,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "linecap_received_packets_total",
         "counter",
         "Frames the queue's source saw (delivered plus dropped at the source).",
-        &per(&|s| s.worker.source_seen() as f64),
+        &per(&|s| (s.worker.source_seen() + s.xdp.not_redirected + s.xdp.iface_drops) as f64),
     );
     family(
         &mut o,
@@ -185,7 +203,8 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             ("filter", s.worker.filter_packets),
             ("sample", s.worker.sample_packets),
             ("source", s.worker.source_unsupported),
-            ("nic", s.worker.source_nic),
+            ("nic", s.worker.source_nic + s.xdp.iface_drops),
+            ("xdp", s.xdp.not_redirected),
             ("ring_full", s.worker.ring_full_packets),
             ("writer", s.writer.drop_packets),
         ] {

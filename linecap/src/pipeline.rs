@@ -430,6 +430,33 @@ struct Attachments {
     iface_drops_start: Vec<u64>,
 }
 
+/// Publish what the XDP programs and the interfaces counted since the start
+/// (for the metrics); the interface's drops go to its first queue, as in
+/// the report.
+fn refresh_xdp_live(
+    att: &Attachments,
+    ids: &[Option<(usize, u32)>],
+    base: &[Option<XdpQueueStats>],
+    live: &[Option<Arc<Mutex<crate::metrics::XdpLive>>>],
+) {
+    for (qi, (id, b)) in ids.iter().zip(base).enumerate() {
+        let (Some((a, hq)), Some(b), Some(slot)) = (id, b, &live[qi]) else {
+            continue;
+        };
+        let now = att.list[*a].queue_stats(*hq);
+        let first = ids.iter().position(|x| x.is_some_and(|(i, _)| i == *a)) == Some(qi);
+        let iface = if first {
+            iface_drops(att.list[*a].ifname()).saturating_sub(att.iface_drops_start[*a])
+        } else {
+            0
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = crate::metrics::XdpLive {
+            not_redirected: now.not_redirected.saturating_sub(b.not_redirected),
+            iface_drops: iface,
+        };
+    }
+}
+
 /// The interface's own receive drop counters (before XDP sees a frame).
 fn iface_drops(ifname: &str) -> u64 {
     ["rx_dropped", "rx_missed_errors", "rx_fifo_errors"]
@@ -625,6 +652,12 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     let mut reports = Vec::new();
     let nq = queues.len();
     let mut lanes: Vec<Vec<_>> = (0..nq).map(|_| Vec::new()).collect();
+    // AF_XDP queues: the XDP stage's and the interface's drops, refreshed by
+    // the supervisor for the metrics (the report reads them at the end).
+    let xdp_live: Vec<Option<Arc<Mutex<crate::metrics::XdpLive>>>> = queues
+        .iter()
+        .map(|q| q.xdp.map(|_| Arc::new(Mutex::new(Default::default()))))
+        .collect();
     let mut hugepages = true;
     for (j, job) in cfg.jobs.iter().enumerate() {
         for (qi, q) in queues.iter().enumerate() {
@@ -654,6 +687,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                 writer: wcounters.clone(),
                 flows: flow_counters.clone(),
                 ring: consumer.probe(),
+                xdp: xdp_live[qi].clone(),
             });
             let n = writer_inputs.len();
             let report_index = reports.len();
@@ -845,9 +879,14 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         // Supervise: when asked to stop, cut the AF_XDP inflow first (frames
         // then pass to the kernel stack and are counted as not redirected),
         // then let the workers drain their rings and finish.
+        let mut xdp_refreshed = std::time::Instant::now();
         loop {
             if worker_handles.iter().all(|h| h.is_finished()) {
                 break;
+            }
+            if xdp_refreshed.elapsed() >= Duration::from_millis(500) {
+                xdp_refreshed = std::time::Instant::now();
+                refresh_xdp_live(&att, &xdp_ids, &xdp_base, &xdp_live);
             }
             if signals.rotate.swap(false, Ordering::Relaxed) {
                 rotate_gen.fetch_add(1, Ordering::Relaxed);

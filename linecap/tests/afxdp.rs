@@ -89,6 +89,7 @@ fn capture_and_compare(mode: &str) {
             .arg(&report),
         "ready",
     );
+    let mut guard = KillOnDrop::new(&child);
     assert!(veth.link_cap().contains("xdp"), "XDP program attached");
     let replay = run_ok(
         veth.in_send("tcpreplay")
@@ -101,9 +102,23 @@ fn capture_and_compare(mode: &str) {
         sent_frames.len() as u64,
         "tcpreplay sent everything:\n{replay}"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(700));
+    // Live, the metrics already account for every frame that reached the
+    // interface, with the XDP stage among the drop stages.
+    let body = run_ok(veth.in_cap("python3").args([
+        "-c",
+        "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
+    ]));
+    let received: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("linecap_received_packets_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(received as u64, sent, "{body}");
+    assert!(body.contains("stage=\"xdp\"}"), "{body}");
     signal(&child, "INT");
     let status = child.wait().unwrap();
+    guard.disarm();
     assert!(status.success(), "linecap exited with {status}");
 
     let r = common::report(&report);
@@ -286,6 +301,7 @@ fn a_time_rotated_file_appears_on_an_idle_link() {
             .arg(&report),
         "ready",
     );
+    let mut guard = KillOnDrop::new(&child);
     let trace = shared("traces/tcpreplay__test.pcap");
     let sent = tcpreplay_sent(&run_ok(
         veth.in_send("tcpreplay")
@@ -307,6 +323,7 @@ fn a_time_rotated_file_appears_on_an_idle_link() {
     assert!(child.try_wait().unwrap().is_none(), "capture still running");
     signal(&child, "INT");
     assert!(child.wait().unwrap().success());
+    guard.disarm();
     let r = common::report(&report);
     assert_balanced(&r);
     assert_eq!(total(&r, |q| q["written"].as_u64().unwrap()), sent);

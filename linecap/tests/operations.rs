@@ -184,9 +184,9 @@ fn prometheus_scrapes_the_packet_count_of_a_known_trace() {
     });
     assert_eq!(received, 751.0);
     assert_eq!(query("sum(linecap_written_packets_total)"), Some(751.0));
-    // The drop series exist: 6 stages (filter, sample, source, nic,
+    // The drop series exist: 7 stages (filter, sample, source, nic, xdp,
     // ring_full, writer) on each of the 2 queues, all zero.
-    assert_eq!(query("count(linecap_dropped_packets_total)"), Some(12.0));
+    assert_eq!(query("count(linecap_dropped_packets_total)"), Some(14.0));
     assert_eq!(query("sum(linecap_dropped_packets_total)"), Some(0.0));
 }
 

@@ -233,6 +233,10 @@ impl VethPair {
                     &q,
                 ]),
         );
+        // Loopback up, so a capture's metrics endpoint (127.0.0.1) can bind.
+        for ns in [&pair.ns_cap, &pair.ns_send] {
+            run_ok(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
+        }
         run_ok(Command::new("ip").args(["-n", &pair.ns_cap, "link", "set", "vA", "up"]));
         run_ok(Command::new("ip").args(["-n", &pair.ns_send, "link", "set", "vB", "up"]));
         pair
@@ -333,4 +337,29 @@ pub fn signal(child: &std::process::Child, sig: &str) {
             .arg(format!("-{sig}"))
             .arg(child.id().to_string()),
     );
+}
+
+/// Kills a spawned capture if the test panics before waiting for it, so a
+/// failed assertion never leaves a capture (and its XDP program) behind.
+pub struct KillOnDrop(Option<u32>);
+
+impl KillOnDrop {
+    /// Guard `child`.
+    pub fn new(child: &std::process::Child) -> Self {
+        KillOnDrop(Some(child.id()))
+    }
+    /// The child was waited for: nothing to do on drop.
+    pub fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
 }

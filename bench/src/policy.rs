@@ -12,7 +12,10 @@
 //! - BPF: `Filter::matches` on the frames of real traces (the pcap traces in
 //!   ../shared/traces, cycled) for a few expressions;
 //! - sampling: `Sampler::keep` (1-in-N, probabilistic, flow-consistent on
-//!   already parsed frames).
+//!   already parsed frames);
+//! - MAC pseudonyms: `MacPseudonyms::rewrite_frame` on the real trace frames
+//!   (a link's few addresses: cache hits) and on frames with random unicast
+//!   addresses (every lookup an AES computation).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use linecap_dataplane::policy::anon::AnonMode;
 use linecap_dataplane::policy::bpf::Filter;
 use linecap_dataplane::policy::cryptopan::{CacheConfig, CryptoPan};
+use linecap_dataplane::policy::macpseudo::MacPseudonyms;
 use linecap_dataplane::policy::sample::{SamplePolicy, Sampler, SplitMix64};
 use linecap_wire::flow::{PacketInfo, Parsed, parse_frame};
 use linecap_writer::read::{CaptureReader, Packet};
@@ -281,12 +285,48 @@ fn sampling(seconds: f64, frames: &[(Vec<u8>, u32)], out: &mut Vec<serde_json::V
     }
 }
 
+fn mac_pseudonyms(seconds: f64, frames: &[(Vec<u8>, u32)], out: &mut Vec<serde_json::Value>) {
+    println!("MAC pseudonyms: MacPseudonyms::rewrite_frame (both addresses)");
+    println!("{:>28} {:>10} {:>12}", "frames", "cache hit %", "ns/packet");
+    let mut rng = SplitMix64::new(7);
+    let random: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|_| {
+            let mut f = vec![0u8; 64];
+            for b in f[..12].iter_mut() {
+                *b = rng.next_u64() as u8;
+            }
+            f[0] &= 0xfe; // unicast
+            f[6] &= 0xfe;
+            f
+        })
+        .collect();
+    let trace: Vec<Vec<u8>> = frames.iter().map(|(d, _)| d.clone()).collect();
+    for (name, set) in [("trace frames", trace), ("random unicast MACs", random)] {
+        let mut m = MacPseudonyms::new(&KEY);
+        let mut work = set.clone();
+        let ns = ns_per_item(seconds / 2.0, work.len(), || {
+            for (w, orig) in work.iter_mut().zip(&set) {
+                w[..12].copy_from_slice(&orig[..12]);
+                m.rewrite_frame(black_box(w));
+            }
+        });
+        let (hits, misses) = m.cache_stats();
+        let pct = 100.0 * hits as f64 / (hits + misses).max(1) as f64;
+        println!("{name:>28} {pct:>10.1} {ns:>12.2}");
+        out.push(serde_json::json!({
+            "suite": "policy", "what": "mac_pseudonyms", "frames": name,
+            "cache_hit_percent": pct, "ns_per_packet": ns,
+        }));
+    }
+}
+
 /// The `policy` suite.
 pub fn suite(seconds: f64) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    anonymisation(seconds / 3.0, &mut out);
+    anonymisation(seconds / 4.0, &mut out);
     let frames = trace_frames();
-    filters(seconds / 3.0, &frames, &mut out);
-    sampling(seconds / 3.0, &frames, &mut out);
+    filters(seconds / 4.0, &frames, &mut out);
+    sampling(seconds / 4.0, &frames, &mut out);
+    mac_pseudonyms(seconds / 4.0, &frames, &mut out);
     out
 }

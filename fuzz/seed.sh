@@ -2,7 +2,7 @@
 # Build the seed corpora of the fuzz targets from ../shared/traces (nothing
 # binary is committed: the corpora are derived here, into fuzz/corpus/*).
 #
-#   bash fuzz/seed.sh            # from anywhere; needs python3 and lz4,
+#   bash fuzz/seed.sh            # from anywhere; needs python3, lz4 and tcpdump,
 #                                # and builds target/debug/linecap if missing
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,7 +18,9 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-for t in wire_parse erf_record capture_reader lz4_frames canary; do
+targets=(wire_parse erf_record capture_reader lz4_frames profile_parse bpf_filter
+  ipfix_roundtrip canary)
+for t in "${targets[@]}"; do
   mkdir -p "$corpus/$t"
 done
 KB64=65536
@@ -81,9 +83,98 @@ while pos + 16 <= len(data) and n < 40:
 PY
 done
 
+# profile_parse: the bundled hardware profiles, and one profile per other
+# backend (file, dpdk) with every optional key.
+cp "$root"/hw-profiles/*.toml "$corpus/profile_parse/"
+cat > "$corpus/profile_parse/file-all-keys.toml" <<'TOML'
+[host]
+name = "replay"
+description = "every key"
+user = "linecap"
+[nic]
+backend = "file"
+file = "/data/trace.pcap"
+queues = 4
+numa_node = 0
+driver = "veth"
+line_rate_gbps = 10.0
+xdp_mode = "generic"
+xsk_ring_entries = 2048
+rss_key = "6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a:6d:5a"
+[cores]
+workers = [2, 3, 4, 5]
+housekeeping = "0-1"
+isolated = true
+[memory]
+hugepages = 64
+hugepage_size = "2M"
+batch_bytes = "512K"
+ring_bytes = "8M"
+ring_slots = 16
+[flows]
+capacity = 1024
+idle_timeout_s = 1.5
+active_timeout_s = 30
+linger_s = 0.5
+[writer]
+threads = 2
+dirs = ["/data/a", "/data/b"]
+compress = false
+rotate_bytes = 1073741824
+rotate_seconds = 60
+rotate_files = 10
+disk_budget = "1T"
+write_test_bytes = "1M"
+[metrics]
+address = "[::]:9464"
+allow_remote = true
+TOML
+sed -e 's/backend = "file"/backend = "dpdk"\npci = "0000:3b:00.0"/' -e '/^file = /d' \
+  "$corpus/profile_parse/file-all-keys.toml" > "$corpus/profile_parse/dpdk.toml"
+
+# bpf_filter: (a) programs tcpdump compiles, each with a frame, in the
+# target's layout [0, L, L x (code u16le, jt, jf, k u32le), wire_len u32le,
+# frame]; (b) frames to run the target's fixed expressions over, [1, frame].
+frames=("$corpus"/wire_parse/*.*-*)  # the seeds above, not what a run added
+i=0
+for expr in ip ip6 tcp 'udp port 53' 'tcp port 80 or tcp port 443' 'vlan and ip' 'mpls' \
+  'host 10.0.0.1' 'net 192.168.0.0/16' 'ip[6:2] & 0x1fff != 0' \
+  'tcp[tcpflags] & (tcp-syn|tcp-fin) != 0' 'tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420' \
+  'greater 100' 'len % 7 = 3' 'ether broadcast' 'icmp6'; do
+  tcpdump -r "$shared/traces/tcpreplay__test.pcap" -ddd "$expr" 2>/dev/null > "$tmp/prog"
+  for k in 0 1 2; do
+    frame="${frames[$(( (i * 7 + k * 131) % ${#frames[@]} ))]}"
+    python3 - "$tmp/prog" "$frame" "$corpus/bpf_filter/prog-$i-$k" <<'PY'
+import struct, sys
+lines = open(sys.argv[1]).read().split()
+n, nums = int(lines[0]), list(map(int, lines[1:]))
+frame = open(sys.argv[2], "rb").read()
+out = bytes([0, n])
+for j in range(n):
+    code, jt, jf, k = nums[4 * j : 4 * j + 4]
+    out += struct.pack("<HBBI", code, jt, jf, k)
+out += struct.pack("<I", len(frame)) + frame
+open(sys.argv[3], "wb").write(out)
+PY
+  done
+  i=$((i + 1))
+done
+for f in "${frames[@]:0:200}"; do
+  { printf '\001'; cat "$f"; } > "$corpus/bpf_filter/frame-$(basename "$f")"
+done
+
+# ipfix_roundtrip: the input only drives arbitrary::Unstructured; a few
+# deterministic pseudo-random blobs of different sizes.
+python3 - "$corpus/ipfix_roundtrip" <<'PY'
+import random, sys
+r = random.Random(9)
+for n in (0, 16, 64, 256, 1024, 4096):
+    open(f"{sys.argv[1]}/blob-{n}", "wb").write(bytes(r.randrange(256) for _ in range(n)))
+PY
+
 # canary: one harmless input; the fuzzer must find `LINECAP!` on its own.
 printf 'hello' > "$corpus/canary/hello"
 
-for t in wire_parse erf_record capture_reader lz4_frames canary; do
+for t in "${targets[@]}"; do
   printf '%-16s %5d seeds\n' "$t" "$(ls "$corpus/$t" | wc -l)"
 done

@@ -31,7 +31,8 @@
 //! Octets are wire bytes in the flow table's convention. The template set
 //! opens the first message and is re-sent every `template_refresh_s` seconds
 //! of export time (UDP collectors that start late learn it then).
-//! Messages stay under `mtu` bytes.
+//! Messages stay under `mtu` bytes, and under 65535 (the most a message's
+//! 16-bit length field can say) whatever the `mtu`.
 
 use linecap_dataplane::flowtable::{A_TO_B, B_TO_A, FlowRecord};
 use linecap_wire::flow::IpFamily;
@@ -44,6 +45,8 @@ pub const TEMPLATE_V6: u16 = 257;
 pub const REVERSE_PEN: u32 = 29305;
 const ENTERPRISE_BIT: u16 = 0x8000;
 const HEADER_LEN: usize = 16;
+/// The largest message: its length field has 16 bits.
+const MESSAGE_MAX: usize = u16::MAX as usize;
 /// Seconds between 1900-01-01 (NTP era 0) and 1970-01-01.
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
@@ -105,11 +108,12 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// An encoder for observation domain `domain_id`.
+    /// An encoder for observation domain `domain_id`; messages of at most
+    /// `mtu` bytes (taken as 512 below 512, as 65535 above 65535).
     pub fn new(domain_id: u32, mtu: usize, template_refresh_s: u32) -> Self {
         Encoder {
             domain_id,
-            mtu: mtu.max(512),
+            mtu: mtu.clamp(512, MESSAGE_MAX),
             template_refresh_s,
             templates_sent_s: None,
             sequence: 0,
@@ -484,6 +488,27 @@ mod tests {
             assert_eq!(num(d, 156, 0), ntp_time(r.first_ns));
             assert_eq!(num(d, 136, 0), 3);
             assert_eq!(num(d, 239, 0), 1);
+        }
+    }
+
+    /// Found by the `ipfix_roundtrip` fuzz target: with an MTU above 65535 a
+    /// message grew past 65535 bytes and its 16-bit length field wrapped.
+    #[test]
+    fn messages_stay_within_the_16_bit_length_field_whatever_the_mtu() {
+        let recs: Vec<FlowRecord> = (0..2000)
+            .map(|i| rec(IpFamily::V4, i as u8, true))
+            .collect();
+        for mtu in [65_535, 65_536, 100_000, usize::MAX] {
+            let mut enc = Encoder::new(1, mtu, 60);
+            let mut msgs: Vec<Vec<u8>> = Vec::new();
+            enc.encode(1, &recs, &mut |m| msgs.push(m.to_vec()));
+            assert!(msgs.len() >= 2, "{mtu}: split");
+            let mut d = Decoder::default();
+            for m in &msgs {
+                assert!(m.len() <= 65_535, "{mtu}: a message of {} bytes", m.len());
+                d.message(m);
+            }
+            assert_eq!(d.records.len(), recs.len());
         }
     }
 

@@ -2,23 +2,8 @@
 //! and read them back.
 #![forbid(unsafe_code)]
 
-mod checkhost;
-mod cli;
-mod demo;
-mod export;
-mod filesource;
-#[cfg(feature = "parquet")]
-mod flowlog;
-mod flows;
-mod ipfix;
-mod metrics;
-mod pipeline;
-mod privileges;
-mod profile;
-mod readback;
-mod summary;
-
 use clap::Parser;
+use linecap::{checkhost, cli, demo, flows, readback};
 
 fn main() {
     let args = cli::Cli::parse();

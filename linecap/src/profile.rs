@@ -502,8 +502,20 @@ impl Profile {
         match nic.backend {
             Backend::Afxdp => match &nic.interface {
                 None => bail!("nic.interface is required with nic.backend = \"afxdp\""),
-                Some(i) if i.is_empty() || i.len() > 15 || i.contains('/') => {
-                    bail!("nic.interface {i:?} is not an interface name (1-15 characters)")
+                // The kernel's dev_valid_name(); a ':' would also cut the
+                // `afxdp:IFACE:QUEUES` source the profile becomes.
+                Some(i)
+                    if i.is_empty()
+                        || i.len() > 15
+                        || i == "."
+                        || i == ".."
+                        || i.contains(['/', ':'])
+                        || i.chars().any(char::is_whitespace) =>
+                {
+                    bail!(
+                        "nic.interface {i:?} is not an interface name (1-15 characters, \
+                         no '/', ':' or spaces)"
+                    )
                 }
                 Some(_) => {}
             },
@@ -603,8 +615,16 @@ impl Profile {
                     r.0
                 );
             }
+            let slots = r.0 / batch;
+            if slots > 1 << 16 {
+                bail!(
+                    "memory.ring_bytes ({}) holds {slots} batches of memory.batch_bytes ({batch}): \
+                     a ring has at most 65536 slots",
+                    r.0
+                );
+            }
             if let Some(s) = m.ring_slots
-                && s as u64 != r.0 / batch
+                && s as u64 != slots
             {
                 bail!(
                     "memory.ring_slots ({s}) disagrees with memory.ring_bytes / memory.batch_bytes ({})",
@@ -686,6 +706,12 @@ impl Profile {
         }
         if w.rotate_seconds == Some(0) {
             bail!("writer.rotate_seconds must be at least 1");
+        }
+        // The capture's own limit (`--rotate-seconds`).
+        if let Some(g) = w.rotate_seconds
+            && g > 100 * 365 * 86_400
+        {
+            bail!("writer.rotate_seconds {g} is out of range (at most 100 years)");
         }
         if w.rotate_files == Some(0) {
             bail!("writer.rotate_files must be at least 1");
@@ -968,6 +994,42 @@ dirs = ["/tmp/x"]
                 "writer.disk_budget",
             ),
             ("[flows]\ncapacity = 1000\n", None, "flows.capacity"),
+            // Found with the profile_parse fuzz target (see docs/reliability.md):
+            // a ring of 2^46 slots, which overflowed ring_memory_bytes() when
+            // hugepages were asked for, and which no capture could allocate;
+            (
+                "[memory]\nhugepages = 1\nbatch_bytes = \"64K\"\nring_bytes = \"8388608T\"\n",
+                None,
+                "memory.ring_bytes",
+            ),
+            (
+                "[memory]\nbatch_bytes = \"64K\"\nring_bytes = \"8G\"\n",
+                None,
+                "at most 65536 slots",
+            ),
+            // interface names the capture's `afxdp:IFACE:QUEUES` source cuts or
+            // the kernel refuses;
+            (
+                "",
+                Some(("interface = \"lo\"", "interface = \"a:b\"")),
+                "nic.interface",
+            ),
+            (
+                "",
+                Some(("interface = \"lo\"", "interface = \"e th0\"")),
+                "nic.interface",
+            ),
+            (
+                "",
+                Some(("interface = \"lo\"", "interface = \"..\"")),
+                "nic.interface",
+            ),
+            // a rotation interval the capture refuses.
+            (
+                "",
+                Some(("threads = 1", "threads = 1\nrotate_seconds = 4000000000")),
+                "writer.rotate_seconds",
+            ),
         ] {
             let e = err(extra, replace);
             assert!(e.contains(key), "{extra:?} {replace:?}: {e}");

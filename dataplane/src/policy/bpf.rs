@@ -20,7 +20,10 @@
 //! Those of libpcap's `bpf_filter()` (which `tcpdump -r` uses) and of the
 //! kernel's classic BPF:
 //!
-//! * A, X and the 16 scratch words start at 0;
+//! * A, X and the 16 scratch words start at 0 (libpcap's `bpf_filter()`
+//!   leaves the scratch words undefined, and the kernel refuses a program
+//!   that may load one before storing it; libpcap's compiler emits no such
+//!   load, so its programs run alike here and there);
 //! * packet loads (`ld`/`ldh`/`ldb` absolute and indirect, `ldx 4*([k]&0xf)`)
 //!   read big-endian from the captured bytes; a load past the captured end
 //!   (or an offset that overflows) **rejects the packet** (returns 0);

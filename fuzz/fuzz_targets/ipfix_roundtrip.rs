@@ -10,7 +10,7 @@
 //! * every set: a length of at least 4 that ends inside the message; a data
 //!   set holds a whole number of records (no padding, no empty set), of a
 //!   template announced before it;
-//! * the templates: the 18 fields of the module's table, sent in the first
+//! * the templates: the 20 fields of the module's table, sent in the first
 //!   message and again exactly when the refresh interval has passed;
 //! * the records decode, in order, to the values of the records given.
 #![no_main]
@@ -97,6 +97,8 @@ fn expected_template(family: IpFamily) -> Vec<Field> {
         (6, 2, r),
         (136, 1, 0),
         (239, 1, 0),
+        (305, 4, 0),
+        (311, 8, 0),
     ]
 }
 
@@ -105,8 +107,9 @@ fn be(b: &[u8]) -> u64 {
     b.iter().fold(0, |a, &x| (a << 8) | u64::from(x))
 }
 
-/// Check one decoded record (its fields in template order) against `r`.
-fn check_record(r: &FlowRecord, fields: &[Field], vals: &[&[u8]]) {
+/// Check one decoded record (its fields in template order) against `r`,
+/// exported with `sampling` = (samplingPacketInterval, samplingProbability).
+fn check_record(r: &FlowRecord, fields: &[Field], vals: &[&[u8]], sampling: (u32, f64)) {
     let k = &r.key;
     let (src, dst, sp, dp, fwd, rev) = if r.a_initiated {
         (
@@ -181,6 +184,12 @@ fn check_record(r: &FlowRecord, fields: &[Field], vals: &[&[u8]]) {
     );
     assert_eq!(be(get(136, 0)), r.end_reason as u64, "flowEndReason");
     assert_eq!(be(get(239, 0)), 1, "biflowDirection");
+    assert_eq!(be(get(305, 0)), u64::from(sampling.0), "samplingPacketInterval");
+    assert_eq!(
+        f64::from_bits(be(get(311, 0))).to_bits(),
+        sampling.1.to_bits(),
+        "samplingProbability"
+    );
 }
 
 struct Decoder<'a> {
@@ -189,6 +198,8 @@ struct Decoder<'a> {
     expect: &'a [FlowRecord],
     /// Data records decoded so far.
     decoded: usize,
+    /// What every record must say of its sampling.
+    sampling: (u32, f64),
 }
 
 impl Decoder<'_> {
@@ -260,7 +271,7 @@ impl Decoder<'_> {
                     "a data set with padding or a cut record"
                 );
                 for rec in body.chunks(rlen) {
-                    let mut vals = [&[][..]; 18];
+                    let mut vals = [&[][..]; 20];
                     assert_eq!(t.len(), vals.len(), "template length");
                     let mut p = 0;
                     for (v, f) in vals.iter_mut().zip(t) {
@@ -276,7 +287,7 @@ impl Decoder<'_> {
                         IpFamily::V6 => TEMPLATE_V6,
                     };
                     assert_eq!(id, want, "template of record {}", self.decoded);
-                    check_record(r, t, &vals);
+                    check_record(r, t, &vals, self.sampling);
                     self.decoded += 1;
                 }
             }
@@ -318,12 +329,23 @@ fn run(u: &mut Unstructured) -> Result<()> {
     bounds.insert(0, 0);
     bounds.push(n);
 
+    // Any rate, including nonsense (0, negative, NaN, above 1): the encoder
+    // reports unsampled (1, 1.0) for what is not in (0, 1], and otherwise
+    // the rate with its rounded interval.
+    let rate: f64 = u.arbitrary()?;
+    let sampling = if rate.is_finite() && rate > 0.0 {
+        let p = rate.min(1.0);
+        ((1.0 / p).round().clamp(1.0, u32::MAX as f64) as u32, p)
+    } else {
+        (1, 1.0)
+    };
     let max_len = mtu.clamp(512, 65_535);
-    let mut enc = Encoder::new(domain, mtu, refresh);
+    let mut enc = Encoder::new(domain, mtu, refresh).with_sampling(rate);
     let mut dec = Decoder {
         templates: HashMap::new(),
         expect: &recs,
         decoded: 0,
+        sampling,
     };
     let mut seq: u32 = 0;
     let mut messages = 0u64;

@@ -293,6 +293,13 @@ impl Worker {
         let drops = rx.drops();
         self.local.source_unsupported = drops.unsupported;
         self.local.source_nic = drops.nic;
+        let nic = rx.nic_drops();
+        self.local.nic_imissed = nic.imissed;
+        self.local.nic_ierrors = nic.ierrors;
+        self.local.nic_rx_nombuf = nic.rx_nombuf;
+        self.local.nic_iface_dropped = nic.iface_dropped;
+        self.local.nic_iface_rx_packets = nic.iface_rx_packets;
+        self.local.nic_port_rx_packets = nic.port_rx_packets;
         self.shared.publish(&self.local);
     }
 

@@ -5,6 +5,7 @@
 mod checkhost;
 mod cli;
 mod demo;
+mod dpdksource;
 mod export;
 mod filesource;
 #[cfg(feature = "parquet")]

@@ -110,11 +110,13 @@ impl DpdkSpec {
         })
     }
 
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))] // used by the dpdk build
     /// The ethdev name: the PCI address, or the vdev name before the first comma.
     pub fn port_name(&self) -> &str {
         self.device.split(',').next().unwrap_or(&self.device)
     }
 
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))] // used by the dpdk build
     /// The `iface=` a vdev is bound to (net_af_packet, net_af_xdp).
     pub fn iface(&self) -> Option<&str> {
         self.device
@@ -168,6 +170,7 @@ pub fn symmetric_key() -> Vec<u8> {
         .collect()
 }
 
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))] // used by the dpdk build
 /// EAL arguments for these DPDK sources: the user's, then linecap's defaults
 /// for what the user did not give, then the devices.
 pub fn eal_args(
@@ -237,6 +240,7 @@ pub fn eal_args(
     Ok(args)
 }
 
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))] // used by the dpdk build
 /// The first CPU this process may run on.
 fn first_allowed_cpu() -> usize {
     std::fs::read_to_string("/proc/self/status")
@@ -250,6 +254,7 @@ fn first_allowed_cpu() -> usize {
         .unwrap_or(0) as usize
 }
 
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))] // used by the dpdk build
 /// Free hugepages of the default size (from /proc/meminfo).
 pub fn hugepages_free() -> u64 {
     std::fs::read_to_string("/proc/meminfo")

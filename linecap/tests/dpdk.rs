@@ -21,7 +21,7 @@ mod common;
 use common::*;
 use linecap_writer::output::{OutFormat, PacketWriter};
 use linecap_writer::read::{CaptureReader, Packet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -365,7 +365,7 @@ fn net_pcap_on_hugepages_and_nr_hugepages_restored() {
 }
 
 /// A pcap of `n` distinct 128-byte frames (a local EtherType; the index in the payload).
-fn frames_pcap(path: &PathBuf, n: usize) {
+fn frames_pcap(path: &Path, n: usize) {
     let mut w = PacketWriter::create(path, OutFormat::Pcap).unwrap();
     for i in 0..n {
         let mut f = vec![0u8; 128];

@@ -87,6 +87,10 @@ impl Eal {
                     .map_err(|_| EalError(format!("EAL argument {a:?} contains a NUL byte")))?,
             );
         }
+        // EAL pins the calling thread to its main lcore (`-l`); every thread
+        // the caller starts later would inherit that one core. Keep the
+        // thread's affinity as it was: workers pin themselves (`--cores`).
+        let affinity = get_affinity();
         // rte_eal_init may permute argv; the strings themselves stay owned here.
         let mut argv: Vec<*mut c_char> = owned.iter().map(|c| c.as_ptr() as *mut c_char).collect();
         argv.push(std::ptr::null_mut());
@@ -96,6 +100,9 @@ impl Eal {
         // process (STATE, held locked across the call).
         let rc = unsafe { sys::rte_eal_init(owned.len() as c_int, argv.as_mut_ptr()) };
         drop(owned);
+        if let Some(set) = affinity {
+            set_affinity(&set);
+        }
         if rc < 0 {
             let e = errno();
             let hint = match e {
@@ -133,6 +140,24 @@ impl Eal {
     /// Whether the EAL is up in this process.
     pub fn is_up() -> bool {
         matches!(*STATE.lock().unwrap_or_else(|e| e.into_inner()), State::Up)
+    }
+}
+
+fn get_affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the size passed is
+    // its size; pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+            .then_some(set)
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the
+    // calling thread. A failure leaves EAL's pinning, which still works.
+    unsafe {
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
     }
 }
 

@@ -465,7 +465,7 @@ mod tests {
         assert!(j.contains("-a 0000:3b:00.0"), "{j}");
         let mut b = DpdkSpec::parse("net_null0").unwrap();
         let bad = DpdkArgs {
-            rss_key: Some("00:01".repeat(20)),
+            rss_key: Some((0..40).map(|i| format!("{i:02x}")).collect()),
             ..Default::default()
         };
         assert!(b.apply(&bad).unwrap_err().to_string().contains("--rss-key"));

@@ -203,19 +203,40 @@ fn net_ring_injected_frames_come_out_byte_for_byte() {
     }
 }
 
+/// GET http://127.0.0.1:port/metrics.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
 #[test]
 fn net_null_stops_cleanly_on_sigterm() {
     let tmp = tmpdir();
     let out = tmp.path().join("cap");
     let json = tmp.path().join("r.json");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (mut child, rx) = spawn_until(
         linecap()
             .args([
                 "capture",
-                "--no-metrics",
                 "--source",
                 "dpdk:net_null0,size=64",
+                "-C",
+                "64M",
+                "-W",
+                "2",
             ])
+            .args(["--metrics", &format!("127.0.0.1:{port}")])
             .arg("--out")
             .arg(&out)
             .arg("--report-json")
@@ -223,6 +244,36 @@ fn net_null_stops_cleanly_on_sigterm() {
         "DPDK port net_null0",
     );
     std::thread::sleep(Duration::from_millis(1500));
+    // The NIC drop counters are exported, and the exposition is valid.
+    let body = scrape(port).expect("metrics endpoint");
+    assert!(
+        body.contains("linecap_nic_dropped_packets_total{queue=\"0\",counter=\"imissed\"}"),
+        "{body}"
+    );
+    assert!(body.contains("counter=\"rx_nombuf\"") && body.contains("counter=\"ierrors\""));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (package prometheus; bash .ci/setup)");
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+    }
+    let p = promtool.wait_with_output().unwrap();
+    assert!(
+        p.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&p.stdout),
+        String::from_utf8_lossy(&p.stderr)
+    );
     signal(&child, "TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {

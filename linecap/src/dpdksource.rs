@@ -31,8 +31,8 @@ pub struct DpdkArgs {
     /// RSS key, hex (colons allowed); must be symmetric (repeat every 2 bytes). Default 6d5a….
     #[arg(long, value_name = "HEX")]
     pub rss_key: Option<String>,
-    /// Self-test (net_ring): transmit the frames of this capture file into the port's own
-    /// queues (frame i to queue i mod N), so the capture reads them back. Tests only.
+    /// Self-test (net_ring vdevs only): transmit the frames of this capture file into the port's
+    /// own queues (frame i to queue i mod N), so the capture reads them back. Tests only.
     #[arg(long, value_name = "FILE", hide = true)]
     pub dpdk_selftest_inject: Option<PathBuf>,
 }
@@ -110,7 +110,6 @@ impl DpdkSpec {
         })
     }
 
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))] // used by the dpdk build
     /// The ethdev name: the PCI address, or the vdev name before the first comma.
     pub fn port_name(&self) -> &str {
         self.device.split(',').next().unwrap_or(&self.device)
@@ -158,7 +157,13 @@ impl DpdkSpec {
         if let Some(e) = &a.eal_args {
             self.eal_args = e.split_whitespace().map(String::from).collect();
         }
-        self.inject = a.dpdk_selftest_inject.clone();
+        // Only a net_ring vdev loops its transmit rings back to its receive
+        // rings; elsewhere injected frames would leave the port.
+        self.inject = if self.port_name().starts_with("net_ring") {
+            a.dpdk_selftest_inject.clone()
+        } else {
+            None
+        };
         Ok(())
     }
 }
@@ -178,14 +183,12 @@ pub fn eal_args(
     hugepages_free: u64,
     no_huge_policy: bool,
 ) -> anyhow::Result<Vec<String>> {
-    let mut args: Vec<String> = Vec::new();
-    for s in specs {
-        for a in &s.eal_args {
-            if !args.contains(a) || !a.starts_with('-') {
-                args.push(a.clone());
-            }
-        }
-    }
+    // --eal-args / `[dpdk] eal_args` is one setting of the capture, copied
+    // into every dpdk: source: take it once.
+    let mut args: Vec<String> = specs
+        .first()
+        .map(|s| s.eal_args.clone())
+        .unwrap_or_default();
     let has = |args: &[String], f: &[&str]| {
         args.iter()
             .any(|a| f.iter().any(|f| a == f || a.starts_with(&format!("{f}="))))
@@ -463,6 +466,12 @@ mod tests {
         assert!(j.starts_with("-l 1 -m 256"), "{j}");
         assert!(!j.contains("--no-pci") && !j.contains("-m 512"), "{j}");
         assert!(j.contains("-a 0000:3b:00.0"), "{j}");
+        // Two sources share one set of EAL arguments, each device once.
+        let mut c = DpdkSpec::parse("net_ring0").unwrap();
+        c.eal_args = a.eal_args.clone();
+        let j = eal_args(&[&a, &c], 0, false).unwrap().join(" ");
+        assert!(j.starts_with("-l 1 -m 256 --file-prefix"), "{j}");
+        assert!(j.ends_with("--vdev net_null0 --vdev net_ring0"), "{j}");
         let mut b = DpdkSpec::parse("net_null0").unwrap();
         let bad = DpdkArgs {
             rss_key: Some((0..40).map(|i| format!("{i:02x}")).collect()),

@@ -11,7 +11,9 @@ demo: setup
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features linecap/dpdk,bench/dpdk -- -D warnings
 	cargo test --workspace
+	cargo test -p linecap --features dpdk --bins --test dpdk
 	bash .ci/privileged-tests
 
 bench: setup

@@ -21,6 +21,8 @@
 //!   next to the `lz4 -1` CLI compressing the same bytes.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "dpdk")]
+mod dpdk;
 mod policy;
 mod veth;
 
@@ -52,6 +54,10 @@ fn main() {
         "veth" => results.extend(veth::suite(seconds)),
         "flows" => results.extend(flows_suite(seconds)),
         "policy" => results.extend(policy::suite(seconds)),
+        #[cfg(feature = "dpdk")]
+        "dpdk" => results.extend(dpdk::suite(seconds)),
+        #[cfg(feature = "dpdk")]
+        "dpdk-rx" => return dpdk::rx_child(seconds),
         "all" => {
             results.extend(worker_suite(seconds));
             results.extend(writer_suite(seconds));

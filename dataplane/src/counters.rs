@@ -63,6 +63,18 @@ counters! {
     source_unsupported,
     /// Drops the NIC/kernel reported (stage `nic`).
     source_nic,
+    /// Of `source_nic`: frames the NIC could not place in a ring (DPDK `imissed`).
+    nic_imissed,
+    /// Of `source_nic`: erroneous frames the NIC discarded (DPDK `ierrors`).
+    nic_ierrors,
+    /// Of `source_nic`: receive mbuf allocation failures (DPDK `rx_nombuf`).
+    nic_rx_nombuf,
+    /// Of `source_nic`: drops counted by the kernel interface a vdev is bound to.
+    nic_iface_dropped,
+    /// Frames the kernel interface a vdev is bound to received (cross-check, not a drop).
+    nic_iface_rx_packets,
+    /// Frames the port reported delivered (DPDK `ipackets`; cross-check, not a drop).
+    nic_port_rx_packets,
     /// Frames that parsed as IPv4/IPv6 (not a drop).
     parsed_ip,
     /// Frames without an IP header (not a drop).

@@ -2,13 +2,17 @@
 //! shared-memory ring that carries full ERF batches to the writer threads.
 //!
 //! `unsafe` is confined to [`ring`] (slot memory shared between threads) and
-//! [`afxdp`] (rings and UMEM shared with the kernel).
+//! [`afxdp`] (rings and UMEM shared with the kernel), and with the `dpdk`
+//! feature to `dpdk` (the DPDK binding and the mbufs it hands over).
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 pub mod afxdp;
 pub mod clock;
 pub mod counters;
+#[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
+pub mod dpdk;
 pub mod flowtable;
 pub mod policy;
 #[allow(unsafe_code)]

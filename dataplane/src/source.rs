@@ -47,6 +47,33 @@ impl SourceDrops {
     }
 }
 
+/// The NIC-stage drops of a kernel-bypass port, by counter (DPDK
+/// `rte_eth_stats` and the kernel interface a vdev is bound to). Their sum is
+/// [`SourceDrops::nic`]; `*_rx_packets` are cross-checks, not drops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NicDrops {
+    /// Frames the NIC could not place in a receive ring (`imissed`).
+    pub imissed: u64,
+    /// Erroneous frames the NIC discarded (`ierrors`).
+    pub ierrors: u64,
+    /// Receive mbuf allocation failures (`rx_nombuf`).
+    pub rx_nombuf: u64,
+    /// The bound kernel interface's own receive drops (rx_dropped,
+    /// rx_missed_errors, rx_fifo_errors).
+    pub iface_dropped: u64,
+    /// Frames the bound kernel interface received (cross-check).
+    pub iface_rx_packets: u64,
+    /// Frames the port says it delivered (`ipackets`; cross-check).
+    pub port_rx_packets: u64,
+}
+
+impl NicDrops {
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.imissed + self.ierrors + self.rx_nombuf + self.iface_dropped
+    }
+}
+
 /// A receive queue.
 pub trait RxQueue {
     /// Hand up to `max` frames to `sink`.
@@ -54,6 +81,11 @@ pub trait RxQueue {
 
     /// Drops the source counted so far.
     fn drops(&self) -> SourceDrops;
+
+    /// The NIC drops by counter (kernel-bypass ports; zero elsewhere).
+    fn nic_drops(&self) -> NicDrops {
+        NicDrops::default()
+    }
 
     /// Re-read counters kept outside the process (kernel statistics). Called
     /// on the worker's stats tick and at the end, never per packet.

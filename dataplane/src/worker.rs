@@ -324,6 +324,12 @@ impl Lane {
         self.local.rx_captured_bytes = queue.rx_captured_bytes;
         self.local.source_unsupported = queue.source_unsupported;
         self.local.source_nic = queue.source_nic;
+        self.local.nic_imissed = queue.nic_imissed;
+        self.local.nic_ierrors = queue.nic_ierrors;
+        self.local.nic_rx_nombuf = queue.nic_rx_nombuf;
+        self.local.nic_iface_dropped = queue.nic_iface_dropped;
+        self.local.nic_iface_rx_packets = queue.nic_iface_rx_packets;
+        self.local.nic_port_rx_packets = queue.nic_port_rx_packets;
         self.shared.publish(&self.local);
     }
 }
@@ -428,6 +434,12 @@ impl Worker {
         c.rx_captured_bytes = self.queue.rx_captured_bytes;
         c.source_unsupported = self.queue.source_unsupported;
         c.source_nic = self.queue.source_nic;
+        c.nic_imissed = self.queue.nic_imissed;
+        c.nic_ierrors = self.queue.nic_ierrors;
+        c.nic_rx_nombuf = self.queue.nic_rx_nombuf;
+        c.nic_iface_dropped = self.queue.nic_iface_dropped;
+        c.nic_iface_rx_packets = self.queue.nic_iface_rx_packets;
+        c.nic_port_rx_packets = self.queue.nic_port_rx_packets;
         c
     }
 
@@ -519,6 +531,13 @@ impl Worker {
         let drops = rx.drops();
         self.queue.source_unsupported = drops.unsupported;
         self.queue.source_nic = drops.nic;
+        let nic = rx.nic_drops();
+        self.queue.nic_imissed = nic.imissed;
+        self.queue.nic_ierrors = nic.ierrors;
+        self.queue.nic_rx_nombuf = nic.rx_nombuf;
+        self.queue.nic_iface_dropped = nic.iface_dropped;
+        self.queue.nic_iface_rx_packets = nic.iface_rx_packets;
+        self.queue.nic_port_rx_packets = nic.port_rx_packets;
         for lane in self.lanes.iter_mut() {
             lane.publish(&self.queue);
         }

@@ -45,6 +45,10 @@ SOURCES:
   afxdp:IFACE[:QUEUES]      an interface's receive queues by AF_XDP (needs root); QUEUES like 0-3 or
                             0,2,5 (default: all); both ends stay as they are, linecap attaches its XDP
                             program and detaches it on exit
+  dpdk:DEVICE               a DPDK port (build with --features dpdk): a PCI address bound to vfio-pci
+                            (0000:3b:00.0) or a vdev string (net_pcap0,rx_pcap=FILE); queues, RSS key,
+                            descriptors, mbufs and EAL arguments from --dpdk-* / --rss-key / --eal-args
+                            or the profile
   file:PATH                 a pcap, pcapng or ERF file (plain or LZ4), replayed with its own timestamps
   synth:SIZE[:FLOWS[:COUNT[:PPS]]]  generated Ethernet/IPv4/UDP frames of SIZE bytes (50-9018) over
                             FLOWS flows; COUNT frames (or until stopped), PPS frames/s (or as fast
@@ -213,6 +217,9 @@ pub struct CaptureArgs {
     /// on a slow disk, so ring-full drops and lctr can be watched. Hidden from --help.
     #[arg(long, value_name = "MS", hide = true)]
     pub fault_writer_delay_ms: Option<f64>,
+    /// DPDK settings (dpdk: sources).
+    #[command(flatten)]
+    pub dpdk: crate::dpdksource::DpdkArgs,
 }
 
 #[derive(Args, Debug)]
@@ -413,19 +420,26 @@ pub fn parse_source(spec: &str) -> anyhow::Result<SourceSpec> {
             queues,
         });
     }
-    if spec.starts_with("dpdk:") {
-        bail!("source {spec:?}: this build has no DPDK receive path yet");
+    if let Some(dev) = spec.strip_prefix("dpdk:") {
+        return Ok(SourceSpec::Dpdk(crate::dpdksource::DpdkSpec::parse(dev)?));
     }
-    bail!("source {spec:?}: expected afxdp:IFACE[:QUEUES], file:PATH or synth:SIZE[:FLOWS[:COUNT]]")
+    bail!(
+        "source {spec:?}: expected afxdp:IFACE[:QUEUES], dpdk:DEVICE, file:PATH or synth:SIZE[:FLOWS[:COUNT]]"
+    )
 }
 
 /// Validate the flags into a [`CaptureConfig`].
 pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
-    let sources = a
+    let mut sources = a
         .sources
         .iter()
         .map(|s| parse_source(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for s in &mut sources {
+        if let SourceSpec::Dpdk(d) = s {
+            d.apply(&a.dpdk)?;
+        }
+    }
     let batch_bytes = usize::try_from(a.batch_bytes).context("--batch-bytes too large")?;
     anyhow::ensure!(
         batch_bytes >= 64 << 10,
@@ -746,7 +760,11 @@ pub fn capture(mut a: CaptureArgs) -> anyhow::Result<i32> {
     }
     let cfg = capture_config(&a)?;
     let signals = stop_on_signals()?;
-    let report = run_capture(&cfg, &signals)?;
+    let report = run_capture(&cfg, &signals);
+    // Every queue is closed by now (the ports with them): end DPDK here, on
+    // the main thread, whether the capture succeeded or not.
+    crate::dpdksource::shutdown();
+    let report = report?;
     summary::print(&report);
     if let Some(p) = &a.report_json {
         let json = serde_json::to_vec_pretty(&summary::to_json(&report))?;
@@ -810,7 +828,8 @@ mod tests {
             "afxdp:eth0:x",
             "afxdp:eth0:3-1",
             "afxdp:aaaaaaaaaaaaaaaaaaaa",
-            "dpdk:0000:01:00.0",
+            "dpdk:",
+            "dpdk:eth0",
         ] {
             assert!(parse_source(bad).is_err(), "{bad}");
         }

@@ -6,6 +6,7 @@
 pub mod checkhost;
 pub mod cli;
 pub mod demo;
+mod dpdksource;
 mod export;
 mod filesource;
 #[cfg(feature = "parquet")]

@@ -218,6 +218,24 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "Frames dropped, by the stage that dropped them.",
         &drops,
     );
+    let mut nic = Vec::new();
+    for s in &snaps {
+        for (counter, v) in [
+            ("imissed", s.worker.nic_imissed),
+            ("ierrors", s.worker.nic_ierrors),
+            ("rx_nombuf", s.worker.nic_rx_nombuf),
+            ("iface_dropped", s.worker.nic_iface_dropped),
+        ] {
+            nic.push((format!("{},counter=\"{counter}\"", q(s)), v as f64));
+        }
+    }
+    family(
+        &mut o,
+        "linecap_nic_dropped_packets_total",
+        "counter",
+        "The nic stage's drops by the counter that reported them (DPDK rte_eth_stats, the bound kernel interface); per port, on the port's first queue.",
+        &nic,
+    );
     family(
         &mut o,
         "linecap_written_packets_total",

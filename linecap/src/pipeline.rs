@@ -46,6 +46,8 @@ pub enum SourceSpec {
         /// Queues to capture.
         queues: Option<Vec<u32>>,
     },
+    /// A DPDK port (PCI address or vdev) and its settings.
+    Dpdk(crate::dpdksource::DpdkSpec),
 }
 
 /// AF_XDP settings shared by every AF_XDP source.
@@ -83,6 +85,7 @@ impl SourceSpec {
                 c.count.map_or("-".into(), |n| n.to_string())
             ),
             SourceSpec::AfXdp { ifname, .. } => format!("afxdp:{ifname}"),
+            SourceSpec::Dpdk(d) => format!("dpdk:{}", d.device),
         }
     }
 }
@@ -413,6 +416,8 @@ enum QueueSource {
     File(FileSource),
     Synthetic(SyntheticSource<RealtimeClock>),
     AfXdp(Box<XskSocket>),
+    #[cfg(feature = "dpdk")]
+    Dpdk(Box<crate::dpdksource::DpdkQueue>),
 }
 
 struct Queue {
@@ -578,6 +583,17 @@ fn open_queues(cfg: &CaptureConfig, att: &mut Attachments) -> anyhow::Result<Vec
                     );
                 }
             }
+            #[cfg(feature = "dpdk")]
+            SourceSpec::Dpdk(d) => {
+                for (q, label) in crate::dpdksource::open(cfg, d)? {
+                    push(QueueSource::Dpdk(Box::new(q)), label, None);
+                }
+            }
+            #[cfg(not(feature = "dpdk"))]
+            SourceSpec::Dpdk(_) => anyhow::bail!(
+                "source {}: this linecap was built without DPDK (rebuild with --features dpdk)",
+                spec.label()
+            ),
         }
     }
     anyhow::ensure!(
@@ -846,6 +862,11 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                                 (src.error(), 0)
                             }
                             QueueSource::AfXdp(mut src) => {
+                                worker.run(&mut *src, &clock, stop);
+                                (src.error(), 0)
+                            }
+                            #[cfg(feature = "dpdk")]
+                            QueueSource::Dpdk(mut src) => {
                                 worker.run(&mut *src, &clock, stop);
                                 (src.error(), 0)
                             }

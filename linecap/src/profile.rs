@@ -95,6 +95,25 @@ pub struct Profile {
     /// given, they are the whole capture (no `main` job in `writer.dirs`).
     #[serde(default, rename = "job")]
     pub jobs: Vec<Job>,
+    /// DPDK settings (with `nic.backend = "dpdk"`).
+    #[serde(default)]
+    pub dpdk: DpdkSection,
+}
+
+/// `[dpdk]`: what the DPDK port needs beyond `[nic]` (queues, RSS key and
+/// NUMA node come from there).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSection {
+    /// More EAL arguments, e.g. `"-l 0 --socket-mem 2048 --huge-dir /dev/hugepages1G"`.
+    #[serde(default)]
+    pub eal_args: Option<String>,
+    /// Receive descriptors per queue.
+    #[serde(default)]
+    pub rx_desc: Option<u16>,
+    /// Mbufs per queue's mempool.
+    #[serde(default)]
+    pub mbufs: Option<u32>,
 }
 
 /// `[[job]]`: one capture job (the same keys as `--job`).
@@ -806,6 +825,24 @@ impl Profile {
         if !given("xsk_ring") {
             args.xsk_ring = self.nic.xsk_ring_entries;
         }
+        if self.nic.backend == Backend::Dpdk {
+            let d = &mut args.dpdk;
+            if !given("dpdk_queues") {
+                d.dpdk_queues = Some(u16::try_from(self.nic.queues).unwrap_or(u16::MAX));
+            }
+            if !given("rss_key") && self.nic.rss_key.is_some() {
+                d.rss_key = self.nic.rss_key.clone();
+            }
+            if !given("eal_args") && self.dpdk.eal_args.is_some() {
+                d.eal_args = self.dpdk.eal_args.clone();
+            }
+            if !given("dpdk_rx_desc") && self.dpdk.rx_desc.is_some() {
+                d.dpdk_rx_desc = self.dpdk.rx_desc;
+            }
+            if !given("dpdk_mbufs") && self.dpdk.mbufs.is_some() {
+                d.dpdk_mbufs = self.dpdk.mbufs;
+            }
+        }
         if !given("cores") && !self.cores.workers.0.is_empty() {
             args.cores = Some(IdList(self.cores.workers.0.clone()));
         }
@@ -1080,6 +1117,27 @@ mod apply_tests {
     fn probe() -> Profile {
         Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/probe-40g.toml"))
             .unwrap()
+    }
+
+    #[test]
+    fn dpdk_profile_gives_queues_rss_key_and_eal_args() {
+        let p = Profile::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/probe-40g-dpdk.toml"),
+        )
+        .unwrap();
+        let a = args(&p, &["linecap", "capture", "--profile", "x"]);
+        assert_eq!(a.sources, ["dpdk:0000:3b:00.0"]);
+        assert_eq!(a.dpdk.dpdk_queues, Some(8));
+        assert_eq!(a.dpdk.dpdk_rx_desc, Some(4096));
+        assert_eq!(a.dpdk.dpdk_mbufs, Some(32767));
+        assert!(a.dpdk.rss_key.as_deref().unwrap().starts_with("6d:5a"));
+        assert!(a.dpdk.eal_args.as_deref().unwrap().contains("--socket-mem"));
+        // Flags win.
+        let a = args(
+            &p,
+            &["linecap", "capture", "--profile", "x", "--dpdk-queues", "2"],
+        );
+        assert_eq!(a.dpdk.dpdk_queues, Some(2));
     }
 
     #[test]

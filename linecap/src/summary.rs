@@ -154,6 +154,25 @@ pub fn print(r: &CaptureReport) {
                 q.queue, q.iface_drops
             );
         }
+        let w = &q.worker;
+        if q.source.starts_with("dpdk:") && w.nic_port_rx_packets + w.source_nic > 0 {
+            println!(
+                "q{}: DPDK port: delivered {} (all queues), imissed {}, ierrors {}, rx_nombuf {}{}",
+                q.queue,
+                w.nic_port_rx_packets,
+                w.nic_imissed,
+                w.nic_ierrors,
+                w.nic_rx_nombuf,
+                if w.nic_iface_rx_packets + w.nic_iface_dropped > 0 {
+                    format!(
+                        "; kernel interface received {}, dropped {}",
+                        w.nic_iface_rx_packets, w.nic_iface_dropped
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     let flows: Vec<_> = r.queues.iter().filter_map(|q| q.flows).collect();
     if !flows.is_empty() {
@@ -313,6 +332,11 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                 "input_truncated_bytes": q.input_truncated_bytes,
                 "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected})),
                 "xdp_consistent": q.xdp_consistent(),
+                "nic": serde_json::json!({
+                    "imissed": w.nic_imissed, "ierrors": w.nic_ierrors, "rx_nombuf": w.nic_rx_nombuf,
+                    "iface_dropped": w.nic_iface_dropped, "iface_rx_packets": w.nic_iface_rx_packets,
+                    "port_rx_packets": w.nic_port_rx_packets,
+                }),
                 "flows": q.flows.map(|c| serde_json::json!({
                     "packets": c.packets, "created": c.created, "active": c.active,
                     "expired_idle": c.expired_idle, "expired_active": c.expired_active,

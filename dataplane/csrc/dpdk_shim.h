@@ -1,0 +1,36 @@
+/* linecap's thin DPDK shim: the static-inline functions of DPDK 22.11 that
+ * Rust cannot call through bindgen, plus the offsets of the rte_mbuf fields
+ * the receive loop reads directly (no call per packet). Built by build.rs
+ * with `pkg-config --cflags libdpdk` as they are. */
+#ifndef LINECAP_DPDK_SHIM_H
+#define LINECAP_DPDK_SHIM_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+struct rte_mbuf;
+struct rte_mempool;
+
+/* Where the receive loop finds what it reads in a struct rte_mbuf. */
+struct lc_mbuf_layout {
+	uint32_t size;       /* sizeof(struct rte_mbuf) */
+	uint32_t buf_addr;   /* void * */
+	uint32_t data_off;   /* uint16_t */
+	uint32_t nb_segs;    /* uint16_t */
+	uint32_t ol_flags;   /* uint64_t */
+	uint32_t pkt_len;    /* uint32_t */
+	uint32_t data_len;   /* uint16_t */
+};
+
+void lc_mbuf_layout(struct lc_mbuf_layout *out);
+uint16_t lc_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t lc_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+/* Allocate an mbuf from `pool` holding a copy of `len` bytes (NULL when the
+ * pool is empty or the frame does not fit one segment). Test injection only. */
+struct rte_mbuf *lc_mbuf_from_bytes(struct rte_mempool *pool, const uint8_t *data, uint32_t len);
+void lc_pktmbuf_free(struct rte_mbuf *m);
+unsigned lc_lcore_id(void);
+int lc_errno(void);
+uint64_t lc_rdtsc(void);
+
+#endif

@@ -1,0 +1,692 @@
+//! One DPDK port: configured with its receive queues, RSS and a mempool per
+//! queue, started, and read queue by queue as [`RxQueue`]s.
+//!
+//! Per burst a queue makes one call into the shim (`rte_eth_rx_burst`), reads
+//! each mbuf's data pointer, lengths and flags straight from the struct (field
+//! offsets taken once from the shim), hands the frames to the worker, and
+//! frees the burst with one `rte_pktmbuf_free_bulk`. No call, allocation or
+//! `Result` per packet.
+//!
+//! The port's drop counters (`rte_eth_stats`: imissed, ierrors, rx_nombuf;
+//! plus the kernel interface's own drop counters for vdevs bound to an
+//! `iface=`) are read on the worker's stats tick by the port's first queue,
+//! which carries them in the accounting: DPDK counts them per port, not per
+//! queue.
+
+use std::ffi::{CStr, CString};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::eal::{self, Eal, PORTS_OPEN, strerror};
+use super::sys;
+use crate::source::{Frame, FrameSink, NicDrops, RxQueue, RxStatus, SourceDrops};
+
+/// Most mbufs one `rx_burst` returns (the worker asks for at most this).
+pub const BURST_MAX: usize = 64;
+
+/// A port's settings, fixed at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// The ethdev name: a PCI address (`0000:3b:00.0`) or a vdev name
+    /// (`net_pcap0`, the part of the vdev string before the first comma).
+    pub name: String,
+    /// Receive queues (one worker each).
+    pub queues: u16,
+    /// Receive descriptors per queue (adjusted to the device's limits).
+    pub rx_desc: u16,
+    /// Mbufs per queue's mempool (raised to what the ring and cache need).
+    pub mbufs: u32,
+    /// Per-lcore mempool cache.
+    pub mbuf_cache: u32,
+    /// RSS key (repeated or cut to the device's key size; it must then be
+    /// symmetric, repeating every 2 bytes, for that to keep its meaning).
+    pub rss_key: Vec<u8>,
+    /// Also set up this many transmit queues (0 for capture; the net_ring
+    /// self-test injects through them).
+    pub tx_queues: u16,
+    /// A kernel interface whose drop counters belong to this port (the
+    /// `iface=` of net_af_packet / net_af_xdp).
+    pub iface: Option<String>,
+    /// Put the port in promiscuous mode.
+    pub promiscuous: bool,
+}
+
+/// The symmetric Toeplitz key: 0x6d5a repeated. Both directions of a flow
+/// hash to the same queue (Woo & Park, "Scalable TCP Session Monitoring with
+/// Symmetric Receive-side Scaling").
+pub fn symmetric_rss_key(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| if i % 2 == 0 { 0x6d } else { 0x5a })
+        .collect()
+}
+
+impl PortConfig {
+    /// Defaults for `name`: one queue, 4096 descriptors, 16 Ki mbufs per
+    /// queue, the symmetric key.
+    pub fn new(name: &str) -> Self {
+        PortConfig {
+            name: name.into(),
+            queues: 1,
+            rx_desc: 4096,
+            mbufs: 16 * 1024,
+            mbuf_cache: 256,
+            rss_key: symmetric_rss_key(40),
+            tx_queues: 0,
+            iface: None,
+            promiscuous: true,
+        }
+    }
+}
+
+/// What the port turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Port id.
+    pub port_id: u16,
+    /// The PMD (`net_pcap`, `net_i40e`, …).
+    pub driver: String,
+    /// Receive descriptors per queue after adjustment.
+    pub rx_desc: u16,
+    /// Mbufs per queue.
+    pub mbufs: u32,
+    /// RSS hash functions in use (0: no RSS, a single queue or a device
+    /// without it, such as net_pcap and net_ring).
+    pub rss_hf: u64,
+    /// Bytes of the RSS key given to the device.
+    pub rss_key_len: usize,
+    /// Receive timestamps from the PMD in µs (net_pcap), else one calibrated
+    /// TSC read per burst.
+    pub pmd_timestamps_us: bool,
+    /// NUMA socket of the mempools.
+    pub socket: i32,
+}
+
+/// Port-wide counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PortStats {
+    ipackets: u64,
+    imissed: u64,
+    ierrors: u64,
+    rx_nombuf: u64,
+    iface_dropped: u64,
+    iface_rx_packets: u64,
+}
+
+/// A started port. Dropping the last handle (the queues hold one each) stops
+/// and closes it and frees its mempools.
+pub struct Port {
+    id: u16,
+    info: PortInfo,
+    cfg: PortConfig,
+    pools: Vec<*mut sys::rte_mempool>,
+    inject_pool: *mut sys::rte_mempool,
+    base: PortStats,
+    eal: Eal,
+}
+
+// SAFETY: the mempool pointers are DPDK objects that any thread may use (the
+// mempool is multi-producer/multi-consumer); the port id is a plain number.
+// The port itself is only stopped and closed in Drop, by the last owner.
+unsafe impl Send for Port {}
+// SAFETY: shared access only reads `info`/`cfg` and calls thread-safe DPDK
+// functions (stats, tx on a queue the caller owns).
+unsafe impl Sync for Port {}
+
+fn err(what: &str, name: &str, rc: i32) -> String {
+    format!(
+        "DPDK port {name}: {what}: {}",
+        strerror(rc.saturating_abs())
+    )
+}
+
+fn read_u64(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn iface_counters(ifname: &str) -> (u64, u64) {
+    let dropped = ["rx_dropped", "rx_missed_errors", "rx_fifo_errors"]
+        .iter()
+        .map(|f| read_u64(&format!("/sys/class/net/{ifname}/statistics/{f}")))
+        .sum();
+    let rx = read_u64(&format!("/sys/class/net/{ifname}/statistics/rx_packets"));
+    (dropped, rx)
+}
+
+impl Port {
+    /// Find, configure and start the port `cfg.name`. Errors name the step.
+    pub fn open(eal: Eal, cfg: &PortConfig) -> Result<Arc<Port>, String> {
+        let name = cfg.name.as_str();
+        if cfg.queues == 0 {
+            return Err(format!("DPDK port {name}: at least one queue"));
+        }
+        let cname = CString::new(name).map_err(|_| format!("{name:?}: NUL in the name"))?;
+        let mut id: u16 = 0;
+        // SAFETY: cname is NUL-terminated and outlives the call; id is a
+        // valid out-pointer.
+        let rc = unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+        if rc != 0 {
+            // SAFETY: no arguments; reads the ethdev table.
+            let n = unsafe { sys::rte_eth_dev_count_avail() };
+            return Err(format!(
+                "DPDK port {name}: no such port (EAL found {n} port(s); a vdev must be given as \
+                 dpdk:net_XXX0,args and a PCI device must be bound to vfio-pci)"
+            ));
+        }
+        let mut dev: sys::rte_eth_dev_info = Default::default();
+        // SAFETY: id is a valid port (looked up above); dev is a valid out struct.
+        let rc = unsafe { sys::rte_eth_dev_info_get(id, &mut dev) };
+        if rc != 0 {
+            return Err(err("rte_eth_dev_info_get", name, rc));
+        }
+        let driver = if dev.driver_name.is_null() {
+            String::from("?")
+        } else {
+            // SAFETY: driver_name points to the driver's static NUL-terminated name.
+            unsafe { CStr::from_ptr(dev.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        if cfg.queues > dev.max_rx_queues {
+            return Err(format!(
+                "DPDK port {name} ({driver}): {} receive queues asked, the device has at most {} \
+                 (net_pcap: one rx_pcap= per queue)",
+                cfg.queues, dev.max_rx_queues
+            ));
+        }
+        let tx_queues = cfg.tx_queues.min(dev.max_tx_queues);
+
+        // RSS: only with several queues and a device that hashes.
+        let mut conf: sys::rte_eth_conf = Default::default();
+        let rss_hf = if cfg.queues > 1 {
+            sys::RSS_WANTED & dev.flow_type_rss_offloads
+        } else {
+            0
+        };
+        let mut key = Vec::new();
+        if rss_hf != 0 {
+            let want = if dev.hash_key_size == 0 {
+                40
+            } else {
+                dev.hash_key_size as usize
+            };
+            if cfg.rss_key.is_empty() {
+                return Err(format!("DPDK port {name}: empty RSS key"));
+            }
+            if cfg.rss_key.len() != want {
+                let periodic = cfg.rss_key.len() >= 2
+                    && cfg
+                        .rss_key
+                        .iter()
+                        .enumerate()
+                        .all(|(i, b)| *b == cfg.rss_key[i % 2]);
+                if !periodic {
+                    return Err(format!(
+                        "DPDK port {name} ({driver}): the RSS key has {} bytes, the device takes {want}; \
+                         only a key that repeats every 2 bytes (symmetric) can be resized",
+                        cfg.rss_key.len()
+                    ));
+                }
+                key = (0..want).map(|i| cfg.rss_key[i % 2]).collect();
+            } else {
+                key = cfg.rss_key.clone();
+            }
+            conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
+            conf.rx_adv_conf.rss_conf.rss_key_len = key.len() as u8;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        // SAFETY: id is valid and stopped (never started by us); conf and the
+        // key it points to live across the call (DPDK copies the key).
+        let rc = unsafe { sys::rte_eth_dev_configure(id, cfg.queues, tx_queues, &conf) };
+        if rc != 0 {
+            return Err(err("rte_eth_dev_configure", name, rc));
+        }
+        let mut nb_rxd = cfg.rx_desc;
+        let mut nb_txd: u16 = 1024;
+        // SAFETY: id is configured; both pointers are valid in/out values.
+        let rc = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut nb_rxd, &mut nb_txd) };
+        if rc != 0 {
+            return Err(err("adjusting descriptor counts", name, rc));
+        }
+        // SAFETY: id is valid.
+        let mut socket = unsafe { sys::rte_eth_dev_socket_id(id) };
+        if socket < 0 {
+            // SAFETY: no preconditions.
+            socket = unsafe { sys::rte_socket_id() } as i32;
+        }
+        let mbufs = cfg
+            .mbufs
+            .max(nb_rxd as u32 + 2 * BURST_MAX as u32 + cfg.mbuf_cache * 2)
+            .max(1024);
+
+        // From here on the port owns what it created: an error drops it,
+        // which closes the device and frees the pools made so far.
+        PORTS_OPEN.fetch_add(1, Ordering::AcqRel);
+        let mut port = Port {
+            id,
+            info: PortInfo {
+                port_id: id,
+                driver,
+                rx_desc: nb_rxd,
+                mbufs,
+                rss_hf,
+                rss_key_len: key.len(),
+                pmd_timestamps_us: false,
+                socket,
+            },
+            cfg: cfg.clone(),
+            pools: Vec::with_capacity(cfg.queues as usize),
+            inject_pool: std::ptr::null_mut(),
+            base: PortStats::default(),
+            eal,
+        };
+        for q in 0..cfg.queues {
+            let pool = port.make_pool(&format!("lc{id}q{q}"), mbufs, cfg.mbuf_cache)?;
+            port.pools.push(pool);
+            let mut rxconf = dev.default_rxconf;
+            rxconf.offloads = 0;
+            // SAFETY: id is configured with cfg.queues rx queues; q is in
+            // range; rxconf is a valid struct; pool is a live pktmbuf pool.
+            let rc =
+                unsafe { sys::rte_eth_rx_queue_setup(id, q, nb_rxd, socket as u32, &rxconf, pool) };
+            if rc != 0 {
+                return Err(err(&format!("setting up receive queue {q}"), name, rc));
+            }
+        }
+        for q in 0..tx_queues {
+            // SAFETY: id is configured with tx_queues tx queues; a null txconf
+            // means the driver's default.
+            let rc = unsafe {
+                sys::rte_eth_tx_queue_setup(id, q, nb_txd, socket as u32, std::ptr::null())
+            };
+            if rc != 0 {
+                return Err(err(&format!("setting up transmit queue {q}"), name, rc));
+            }
+        }
+        if tx_queues > 0 {
+            port.inject_pool = port.make_pool(&format!("lc{id}inj"), 8191, 0)?;
+        }
+        // SAFETY: every configured queue is set up.
+        let rc = unsafe { sys::rte_eth_dev_start(id) };
+        if rc != 0 {
+            return Err(err("rte_eth_dev_start", name, rc));
+        }
+        if cfg.promiscuous {
+            // Not every PMD has the notion (vdevs); a refusal is not an error.
+            // SAFETY: id is started.
+            let _ = unsafe { sys::rte_eth_promiscuous_enable(id) };
+        }
+        // Timestamps: net_pcap registers the standard dynamic field and flag
+        // and fills them with the pcap record's time in µs.
+        let ts_name = CString::new("rte_dynfield_timestamp").expect("no NUL");
+        let flag_name = CString::new("rte_dynflag_rx_timestamp").expect("no NUL");
+        // SAFETY: NUL-terminated names; a null params pointer is allowed.
+        let (off, bit) = unsafe {
+            (
+                sys::rte_mbuf_dynfield_lookup(ts_name.as_ptr(), std::ptr::null_mut()),
+                sys::rte_mbuf_dynflag_lookup(flag_name.as_ptr(), std::ptr::null_mut()),
+            )
+        };
+        port.info.pmd_timestamps_us = port.info.driver == "net_pcap" && off >= 0 && bit >= 0;
+        port.base = port
+            .read_stats()
+            .map_err(|e| err("rte_eth_stats_get", name, e))?;
+        Ok(Arc::new(port))
+    }
+
+    fn make_pool(&self, pname: &str, n: u32, cache: u32) -> Result<*mut sys::rte_mempool, String> {
+        let cpool = CString::new(pname).expect("no NUL");
+        // SAFETY: cpool is NUL-terminated; sizes are in range (cache ≤ 512,
+        // n ≥ 1024); socket is a valid socket id.
+        let pool = unsafe {
+            sys::rte_pktmbuf_pool_create(
+                cpool.as_ptr(),
+                n,
+                cache.min(512),
+                0,
+                sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+                self.info.socket,
+            )
+        };
+        if pool.is_null() {
+            let e = eal::errno();
+            return Err(format!(
+                "DPDK port {}: creating mempool {pname} of {n} mbufs: {}{}",
+                self.cfg.name,
+                strerror(e),
+                if e == libc::ENOMEM {
+                    " (reserve hugepages, e.g. sysctl vm.nr_hugepages=512, or give -m more memory with --no-huge)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Ok(pool)
+    }
+
+    fn read_stats(&self) -> Result<PortStats, i32> {
+        let mut s: sys::rte_eth_stats = Default::default();
+        // SAFETY: the port is valid while self lives; s is a valid out struct.
+        let rc = unsafe { sys::rte_eth_stats_get(self.id, &mut s) };
+        if rc != 0 {
+            return Err(rc);
+        }
+        let (iface_dropped, iface_rx_packets) =
+            self.cfg.iface.as_deref().map_or((0, 0), iface_counters);
+        Ok(PortStats {
+            ipackets: s.ipackets,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            rx_nombuf: s.rx_nombuf,
+            iface_dropped,
+            iface_rx_packets,
+        })
+    }
+
+    /// The port's drop counters since it started.
+    pub fn drops(&self) -> NicDrops {
+        let Ok(s) = self.read_stats() else {
+            return NicDrops::default();
+        };
+        let b = self.base;
+        NicDrops {
+            imissed: s.imissed.saturating_sub(b.imissed),
+            ierrors: s.ierrors.saturating_sub(b.ierrors),
+            rx_nombuf: s.rx_nombuf.saturating_sub(b.rx_nombuf),
+            iface_dropped: s.iface_dropped.saturating_sub(b.iface_dropped),
+            iface_rx_packets: s.iface_rx_packets.saturating_sub(b.iface_rx_packets),
+            port_rx_packets: s.ipackets.saturating_sub(b.ipackets),
+        }
+    }
+
+    /// What the port is.
+    pub fn info(&self) -> &PortInfo {
+        &self.info
+    }
+
+    /// Its queues, each an [`RxQueue`] for one worker. The first carries the
+    /// port-wide drop counters.
+    pub fn queues(self: &Arc<Self>) -> Vec<DpdkQueue> {
+        let mut layout = sys::lc_mbuf_layout::default();
+        // SAFETY: fills a plain struct.
+        unsafe { sys::lc_mbuf_layout(&mut layout) };
+        let ts_name = CString::new("rte_dynfield_timestamp").expect("no NUL");
+        let flag_name = CString::new("rte_dynflag_rx_timestamp").expect("no NUL");
+        // SAFETY: as in `open`.
+        let (off, bit) = unsafe {
+            (
+                sys::rte_mbuf_dynfield_lookup(ts_name.as_ptr(), std::ptr::null_mut()),
+                sys::rte_mbuf_dynflag_lookup(flag_name.as_ptr(), std::ptr::null_mut()),
+            )
+        };
+        let (ts_off, ts_flag) = if self.info.pmd_timestamps_us {
+            (off as usize, 1u64 << bit)
+        } else {
+            (0, 0)
+        };
+        (0..self.cfg.queues)
+            .map(|q| DpdkQueue {
+                port: self.clone(),
+                port_id: self.id,
+                queue: q,
+                layout,
+                ts_off,
+                ts_flag,
+                clock: TscClock::new(self.eal.tsc_hz()),
+                burst: [std::ptr::null_mut(); BURST_MAX],
+                carries_port_drops: q == 0,
+                drops: NicDrops::default(),
+                registered: false,
+                multi_seg: 0,
+            })
+            .collect()
+    }
+
+    /// Send `frames` out of transmit queue `queue` (the net_ring self-test:
+    /// on a `net_ringN` vdev a queue's transmit ring is its receive ring).
+    /// Retries while the ring is full until `deadline`; returns how many
+    /// were sent. Test tooling, not the capture path: one shim call per frame.
+    pub fn inject<'a>(
+        &self,
+        queue: u16,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+        deadline: std::time::Instant,
+    ) -> Result<u64, String> {
+        if self.inject_pool.is_null() || queue >= self.cfg.tx_queues {
+            return Err(format!(
+                "DPDK port {}: no transmit queue {queue} to inject through",
+                self.cfg.name
+            ));
+        }
+        let mut sent = 0u64;
+        for f in frames {
+            let m = loop {
+                // SAFETY: the pool is live while self lives; f is a valid
+                // slice of f.len() bytes, copied into the mbuf.
+                let m = unsafe {
+                    sys::lc_mbuf_from_bytes(self.inject_pool, f.as_ptr(), f.len() as u32)
+                };
+                if !m.is_null() {
+                    break m;
+                }
+                if f.len() > 2048 {
+                    return Err(format!(
+                        "a frame of {} bytes does not fit one mbuf",
+                        f.len()
+                    ));
+                }
+                if std::time::Instant::now() > deadline {
+                    return Ok(sent);
+                }
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            };
+            let mut one = [m];
+            loop {
+                // SAFETY: the port is started with this tx queue; `one` holds
+                // one valid mbuf whose ownership passes to the PMD when sent.
+                let n = unsafe { sys::lc_tx_burst(self.id, queue, one.as_mut_ptr(), 1) };
+                if n == 1 {
+                    sent += 1;
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    // SAFETY: the mbuf was not sent, so it is still ours.
+                    unsafe { sys::lc_pktmbuf_free(one[0]) };
+                    return Ok(sent);
+                }
+                std::thread::yield_now();
+            }
+        }
+        Ok(sent)
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // SAFETY: the last handle is going away: no queue reads the port any
+        // more. Stop, then close (which releases the queues' mbufs back to
+        // the pools), then free the pools nobody references.
+        unsafe {
+            sys::rte_eth_dev_stop(self.id);
+            sys::rte_eth_dev_close(self.id);
+            for p in self.pools.drain(..) {
+                sys::rte_mempool_free(p);
+            }
+            if !self.inject_pool.is_null() {
+                sys::rte_mempool_free(self.inject_pool);
+            }
+        }
+        PORTS_OPEN.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Wall-clock ns from the TSC: one `rdtsc` per burst, converted with a
+/// multiplier fixed at start-up against `CLOCK_REALTIME`.
+#[derive(Debug, Clone, Copy)]
+struct TscClock {
+    base_tsc: u64,
+    base_ns: u64,
+    /// ns per tick × 2^32.
+    mult: u64,
+}
+
+impl TscClock {
+    fn new(hz: u64) -> Self {
+        let hz = hz.max(1);
+        // SAFETY: rdtsc has no preconditions.
+        let base_tsc = unsafe { sys::lc_rdtsc() };
+        let base_ns = crate::clock::Clock::now_ns(&crate::clock::RealtimeClock);
+        TscClock {
+            base_tsc,
+            base_ns,
+            mult: ((1_000_000_000u128 << 32) / hz as u128) as u64,
+        }
+    }
+
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        // SAFETY: rdtsc has no preconditions.
+        let t = unsafe { sys::lc_rdtsc() };
+        let d = t.wrapping_sub(self.base_tsc) as u128;
+        self.base_ns + ((d * self.mult as u128) >> 32) as u64
+    }
+}
+
+/// One receive queue of a started port.
+pub struct DpdkQueue {
+    port: Arc<Port>,
+    port_id: u16,
+    queue: u16,
+    layout: sys::lc_mbuf_layout,
+    /// Offset of the timestamp dynamic field, and the flag that says it is
+    /// set (0: the PMD gives no timestamps linecap understands).
+    ts_off: usize,
+    ts_flag: u64,
+    clock: TscClock,
+    burst: [*mut sys::rte_mbuf; BURST_MAX],
+    carries_port_drops: bool,
+    drops: NicDrops,
+    registered: bool,
+    multi_seg: u64,
+}
+
+// SAFETY: the mbuf pointers in `burst` are only valid within one poll_burst
+// call; between calls the queue owns no DPDK object but its Arc<Port>. One
+// thread polls a queue at a time (DPDK's rule for rx queues).
+unsafe impl Send for DpdkQueue {}
+
+impl DpdkQueue {
+    /// The port this queue belongs to.
+    pub fn port(&self) -> &Arc<Port> {
+        &self.port
+    }
+
+    /// The queue number on its port.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Frames that arrived in several segments (only the first was kept;
+    /// not expected: scatter is not enabled).
+    pub fn multi_seg(&self) -> u64 {
+        self.multi_seg
+    }
+}
+
+impl RxQueue for DpdkQueue {
+    #[inline]
+    fn poll_burst<S: FrameSink>(&mut self, max: usize, sink: &mut S) -> RxStatus {
+        if !self.registered {
+            // Give the worker thread an lcore id so the mempool's per-lcore
+            // cache serves it. A refusal (all lcore ids taken) still leaves
+            // a working, cache-less thread.
+            // SAFETY: called on the worker thread that polls this queue.
+            unsafe { sys::rte_thread_register() };
+            self.registered = true;
+        }
+        let want = max.min(BURST_MAX) as u16;
+        // SAFETY: the port is started with this rx queue, which only this
+        // thread polls; `burst` has room for `want` pointers.
+        let n = unsafe { sys::lc_rx_burst(self.port_id, self.queue, self.burst.as_mut_ptr(), want) }
+            as usize;
+        if n == 0 {
+            return RxStatus::Idle;
+        }
+        let burst_ns = self.clock.now_ns();
+        let l = self.layout;
+        for &m in &self.burst[..n] {
+            let b = m as *const u8;
+            // SAFETY: `m` is an mbuf the PMD just handed us, valid until we
+            // free it below; the offsets come from the C compiler's
+            // offsetof for this DPDK's struct rte_mbuf; reads are unaligned-safe.
+            let (addr, data_off, data_len, pkt_len, nb_segs, ol_flags) = unsafe {
+                (
+                    (b.add(l.buf_addr as usize) as *const *const u8).read_unaligned(),
+                    (b.add(l.data_off as usize) as *const u16).read_unaligned(),
+                    (b.add(l.data_len as usize) as *const u16).read_unaligned(),
+                    (b.add(l.pkt_len as usize) as *const u32).read_unaligned(),
+                    (b.add(l.nb_segs as usize) as *const u16).read_unaligned(),
+                    (b.add(l.ol_flags as usize) as *const u64).read_unaligned(),
+                )
+            };
+            let ts_ns = if ol_flags & self.ts_flag != 0 {
+                // SAFETY: the flag says the PMD wrote the u64 dynamic field
+                // at this offset (looked up from DPDK's registry).
+                let us = unsafe { (b.add(self.ts_off) as *const u64).read_unaligned() };
+                us.wrapping_mul(1000)
+            } else {
+                burst_ns
+            };
+            self.multi_seg += u64::from(nb_segs > 1);
+            // SAFETY: the first segment's data is data_len bytes at
+            // buf_addr + data_off, owned by the mbuf until it is freed below,
+            // after the sink has returned.
+            let data = unsafe {
+                std::slice::from_raw_parts(addr.add(data_off as usize), data_len as usize)
+            };
+            sink.frame(Frame {
+                data,
+                wire_len: pkt_len,
+                ts_ns,
+            });
+        }
+        // SAFETY: the n mbufs are ours and no slice into them survives (the
+        // sink copied what it kept).
+        unsafe { sys::rte_pktmbuf_free_bulk(self.burst.as_mut_ptr(), n as u32) };
+        RxStatus::Frames(n)
+    }
+
+    fn drops(&self) -> SourceDrops {
+        SourceDrops {
+            unsupported: 0,
+            nic: self.drops.total(),
+        }
+    }
+
+    fn nic_drops(&self) -> NicDrops {
+        self.drops
+    }
+
+    fn refresh(&mut self) {
+        if self.carries_port_drops {
+            self.drops = self.port.drops();
+        }
+    }
+
+    fn drain_on_stop(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for DpdkQueue {
+    fn drop(&mut self) {
+        if self.registered {
+            // SAFETY: this thread registered itself in poll_burst; queues are
+            // dropped by the worker thread that polled them.
+            unsafe { sys::rte_thread_unregister() };
+        }
+    }
+}

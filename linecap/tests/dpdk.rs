@@ -1,0 +1,503 @@
+//! The DPDK receive path end to end on DPDK's virtual devices (feature
+//! `dpdk`): each test starts its own `linecap` process, since the EAL
+//! initialises once per process.
+//!
+//! - net_pcap: a real trace read back equals the trace (count, bytes, frames,
+//!   timestamps to the µs the PMD gives), with 1 queue and with 3 queues (one
+//!   `rx_pcap=` per queue);
+//! - net_ring: frames injected with `tx_burst` come out of the writer byte for byte;
+//! - net_null: SIGTERM stops the ports, flushes, cleans up the EAL;
+//! - bad input gives clear errors;
+//! - as root (`#[ignore]`, run by `.ci/privileged-tests`): net_af_packet on a
+//!   veth inside the test's own namespaces, 500 k frames all accounted for; and
+//!   a capture on hugepages (`vm.nr_hugepages` is restored afterwards).
+//!
+//! The unprivileged tests run DPDK with `--no-huge` (no hugepages are
+//! reserved unless a test does it).
+#![cfg(feature = "dpdk")]
+
+mod common;
+
+use common::*;
+use linecap_writer::output::{OutFormat, PacketWriter};
+use linecap_writer::read::{CaptureReader, Packet};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// (µs timestamp, wire length, bytes) of every frame of a capture file.
+type Frames = Vec<(u64, u32, Vec<u8>)>;
+
+fn read_us(path: &Path) -> Frames {
+    let mut r = CaptureReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut p = Packet::default();
+    let mut v = Vec::new();
+    while r.next(&mut p).unwrap_or_else(|e| panic!("{e}")) {
+        // The trace's ns are cut to µs as libpcap does for net_pcap.
+        v.push((p.ts_ns / 1000, p.wire_len, p.data.clone()));
+    }
+    v
+}
+
+/// `linecap read DIR -w pcap`, read back.
+fn read_back(dir: &Path, tmp: &Path, name: &str) -> Frames {
+    let out = tmp.join(format!("{name}.pcap"));
+    run_ok(linecap().arg("read").arg(dir).arg("-w").arg(&out));
+    read_us(&out)
+}
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// A DPDK capture that ends after `seconds`; returns (stderr, report).
+fn capture(args: &[&str], out: &Path, seconds: &str) -> (String, serde_json::Value) {
+    let json = out.with_extension("json");
+    let o = run(linecap()
+        .args(["capture", "--no-metrics", "--duration", seconds])
+        .arg("--out")
+        .arg(out)
+        .arg("--report-json")
+        .arg(&json)
+        .args(args));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success(),
+        "linecap {args:?} failed ({}):\n{}\n{err}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(err.contains("EAL cleaned up"), "{err}");
+    let r = report(&json);
+    assert_balanced(&r);
+    (err, r)
+}
+
+/// Traces whose frames are all complete (net_pcap keeps only the captured
+/// length) and fit one mbuf.
+const TRACES: [&str; 3] = [
+    "tcpreplay__test.pcap",
+    "zeek__wikipedia.pcap",
+    "libtrace__vlan.pcap",
+];
+
+#[test]
+fn net_pcap_one_queue_reads_back_the_trace() {
+    let tmp = tmpdir();
+    for t in TRACES {
+        let trace = shared(&format!("traces/{t}"));
+        let want = read_us(&trace);
+        assert!(want.iter().all(|(_, w, d)| *w as usize == d.len()), "{t}");
+        let out = tmp.path().join(t);
+        let dev = format!("dpdk:net_pcap0,rx_pcap={}", trace.display());
+        let (err, r) = capture(&["--source", &dev], &out, "2");
+        assert!(err.contains("timestamps from the PMD (µs)"), "{err}");
+        assert!(err.contains("--no-huge"), "{err}");
+        let got = read_back(&out, tmp.path(), t);
+        assert_eq!(got.len(), want.len(), "{t}: count");
+        let bytes = |f: &Frames| f.iter().map(|x| x.1 as u64).sum::<u64>();
+        assert_eq!(bytes(&got), bytes(&want), "{t}: bytes");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{t}: frame {i} (µs, wire length, bytes)");
+        }
+        let q = &r["queues"][0];
+        assert_eq!(q["written"], want.len() as u64);
+        assert_eq!(q["nic"]["port_rx_packets"], want.len() as u64, "{q:#}");
+        assert_eq!(q["dropped"]["nic"], 0);
+    }
+}
+
+#[test]
+fn net_pcap_three_queues_one_file_each() {
+    let tmp = tmpdir();
+    let trace = shared("traces/zeek__wikipedia.pcap");
+    let want = read_us(&trace);
+    // Queue k replays the frames i with i % 3 == k, with their own times.
+    let mut files = Vec::new();
+    for k in 0..3 {
+        let p = tmp.path().join(format!("part{k}.pcap"));
+        let mut w = PacketWriter::create(&p, OutFormat::Pcap).unwrap();
+        for (_, (ts_us, wire, data)) in want.iter().enumerate().filter(|(i, _)| i % 3 == k) {
+            w.write(&Packet {
+                ts_ns: ts_us * 1000,
+                wire_len: *wire,
+                data: data.clone(),
+                ..Packet::default()
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+        files.push(p);
+    }
+    let dev = format!(
+        "dpdk:net_pcap0,{}",
+        files
+            .iter()
+            .map(|f| format!("rx_pcap={}", f.display()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let out = tmp.path().join("cap");
+    let (err, r) = capture(&["--source", &dev, "--dpdk-queues", "3"], &out, "2");
+    assert!(err.contains("3 queue(s)"), "{err}");
+    assert_eq!(r["queues"].as_array().unwrap().len(), 3);
+    for k in 0..3usize {
+        let got = read_back(&out.join(format!("q{k:02}")), tmp.path(), &format!("q{k}"));
+        let mine: Frames = want
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 == k)
+            .map(|(_, f)| f.clone())
+            .collect();
+        assert_eq!(got, mine, "queue {k}");
+        assert_eq!(r["queues"][k]["written"], mine.len() as u64);
+    }
+    // All queues merged by time give the whole trace back.
+    let mut all = read_back(&out, tmp.path(), "all");
+    let mut w = want.clone();
+    all.sort();
+    w.sort();
+    assert_eq!(all, w);
+}
+
+#[test]
+fn net_ring_injected_frames_come_out_byte_for_byte() {
+    let tmp = tmpdir();
+    for (t, queues) in [("zeek__wikipedia.pcap", "1"), ("tcpreplay__test.pcap", "1")] {
+        let trace = shared(&format!("traces/{t}"));
+        let want = read_us(&trace);
+        let out = tmp.path().join(t);
+        let (err, r) = capture(
+            &[
+                "--source",
+                "dpdk:net_ring0",
+                "--dpdk-queues",
+                queues,
+                "--dpdk-selftest-inject",
+                trace.to_str().unwrap(),
+            ],
+            &out,
+            "2",
+        );
+        assert!(
+            err.contains(&format!("injected {} of {} frames", want.len(), want.len())),
+            "{err}"
+        );
+        assert!(err.contains("timestamps from the TSC"), "{err}");
+        let got = read_back(&out, tmp.path(), t);
+        assert_eq!(got.len(), want.len(), "{t}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!((g.1, &g.2), (w.1, &w.2), "{t}: frame {i}");
+        }
+        // TSC timestamps are now-ish and never go back.
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        assert!(got.windows(2).all(|p| p[0].0 <= p[1].0));
+        assert!(
+            got.iter()
+                .all(|g| g.0 + 60_000_000 > now_us && g.0 <= now_us)
+        );
+        assert_eq!(r["queues"][0]["written"], want.len() as u64);
+    }
+}
+
+/// GET http://127.0.0.1:port/metrics.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+#[test]
+fn net_null_stops_cleanly_on_sigterm() {
+    let tmp = tmpdir();
+    let out = tmp.path().join("cap");
+    let json = tmp.path().join("r.json");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (mut child, rx) = spawn_until(
+        linecap()
+            .args([
+                "capture",
+                "--source",
+                "dpdk:net_null0,size=64",
+                "-C",
+                "64M",
+                "-W",
+                "2",
+            ])
+            .args(["--metrics", &format!("127.0.0.1:{port}")])
+            .arg("--out")
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&json),
+        "DPDK port net_null0",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // The NIC drop counters are exported, and the exposition is valid.
+    let body = scrape(port).expect("metrics endpoint");
+    assert!(
+        body.contains("linecap_nic_dropped_packets_total{capture_job=\"main\",queue=\"0\",counter=\"imissed\"}"),
+        "{body}"
+    );
+    assert!(body.contains("counter=\"rx_nombuf\"") && body.contains("counter=\"ierrors\""));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (package prometheus; bash .ci/setup)");
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+    }
+    let p = promtool.wait_with_output().unwrap();
+    assert!(
+        p.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&p.stdout),
+        String::from_utf8_lossy(&p.stderr)
+    );
+    signal(&child, "TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{status}: {err:?}");
+    assert!(err.iter().any(|l| l.contains("EAL cleaned up")), "{err:?}");
+    let r = report(&json);
+    assert_balanced(&r);
+    assert_eq!(r["stopped"], true);
+    let q = &r["queues"][0];
+    assert!(q["seen"].as_u64().unwrap() > 10_000, "{q:#}");
+    // Everything the port delivered reached the worker (none left uncounted).
+    assert_eq!(
+        q["nic"]["port_rx_packets"], q["worker"]["rx_packets"],
+        "{q:#}"
+    );
+    assert!(files_with(&out, ".part").is_empty(), "a file left open");
+    assert!(!files_with(&out, ".erf.lz4").is_empty());
+}
+
+#[test]
+fn bad_dpdk_input_gives_clear_errors() {
+    let tmp = tmpdir();
+    let trace = shared("traces/tcpreplay__test.pcap");
+    let pcap = format!("dpdk:net_pcap0,rx_pcap={}", trace.display());
+    for (args, want) in [
+        (vec!["--source", "dpdk:eth0"], "not a PCI address"),
+        (vec!["--source", "dpdk:"], "needs a device"),
+        (vec!["--source", "dpdk:net_bogus0"], "rte_eal_init failed"),
+        (
+            vec!["--source", "dpdk:net_pcap0,rx_pcap=/nonexistent.pcap"],
+            "net_pcap0: no such port",
+        ),
+        (vec!["--source", "dpdk:0000:00:1f.7"], "no such port"),
+        (
+            vec!["--source", &pcap, "--dpdk-queues", "2"],
+            "the device has at most 1",
+        ),
+        (
+            vec!["--source", &pcap, "--eal-args", "--bogus-eal-flag"],
+            "rte_eal_init failed",
+        ),
+        (
+            vec!["--source", &pcap, "--rss-key", "00:01:02:03"],
+            "--rss-key",
+        ),
+    ] {
+        let o = run(linecap()
+            .args(["capture", "--no-metrics", "--duration", "1", "--out"])
+            .arg(tmp.path().join("x"))
+            .args(&args));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: want {want:?} in:\n{err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// `vm.nr_hugepages` as found, restored on drop (also when the test panics).
+struct HugepagesGuard(String);
+
+impl HugepagesGuard {
+    fn reserve(n: u32) -> HugepagesGuard {
+        let old = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+            .unwrap()
+            .trim()
+            .to_string();
+        let g = HugepagesGuard(old);
+        run_ok(Command::new("sysctl").args(["-qw", &format!("vm.nr_hugepages={n}")]));
+        g
+    }
+}
+
+impl Drop for HugepagesGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("sysctl")
+            .args(["-qw", &format!("vm.nr_hugepages={}", self.0)])
+            .status();
+    }
+}
+
+fn require_root() {
+    if let Some(why) = privileged_unavailable() {
+        panic!("this privileged test cannot run: {why}");
+    }
+}
+
+#[test]
+#[ignore = "needs root: reserves hugepages (run by .ci/privileged-tests)"]
+fn net_pcap_on_hugepages_and_nr_hugepages_restored() {
+    require_root();
+    let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+    {
+        let _g = HugepagesGuard::reserve(512);
+        let free = std::fs::read_to_string("/proc/meminfo").unwrap();
+        assert!(
+            !free.contains("HugePages_Free:        0"),
+            "could not reserve hugepages:\n{free}"
+        );
+        let tmp = tmpdir();
+        let trace = shared("traces/zeek__wikipedia.pcap");
+        let want = read_us(&trace);
+        let out = tmp.path().join("cap");
+        let dev = format!("dpdk:net_pcap0,rx_pcap={}", trace.display());
+        let (err, _) = capture(&["--source", &dev, "--hugepages", "require"], &out, "2");
+        assert!(
+            err.contains("--in-memory") && !err.contains("--no-huge"),
+            "{err}"
+        );
+        assert_eq!(read_back(&out, tmp.path(), "h"), want);
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(),
+        before,
+        "vm.nr_hugepages not restored"
+    );
+    // With none free, `--hugepages require` is a clear error, never a panic.
+    if std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .contains("HugePages_Free:        0")
+    {
+        let tmp = tmpdir();
+        let o = run(linecap()
+            .args(["capture", "--no-metrics", "--hugepages", "require"])
+            .args(["--source", "dpdk:net_null0", "--out"])
+            .arg(tmp.path()));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("no free hugepages"), "{err}");
+    }
+}
+
+/// A pcap of `n` distinct 128-byte frames (a local EtherType; the index in the payload).
+fn frames_pcap(path: &Path, n: usize) {
+    let mut w = PacketWriter::create(path, OutFormat::Pcap).unwrap();
+    for i in 0..n {
+        let mut f = vec![0u8; 128];
+        f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xaa]);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xbb]);
+        f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        f[14..22].copy_from_slice(&(i as u64).to_be_bytes());
+        w.write(&Packet {
+            ts_ns: 1_700_000_000_000_000_000 + i as u64 * 1000,
+            wire_len: 128,
+            data: f,
+            ..Packet::default()
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and a veth (run by .ci/privileged-tests)"]
+fn net_af_packet_on_a_veth_accounts_for_500k_frames() {
+    require_root();
+    let tmp = tmpdir();
+    let veth = VethPair::new("dpdk-afp", 1);
+    let pcap = tmp.path().join("send.pcap");
+    frames_pcap(&pcap, 1000);
+    let out = tmp.path().join("cap");
+    let json = tmp.path().join("r.json");
+    let (mut child, rx) = spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args(["capture", "--no-metrics", "--no-compress"])
+            .args([
+                "--source",
+                "dpdk:net_af_packet0,iface=vA,framecnt=8192,framesz=2048,blocksz=4096,qpairs=1",
+            ])
+            .args(["--duration", "60"])
+            .arg("--out")
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&json),
+        "DPDK port net_af_packet0",
+    );
+    // 1000 frames × 500 loops, rate-bounded and time-bounded.
+    let replay = run_ok(
+        veth.in_send("timeout")
+            .args([
+                "60",
+                "tcpreplay",
+                "-i",
+                "vB",
+                "--loop",
+                "500",
+                "--pps",
+                "150000",
+            ])
+            .arg(&pcap),
+    );
+    assert!(replay.contains("500000 packets"), "tcpreplay:\n{replay}");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    let err: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{status}: {err:?}");
+    let r = report(&json);
+    assert_balanced(&r);
+    let q = &r["queues"][0];
+    // The kernel interface received exactly what was sent, and every frame
+    // it received is in the files or in a counted drop.
+    assert_eq!(q["nic"]["iface_rx_packets"], 500_000, "{q:#}");
+    assert_eq!(q["seen"], 500_000, "{q:#}");
+    let written = q["written"].as_u64().unwrap();
+    eprintln!(
+        "af_packet: written {written} of 500000; drops {}",
+        q["dropped"]
+    );
+    assert!(written > 0);
+    // The files hold the frames in order (per loop, indices 0..1000).
+    let got = read_back(&out, tmp.path(), "all");
+    assert_eq!(got.len() as u64, written);
+    assert!(
+        got.iter()
+            .all(|f| f.2.len() == 128 && f.2[12..14] == [0x88, 0xb5])
+    );
+}

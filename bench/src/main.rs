@@ -127,6 +127,9 @@ pub struct Opts {
     /// veth: generator transmit path (packet or xdp).
     #[arg(long, default_value = "packet", value_name = "PATH")]
     pub gen_tx: pktgen::tx::TxKind,
+    /// veth: highest offered rate to try, in frames/s (bounds the doubling).
+    #[arg(long, default_value_t = 8_000_000, value_name = "PPS")]
+    pub max_pps: u64,
     /// veth: bisection steps after the first loss (time bound per tool and size).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub steps: u32,
@@ -194,6 +197,12 @@ fn check(o: &Opts) -> Result<(), String> {
         return Err(format!(
             "--gen-threads must be 1..=8, got {}",
             o.gen_threads
+        ));
+    }
+    if !(50_000..=100_000_000).contains(&o.max_pps) {
+        return Err(format!(
+            "--max-pps must be 50000..=100000000, got {}",
+            o.max_pps
         ));
     }
     if o.steps > 12 {

@@ -389,7 +389,7 @@ struct Env<'a> {
 
 fn trial(env: &Env, tool: Tool, len: usize, rate: u64) -> Result<Trial, String> {
     let o = env.o;
-    let veth = Veth::new(tool.key(), o.gen_threads.max(2))?;
+    let veth = Veth::new(tool.key(), o.gen_threads)?;
     let out = env.tmp.join(format!("out-{}-{len}-{rate}", tool.key()));
     let _ = std::fs::remove_dir_all(&out);
     let mut child = start(tool, &veth, &out, &env.linecap)?;
@@ -494,12 +494,17 @@ fn search(env: &Env, tool: Tool, len: usize) -> serde_json::Value {
         }
         if t.generator_short() {
             generator_ceiling = Some(t.achieved_pps);
-            best = Some(t);
+            if best
+                .as_ref()
+                .is_none_or(|b| t.achieved_pps > b.offered_pps as f64)
+            {
+                best = Some(t);
+            }
             break;
         }
         best = Some(t);
         rate *= 2;
-        if rate > 8_000_000 {
+        if rate > env.o.max_pps {
             break;
         }
     }
@@ -519,7 +524,12 @@ fn search(env: &Env, tool: Tool, len: usize) -> serde_json::Value {
                     // The generator fell short of this rate, and nothing was lost.
                     generator_ceiling = Some(t.achieved_pps);
                     lo = mid;
-                    best = Some(t);
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| t.achieved_pps > b.offered_pps as f64)
+                    {
+                        best = Some(t);
+                    }
                 }
                 Ok(_) => hi = mid,
                 Err(e) => {
@@ -585,7 +595,7 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     };
     println!(
         "veth: zero-loss rate on a {}-queue veth pair; generator: bench gen, {} x {}, {} s of traffic per trial",
-        o.gen_threads.max(2),
+        o.gen_threads,
         o.gen_tx.name(),
         o.gen_threads,
         o.seconds

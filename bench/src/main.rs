@@ -1,90 +1,307 @@
-//! linecap benchmarks (not tests: they print figures, they assert nothing
-//! about speed).
+//! linecap benchmarks and packet generator (benchmarks print figures and
+//! write them as JSON and CSV; they assert nothing about speed).
 //!
-//! `cargo run -p bench --release -- worker|writer|flows|policy|veth|all [--seconds S] [--json FILE]`
+//! `cargo run -p bench --release -- SUITE [--seconds S] [--out DIR]`, where
+//! SUITE is one of [`SUITES`] (see `--help`), or `all` for the quick ones.
+//! Each run prints a table and writes `DIR/SUITE.json` and `DIR/SUITE.csv`.
 //!
-//! - `worker`: synthetic source → worker (parse + ERF batch + ring hand-off)
-//!   on one core; the ring is drained in the same thread between bursts (a
-//!   release is one store), so the figure is the worker's own cost.
-//! - `veth` (root): zero-loss rate of linecap AF_XDP (native, generic),
-//!   `tcpdump -w` and `dumpcap -w` on one veth pair with tcpreplay as the
-//!   generator, at 64 and 1514 B (see `veth.rs`). Not part of `all`.
-//! - `flows`: synthetic source → `parse_frame` → the queue's flow table
-//!   (`FlowTable::update` + draining its export queue), 64 B frames, one
-//!   core, with 1 k, 100 k and 1 M concurrent flows (the source cycles them).
-//! - `policy`: capture policies (issue 8) one at a time: Crypto-PAn frame
-//!   anonymisation with and without the prefix cache, the cBPF interpreter
-//!   on real trace frames for a few expressions, sampling (see `policy.rs`).
-//!   Not part of `all`.
-//! - `writer`: ERF bytes of the real traces in ../shared/traces, repeated into
-//!   1 MiB batches, written by one writer thread (LZ4 frames, and plain),
-//!   next to the `lz4 -1` CLI compressing the same bytes.
+//! Tools in the same binary: `bench gen` (the packet generator, see
+//! `gen/`) and `bench seqcheck` (the receiver-side check of its sequence
+//! numbers in a capture).
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "dpdk")]
 mod dpdk;
+mod memory;
+mod pipeline;
+mod pktgen;
+mod plot;
 mod policy;
+mod seqcheck;
 mod veth;
+mod worker;
+mod writer;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use linecap_dataplane::clock::{ManualClock, RealtimeClock};
-use linecap_dataplane::counters::SharedCounters;
-use linecap_dataplane::flowtable::{BurstPacket, FlowTable, Timeouts};
-use linecap_dataplane::ring::{HugePages, RingConfig, ring};
-use linecap_dataplane::source::{Frame, FrameSink, RxQueue};
-use linecap_dataplane::synthetic::{SyntheticConfig, SyntheticSource};
-use linecap_dataplane::worker::{Worker, WorkerConfig};
-use linecap_wire::batch::BatchMeta;
-use linecap_writer::read::{CaptureReader, Packet};
-use linecap_writer::series::{FileSeries, SeriesConfig};
+use clap::Parser;
+
+/// A suite: its name, one line on what it measures, whether `all` runs it,
+/// and its entry point. Adding a suite is one line here.
+pub struct Suite {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub in_all: bool,
+    pub run: fn(&Opts) -> Vec<serde_json::Value>,
+}
+
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "pipeline",
+        about: "synthetic source -> worker (flows off/on) -> ring -> writer thread: Mpps, ns/packet per core at 64/512/1500 B and IMIX",
+        in_all: true,
+        run: pipeline::suite,
+    },
+    Suite {
+        name: "worker",
+        about: "the worker alone on one core (ring drained in the same thread), with and without flow tracking",
+        in_all: true,
+        run: worker::worker_suite,
+    },
+    Suite {
+        name: "flows",
+        about: "flow table alone: update vs update_burst at 1 k, 100 k, 1 M flows",
+        in_all: true,
+        run: worker::flows_suite,
+    },
+    Suite {
+        name: "writer",
+        about: "MB/s per writer thread (LZ4 and plain) next to the lz4 CLI and fio/dd O_DIRECT on the same directory",
+        in_all: true,
+        run: writer::suite,
+    },
+    Suite {
+        name: "policy",
+        about: "Crypto-PAn, BPF filters, sampling: ns/packet each",
+        in_all: false,
+        run: policy::suite,
+    },
+    Suite {
+        name: "memory",
+        about: "peak RSS of a capture over a short and a 10x longer run (should be flat)",
+        in_all: true,
+        run: memory::suite,
+    },
+    #[cfg(feature = "dpdk")]
+    Suite {
+        name: "dpdk",
+        about: "(feature dpdk) net_null: dpdk-testpmd rxonly next to linecap's receive loop, worker and capture (LZ4 on/off)",
+        in_all: false,
+        run: dpdk_suite,
+    },
+    Suite {
+        name: "veth",
+        about: "(root) zero-loss rate search: linecap AF_XDP, tcpdump, netsniff-ng, stenotype on a multi-queue veth, bench gen as generator; plot",
+        in_all: false,
+        run: veth::suite,
+    },
+];
+
+const AFTER_HELP: &str = "\
+Suites:
+  pipeline  synthetic -> worker (flows off/on) -> ring -> writer thread, per core
+  worker    the worker alone on one core, with and without flow tracking
+  flows     flow table alone (update / update_burst, 1k-1M flows)
+  writer    writer thread MB/s, LZ4 ratio, next to lz4 CLI and fio/dd O_DIRECT
+  policy    Crypto-PAn, BPF, sampling costs
+  memory    peak RSS over a short and a 10x longer capture
+  veth      (root) zero-loss throughput search per capture tool on a veth; plot
+  dpdk      (built with --features dpdk) testpmd vs linecap on net_null
+  all       pipeline, worker, flows, writer, memory
+
+Tools:
+  bench gen --help        the rate-controlled packet generator
+  bench seqcheck --help   check a capture's sequence numbers (count, gaps, reordering)
+
+Examples:
+  cargo run -p bench --release -- pipeline --seconds 5 --out docs/bench-results
+  cargo build --release -p linecap -p bench && sudo ./target/release/bench veth --out docs/bench-results";
+
+/// Options shared by the suites.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "bench", about = "linecap benchmarks: each suite prints a table and writes JSON + CSV", after_help = AFTER_HELP)]
+pub struct Opts {
+    /// Suite to run (see below), or `all`.
+    #[arg(value_name = "SUITE")]
+    pub suite: String,
+    /// Scale of the run: roughly the seconds each measured configuration
+    /// gets (veth: seconds of traffic per trial).
+    #[arg(long, default_value_t = 2.0, value_name = "S")]
+    pub seconds: f64,
+    /// Directory for SUITE.json and SUITE.csv (and the veth plot).
+    #[arg(long, default_value = "target/bench-results", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Also write the JSON to this file (as older versions did).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// veth: capture tools, comma-separated, from linecap-native,
+    /// linecap-native-threaded, linecap-generic, tcpdump, netsniff-ng, stenotype.
+    #[arg(long, value_name = "LIST")]
+    pub tools: Option<String>,
+    /// veth: frame sizes, comma-separated (default 64,1514).
+    #[arg(long, value_name = "LIST", default_value = "64,1514")]
+    pub sizes: String,
+    /// veth: generator TX threads (and veth queues).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub gen_threads: usize,
+    /// veth: generator transmit path (packet or xdp).
+    #[arg(long, default_value = "packet", value_name = "PATH")]
+    pub gen_tx: pktgen::tx::TxKind,
+    /// veth: highest offered rate to try, in frames/s (bounds the doubling).
+    #[arg(long, default_value_t = 8_000_000, value_name = "PPS")]
+    pub max_pps: u64,
+    /// veth: bisection steps after the first loss (time bound per tool and size).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub steps: u32,
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let suite = args.first().map(String::as_str).unwrap_or("all");
-    let seconds: f64 = flag(&args, "--seconds").map_or(2.0, |s| s.parse().expect("--seconds"));
-    let json = flag(&args, "--json").map(PathBuf::from);
-    let mut results = Vec::new();
-    match suite {
-        "worker" => results.extend(worker_suite(seconds)),
-        "writer" => results.extend(writer_suite(seconds)),
-        "veth" => results.extend(veth::suite(seconds)),
-        "flows" => results.extend(flows_suite(seconds)),
-        "policy" => results.extend(policy::suite(seconds)),
+    match args.first().map(String::as_str) {
+        Some("gen") => std::process::exit(pktgen::main(args[1..].to_vec())),
+        Some("seqcheck") => std::process::exit(seqcheck::main(args[1..].to_vec())),
         #[cfg(feature = "dpdk")]
-        "dpdk" => results.extend(dpdk::suite(seconds)),
-        #[cfg(feature = "dpdk")]
-        "dpdk-rx" => return dpdk::rx_child(seconds),
-        "all" => {
-            results.extend(worker_suite(seconds));
-            results.extend(writer_suite(seconds));
-            results.extend(flows_suite(seconds));
+        Some("dpdk-rx") => {
+            // The child process `bench dpdk` spawns (EAL initialises once per process).
+            let seconds = args
+                .iter()
+                .position(|a| a == "--seconds")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2.0);
+            dpdk::rx_child(seconds);
+            return;
         }
-        _ => {
-            eprintln!(
-                "usage: bench worker|writer|flows|policy|veth|all [--seconds S] [--json FILE]"
-            );
-            std::process::exit(2);
-        }
+        _ => {}
     }
-    if let Some(p) = json {
-        let v = serde_json::json!({
-            "machine": machine(),
-            "results": results,
-        });
-        std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).expect("writing --json");
-        eprintln!("results written to {}", p.display());
+    let o = match Opts::try_parse() {
+        Ok(o) => o,
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = check(&o) {
+        eprintln!("bench: {e}");
+        std::process::exit(2);
+    }
+    let chosen: Vec<&Suite> = if o.suite == "all" {
+        SUITES.iter().filter(|s| s.in_all).collect()
+    } else {
+        SUITES.iter().filter(|s| s.name == o.suite).collect()
+    };
+    let mut all = Vec::new();
+    for s in chosen {
+        let rows = (s.run)(&o);
+        match write_results(&o, s.name, &rows) {
+            Ok((j, c)) => eprintln!("{}: results in {} and {}", s.name, j.display(), c.display()),
+            Err(e) => {
+                eprintln!("bench: writing results of {}: {e}", s.name);
+                std::process::exit(1);
+            }
+        }
+        all.extend(rows);
+    }
+    if let Some(p) = &o.json
+        && let Err(e) = std::fs::write(
+            p,
+            serde_json::to_vec_pretty(&document(&o, &all)).unwrap_or_default(),
+        )
+    {
+        eprintln!("bench: {}: {e}", p.display());
+        std::process::exit(1);
     }
 }
 
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
+fn check(o: &Opts) -> Result<(), String> {
+    if o.suite != "all" && !SUITES.iter().any(|s| s.name == o.suite) {
+        let names: Vec<&str> = SUITES.iter().map(|s| s.name).collect();
+        return Err(format!(
+            "unknown suite {:?}: one of {} or all (bench --help)",
+            o.suite,
+            names.join(", ")
+        ));
+    }
+    if !(o.seconds > 0.0 && o.seconds <= 600.0) {
+        return Err(format!(
+            "--seconds must be above 0 and at most 600, got {}",
+            o.seconds
+        ));
+    }
+    if !(1..=8).contains(&o.gen_threads) {
+        return Err(format!(
+            "--gen-threads must be 1..=8, got {}",
+            o.gen_threads
+        ));
+    }
+    if !(50_000..=100_000_000).contains(&o.max_pps) {
+        return Err(format!(
+            "--max-pps must be 50000..=100000000, got {}",
+            o.max_pps
+        ));
+    }
+    if o.steps > 12 {
+        return Err(format!("--steps must be at most 12, got {}", o.steps));
+    }
+    veth::parse_sizes(&o.sizes)?;
+    veth::parse_tools(o.tools.as_deref())?;
+    Ok(())
+}
+
+/// The JSON document of a run: what, where, when, and the rows.
+pub fn document(o: &Opts, rows: &[serde_json::Value]) -> serde_json::Value {
+    serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "suite": o.suite,
+        "seconds": o.seconds,
+        "date": now_utc(),
+        "machine": machine(),
+        "results": rows,
+    })
+}
+
+/// Write `DIR/NAME.json` (the document) and `DIR/NAME.csv` (one line per row).
+fn write_results(
+    o: &Opts,
+    name: &str,
+    rows: &[serde_json::Value],
+) -> std::io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(&o.out)?;
+    let j = o.out.join(format!("{name}.json"));
+    let c = o.out.join(format!("{name}.csv"));
+    std::fs::write(&j, serde_json::to_vec_pretty(&document(o, rows))?)?;
+    std::fs::write(&c, csv(rows))?;
+    Ok((j, c))
+}
+
+/// Rows as CSV: the union of their keys (in first-seen order) as the
+/// header; nested values as JSON text; quotes doubled.
+pub fn csv(rows: &[serde_json::Value]) -> String {
+    let mut cols: Vec<String> = Vec::new();
+    for r in rows {
+        if let Some(m) = r.as_object() {
+            for k in m.keys() {
+                if !cols.contains(k) {
+                    cols.push(k.clone());
+                }
+            }
+        }
+    }
+    let cell = |v: Option<&serde_json::Value>| -> String {
+        let s = match v {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        };
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s
+        }
+    };
+    let mut out = cols.join(",");
+    out.push('\n');
+    for r in rows {
+        let line: Vec<String> = cols.iter().map(|k| cell(r.get(k))).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn now_utc() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn machine() -> serde_json::Value {
@@ -96,363 +313,81 @@ fn machine() -> serde_json::Value {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     serde_json::json!({
         "cpu": cpu,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": kernel.trim(),
     })
 }
 
-/// Median of `runs` repetitions of `f`, each returning a rate.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+/// `$LINECAP_BIN`, or the `linecap` binary next to this one, built first when missing
+/// and this runs under `cargo run` (so a suite is one command on a fresh clone).
+pub fn linecap_bin() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("LINECAP_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe.with_file_name("linecap");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let profile = if exe.parent().is_some_and(|d| d.ends_with("release")) {
+        "--release"
+    } else {
+        "--profile=dev"
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("bench: building linecap ({cargo} build {profile} -p linecap)");
+    let ok = std::process::Command::new(&cargo)
+        .args(["build", profile, "-p", "linecap"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok && bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: cargo build --release -p linecap",
+            bin.display()
+        ))
+    }
+}
+
+/// Median of a set of measurements (NaN-free).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn worker_suite(seconds: f64) -> Vec<serde_json::Value> {
-    println!("worker: synthetic source -> parse + ERF batch + ring hand-off, one core, 1000 flows");
-    println!(
-        "{:>8} {:>12} {:>12} {:>10}",
-        "frame_B", "Mpps", "ns/packet", "Gbit/s"
-    );
-    let mut out = Vec::new();
-    for frame_len in [64usize, 512, 1500] {
-        let runs: Vec<(f64, f64)> = (0..5)
-            .map(|_| worker_once(frame_len, 1000, false, seconds / 5.0))
-            .collect();
-        let mpps = median(runs.iter().map(|r| r.0).collect());
-        let ns = 1_000.0 / mpps;
-        let gbps = mpps * 1e6 * frame_len as f64 * 8.0 / 1e9;
-        println!("{frame_len:>8} {mpps:>12.2} {ns:>12.1} {gbps:>10.1}");
-        out.push(serde_json::json!({
-            "suite": "worker", "frame_bytes": frame_len, "mpps_median_of_5": mpps,
-            "ns_per_packet": ns,
-        }));
-    }
-    println!("\nworker + flow table (burst update, 2x flows slots), 64 B, one core");
-    println!("{:>10} {:>12} {:>12}", "flows", "Mpps", "ns/packet");
-    for flows in [1_000u32, 100_000, 1_000_000] {
-        let runs: Vec<(f64, f64)> = (0..3)
-            .map(|_| worker_once(64, flows, true, seconds / 3.0))
-            .collect();
-        let mpps = median(runs.iter().map(|r| r.0).collect());
-        println!("{flows:>10} {mpps:>12.2} {:>12.1}", 1_000.0 / mpps);
-        out.push(serde_json::json!({
-            "suite": "worker+flows", "frame_bytes": 64, "flows": flows,
-            "mpps_median_of_3": mpps, "ns_per_packet": 1_000.0 / mpps,
-        }));
-    }
-    out
+#[cfg(feature = "dpdk")]
+fn dpdk_suite(o: &Opts) -> Vec<serde_json::Value> {
+    dpdk::suite(o.seconds)
 }
 
-/// Run the worker for about `seconds`; returns (Mpps, packets).
-fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> (f64, f64) {
-    let (producer, mut consumer) = ring(RingConfig {
-        slots: 16,
-        batch_bytes: 1 << 20,
-        hugepages: HugePages::Try,
-    })
-    .expect("ring");
-    let shared = Arc::new(SharedCounters::default());
-    let mut w = Worker::new(WorkerConfig::new(0), producer, shared);
-    if track {
-        // Sized as a deployment would: twice the concurrent flows.
-        let table = linecap_dataplane::flowtable::FlowTable::new(
-            (flows as usize * 2).next_power_of_two().max(1024),
-            linecap_dataplane::flowtable::Timeouts::default(),
-        )
-        .expect("flow table");
-        w = w.with_flows(table, Box::new(|_| {}), Arc::default());
-    }
-    let mut src = SyntheticSource::new(
-        SyntheticConfig {
-            frame_len,
-            flows,
-            count: None,
-            pps: None,
-        },
-        RealtimeClock,
-    )
-    .expect("synthetic source");
-    let clock = ManualClock::new(0);
-    let deadline = Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let mut polls = 0u64;
-    loop {
-        w.poll_once(&mut src, &clock);
-        while consumer.peek().is_some() {
-            consumer.release();
-        }
-        polls += 1;
-        if polls.is_multiple_of(256) && start.elapsed() >= deadline {
-            break;
-        }
-    }
-    let el = start.elapsed().as_secs_f64();
-    let k = w.counters();
-    assert_eq!(
-        k.ring_full_packets, 0,
-        "the bench drains the ring: no drop expected"
-    );
-    (k.rx_packets as f64 / el / 1e6, k.rx_packets as f64)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Parses every frame and counts it into a flow table: per frame, or
-/// gathered into a burst for `update_burst` (flushed after each poll).
-struct FlowSink {
-    table: FlowTable,
-    exported: u64,
-    burst: Option<Vec<BurstPacket>>,
-}
+    #[test]
+    fn csv_quotes_and_flattens() {
+        let rows = vec![
+            serde_json::json!({"a": 1, "b": "x,y"}),
+            serde_json::json!({"a": 2.5, "c": [1, 2], "b": null}),
+        ];
+        assert_eq!(csv(&rows), "a,b,c\n1,\"x,y\",\n2.5,,\"[1,2]\"\n");
+    }
 
-impl FrameSink for FlowSink {
-    #[inline]
-    fn frame(&mut self, f: Frame<'_>) {
-        let parsed = linecap_wire::flow::parse_frame(f.data);
-        match (&mut self.burst, parsed) {
-            (Some(b), linecap_wire::flow::Parsed::Ip(info)) => b.push(BurstPacket {
-                info,
-                ts_ns: f.ts_ns,
-                wire_len: f.wire_len,
-                cap_len: f.data.len() as u32,
-            }),
-            (_, parsed) => {
-                self.table
-                    .update_parsed(&parsed, f.ts_ns, f.wire_len, f.data.len() as u32)
-            }
+    #[test]
+    fn every_suite_is_named_in_the_help() {
+        for s in SUITES {
+            assert!(
+                AFTER_HELP.contains(&format!("  {} ", s.name)),
+                "{} missing from --help",
+                s.name
+            );
         }
     }
-}
-
-impl FlowSink {
-    fn flush(&mut self) {
-        if let Some(b) = &mut self.burst {
-            self.table.update_burst(b);
-            b.clear();
-        }
-    }
-}
-
-fn flows_suite(seconds: f64) -> Vec<serde_json::Value> {
-    println!("flows: synthetic 64 B frames -> parse_frame + flow table update, one core");
-    println!(
-        "{:>10} {:>8} {:>10} {:>10} {:>12} {:>10}",
-        "flows", "api", "slots", "Mpps", "ns/packet", "table_MiB"
-    );
-    let mut out = Vec::new();
-    for (flows, burst) in [1_000u32, 100_000, 1_000_000]
-        .into_iter()
-        .flat_map(|f| [(f, false), (f, true)])
-    {
-        let api = if burst { "burst" } else { "packet" };
-        let runs: Vec<(f64, usize, usize)> = (0..3)
-            .map(|_| flows_once(flows, burst, seconds / 6.0))
-            .collect();
-        let mpps = median(runs.iter().map(|r| r.0).collect());
-        let (slots, mem) = (runs[0].1, runs[0].2);
-        let ns = 1_000.0 / mpps;
-        let mib = mem as f64 / (1 << 20) as f64;
-        println!("{flows:>10} {api:>8} {slots:>10} {mpps:>10.2} {ns:>12.1} {mib:>10.1}");
-        out.push(serde_json::json!({
-            "suite": "flows", "api": api, "frame_bytes": 64, "flows": flows, "slots": slots,
-            "mpps_median_of_3": mpps, "ns_per_packet": ns, "table_bytes": mem,
-        }));
-    }
-    out
-}
-
-/// Track `flows` flows for about `seconds` after one warm-up pass that
-/// creates them; returns (Mpps, slots, table bytes).
-fn flows_once(flows: u32, burst: bool, seconds: f64) -> (f64, usize, usize) {
-    // At most half full: the capacity an operator would give for this load.
-    let slots = (flows as usize * 2).next_power_of_two().max(1024);
-    let table = FlowTable::new(slots, Timeouts::default()).expect("flow table");
-    let mut sink = FlowSink {
-        table,
-        exported: 0,
-        burst: burst.then(|| Vec::with_capacity(64)),
-    };
-    let mut src = SyntheticSource::new(
-        SyntheticConfig {
-            frame_len: 64,
-            flows,
-            count: None,
-            pps: None,
-        },
-        RealtimeClock,
-    )
-    .expect("synthetic source");
-    while sink.table.counters().packets < u64::from(flows) {
-        src.poll_burst(64, &mut sink);
-        sink.flush();
-    }
-    let before = sink.table.counters().packets;
-    let deadline = Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let mut polls = 0u64;
-    loop {
-        src.poll_burst(64, &mut sink);
-        sink.flush();
-        let FlowSink {
-            table, exported, ..
-        } = &mut sink;
-        table.take_expired(&mut |_| *exported += 1);
-        polls += 1;
-        if polls.is_multiple_of(256) && start.elapsed() >= deadline {
-            break;
-        }
-    }
-    let el = start.elapsed().as_secs_f64();
-    let c = sink.table.counters();
-    assert_eq!(c.active, u64::from(flows), "every flow stays in the table");
-    assert_eq!(
-        c.evicted + sink.exported,
-        0,
-        "no flow ends during the run: {c:?}"
-    );
-    let n = c.packets - before;
-    (n as f64 / el / 1e6, slots, sink.table.memory_bytes())
-}
-
-/// ERF records of every trace in ../shared/traces, as the worker writes them.
-fn corpus() -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (the writer bench uses ../shared/traces)",
-                dir.display()
-            )
-        })
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    let mut p = Packet::default();
-    for f in files {
-        let Ok(mut r) = CaptureReader::open(&f) else {
-            continue;
-        };
-        while let Ok(true) = r.next(&mut p) {
-            let mut h = [0u8; linecap_wire::erf::ETH_RECORD_OVERHEAD];
-            linecap_wire::erf::write_eth_header(&mut h, p.ts_ns, 0, 0, p.data.len(), p.wire_len, 0);
-            out.extend_from_slice(&h);
-            out.extend_from_slice(&p.data);
-        }
-    }
-    out
-}
-
-/// Cut `corpus` into batches of up to 1 MiB on record boundaries.
-fn batches(corpus: &[u8]) -> Vec<(BatchMeta, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut meta = BatchMeta::default();
-    let mut off = 0;
-    while off < corpus.len() {
-        let rlen = u16::from_be_bytes([corpus[off + 10], corpus[off + 11]]) as usize;
-        if cur.len() + rlen > 1 << 20 {
-            meta.records_len = cur.len() as u64;
-            out.push((meta, std::mem::take(&mut cur)));
-            meta = BatchMeta::default();
-        }
-        cur.extend_from_slice(&corpus[off..off + rlen]);
-        meta.packets += 1;
-        off += rlen;
-    }
-    meta.records_len = cur.len() as u64;
-    out.push((meta, cur));
-    out
-}
-
-fn writer_suite(seconds: f64) -> Vec<serde_json::Value> {
-    let corpus = corpus();
-    let batches = batches(&corpus);
-    let tmp = std::env::temp_dir().join(format!("linecap-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    println!(
-        "\nwriter: one thread, 1 MiB batches of the ERF records of the 40 shared traces ({} KiB), repeated; output on {}",
-        corpus.len() >> 10,
-        tmp.display()
-    );
-    println!("{:<28} {:>10} {:>12}", "writer", "MB/s in", "ratio");
-    let mut out = Vec::new();
-    for compress in [true, false] {
-        let mut rates = Vec::new();
-        let mut ratio = 1.0;
-        for run in 0..3 {
-            let dir = tmp.join(format!("w{compress}{run}"));
-            let mut s = FileSeries::new(SeriesConfig {
-                compress,
-                rotate_bytes: Some(256 << 20),
-                sync_on_close: false,
-                ..SeriesConfig::new(dir.clone(), 0)
-            })
-            .unwrap();
-            let start = Instant::now();
-            let mut bytes = 0u64;
-            'outer: loop {
-                for (m, r) in &batches {
-                    s.write_batch(m, r).unwrap();
-                    bytes += r.len() as u64;
-                    if start.elapsed().as_secs_f64() > seconds / 3.0 {
-                        break 'outer;
-                    }
-                }
-            }
-            s.close_current().unwrap();
-            let el = start.elapsed().as_secs_f64();
-            rates.push(bytes as f64 / el / 1e6);
-            ratio = s.counters().bytes_erf as f64 / s.counters().bytes_file as f64;
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        let name = if compress {
-            "linecap LZ4 frames"
-        } else {
-            "linecap plain ERF"
-        };
-        let mbps = median(rates);
-        println!("{name:<28} {mbps:>10.0} {ratio:>12.2}");
-        out.push(serde_json::json!({
-            "suite": "writer", "tool": name, "mb_per_s_median_of_3": mbps, "ratio": ratio,
-        }));
-    }
-    // The lz4 CLI on the same bytes (about 64 MiB of the repeated corpus).
-    let input = tmp.join("corpus.erf");
-    let reps = (64 << 20) / corpus.len().max(1) + 1;
-    std::fs::write(&input, corpus.repeat(reps)).unwrap();
-    let size = std::fs::metadata(&input).unwrap().len() as f64;
-    let mut rates = Vec::new();
-    let mut ratio = 0.0;
-    for _ in 0..3 {
-        let start = Instant::now();
-        let st = Command::new("lz4")
-            .args(["-1", "-q", "-f"])
-            .arg(&input)
-            .arg(tmp.join("corpus.erf.lz4"))
-            .status();
-        let el = start.elapsed().as_secs_f64();
-        match st {
-            Ok(s) if s.success() => {
-                rates.push(size / el / 1e6);
-                ratio = size / std::fs::metadata(tmp.join("corpus.erf.lz4")).unwrap().len() as f64;
-            }
-            _ => {
-                println!("lz4 -1 (CLI): not available (apt-get install lz4)");
-                break;
-            }
-        }
-    }
-    if !rates.is_empty() {
-        let mbps = median(rates);
-        println!(
-            "{:<28} {mbps:>10.0} {ratio:>12.2}",
-            "lz4 -1 (CLI, same bytes)"
-        );
-        out.push(serde_json::json!({
-            "suite": "writer", "tool": "lz4 -1", "mb_per_s_median_of_3": mbps, "ratio": ratio,
-        }));
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
-    out
 }

@@ -321,7 +321,8 @@ fn mac_pseudonyms(seconds: f64, frames: &[(Vec<u8>, u32)], out: &mut Vec<serde_j
 }
 
 /// The `policy` suite.
-pub fn suite(seconds: f64) -> Vec<serde_json::Value> {
+pub fn suite(o: &crate::Opts) -> Vec<serde_json::Value> {
+    let seconds = o.seconds;
     let mut out = Vec::new();
     anonymisation(seconds / 4.0, &mut out);
     let frames = trace_frames();

@@ -5,13 +5,16 @@
 //! One noun per module, as in s2n-quic-xdp: [`sys`] (kernel ABI and
 //! syscalls), [`ring`] (the rings shared with the kernel, tested over plain
 //! memory), [`socket`] (UMEM + socket as an `RxQueue`), [`loader`] (the XDP
-//! program, loaded and attached with aya). `unsafe` in this crate lives here
+//! program, loaded and attached with aya), and [`tx`] (a transmit-only
+//! socket for the packet generator in `bench/`). `unsafe` in this crate lives here
 //! and in the batch ring, each block with a `// SAFETY:` line.
 
 pub mod loader;
 pub mod ring;
 pub mod socket;
 pub mod sys;
+pub mod tx;
 
 pub use loader::{AttachMode, XdpAttachment, XdpQueueStats};
 pub use socket::{BindInfo, XskConfig, XskSocket, ZeroCopy};
+pub use tx::XskTx;

@@ -40,15 +40,15 @@ impl RingPtrs {
         }
     }
 
-    fn producer(&self) -> &AtomicU32 {
+    pub(super) fn producer(&self) -> &AtomicU32 {
         // SAFETY: RingPtrs::at's contract: a live, aligned u32 in shared memory.
         unsafe { &*self.producer }
     }
-    fn consumer(&self) -> &AtomicU32 {
+    pub(super) fn consumer(&self) -> &AtomicU32 {
         // SAFETY: as above.
         unsafe { &*self.consumer }
     }
-    fn flags(&self) -> &AtomicU32 {
+    pub(super) fn flags(&self) -> &AtomicU32 {
         // SAFETY: as above.
         unsafe { &*self.flags }
     }

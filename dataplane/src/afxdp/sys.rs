@@ -13,6 +13,7 @@ pub const SOL_XDP: libc::c_int = 283;
 
 pub const XDP_MMAP_OFFSETS: libc::c_int = 1;
 pub const XDP_RX_RING: libc::c_int = 2;
+pub const XDP_TX_RING: libc::c_int = 3;
 pub const XDP_UMEM_REG: libc::c_int = 4;
 pub const XDP_UMEM_FILL_RING: libc::c_int = 5;
 pub const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
@@ -27,6 +28,8 @@ pub const XDP_OPTIONS_ZEROCOPY: u32 = 1;
 
 pub const XDP_PGOFF_RX_RING: libc::off_t = 0;
 pub const XDP_UMEM_PGOFF_FILL_RING: libc::off_t = 0x1_0000_0000;
+pub const XDP_PGOFF_TX_RING: libc::off_t = 0x8000_0000;
+pub const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
 
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
@@ -171,6 +174,34 @@ pub fn wakeup_rx(fd: RawFd) {
             std::ptr::null_mut(),
         );
     }
+}
+
+/// Kick the kernel to transmit what the TX ring holds (in copy mode the
+/// kernel sends only inside this call, up to 32 frames per call).
+pub fn wakeup_tx(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a zero-length, non-blocking send with a null buffer and no
+    // address is the documented AF_XDP TX kick; the kernel reads nothing.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        // Busy or no buffer: frames stay in the ring for the next kick.
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS) | Some(libc::EINTR) => {
+                Ok(())
+            }
+            _ => Err(e),
+        };
+    }
+    Ok(())
 }
 
 /// A shared mapping of one of a socket's rings; unmapped on drop.

@@ -18,6 +18,7 @@ mod pktgen;
 mod plot;
 mod policy;
 mod seqcheck;
+mod soak;
 mod veth;
 mod worker;
 mod writer;
@@ -80,6 +81,12 @@ pub const SUITES: &[Suite] = &[
         run: dpdk_suite,
     },
     Suite {
+        name: "soak",
+        about: "(root) --seconds of generator traffic through a veth into linecap AF_XDP with -G 5 -W 6: memory, file count, loss, accounting",
+        in_all: false,
+        run: soak::suite,
+    },
+    Suite {
         name: "veth",
         about: "(root) zero-loss rate search: linecap AF_XDP, tcpdump, netsniff-ng, stenotype on a multi-queue veth, bench gen as generator; plot",
         in_all: false,
@@ -96,6 +103,7 @@ Suites:
   policy    Crypto-PAn, BPF, sampling costs
   memory    peak RSS over a short and a 10x longer capture
   veth      (root) zero-loss throughput search per capture tool on a veth; plot
+  soak      (root) long run through a veth with rotation and a file ring (--seconds 600)
   dpdk      (built with --features dpdk) testpmd vs linecap on net_null
   all       pipeline, worker, flows, writer, memory
 
@@ -143,6 +151,9 @@ pub struct Opts {
     /// veth: bisection steps after the first loss (time bound per tool and size).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub steps: u32,
+    /// soak: the generator's rate, frames/s (IMIX) for the whole run.
+    #[arg(long, default_value_t = 50_000, value_name = "PPS")]
+    pub soak_pps: u64,
 }
 
 fn main() {

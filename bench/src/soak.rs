@@ -38,21 +38,9 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// Complete capture files (visible `*.erf.lz4`) below `dir`.
 fn complete_files(dir: &Path) -> usize {
     let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if p.is_dir() {
-                stack.push(p);
-            } else if name.ends_with(".erf.lz4") && !name.starts_with('.') {
-                n += 1;
-            }
-        }
-    }
+    crate::veth::walk_files(dir, |name, _| {
+        n += usize::from(name.ends_with(".erf.lz4") && !name.starts_with('.'));
+    });
     n
 }
 

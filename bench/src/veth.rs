@@ -191,23 +191,27 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// Bytes of the files below `dir`.
-fn disk_bytes(dir: &Path) -> u64 {
-    let mut n = 0;
+/// Call `f` with every file below `dir` (name and metadata).
+pub fn walk_files(dir: &Path, mut f: impl FnMut(&str, &std::fs::Metadata)) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else {
             continue;
         };
         for e in rd.flatten() {
-            let p = e.path();
             match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(p),
-                Ok(m) => n += m.len(),
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => f(&e.file_name().to_string_lossy(), &m),
                 Err(_) => {}
             }
         }
     }
+}
+
+/// Bytes of the files below `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    let mut n = 0;
+    walk_files(dir, |_, m| n += m.len());
     n
 }
 

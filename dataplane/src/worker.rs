@@ -319,19 +319,25 @@ impl Lane {
     /// Publish the lane's counters with the queue-level fields of `queue`.
     fn publish(&mut self, queue: &WorkerCounters) {
         self.local.lctr_pending = self.lost_since_record;
-        self.local.rx_packets = queue.rx_packets;
-        self.local.rx_bytes = queue.rx_bytes;
-        self.local.rx_captured_bytes = queue.rx_captured_bytes;
-        self.local.source_unsupported = queue.source_unsupported;
-        self.local.source_nic = queue.source_nic;
-        self.local.nic_imissed = queue.nic_imissed;
-        self.local.nic_ierrors = queue.nic_ierrors;
-        self.local.nic_rx_nombuf = queue.nic_rx_nombuf;
-        self.local.nic_iface_dropped = queue.nic_iface_dropped;
-        self.local.nic_iface_rx_packets = queue.nic_iface_rx_packets;
-        self.local.nic_port_rx_packets = queue.nic_port_rx_packets;
+        copy_queue_fields(&mut self.local, queue);
         self.shared.publish(&self.local);
     }
+}
+
+/// Copy the queue-level counters (received, source and NIC drops: the same
+/// for every job of the queue) into a job's counters.
+fn copy_queue_fields(job: &mut WorkerCounters, queue: &WorkerCounters) {
+    job.rx_packets = queue.rx_packets;
+    job.rx_bytes = queue.rx_bytes;
+    job.rx_captured_bytes = queue.rx_captured_bytes;
+    job.source_unsupported = queue.source_unsupported;
+    job.source_nic = queue.source_nic;
+    job.nic_imissed = queue.nic_imissed;
+    job.nic_ierrors = queue.nic_ierrors;
+    job.nic_rx_nombuf = queue.nic_rx_nombuf;
+    job.nic_iface_dropped = queue.nic_iface_dropped;
+    job.nic_iface_rx_packets = queue.nic_iface_rx_packets;
+    job.nic_port_rx_packets = queue.nic_port_rx_packets;
 }
 
 /// One queue's worker: one source, one optional flow table, and one lane
@@ -429,17 +435,7 @@ impl Worker {
     pub fn job_counters(&self, job: usize) -> WorkerCounters {
         let mut c = self.lanes[job].local;
         c.lctr_pending = self.lanes[job].lost_since_record;
-        c.rx_packets = self.queue.rx_packets;
-        c.rx_bytes = self.queue.rx_bytes;
-        c.rx_captured_bytes = self.queue.rx_captured_bytes;
-        c.source_unsupported = self.queue.source_unsupported;
-        c.source_nic = self.queue.source_nic;
-        c.nic_imissed = self.queue.nic_imissed;
-        c.nic_ierrors = self.queue.nic_ierrors;
-        c.nic_rx_nombuf = self.queue.nic_rx_nombuf;
-        c.nic_iface_dropped = self.queue.nic_iface_dropped;
-        c.nic_iface_rx_packets = self.queue.nic_iface_rx_packets;
-        c.nic_port_rx_packets = self.queue.nic_port_rx_packets;
+        copy_queue_fields(&mut c, &self.queue);
         c
     }
 

@@ -1031,9 +1031,10 @@ dirs = ["/tmp/x"]
                 "writer.disk_budget",
             ),
             ("[flows]\ncapacity = 1000\n", None, "flows.capacity"),
-            // Found with the profile_parse fuzz target (see docs/reliability.md):
-            // a ring of 2^46 slots, which overflowed ring_memory_bytes() when
-            // hugepages were asked for, and which no capture could allocate;
+            // Found while writing the profile_parse fuzz target's checks
+            // (docs/reliability.md, bug 4): a ring of 2^47 slots, which
+            // overflowed ring_memory_bytes() when hugepages were asked for,
+            // and which no capture could allocate;
             (
                 "[memory]\nhugepages = 1\nbatch_bytes = \"64K\"\nring_bytes = \"8388608T\"\n",
                 None,

@@ -243,6 +243,8 @@ fn net_null_stops_cleanly_on_sigterm() {
             .arg(&json),
         "DPDK port net_null0",
     );
+    // A failed assertion below must not leave the capture spinning.
+    let mut guard = KillOnDrop::new(&child);
     std::thread::sleep(Duration::from_millis(1500));
     // The NIC drop counters are exported, and the exposition is valid.
     let body = scrape(port).expect("metrics endpoint");
@@ -278,6 +280,7 @@ fn net_null_stops_cleanly_on_sigterm() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
+            guard.disarm();
             break s;
         }
         assert!(

@@ -262,14 +262,7 @@ fn ipfix_reaches_nfcapd_with_the_reference_totals() {
 
 #[test]
 fn duckdb_reads_the_parquet_flow_logs_with_the_reference_totals() {
-    let probe = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .output();
-    assert!(
-        matches!(&probe, Ok(o) if o.status.success()),
-        "python3 with the duckdb module is missing: run .ci/setup \
-         (python3 -m pip install duckdb): {probe:?}"
-    );
+    common::require_duckdb();
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("flowlogs");
     let chosen = [
@@ -368,13 +361,7 @@ fn capture_workers_track_the_reference_flows_of_every_trace() {
 /// Flow records the capture workers end reach the Parquet exporter.
 #[test]
 fn capture_exports_parquet_that_duckdb_reads() {
-    let probe = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .output();
-    assert!(
-        matches!(&probe, Ok(o) if o.status.success()),
-        "python3 with the duckdb module is missing: run .ci/setup"
-    );
+    common::require_duckdb();
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("flowlogs");
     let trace = shared("traces/zeek__http_bro.org.pcap");

@@ -468,13 +468,7 @@ fn mac_pseudonyms_are_stable_per_key_and_keep_group_addresses() {
 
 #[test]
 fn the_sampling_rate_is_in_the_manifests_and_the_flow_records() {
-    let probe = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .output();
-    assert!(
-        matches!(&probe, Ok(o) if o.status.success()),
-        "python3 with the duckdb module is missing: run .ci/setup: {probe:?}"
-    );
+    require_duckdb();
     let trace = shared("traces/zeek__http_bro.org.pcap");
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("flowlogs");

@@ -363,3 +363,16 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Fail with a clear message when python3's duckdb module (installed by
+/// `.ci/setup`) is missing.
+pub fn require_duckdb() {
+    let probe = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output();
+    assert!(
+        matches!(&probe, Ok(o) if o.status.success()),
+        "python3 with the duckdb module is missing: run .ci/setup \
+         (python3 -m pip install duckdb): {probe:?}"
+    );
+}

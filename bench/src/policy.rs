@@ -26,8 +26,8 @@ use linecap_dataplane::policy::bpf::Filter;
 use linecap_dataplane::policy::cryptopan::{CacheConfig, CryptoPan};
 use linecap_dataplane::policy::macpseudo::MacPseudonyms;
 use linecap_dataplane::policy::sample::{SamplePolicy, Sampler, SplitMix64};
+use linecap_reader::read::{CaptureReader, Packet};
 use linecap_wire::flow::{PacketInfo, Parsed, parse_frame};
-use linecap_writer::read::{CaptureReader, Packet};
 
 use crate::median;
 

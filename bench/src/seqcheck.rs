@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use linecap_writer::read::{CaptureReader, Packet};
+use linecap_reader::read::{CaptureReader, Packet};
 
 use crate::pktgen::frames::sequence;
 
@@ -66,7 +66,7 @@ impl SeqReport {
 /// The sequence numbers in each stream of the captures under `paths`
 /// (a directory: one stream per queue), and the count of frames read.
 pub fn read_streams(paths: &[PathBuf]) -> Result<(Vec<Vec<u64>>, u64), String> {
-    let streams = linecap_writer::merge::plan(paths, false).map_err(|e| e.to_string())?;
+    let streams = linecap_reader::merge::plan(paths, false).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(streams.len());
     let mut frames = 0u64;
     let mut p = Packet::default();
@@ -196,7 +196,7 @@ pub fn main(args: Vec<String>) -> i32 {
 mod tests {
     use super::*;
     use crate::pktgen::frames::FrameSet;
-    use linecap_writer::output::{OutFormat, PacketWriter};
+    use linecap_reader::output::{OutFormat, PacketWriter};
 
     fn capture(path: &std::path::Path, seqs: &[u64]) {
         let set = FrameSet::synthetic(&[64], 10).unwrap();

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use linecap_reader::read::{CaptureReader, Packet};
 use linecap_wire::batch::BatchMeta;
-use linecap_writer::read::{CaptureReader, Packet};
 use linecap_writer::series::{FileSeries, SeriesConfig};
 
 use crate::{Opts, median};

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use linecap_writer::read::{CaptureReader, Packet};
+use linecap_reader::read::{CaptureReader, Packet};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

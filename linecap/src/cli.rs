@@ -241,7 +241,7 @@ pub struct ReadArgs {
     pub write: Option<PathBuf>,
     /// Output format: pcap (nanosecond), pcapng or erf.
     #[arg(short = 'F', long, default_value = "pcap")]
-    pub format: linecap_writer::output::OutFormat,
+    pub format: linecap_reader::output::OutFormat,
     /// Print per-file and total counts.
     #[arg(long)]
     pub stats: bool,

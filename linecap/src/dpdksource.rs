@@ -353,10 +353,10 @@ mod imp {
             }
         );
         if let Some(path) = &spec.inject {
-            let mut reader = linecap_writer::read::CaptureReader::open(path)
+            let mut reader = linecap_reader::read::CaptureReader::open(path)
                 .with_context(|| format!("--dpdk-selftest-inject {}", path.display()))?;
             let mut frames = Vec::new();
-            let mut pkt = linecap_writer::read::Packet::default();
+            let mut pkt = linecap_reader::read::Packet::default();
             while reader.next(&mut pkt)? {
                 frames.push(pkt.data.clone());
             }

@@ -9,7 +9,7 @@
 //! counted once, by queue 0 of the file.
 
 use linecap_dataplane::source::{Frame, FrameSink, RxQueue, RxStatus, SourceDrops};
-use linecap_writer::read::{CaptureReader, Packet};
+use linecap_reader::read::{CaptureReader, Packet};
 use std::path::Path;
 
 /// One queue's share of a capture file.

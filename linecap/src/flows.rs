@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use linecap_dataplane::flowtable::{A_TO_B, B_TO_A, FlowCounters, FlowRecord, FlowTable, Timeouts};
+use linecap_reader::merge::plan;
+use linecap_reader::read::{CaptureReader, Format, Packet};
 use linecap_wire::flow::{IpFamily, Parsed, parse_frame, symmetric_hash};
-use linecap_writer::merge::plan;
-use linecap_writer::read::{CaptureReader, Format, Packet};
 
 use crate::export::{ExportConfig, Exporters};
 

@@ -3,10 +3,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::Context;
-use linecap_writer::merge::{Merger, plan};
+use linecap_reader::merge::{Merger, plan};
+use linecap_reader::output::PacketWriter;
+use linecap_reader::read::Packet;
 use linecap_writer::names::utc_rfc3339;
-use linecap_writer::output::PacketWriter;
-use linecap_writer::read::Packet;
 
 use crate::cli::ReadArgs;
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use linecap_writer::read::{CaptureReader, Packet};
+use linecap_reader::read::{CaptureReader, Packet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use linecap_writer::read::{CaptureReader, Packet};
+use linecap_reader::read::{CaptureReader, Packet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

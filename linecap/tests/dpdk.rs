@@ -19,8 +19,8 @@
 mod common;
 
 use common::*;
-use linecap_writer::output::{OutFormat, PacketWriter};
-use linecap_writer::read::{CaptureReader, Packet};
+use linecap_reader::output::{OutFormat, PacketWriter};
+use linecap_reader::read::{CaptureReader, Packet};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -546,7 +546,7 @@ impl Drop for FileSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::read::{CaptureReader, Packet};
+    use linecap_reader::read::{CaptureReader, Packet};
     use linecap_wire::batch::batch_flags;
     use linecap_wire::erf;
 

@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use linecap_writer::read::{CaptureReader, Packet};
+use linecap_reader::read::{CaptureReader, Packet};
 
 /// Byte offset of the sequence number in synthetic frames (after Ethernet,
 /// IPv4 and UDP headers).

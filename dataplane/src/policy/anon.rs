@@ -240,8 +240,8 @@ pub const UDPLITE: u8 = 136;
 mod tests {
     use super::*;
     use crate::policy::cryptopan::{CacheConfig, KEY_LEN, parse_key};
+    use linecap_reader::read::{CaptureReader, Packet};
     use linecap_wire::flow::{Parsed, parse_frame};
-    use linecap_writer::read::{CaptureReader, Packet};
     use std::path::Path;
 
     const TRACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/traces/");

@@ -611,7 +611,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use linecap_writer::read::{CaptureReader, Packet};
+    use linecap_reader::read::{CaptureReader, Packet};
     use std::path::Path;
     use std::process::Command;
 

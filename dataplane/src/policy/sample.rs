@@ -348,8 +348,8 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use linecap_reader::read::{CaptureReader, Packet};
     use linecap_wire::flow::parse_frame;
-    use linecap_writer::read::{CaptureReader, Packet};
     use std::collections::HashMap;
     use std::path::Path;
 

@@ -13,8 +13,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::names;
 use crate::read::{CaptureReader, Packet, ReadStats};
+use linecap_writer::names;
 
 /// What reading one file gave.
 #[derive(Debug, Clone, PartialEq, Eq)]

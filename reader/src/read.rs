@@ -19,7 +19,7 @@ use linecap_wire::erf::{self, Record, record_type};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError};
 
-use crate::lz4frame::{self, FramesReader, FramesStatus};
+use linecap_writer::lz4frame::{self, FramesReader, FramesStatus};
 
 /// One packet read from a file; buffers are reused between calls.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -712,7 +712,7 @@ mod tests {
         assert!(!r.next(&mut Packet::default()).unwrap());
         // So does a file cut inside its first LZ4 block, with the cut reported
         // (the 7-byte frame header is complete, 3 bytes of the block are not).
-        let frame = crate::lz4frame::FrameWriter::new().frame(&[0u8; 100]);
+        let frame = linecap_writer::lz4frame::FrameWriter::new().frame(&[0u8; 100]);
         std::fs::write(&p, &frame[..10]).unwrap();
         let mut r = CaptureReader::open(&p).unwrap();
         assert!(!r.next(&mut Packet::default()).unwrap());

@@ -16,6 +16,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod applabel;
 pub mod batch;
 pub mod erf;
 pub mod error;

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "dpdk")]
+mod applabel;
 mod dpdk;
 mod memory;
 mod pipeline;
@@ -56,6 +57,12 @@ pub const SUITES: &[Suite] = &[
         run: worker::flows_suite,
     },
     Suite {
+        name: "applabel",
+        about: "application labels: flow path with and without payload heads at 100 k flows, label ns per record",
+        in_all: false,
+        run: applabel::suite,
+    },
+    Suite {
         name: "writer",
         about: "MB/s per writer thread (LZ4 and plain) next to the lz4 CLI and fio/dd O_DIRECT on the same directory",
         in_all: true,
@@ -99,6 +106,7 @@ Suites:
   pipeline  synthetic -> worker (flows off/on) -> ring -> writer thread, per core
   worker    the worker alone on one core, with and without flow tracking
   flows     flow table alone (update / update_burst, 1k-1M flows)
+  applabel  labelling cost: payload heads on/off at 100 k flows, label ns/record
   writer    writer thread MB/s, LZ4 ratio, next to lz4 CLI and fio/dd O_DIRECT
   policy    Crypto-PAn, BPF, sampling costs
   memory    peak RSS over a short and a 10x longer capture

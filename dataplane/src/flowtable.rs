@@ -68,6 +68,7 @@
 //! the reference tables count it; NIC queues pass the frame length without
 //! FCS).
 
+use linecap_wire::applabel::FirstPayload;
 use linecap_wire::flow::{FlowKey, IpFamily, PacketInfo, Parsed};
 use linecap_wire::ipv4::protocol;
 use linecap_wire::tcp::flags;
@@ -137,6 +138,10 @@ pub struct FlowRecord {
     pub a_initiated: bool,
     /// Why the record ended.
     pub end_reason: EndReason,
+    /// Cold part: the first payload (size + first ≤ 4 bytes) of each
+    /// direction, kept once per direction for application labels
+    /// (`linecap_wire::applabel`); it survives active-timeout exports.
+    pub first_payload: FirstPayload,
 }
 
 impl FlowRecord {
@@ -151,6 +156,7 @@ impl FlowRecord {
             tcp_flags: [0; 2],
             a_initiated: info.a_to_b,
             end_reason: EndReason::Idle,
+            first_payload: FirstPayload::EMPTY,
         }
     }
 
@@ -303,6 +309,7 @@ impl ExportQueue {
             tcp_flags: [0; 2],
             a_initiated: true,
             end_reason: EndReason::Idle,
+            first_payload: FirstPayload::EMPTY,
         };
         ExportQueue {
             buf: vec![blank; cap.max(1)].into_boxed_slice(),
@@ -528,6 +535,7 @@ impl FlowTable {
             *b += u64::from(wire_len);
             *c += u64::from(cap_len);
         }
+        r.first_payload.note(d, &info.payload);
         if ts_ns < r.first_ns {
             r.first_ns = ts_ns;
         }
@@ -802,6 +810,7 @@ mod tests {
             mpls_labels: 0,
             l3_offset: 14,
             l4_offset: 34,
+            payload: linecap_wire::applabel::PayloadHead::NONE,
         }
     }
 
@@ -857,6 +866,38 @@ mod tests {
         assert_eq!(r.end_reason, EndReason::EndOfInput);
         assert_eq!(t.counters().expired_input_end, 1);
         assert_eq!(t.counters().active, 0);
+    }
+
+    #[test]
+    fn first_payload_once_per_direction_and_kept_over_active_exports() {
+        use linecap_wire::applabel::PayloadHead;
+        let with = |mut i: PacketInfo, p: &[u8]| {
+            i.payload = PayloadHead::new(p.len() as u32, p);
+            i
+        };
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        t.update(&fwd(flags::SYN), S, 60, 60);
+        t.update(&with(fwd(flags::ACK), b"GET / HTTP/1.1"), 2 * S, 100, 100);
+        t.update(&with(fwd(flags::ACK), b"more"), 3 * S, 100, 100);
+        t.update(&with(rev(flags::ACK), b"HTTP/1.1 200 OK"), 4 * S, 100, 100);
+        // Past the active timeout (100 s): exported, the flow continues.
+        for at in [25, 50, 75, 102] {
+            t.update(&with(rev(flags::ACK), b"late"), at * S, 100, 100);
+        }
+        let mut v = Vec::new();
+        t.take_expired(&mut |r| v.push(*r));
+        t.drain(&mut |r| v.push(*r));
+        assert_eq!(v.len(), 2);
+        let f = usize::from(!fwd(0).a_to_b);
+        for r in &v {
+            assert_eq!(r.first_payload.dir[f], PayloadHead::new(14, b"GET "));
+            assert_eq!(r.first_payload.dir[f ^ 1], PayloadHead::new(15, b"HTTP"));
+        }
+        // A new flow on the same key starts empty.
+        t.update(&fwd(flags::SYN), 500 * S, 60, 60);
+        let mut v = Vec::new();
+        t.drain(&mut |r| v.push(*r));
+        assert_eq!(v[0].first_payload, FirstPayload::EMPTY);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod afpacket;
 #[allow(unsafe_code)]
 pub mod afxdp;
+pub mod applabel;
 pub mod clock;
 pub mod counters;
 #[cfg(feature = "dpdk")]

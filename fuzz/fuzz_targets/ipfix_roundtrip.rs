@@ -10,7 +10,7 @@
 //! * every set: a length of at least 4 that ends inside the message; a data
 //!   set holds a whole number of records (no padding, no empty set), of a
 //!   template announced before it;
-//! * the templates: the 20 fields of the module's table, sent in the first
+//! * the templates: the 22 fields of the module's table, sent in the first
 //!   message and again exactly when the refresh interval has passed;
 //! * the records decode, in order, to the values of the records given.
 #![no_main]
@@ -66,6 +66,7 @@ fn record(u: &mut Unstructured) -> Result<FlowRecord> {
         tcp_flags: u.arbitrary()?,
         a_initiated: u.arbitrary()?,
         end_reason,
+        first_payload: Default::default(),
     })
 }
 
@@ -99,6 +100,8 @@ fn expected_template(family: IpFamily) -> Vec<Field> {
         (239, 1, 0),
         (305, 4, 0),
         (311, 8, 0),
+        (95, 3, 0),
+        (96, 24, 0),
     ]
 }
 
@@ -271,7 +274,7 @@ impl Decoder<'_> {
                     "a data set with padding or a cut record"
                 );
                 for rec in body.chunks(rlen) {
-                    let mut vals = [&[][..]; 20];
+                    let mut vals = [&[][..]; 22];
                     assert_eq!(t.len(), vals.len(), "template length");
                     let mut p = 0;
                     for (v, f) in vals.iter_mut().zip(t) {

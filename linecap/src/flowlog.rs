@@ -11,7 +11,12 @@
 //! `captured_bytes`, `rev_captured_bytes`, `tcp_flags`, `rev_tcp_flags`,
 //! `end_reason` (idle, active, end, input_end, evicted), `sampling_rate`
 //! (the fraction of packets or flows the capture's first job kept; 1 when
-//! unsampled).
+//! unsampled), `app` (application label, `unknown` if none), `app_method`
+//! (`payload`, `port` = a port-only guess, `proto`, `unknown`),
+//! `first_bytes` / `rev_first_bytes` (binary: the first ≤ 4 captured bytes
+//! of the first payload each way, empty if none) and `first_len` /
+//! `rev_first_len` (that payload's size, 0 if none), so outside tools can
+//! relabel (see docs/applabel.md).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -21,8 +26,8 @@ use std::sync::mpsc::Receiver;
 
 use anyhow::Context;
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt8Array, UInt16Array, UInt64Array,
+    ArrayRef, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use linecap_dataplane::flowtable::{A_TO_B, B_TO_A, FlowRecord};
@@ -60,6 +65,12 @@ fn schema() -> Arc<Schema> {
         Field::new("rev_tcp_flags", DataType::UInt8, false),
         Field::new("end_reason", DataType::Utf8, false),
         Field::new("sampling_rate", DataType::Float64, false),
+        Field::new("app", DataType::Utf8, false),
+        Field::new("app_method", DataType::Utf8, false),
+        Field::new("first_bytes", DataType::Binary, false),
+        Field::new("first_len", DataType::UInt32, false),
+        Field::new("rev_first_bytes", DataType::Binary, false),
+        Field::new("rev_first_len", DataType::UInt32, false),
     ]))
 }
 
@@ -79,6 +90,22 @@ fn batch(recs: &[FlowRecord], sampling_rate: f64) -> anyhow::Result<RecordBatch>
     };
     let u64col = |f: &dyn Fn(&FlowRecord) -> u64| -> ArrayRef {
         Arc::new(UInt64Array::from_iter_values(recs.iter().map(f)))
+    };
+    let labels: Vec<_> = recs
+        .iter()
+        .map(linecap_dataplane::applabel::label)
+        .collect();
+    let head = |r: &FlowRecord, d: usize| r.first_payload.dir.get(d).copied().unwrap_or_default();
+    let head_bytes = |d: &dyn Fn(&FlowRecord) -> usize| -> ArrayRef {
+        Arc::new(BinaryArray::from_iter_values(recs.iter().map(|r| {
+            let h = head(r, d(r));
+            h.bytes[..usize::from(h.captured.min(4))].to_vec()
+        })))
+    };
+    let head_len = |d: &dyn Fn(&FlowRecord) -> usize| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(
+            recs.iter().map(|r| head(r, d(r)).len),
+        ))
     };
     let endpoint = |r: &FlowRecord, src: bool| {
         let k = &r.key;
@@ -147,6 +174,14 @@ fn batch(recs: &[FlowRecord], sampling_rate: f64) -> anyhow::Result<RecordBatch>
         Arc::new(Float64Array::from_iter_values(
             recs.iter().map(|_| sampling_rate),
         )),
+        Arc::new(StringArray::from_iter_values(labels.iter().map(|l| l.name))),
+        Arc::new(StringArray::from_iter_values(
+            labels.iter().map(|l| l.method.name()),
+        )),
+        head_bytes(&|r| dirs(r).0),
+        head_len(&|r| dirs(r).0),
+        head_bytes(&|r| dirs(r).1),
+        head_len(&|r| dirs(r).1),
     ];
     Ok(RecordBatch::try_new(schema(), cols)?)
 }

@@ -19,9 +19,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use linecap_dataplane::applabel;
 use linecap_dataplane::flowtable::{A_TO_B, B_TO_A, FlowCounters, FlowRecord, FlowTable, Timeouts};
 use linecap_reader::merge::plan;
 use linecap_reader::read::{CaptureReader, Format, Packet};
+use linecap_wire::applabel::Method;
 use linecap_wire::flow::{IpFamily, Parsed, parse_frame, symmetric_hash};
 
 use crate::export::{ExportConfig, Exporters};
@@ -232,8 +234,13 @@ fn vlans(r: &FlowRecord) -> String {
     ids.iter().map(u16::to_string).collect::<Vec<_>>().join(".")
 }
 
-/// The reference tables' header line.
-pub const TSV_HEADER: &str = "#vlan_stack\tproto\taddr_a\tport_a\taddr_b\tport_b\tpkts_a_to_b\tbytes_a_to_b\tpkts_b_to_a\tbytes_b_to_a\tcaplen_bytes_a_to_b\tcaplen_bytes_b_to_a\tfirst_ts\tlast_ts";
+/// The reference tables' header line, then the application label columns
+/// (`app`, `app_method`, and each direction's first payload as
+/// `HEX/LEN` or `-`; see docs/applabel.md).
+pub const TSV_HEADER: &str = "#vlan_stack\tproto\taddr_a\tport_a\taddr_b\tport_b\tpkts_a_to_b\tbytes_a_to_b\tpkts_b_to_a\tbytes_b_to_a\tcaplen_bytes_a_to_b\tcaplen_bytes_b_to_a\tfirst_ts\tlast_ts\tapp\tapp_method\tpayload_a_to_b\tpayload_b_to_a";
+
+/// Columns of the reference layout (the label columns follow them).
+pub const TSV_REFERENCE_COLUMNS: usize = 14;
 
 /// One row in the reference layout: "a" is the lexically smaller
 /// `"addr|port"` string (the table's own a/b is by address bytes).
@@ -242,8 +249,10 @@ fn tsv_row(r: &FlowRecord) -> String {
     let ea = format!("{}|{}", k.addr_a(), k.port_a());
     let eb = format!("{}|{}", k.addr_b(), k.port_b());
     let (x, y, d0, d1) = oriented(r, ea <= eb);
+    let label = applabel::label(r);
+    let fp = &r.first_payload.dir;
     format!(
-        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         vlans(r),
         proto_name(r),
         x.0,
@@ -257,7 +266,11 @@ fn tsv_row(r: &FlowRecord) -> String {
         r.captured_bytes[d0],
         r.captured_bytes[d1],
         ts(r.first_ns),
-        ts(r.last_ns)
+        ts(r.last_ns),
+        label.name,
+        label.method.name(),
+        applabel::head_text(&fp[d0]),
+        applabel::head_text(&fp[d1]),
     )
 }
 
@@ -284,8 +297,13 @@ fn oriented(
 fn table_row(r: &FlowRecord) -> String {
     let ((s, sp), (d, dp), f, b) = oriented(r, r.a_initiated);
     let dur = r.last_ns.saturating_sub(r.first_ns) as f64 / 1e9;
+    let label = applabel::label(r);
+    let app = match label.method {
+        Method::Port => format!("{}(port)", label.name),
+        _ => label.name.to_string(),
+    };
     format!(
-        "{:<30} {:>10.3} {:<9} {:>6} {:>41} -> {:<41} {:>8} {:>11} {:>8} {:>11} {:<9}",
+        "{:<30} {:>10.3} {:<9} {:>6} {:>41} -> {:<41} {:>8} {:>11} {:>8} {:>11} {:<9} {}",
         linecap_writer::names::utc_rfc3339(r.first_ns),
         dur,
         proto_name(r),
@@ -296,13 +314,15 @@ fn table_row(r: &FlowRecord) -> String {
         r.bytes[f],
         r.packets[b],
         r.bytes[b],
-        r.end_reason.name()
+        r.end_reason.name(),
+        app
     )
 }
 
 /// Run `linecap flows`; exit code 1 when a file could not be read.
 pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
     let timeouts = a.flow.timeouts()?;
+    applabel::classifier().map_err(|e| anyhow::anyhow!("built-in application rules: {e}"))?;
     anyhow::ensure!(
         (1..=256).contains(&a.spread),
         "--spread must be 1..=256, got {}",
@@ -327,7 +347,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
         FlowsFormat::Tsv => writeln!(out, "{TSV_HEADER}")?,
         FlowsFormat::Table => writeln!(
             out,
-            "{:<30} {:>10} {:<9} {:>6} {:>41}    {:<41} {:>8} {:>11} {:>8} {:>11} {:<9}",
+            "{:<30} {:>10} {:<9} {:>6} {:>41}    {:<41} {:>8} {:>11} {:>8} {:>11} {:<9} {}",
             "first (UTC)",
             "seconds",
             "proto",
@@ -338,7 +358,8 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
             "bytes ->",
             "pkts <-",
             "bytes <-",
-            "end"
+            "end",
+            "app"
         )?,
         FlowsFormat::None => {}
     }

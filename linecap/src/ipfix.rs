@@ -23,6 +23,15 @@
 //! | biflowDirection | 239 | 1 |
 //! | samplingPacketInterval (1 = every packet; N for 1-in-N, 1/p rounded for random) | 305 | 4 |
 //! | samplingProbability (the fraction of packets or flows kept) | 311 | 8 |
+//! | applicationId (RFC 6759: engine id + 2-byte selector; see below) | 95 | 3 |
+//! | applicationName (UTF-8, NUL-padded) | 96 | 24 |
+//!
+//! Application labels (`docs/applabel.md`): `applicationId` is the
+//! classification engine id then the selector: engine 6 (USER-Defined) with
+//! linecap's application id from `wire/src/applabel/rules.txt` for labels
+//! reached by payload or IP protocol, engine 3 (IANA-L4) with the port for
+//! port-only guesses, and all zeros (engine 0, invalid) for unknown flows,
+//! whose `applicationName` is empty.
 //!
 //! The sampling fields carry the capture job's policy (the flow table sees
 //! the packets the first job keeps), so a collector can scale the counts:
@@ -35,6 +44,7 @@
 //! 16-bit length field can say) whatever the `mtu`.
 
 use linecap_dataplane::flowtable::{A_TO_B, B_TO_A, FlowRecord};
+use linecap_wire::applabel::{Label, Method, engine};
 use linecap_wire::flow::IpFamily;
 
 /// Template id of IPv4 flow records.
@@ -49,9 +59,11 @@ const HEADER_LEN: usize = 16;
 const MESSAGE_MAX: usize = u16::MAX as usize;
 /// Seconds between 1900-01-01 (NTP era 0) and 1970-01-01.
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
+/// Octets of the fixed-length `applicationName` field.
+pub const APP_NAME_LEN: usize = 24;
 
 /// (IE id, length, reverse) of the template, with the address IEs of `family`.
-fn fields(family: IpFamily) -> [(u16, u16, bool); 20] {
+fn fields(family: IpFamily) -> [(u16, u16, bool); 22] {
     let (src, dst, alen) = match family {
         IpFamily::V4 => (8, 12, 4),
         IpFamily::V6 => (27, 28, 16),
@@ -77,6 +89,8 @@ fn fields(family: IpFamily) -> [(u16, u16, bool); 20] {
         (239, 1, false),
         (305, 4, false),
         (311, 8, false),
+        (95, 3, false),
+        (96, APP_NAME_LEN as u16, false),
     ]
 }
 
@@ -90,6 +104,26 @@ pub fn ntp_time(ns: u64) -> u64 {
     let secs = ns / 1_000_000_000 + NTP_UNIX_OFFSET_S;
     let frac = ((ns % 1_000_000_000) << 32) / 1_000_000_000;
     (secs << 32) | frac
+}
+
+/// The `applicationId` (IE 95) and `applicationName` (IE 96) octets of a
+/// label (see the module documentation).
+pub fn application_fields(l: &Label) -> ([u8; 3], [u8; APP_NAME_LEN]) {
+    let mut id = [0u8; 3];
+    let mut name = [0u8; APP_NAME_LEN];
+    match l.method {
+        Method::Unknown => {}
+        Method::Port => id = [engine::IANA_L4, (l.selector >> 8) as u8, l.selector as u8],
+        Method::Payload | Method::Proto => {
+            id = [engine::USER_DEFINED, (l.app >> 8) as u8, l.app as u8]
+        }
+    }
+    if l.is_known() {
+        for (d, s) in name.iter_mut().zip(l.name.bytes()) {
+            *d = s;
+        }
+    }
+    (id, name)
 }
 
 /// Encodes flow records into IPFIX messages.
@@ -203,6 +237,9 @@ impl Encoder {
         out.push(1); // biflowDirection: initiator
         out.extend_from_slice(&self.sampling.0.to_be_bytes());
         out.extend_from_slice(&self.sampling.1.to_bits().to_be_bytes());
+        let (id, name) = application_fields(&linecap_dataplane::applabel::label(r));
+        out.extend_from_slice(&id);
+        out.extend_from_slice(&name);
     }
 
     /// Encode `records` as one or more messages with export time
@@ -378,6 +415,7 @@ mod tests {
     use super::decode::{Decoder, bytes, num};
     use super::*;
     use linecap_dataplane::flowtable::EndReason;
+    use linecap_wire::applabel::{FirstPayload, PayloadHead};
     use linecap_wire::flow::{FlowKey, VlanStack};
 
     fn rec(family: IpFamily, i: u8, a_initiated: bool) -> FlowRecord {
@@ -408,6 +446,17 @@ mod tests {
             tcp_flags: [0x02 | 0x10, 0x12],
             a_initiated,
             end_reason: EndReason::EndOfFlow,
+            first_payload: if i % 2 == 0 {
+                // A TLS ClientHello / ServerHello (RFC 8446 s5.1).
+                FirstPayload {
+                    dir: [
+                        PayloadHead::new(517, &[0x16, 3, 1, 2]),
+                        PayloadHead::new(1400, &[0x16, 3, 3, 0]),
+                    ],
+                }
+            } else {
+                FirstPayload::EMPTY
+            },
         }
     }
 
@@ -438,7 +487,7 @@ mod tests {
             d.message(m);
         }
         assert_eq!(d.templates.len(), 2);
-        assert_eq!(d.templates[&TEMPLATE_V4].len(), 20);
+        assert_eq!(d.templates[&TEMPLATE_V4].len(), 22);
         assert!(
             d.templates[&TEMPLATE_V6]
                 .iter()
@@ -488,7 +537,32 @@ mod tests {
             assert_eq!(num(d, 156, 0), ntp_time(r.first_ns));
             assert_eq!(num(d, 136, 0), 3);
             assert_eq!(num(d, 239, 0), 1);
+            // applicationId / applicationName: TLS by payload (USER-Defined
+            // engine 6, linecap id 2) or a port guess on 443 (IANA-L4, 3).
+            let mut name = b"TLS".to_vec();
+            name.resize(APP_NAME_LEN, 0);
+            assert_eq!(bytes(d, 96), name);
+            if r.first_payload.dir[0].is_some() {
+                assert_eq!(bytes(d, 95), [6, 0, 2]);
+            } else {
+                assert_eq!(bytes(d, 95), [3, 1, 187]);
+            }
         }
+    }
+
+    #[test]
+    fn every_application_name_fits_its_field() {
+        let c = linecap_dataplane::applabel::classifier().unwrap();
+        for (_, n) in c.apps() {
+            assert!(n.len() <= APP_NAME_LEN, "{n}");
+        }
+    }
+
+    #[test]
+    fn unknown_flows_carry_zero_application_fields() {
+        let (id, name) = application_fields(&Label::UNKNOWN);
+        assert_eq!(id, [0; 3]);
+        assert_eq!(name, [0; APP_NAME_LEN]);
     }
 
     /// Found by the `ipfix_roundtrip` fuzz target: with an MTU above 65535 a

@@ -36,8 +36,13 @@ fn reference_path(trace: &Path) -> PathBuf {
     ))
 }
 
+/// The lines, cut to the reference layout's 14 columns (`linecap flows`
+/// adds the application label columns after them), sorted.
 fn sorted_lines(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut v: Vec<String> = text
+        .lines()
+        .map(|l| l.split('\t').take(14).collect::<Vec<_>>().join("\t"))
+        .collect();
     v.sort();
     v
 }

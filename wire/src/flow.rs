@@ -63,6 +63,7 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::applabel::PayloadHead;
 use crate::error::WireError;
 use crate::ethernet::{self, ethertype};
 use crate::ipv4::{self, protocol};
@@ -306,6 +307,10 @@ pub struct PacketInfo {
     /// Offset of the L4 header in the frame (for a non-first fragment: of the
     /// fragment's data).
     pub l4_offset: usize,
+    /// TCP/UDP payload: its size as the IP header states it and its first up
+    /// to 4 captured bytes ([`crate::applabel::PayloadHead::NONE`] for other
+    /// protocols, non-first fragments and cut or bad L4 headers).
+    pub payload: crate::applabel::PayloadHead,
 }
 
 /// Result of [`parse_frame`].
@@ -362,6 +367,18 @@ enum Next<'a> {
 
 /// Extract the flow key of one Ethernet frame (see the module documentation).
 pub fn parse_frame(frame: &[u8]) -> Parsed {
+    parse_frame_opt(frame, true)
+}
+
+/// [`parse_frame`] without the payload heads (`payload` is always
+/// [`PayloadHead::NONE`]): the baseline `bench applabel` measures their
+/// cost against.
+pub fn parse_frame_without_payload(frame: &[u8]) -> Parsed {
+    parse_frame_opt(frame, false)
+}
+
+#[inline(always)]
+fn parse_frame_opt(frame: &[u8], payload: bool) -> Parsed {
     let mut vlans = VlanStack::new();
     let mut mpls_labels = 0u8;
     let mut tags_walked = 0usize;
@@ -369,8 +386,8 @@ pub fn parse_frame(frame: &[u8]) -> Parsed {
     for _ in 0..ETHERNET_DEPTH_MAX {
         let eth_buf = match next {
             Next::Ethernet(b) => b,
-            Next::Ipv4(b) => return ipv4_info(frame, b, vlans, mpls_labels),
-            Next::Ipv6(b) => return ipv6_info(frame, b, vlans, mpls_labels),
+            Next::Ipv4(b) => return ipv4_info(frame, b, vlans, mpls_labels, payload),
+            Next::Ipv6(b) => return ipv6_info(frame, b, vlans, mpls_labels, payload),
         };
         next = match walk_ethernet(eth_buf, &mut vlans, &mut mpls_labels, &mut tags_walked) {
             Ok(Some(n)) => n,
@@ -380,8 +397,8 @@ pub fn parse_frame(frame: &[u8]) -> Parsed {
     }
     match next {
         Next::Ethernet(_) => Parsed::Malformed,
-        Next::Ipv4(b) => ipv4_info(frame, b, vlans, mpls_labels),
-        Next::Ipv6(b) => ipv6_info(frame, b, vlans, mpls_labels),
+        Next::Ipv4(b) => ipv4_info(frame, b, vlans, mpls_labels, payload),
+        Next::Ipv6(b) => ipv6_info(frame, b, vlans, mpls_labels, payload),
     }
 }
 
@@ -535,11 +552,13 @@ fn finish(
     dst: [u8; 16],
     non_first_fragment: bool,
     l4: &[u8],
+    l4_stated_len: usize,
     ip_truncated: bool,
     fragment: Option<FragmentInfo>,
     mpls_labels: u8,
     l3_offset: usize,
     l4_offset: usize,
+    want_payload: bool,
 ) -> Parsed {
     let fields = if non_first_fragment {
         L4 {
@@ -550,6 +569,11 @@ fn finish(
         }
     } else {
         l4_fields(proto, l4, family)
+    };
+    let payload = if !want_payload || non_first_fragment || fields.truncated || fields.malformed {
+        PayloadHead::NONE
+    } else {
+        payload_head(proto, l4, l4_stated_len)
     };
     let (sport, dport) = fields.ports;
     let (key, a_to_b) = FlowKey::from_endpoints(
@@ -573,10 +597,34 @@ fn finish(
         mpls_labels,
         l3_offset,
         l4_offset,
+        payload,
     })
 }
 
-fn ipv4_info(frame: &[u8], buf: &[u8], vlans: VlanStack, mpls_labels: u8) -> Parsed {
+/// The TCP or UDP payload's stated size and first bytes (`l4` as captured,
+/// `stated` = the L4 length the IP header gives).
+#[inline]
+fn payload_head(proto: u8, l4: &[u8], stated: usize) -> PayloadHead {
+    let hdr = match proto {
+        protocol::TCP => usize::from(l4.get(12).copied().unwrap_or(0) >> 4) * 4,
+        protocol::UDP => udp::HEADER_LEN,
+        _ => return PayloadHead::NONE,
+    };
+    let len = stated.saturating_sub(hdr);
+    if len == 0 {
+        return PayloadHead::NONE;
+    }
+    PayloadHead::new(len.min(u32::MAX as usize) as u32, tail_of(l4, hdr))
+}
+
+#[inline(always)]
+fn ipv4_info(
+    frame: &[u8],
+    buf: &[u8],
+    vlans: VlanStack,
+    mpls_labels: u8,
+    want_payload: bool,
+) -> Parsed {
     let ip = match ipv4::Packet::new_checked(buf) {
         Ok(ip) => ip,
         Err(e) => return e.into(),
@@ -595,15 +643,24 @@ fn ipv4_info(frame: &[u8], buf: &[u8], vlans: VlanStack, mpls_labels: u8) -> Par
         v4_bytes(ip.dst_bytes()),
         ip.is_non_first_fragment(),
         ip.payload(),
+        usize::from(ip.total_len()).saturating_sub(ip.header_len()),
         ip.payload_truncated(),
         fragment,
         mpls_labels,
         l3_offset,
         l3_offset + ip.header_len(),
+        want_payload,
     )
 }
 
-fn ipv6_info(frame: &[u8], buf: &[u8], vlans: VlanStack, mpls_labels: u8) -> Parsed {
+#[inline(always)]
+fn ipv6_info(
+    frame: &[u8],
+    buf: &[u8],
+    vlans: VlanStack,
+    mpls_labels: u8,
+    want_payload: bool,
+) -> Parsed {
     let ip = match ipv6::Packet::new_checked(buf) {
         Ok(ip) => ip,
         Err(e) => return e.into(),
@@ -621,11 +678,13 @@ fn ipv6_info(frame: &[u8], buf: &[u8], vlans: VlanStack, mpls_labels: u8) -> Par
         ip.dst_bytes(),
         upper.is_non_first_fragment(),
         ip.bytes_from(upper.offset),
+        (usize::from(ip.payload_len()) + ipv6::HEADER_LEN).saturating_sub(upper.offset),
         ip.payload_truncated(),
         upper.fragment,
         mpls_labels,
         l3_offset,
         l3_offset + upper.offset,
+        want_payload,
     )
 }
 
@@ -681,6 +740,8 @@ fn fmix32(mut h: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
     use crate::tcp::flags;
 
@@ -928,6 +989,76 @@ mod tests {
         assert_eq!(
             endpoints(&info),
             (v4("141.142.228.5"), 59856, v4("192.150.187.43"), 80)
+        );
+    }
+
+    /// Ethernet + IPv4 (total length 40 + `payload`) + TCP (20) + payload,
+    /// padded to 60 bytes as on the wire (RFC 894 minimum frame).
+    fn tcp_frame(payload: &[u8]) -> std::vec::Vec<u8> {
+        let mut f = std::vec![0u8; 14];
+        f[12] = 0x08;
+        let total = (40 + payload.len()) as u16;
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ]);
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&[
+            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        f.extend_from_slice(payload);
+        while f.len() < 60 {
+            f.push(0xee);
+        }
+        f
+    }
+
+    #[test]
+    fn payload_head_of_tcp_and_udp() {
+        let f = tcp_frame(b"GET / HTTP/1.1\r\n");
+        let i = ip(&f);
+        assert_eq!(i.payload.len, 16);
+        assert_eq!(&i.payload.bytes, b"GET ");
+        assert_eq!(i.payload.captured, 4);
+        let Parsed::Ip(bare) = parse_frame_without_payload(&f) else {
+            panic!("not IP")
+        };
+        assert_eq!(
+            bare,
+            PacketInfo {
+                payload: PayloadHead::NONE,
+                ..i
+            }
+        );
+        // A snaplen cut keeps the stated size, with fewer bytes.
+        let i = ip(&f[..56]);
+        assert_eq!((i.payload.len, i.payload.captured), (16, 2));
+        // Ethernet padding is not payload: a 1-byte payload stays 1 byte.
+        let i = ip(&tcp_frame(b"x"));
+        assert_eq!(
+            (i.payload.len, i.payload.captured, i.payload.bytes),
+            (1, 1, *b"x\0\0\0")
+        );
+        // A bare ACK has none.
+        assert_eq!(
+            ip(&tcp_frame(b"")).payload,
+            crate::applabel::PayloadHead::NONE
+        );
+        // Not TCP/UDP, or a non-first fragment: none.
+        assert_eq!(ip(&SCTP_INIT).payload, crate::applabel::PayloadHead::NONE);
+        assert_eq!(
+            ip(&V4_LATER_FRAG).payload,
+            crate::applabel::PayloadHead::NONE
         );
     }
 

@@ -81,7 +81,11 @@ enum Base {
     /// Anything.
     Any,
     /// The first `n` bytes, masked, equal `value`.
-    Bytes { value: [u8; 4], mask: [u8; 4], n: u8 },
+    Bytes {
+        value: [u8; 4],
+        mask: [u8; 4],
+        n: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -522,9 +526,9 @@ fn checks_pass(c: u8, h: &PayloadHead) -> bool {
     let be16 = |i: usize| u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
     (c & CHK_LP16 == 0 || (need(2) && be16(0) + 2 == len))
         && (c & CHK_BE32 == 0 || (need(4) && u32::from_be_bytes(b) == len))
-        && (c & CHK_RM32 == 0 || (need(4) && u64::from(u32::from_be_bytes(b)) + 4 == u64::from(len)))
-        && (c & CHK_LE24 == 0
-            || (need(3) && u32::from_le_bytes([b[0], b[1], b[2], 0]) + 4 == len))
+        && (c & CHK_RM32 == 0
+            || (need(4) && u64::from(u32::from_be_bytes(b)) + 4 == u64::from(len)))
+        && (c & CHK_LE24 == 0 || (need(3) && u32::from_le_bytes([b[0], b[1], b[2], 0]) + 4 == len))
         && (c & CHK_TPKT == 0 || (need(4) && be16(2) == len))
         && (c & CHK_NBSS == 0 || (need(4) && u32::from_be_bytes([0, b[1], b[2], b[3]]) + 4 == len))
         && (c & CHK_STUN == 0 || (need(4) && be16(2) + 20 == len))

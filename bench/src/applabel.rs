@@ -1,0 +1,165 @@
+//! `applabel` suite: what application labelling costs the worker's flow
+//! path, side by side in one process, 64 B frames, 100 k flows.
+//!
+//! - `off`: `parse_frame_without_payload` → `FlowTable::update_burst` (the
+//!   flow path with no payload heads: `note` sees no payload);
+//! - `on`: `parse_frame` (payload heads) → `update_burst` (the head kept once
+//!   per direction) — what the workers run;
+//!
+//! run alternately 5 times each (medians). The labels themselves are made
+//! once per exported record, off the packet path (`linecap flows`, the
+//! IPFIX/Parquet exporters); their cost is measured apart as ns per record
+//! over the 100 k records of a drained table, and put per packet for flows
+//! of 10 packets (`label_share_10pkt`).
+
+use std::time::{Duration, Instant};
+
+use linecap_dataplane::applabel;
+use linecap_dataplane::clock::RealtimeClock;
+use linecap_dataplane::flowtable::{BurstPacket, FlowRecord, FlowTable, Timeouts};
+use linecap_dataplane::source::{Frame, FrameSink, RxQueue};
+use linecap_dataplane::synthetic::{SyntheticConfig, SyntheticSource};
+use linecap_wire::flow::{Parsed, parse_frame, parse_frame_without_payload};
+
+use crate::{Opts, median};
+
+struct Sink {
+    table: FlowTable,
+    burst: Vec<BurstPacket>,
+    heads: bool,
+}
+
+impl FrameSink for Sink {
+    #[inline]
+    fn frame(&mut self, f: Frame<'_>) {
+        let parsed = if self.heads {
+            parse_frame(f.data)
+        } else {
+            parse_frame_without_payload(f.data)
+        };
+        if let Parsed::Ip(info) = parsed {
+            self.burst.push(BurstPacket {
+                info,
+                ts_ns: f.ts_ns,
+                wire_len: f.wire_len,
+                cap_len: f.data.len() as u32,
+            });
+        }
+    }
+}
+
+const FLOWS: u32 = 100_000;
+
+fn table() -> FlowTable {
+    FlowTable::new(
+        (FLOWS as usize * 2).next_power_of_two(),
+        Timeouts::default(),
+    )
+    .expect("flow table")
+}
+
+/// ns per packet of the flow path for about `seconds`; the table after.
+fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
+    let mut sink = Sink {
+        table: table(),
+        burst: Vec::with_capacity(64),
+        heads,
+    };
+    let mut src = SyntheticSource::new(
+        SyntheticConfig {
+            frame_len: 64,
+            flows: FLOWS,
+            count: None,
+            pps: None,
+        },
+        RealtimeClock,
+    )
+    .expect("synthetic source");
+    let mut poll = |sink: &mut Sink| {
+        src.poll_burst(64, sink);
+        let Sink { table, burst, .. } = sink;
+        table.update_burst(burst);
+        burst.clear();
+        table.take_expired(&mut |_| {});
+    };
+    while sink.table.counters().packets < u64::from(FLOWS) {
+        poll(&mut sink);
+    }
+    let before = sink.table.counters().packets;
+    let deadline = Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut polls = 0u64;
+    loop {
+        poll(&mut sink);
+        polls += 1;
+        if polls.is_multiple_of(256) && start.elapsed() >= deadline {
+            break;
+        }
+    }
+    let el = start.elapsed().as_secs_f64();
+    let n = sink.table.counters().packets - before;
+    assert_eq!(sink.table.counters().active, u64::from(FLOWS));
+    (el * 1e9 / n as f64, sink.table)
+}
+
+pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
+    println!(
+        "applabel: synthetic 64 B UDP frames, {FLOWS} flows, parse + flow table burst update, one core"
+    );
+    let per = o.seconds / 10.0;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..5 {
+        off.push(run_once(false, per).0);
+        let (ns, t) = run_once(true, per);
+        on.push(ns);
+        last = Some(t);
+    }
+    let (off_ns, on_ns) = (median(off.clone()), median(on.clone()));
+    // Label every record of the last `on` table (100 k flows with heads).
+    let mut t = last.expect("five runs");
+    let mut recs: Vec<FlowRecord> = Vec::with_capacity(FLOWS as usize);
+    t.drain(&mut |r| recs.push(*r));
+    let with_heads = recs
+        .iter()
+        .filter(|r| r.first_payload.dir.iter().any(|h| h.is_some()))
+        .count();
+    assert_eq!(
+        with_heads,
+        recs.len(),
+        "every synthetic flow carries payload"
+    );
+    let c = applabel::classifier().expect("built-in rules");
+    let mut label_ns = Vec::new();
+    let mut known = 0usize;
+    for _ in 0..5 {
+        let start = Instant::now();
+        known = recs
+            .iter()
+            .filter(|r| applabel::label_with(c, std::hint::black_box(r)).is_known())
+            .count();
+        label_ns.push(start.elapsed().as_secs_f64() * 1e9 / recs.len() as f64);
+    }
+    let label_ns = median(label_ns);
+    let heads_share = (on_ns - off_ns) / on_ns;
+    let share10 = (on_ns - off_ns + label_ns / 10.0) / (on_ns + label_ns / 10.0);
+    println!(
+        "{:>12} {:>12} {:>12} {:>14} {:>16}",
+        "off_ns/pkt", "on_ns/pkt", "heads_share", "label_ns/flow", "share_10pkt_flows"
+    );
+    println!(
+        "{off_ns:>12.1} {on_ns:>12.1} {:>11.1}% {label_ns:>14.1} {:>15.1}%",
+        heads_share * 100.0,
+        share10 * 100.0
+    );
+    println!(
+        "  runs off {off:.1?}\n  runs on  {on:.1?}\n  labelled known: {known}/{}",
+        recs.len()
+    );
+    vec![serde_json::json!({
+        "suite": "applabel", "frame_bytes": 64, "flows": FLOWS,
+        "off_ns_per_packet_median_of_5": off_ns, "on_ns_per_packet_median_of_5": on_ns,
+        "heads_share": heads_share, "label_ns_per_flow_median_of_5": label_ns,
+        "label_share_10pkt": share10,
+    })]
+}

@@ -10,8 +10,8 @@
 //! numbers in a capture).
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "dpdk")]
 mod applabel;
+#[cfg(feature = "dpdk")]
 mod dpdk;
 mod memory;
 mod pipeline;

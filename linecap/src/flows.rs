@@ -347,7 +347,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
         FlowsFormat::Tsv => writeln!(out, "{TSV_HEADER}")?,
         FlowsFormat::Table => writeln!(
             out,
-            "{:<30} {:>10} {:<9} {:>6} {:>41}    {:<41} {:>8} {:>11} {:>8} {:>11} {:<9} {}",
+            "{:<30} {:>10} {:<9} {:>6} {:>41}    {:<41} {:>8} {:>11} {:>8} {:>11} {:<9} app",
             "first (UTC)",
             "seconds",
             "proto",
@@ -358,8 +358,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
             "bytes ->",
             "pkts <-",
             "bytes <-",
-            "end",
-            "app"
+            "end"
         )?,
         FlowsFormat::None => {}
     }

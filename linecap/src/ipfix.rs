@@ -446,7 +446,7 @@ mod tests {
             tcp_flags: [0x02 | 0x10, 0x12],
             a_initiated,
             end_reason: EndReason::EndOfFlow,
-            first_payload: if i % 2 == 0 {
+            first_payload: if i.is_multiple_of(2) {
                 // A TLS ClientHello / ServerHello (RFC 8446 s5.1).
                 FirstPayload {
                     dir: [

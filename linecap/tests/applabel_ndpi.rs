@@ -218,3 +218,41 @@ fn labels_agree_with_ndpi_on_95_percent_of_covered_flows() {
         share * 100.0
     );
 }
+
+/// DuckDB reads the label columns of the Parquet flow logs: the HTTP
+/// flows of zeek__wikipedia.pcap are labelled by payload, and the raw
+/// first bytes of their initiators are the request's "GET ".
+#[test]
+fn parquet_carries_the_label_and_the_raw_first_bytes() {
+    common::require_duckdb();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("flowlogs");
+    let out = run(linecap()
+        .arg("flows")
+        .arg(common::shared("traces/zeek__wikipedia.pcap"))
+        .args(["--format", "none", "--parquet"])
+        .arg(&logs)
+        .args(NO_TIMEOUTS));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let query = format!(
+        "import duckdb\n\
+         r = duckdb.connect().execute(\"SELECT count(*), count(*) FILTER (WHERE first_bytes = 'GET '::BLOB), \
+         min(first_len), count(*) FILTER (WHERE rev_first_len > 0) FROM read_parquet('{}/**/*.parquet', \
+         hive_partitioning = true) WHERE app = 'HTTP' AND app_method = 'payload'\").fetchone()\n\
+         print(*r)",
+        logs.display()
+    );
+    let text = run_ok(Command::new("python3").args(["-c", &query]));
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(v[0] > 0, "no HTTP flows labelled by payload: {text}");
+    assert_eq!(v[1], v[0], "every HTTP flow's initiator sent GET: {text}");
+    assert!(v[2] > 4, "request sizes: {text}");
+    assert!(v[3] > 0, "responses' first payloads recorded: {text}");
+}

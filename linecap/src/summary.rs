@@ -39,7 +39,7 @@ pub fn print(r: &CaptureReport) {
         let row = [
             q.seen(),
             q.writer.packets,
-            q.worker.filter_packets + q.worker.sample_packets,
+            q.worker.filter_packets + q.worker.sample_packets + q.after_count,
             q.worker.source_unsupported
                 + q.worker.source_nic
                 + q.xdp_not_redirected()
@@ -313,6 +313,7 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                     "xdp": q.xdp_not_redirected(),
                     "ring_full": w.ring_full_packets,
                     "writer": f.drop_packets,
+                    "after_count": q.after_count,
                 },
                 "balanced": q.balanced(),
                 "worker": {

@@ -131,7 +131,7 @@ fn several_output_directories_get_the_queues_round_robin_or_as_mapped() {
 }
 
 fn dir_bytes(d: &Path) -> u64 {
-    files_with(d, "")
+    files_with(d, ".erf")
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
         .sum()
@@ -157,21 +157,20 @@ fn a_profile_with_two_dirs_places_queues_and_holds_the_budget_per_directory() {
     )
     .unwrap();
     let r = dir.path().join("r.json");
-    // The trace replayed 4 times over: more than the budget of both disks.
-    let mut total_written = 0;
-    for round in 0..4 {
-        run_ok(
-            linecap()
-                .args(["capture", "--profile"])
-                .arg(&profile)
-                .args(["--no-metrics", "--report-json"])
-                .arg(&r),
-        );
-        let rep = report(&r);
-        assert_balanced(&rep);
-        total_written += rep["jobs"][0]["written"].as_u64().unwrap();
-        let _ = round;
+    // Four generated queues of 3 MB each: far more than each disk's budget.
+    let mut cmd = linecap();
+    cmd.args(["capture", "--profile"]).arg(&profile);
+    for _ in 0..4 {
+        cmd.args(["--source", "synth:1000:10:3000:20000"]);
     }
+    run_ok(cmd.args(["--no-metrics", "--report-json"]).arg(&r));
+    let rep = report(&r);
+    assert_balanced(&rep);
+    let total_written = rep["jobs"][0]["written"].as_u64().unwrap();
+    assert!(total_written > 2_000, "{rep:#}");
+    // The budget acted: old files were recycled.
+    let deleted = common::total(&rep, |q| q["writer"]["files_deleted"].as_u64().unwrap());
+    assert!(deleted > 0, "{rep:#}");
     assert!(total_written > 0);
     for (d, qs) in [(&d1, ["q00", "q02"]), (&d2, ["q01", "q03"])] {
         for q in qs {
@@ -290,10 +289,10 @@ fn help_shows_the_tcpdump_forms_first() {
         help.find(s)
             .unwrap_or_else(|| panic!("{s:?} not in:\n{help}"))
     };
-    assert!(at("-i, --interface") < at("--profile"), "{help}");
-    assert!(at("-w, --out") < at("--profile"));
-    assert!(at("-s, --snaplen") < at("--profile"));
-    assert!(at("-c, --count") < at("--profile"));
+    assert!(at("-i, --interface") < at("--profile <FILE>"), "{help}");
+    assert!(at("-w, --out") < at("--profile <FILE>"));
+    assert!(at("-s, --snaplen") < at("--profile <FILE>"));
+    assert!(at("-c, --count") < at("--profile <FILE>"));
     assert!(
         at("linecap capture -i ens1f0 -w /data/dns -s 256 udp port 53") < at("-i, --interface")
     );

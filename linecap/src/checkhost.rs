@@ -14,29 +14,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::Args;
-
-use crate::cli::parse_list;
-use crate::profile::{Backend, HugepageSize, Profile, parse_rss_key};
-
-#[derive(Args, Debug)]
-#[command(after_help = "\
-Exit status: 0 when every check holds, 1 when one fails, 2 for a bad profile (the key is named).
-
-EXAMPLES:
-  linecap check-host --profile hw-profiles/probe-40g.toml
-  linecap check-host --profile hw-profiles/dev-veth.toml --no-write-test")]
-pub struct CheckHostArgs {
-    /// The host's profile (hw-profiles/*.toml).
-    #[arg(long, value_name = "FILE")]
-    pub profile: PathBuf,
-    /// Skip the sequential write test of the output directories.
-    #[arg(long)]
-    pub no_write_test: bool,
-    /// Read /sys, /proc and /etc under this directory instead of / (for tests).
-    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
-    pub root: PathBuf,
-}
+pub use crate::cli::CheckHostArgs;
+use crate::config::profile::{Backend, HugepageSize, Profile};
+use crate::values::{parse_list, parse_rss_key};
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::cli::{DemoArgs, stop_on_signals};
-use crate::pipeline::{CaptureConfig, SourceSpec, run_capture};
+use crate::capture::{run_capture, stop_on_signals};
+use crate::cli::DemoArgs;
+use crate::config::CaptureConfig;
+use crate::source::SourceSpec;
 use crate::summary;
 use linecap_dataplane::ring::HugePages;
 
@@ -239,7 +241,7 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
     let cfg = CaptureConfig {
         sources: vec![SourceSpec::File(trace.to_path_buf())],
         spread: 2,
-        jobs: vec![crate::pipeline::JobConfig::main(cap.to_path_buf())],
+        jobs: vec![crate::config::JobConfig::main(cap.to_path_buf())],
         rotate_bytes: Some(16 << 10),
         rotate_seconds: None,
         rotate_files: None,
@@ -253,6 +255,9 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         drop_when_full: false,
         xdp: Default::default(),
         cores: Vec::new(),
+        housekeeping: Vec::new(),
+        queue_dirs: None,
+        max_frames: None,
         flows: None,
         metrics: None,
         disk_budget: None,

@@ -7,173 +7,7 @@
 //! port; its queues are captured by one worker each. The EAL is started once
 //! per process with every DPDK source's device in its arguments.
 
-use std::path::PathBuf;
-
-use clap::Args;
-
-/// DPDK flags of `linecap capture` (the profile's `[dpdk]` and `[nic]` give the defaults).
-#[derive(Args, Debug, Clone, Default)]
-pub struct DpdkArgs {
-    /// More EAL arguments for dpdk: sources, as one string (e.g. "-l 0 --socket-mem 1024");
-    /// linecap adds --in-memory, --file-prefix, --no-pci (vdevs only), --vdev / -a for the
-    /// devices, and --no-huge -m 512 when no hugepages are free, unless given here.
-    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
-    pub eal_args: Option<String>,
-    /// Receive queues per dpdk: port (one worker each; RSS spreads flows over them).
-    #[arg(long, value_name = "N")]
-    pub dpdk_queues: Option<u16>,
-    /// Receive descriptors per DPDK queue (adjusted to the device's limits).
-    #[arg(long, value_name = "N")]
-    pub dpdk_rx_desc: Option<u16>,
-    /// Mbufs per DPDK queue's mempool.
-    #[arg(long, value_name = "N")]
-    pub dpdk_mbufs: Option<u32>,
-    /// RSS key, hex (colons allowed); must be symmetric (repeat every 2 bytes). Default 6d5a….
-    #[arg(long, value_name = "HEX")]
-    pub rss_key: Option<String>,
-    /// Self-test (net_ring vdevs only): transmit the frames of this capture file into the port's
-    /// own queues (frame i to queue i mod N), so the capture reads them back. Tests only.
-    #[arg(long, value_name = "FILE", hide = true)]
-    pub dpdk_selftest_inject: Option<PathBuf>,
-}
-
-/// One `dpdk:` source, with its settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DpdkSpec {
-    /// The device as given (PCI address or vdev string).
-    pub device: String,
-    /// Receive queues.
-    pub queues: u16,
-    /// Receive descriptors per queue.
-    pub rx_desc: u16,
-    /// Mbufs per queue.
-    pub mbufs: u32,
-    /// RSS key bytes.
-    pub rss_key: Vec<u8>,
-    /// Extra EAL arguments.
-    pub eal_args: Vec<String>,
-    /// Self-test injection file (net_ring).
-    pub inject: Option<PathBuf>,
-}
-
-/// Whether `s` is a PCI address (`0000:3b:00.0` or `3b:00.0`).
-pub fn is_pci(s: &str) -> bool {
-    let b = s.as_bytes();
-    let short = |b: &[u8]| {
-        b.len() == 7
-            && b[2] == b':'
-            && b[5] == b'.'
-            && b.iter()
-                .enumerate()
-                .all(|(i, c)| i == 2 || i == 5 || c.is_ascii_hexdigit())
-    };
-    short(b)
-        || (b.len() == 12
-            && b[4] == b':'
-            && b[..4].iter().all(u8::is_ascii_hexdigit)
-            && short(&b[5..]))
-}
-
-impl DpdkSpec {
-    /// Parse the part after `dpdk:`.
-    pub fn parse(device: &str) -> anyhow::Result<DpdkSpec> {
-        let device = device.trim();
-        anyhow::ensure!(
-            !device.is_empty(),
-            "dpdk: needs a device: a PCI address (0000:3b:00.0) or a vdev (net_pcap0,rx_pcap=FILE)"
-        );
-        anyhow::ensure!(
-            !device.chars().any(|c| c.is_whitespace() || c == '\0'),
-            "dpdk:{device}: a device string has no spaces"
-        );
-        if !is_pci(device) {
-            let name = device.split(',').next().unwrap_or("");
-            let ok = name.starts_with("net_")
-                && name.len() > 4
-                && name.len() < 32
-                && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
-                && name.as_bytes().last().is_some_and(u8::is_ascii_digit);
-            anyhow::ensure!(
-                ok,
-                "dpdk:{device}: not a PCI address (0000:3b:00.0) nor a vdev string \
-                 (net_<driver><N>[,key=value...], like net_pcap0,rx_pcap=FILE)"
-            );
-        }
-        Ok(DpdkSpec {
-            device: device.into(),
-            queues: 1,
-            rx_desc: 4096,
-            mbufs: 16 * 1024,
-            rss_key: symmetric_key(),
-            eal_args: Vec::new(),
-            inject: None,
-        })
-    }
-
-    /// The ethdev name: the PCI address, or the vdev name before the first comma.
-    pub fn port_name(&self) -> &str {
-        self.device.split(',').next().unwrap_or(&self.device)
-    }
-
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))] // used by the dpdk build
-    /// The `iface=` a vdev is bound to (net_af_packet, net_af_xdp).
-    pub fn iface(&self) -> Option<&str> {
-        self.device
-            .split(',')
-            .skip(1)
-            .find_map(|kv| kv.strip_prefix("iface="))
-    }
-
-    /// Apply the flags.
-    pub fn apply(&mut self, a: &DpdkArgs) -> anyhow::Result<()> {
-        if let Some(q) = a.dpdk_queues {
-            anyhow::ensure!(
-                (1..=256).contains(&q),
-                "--dpdk-queues must be 1..=256, got {q}"
-            );
-            self.queues = q;
-        }
-        if let Some(d) = a.dpdk_rx_desc {
-            anyhow::ensure!(d >= 64, "--dpdk-rx-desc must be at least 64, got {d}");
-            self.rx_desc = d;
-        }
-        if let Some(m) = a.dpdk_mbufs {
-            anyhow::ensure!(
-                (1024..=(1 << 24)).contains(&m),
-                "--dpdk-mbufs must be 1024..=16777216, got {m}"
-            );
-            self.mbufs = m;
-        }
-        if let Some(k) = &a.rss_key {
-            let key =
-                crate::profile::parse_rss_key(k).map_err(|e| anyhow::anyhow!("--rss-key: {e}"))?;
-            anyhow::ensure!(
-                crate::profile::rss_key_is_symmetric(&key),
-                "--rss-key is not symmetric (it must repeat every 2 bytes, like 6d:5a:6d:5a:…): \
-                 the two directions of a flow would land on different queues"
-            );
-            self.rss_key = key;
-        }
-        if let Some(e) = &a.eal_args {
-            self.eal_args = e.split_whitespace().map(String::from).collect();
-        }
-        // Only a net_ring vdev loops its transmit rings back to its receive
-        // rings; elsewhere injected frames would leave the port.
-        self.inject = if self.port_name().starts_with("net_ring") {
-            a.dpdk_selftest_inject.clone()
-        } else {
-            None
-        };
-        Ok(())
-    }
-}
-
-/// The symmetric Toeplitz key (0x6d5a repeated, 40 bytes).
-pub fn symmetric_key() -> Vec<u8> {
-    (0..40)
-        .map(|i| if i % 2 == 0 { 0x6d } else { 0x5a })
-        .collect()
-}
+use crate::source::{DpdkSpec, is_pci};
 
 #[cfg_attr(not(feature = "dpdk"), allow(dead_code))] // used by the dpdk build
 /// EAL arguments for these DPDK sources: the user's, then linecap's defaults
@@ -251,7 +85,7 @@ fn first_allowed_cpu() -> usize {
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .and_then(|l| crate::cli::parse_list(l.trim()).ok())
+                .and_then(|l| crate::values::parse_list(l.trim()).ok())
                 .and_then(|v| v.first().copied())
         })
         .unwrap_or(0) as usize
@@ -283,33 +117,29 @@ mod imp {
     use linecap_dataplane::ring::HugePages;
 
     use super::{DpdkSpec, eal_args, hugepages_free};
-    use crate::pipeline::{CaptureConfig, SourceSpec};
 
     pub use linecap_dataplane::dpdk::DpdkQueue;
 
     static INJECTORS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
-    /// Start the EAL (first call; with every dpdk: source of `cfg`), open and
-    /// start the port of `spec`, and return its queues with their labels.
-    pub fn open(cfg: &CaptureConfig, spec: &DpdkSpec) -> anyhow::Result<Vec<(DpdkQueue, String)>> {
+    /// Start the EAL (first call; with every dpdk: source of the capture,
+    /// `specs`), open and start the port of `spec`, and return its queues
+    /// with their labels.
+    pub fn open(
+        specs: &[&DpdkSpec],
+        hugepages: HugePages,
+        spec: &DpdkSpec,
+    ) -> anyhow::Result<Vec<(DpdkQueue, String)>> {
         let eal = if Eal::is_up() {
             Eal::init(&[]).map_err(anyhow::Error::msg)?
         } else {
-            let specs: Vec<&DpdkSpec> = cfg
-                .sources
-                .iter()
-                .filter_map(|s| match s {
-                    SourceSpec::Dpdk(d) => Some(d),
-                    _ => None,
-                })
-                .collect();
             let free = hugepages_free();
-            if cfg.hugepages == HugePages::Require && free == 0 {
+            if hugepages == HugePages::Require && free == 0 {
                 anyhow::bail!(
                     "--hugepages require: no free hugepages for DPDK (reserve some: sysctl vm.nr_hugepages=512)"
                 );
             }
-            let args = eal_args(&specs, free, cfg.hugepages == HugePages::Never)?;
+            let args = eal_args(specs, free, hugepages == HugePages::Never)?;
             eprintln!("linecap: DPDK EAL arguments: {}", args.join(" "));
             Eal::init(&args).map_err(|e| anyhow::anyhow!("DPDK: {e}"))?
         };
@@ -422,6 +252,7 @@ pub fn shutdown() {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::DpdkArgs;
 
     #[test]
     fn devices() {

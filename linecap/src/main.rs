@@ -2,16 +2,24 @@
 //! and read them back.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-use linecap::{checkhost, cli, demo, flows, readback};
+use clap::{CommandFactory, FromArgMatches};
+use linecap::{checkhost, cli, commands, demo, flows, readback};
 
 fn main() {
-    let args = cli::Cli::parse();
+    // One parse: the typed arguments and clap's matches (which flags were
+    // given, for layering them over a profile) come from it.
+    let matches = cli::Cli::command().get_matches();
+    let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let code = match args.command {
-        cli::Command::Capture(c) => cli::capture(c),
+        cli::Command::Capture(c) => {
+            let sub = matches
+                .subcommand_matches("capture")
+                .expect("the capture subcommand's matches");
+            commands::capture(c, sub)
+        }
         cli::Command::Read(r) => readback::run(r),
         cli::Command::Demo(d) => demo::run(d),
-        cli::Command::Anonymize(a) => cli::anonymize(a),
+        cli::Command::Anonymize(a) => commands::anonymize(a),
         cli::Command::Flows(f) => flows::run(f),
         cli::Command::CheckHost(c) => checkhost::run(c),
     };

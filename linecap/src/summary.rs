@@ -1,10 +1,10 @@
 //! The accounting printed when a capture ends.
 
-use crate::pipeline::CaptureReport;
+use crate::capture::{CaptureReport, QueueReport};
 
 /// How a (job, queue) line is named: `q0`, or `dns/q0` when the capture
 /// has several jobs.
-fn line_name(r: &CaptureReport, q: &crate::pipeline::QueueReport) -> String {
+fn line_name(r: &CaptureReport, q: &QueueReport) -> String {
     if r.jobs.len() > 1 {
         format!("{}/q{}", q.job, q.queue)
     } else {
@@ -39,7 +39,7 @@ pub fn print(r: &CaptureReport) {
         let row = [
             q.seen(),
             q.writer.packets,
-            q.worker.filter_packets + q.worker.sample_packets,
+            q.worker.filter_packets + q.worker.sample_packets + q.after_count,
             q.worker.source_unsupported
                 + q.worker.source_nic
                 + q.xdp_not_redirected()
@@ -121,7 +121,7 @@ pub fn print(r: &CaptureReport) {
         );
     }
     // Queue-level facts are the same in every job's lines: print them once.
-    let first_job = |q: &&crate::pipeline::QueueReport| r.jobs.first().is_none_or(|j| j.0 == q.job);
+    let first_job = |q: &&QueueReport| r.jobs.first().is_none_or(|j| j.0 == q.job);
     for q in &r.queues {
         if q.input_truncated_bytes > 0 && first_job(&q) {
             println!(
@@ -313,6 +313,7 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                     "xdp": q.xdp_not_redirected(),
                     "ring_full": w.ring_full_packets,
                     "writer": f.drop_packets,
+                    "after_count": q.after_count,
                 },
                 "balanced": q.balanced(),
                 "worker": {

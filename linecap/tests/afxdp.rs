@@ -329,3 +329,113 @@ fn a_time_rotated_file_appears_on_an_idle_link() {
     assert_eq!(total(&r, |q| q["written"].as_u64().unwrap()), sent);
     drop(veth);
 }
+
+/// Issue 13: the tcpdump front on a live veth. `linecap capture -i vA -w DIR
+/// 'udp port 53'` keeps exactly the frames tcpdump keeps of what was sent
+/// (tshark counts them too), and `-c 100` stops after exactly 100 frames
+/// with every frame accounted for.
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by .ci/privileged-tests"]
+fn tcpdump_style_capture_with_a_filter_and_a_count() {
+    require_privileges();
+    let dir = tempfile::tempdir().unwrap();
+    let (send, _) = frames_file(dir.path());
+    // What tcpdump keeps of the sent frames, and tshark's count of them.
+    let expected = dir.path().join("expected.pcap");
+    run_ok(
+        Command::new("tcpdump")
+            .arg("-r")
+            .arg(&send)
+            .arg("-w")
+            .arg(&expected)
+            .arg("udp port 53"),
+    );
+    let mut want = read_frames(&expected);
+    assert!(!want.is_empty());
+    let tshark = run_ok(
+        Command::new("tshark")
+            .arg("-r")
+            .arg(&send)
+            // tshark's udp.port also matches the UDP header quoted inside an
+            // ICMP error; BPF's `udp port 53` does not.
+            .args(["-Y", "udp.port == 53 && !icmp && !icmpv6"]),
+    );
+    assert_eq!(
+        tshark.lines().count(),
+        want.len(),
+        "tcpdump and tshark agree"
+    );
+
+    let veth = VethPair::new("i13f", 2);
+    let out = dir.path().join("dns");
+    let report = dir.path().join("report.json");
+    let (mut child, _stderr) = spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args(["capture", "-i", "vA", "--no-metrics", "-w"])
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&report)
+            .arg("udp port 53"),
+        "ready",
+    );
+    let mut guard = KillOnDrop::new(&child);
+    let sent = tcpreplay_sent(&run_ok(
+        veth.in_send("tcpreplay")
+            .args(["-i", "vB", "--pps", "20000"])
+            .arg(&send),
+    ));
+    std::thread::sleep(Duration::from_millis(700));
+    signal(&child, "INT");
+    assert!(child.wait().unwrap().success());
+    guard.disarm();
+    let r = common::report(&report);
+    assert_balanced(&r);
+    assert_eq!(total(&r, |q| q["seen"].as_u64().unwrap()), sent, "{r:#}");
+    let back = dir.path().join("back.pcap");
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_linecap"))
+            .arg("read")
+            .arg(&out)
+            .arg("-w")
+            .arg(&back),
+    );
+    let mut got = read_frames(&back);
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len(), "{r:#}");
+    assert!(got == want, "the kept frames are tcpdump's, byte for byte");
+
+    // -c 100: exactly 100 written; the capture ends by itself.
+    let out = dir.path().join("count");
+    let report = dir.path().join("count.json");
+    let (mut child, _stderr) = spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args(["capture", "-i", "vA", "-c", "100", "--no-metrics", "-w"])
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&report),
+        "ready",
+    );
+    let mut guard = KillOnDrop::new(&child);
+    run_ok(
+        veth.in_send("tcpreplay")
+            .args(["-i", "vB", "--pps", "20000"])
+            .arg(&send),
+    );
+    let mut ended = false;
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(ended, "-c 100 ends the capture by itself");
+    guard.disarm();
+    let r = common::report(&report);
+    assert_balanced(&r);
+    assert_eq!(total(&r, |q| q["written"].as_u64().unwrap()), 100, "{r:#}");
+    for q in r["queues"].as_array().unwrap() {
+        assert_eq!(q["xdp_consistent"], true, "{q:#}");
+    }
+}

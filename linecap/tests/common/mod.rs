@@ -111,6 +111,7 @@ pub fn assert_balanced(r: &serde_json::Value) {
             "xdp",
             "ring_full",
             "writer",
+            "after_count",
         ]
         .iter()
         .map(|k| d[k].as_u64().unwrap())

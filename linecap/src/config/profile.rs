@@ -8,21 +8,20 @@
 //! network without saying so…) are errors that name the key to change.
 //!
 //! The profile supplies defaults for `linecap capture`; flags given on the
-//! command line win ([`Profile::apply_to`]). `linecap check-host` checks the
-//! host against it (`crate::checkhost`).
+//! command line win (`config::layer`). Every key takes effect: a key the
+//! capture would not act on is not in this schema. `linecap check-host`
+//! checks the host against it (`crate::checkhost`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::ArgMatches;
-use clap::parser::ValueSource;
 use serde::Deserialize;
 
-use crate::cli::{CaptureArgs, IdList, parse_list, parse_size};
-use linecap_dataplane::afxdp::AttachMode;
-use linecap_dataplane::ring::HugePages;
+use crate::limits;
+use crate::source::{DpdkSpec, SourceSpec};
+use crate::values::{parse_list, parse_rss_key, parse_size, rss_key_is_symmetric};
 
 /// A byte count written as a number or as `"64K"`, `"1M"`, `"1G"` (powers of 1024).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,14 +139,14 @@ pub struct Job {
 
 impl Job {
     /// The job as `--job` would give it; errors name the job and key.
-    pub fn spec(&self) -> anyhow::Result<crate::cli::JobSpec> {
+    pub fn spec(&self) -> anyhow::Result<crate::values::JobSpec> {
         let ctx = |k: &str| format!("[[job]] {:?}: {k}", self.name);
         anyhow::ensure!(
             self.anonymize.is_none() || self.anonymize_key.is_some(),
             "{} needs anonymize_key",
             ctx("anonymize")
         );
-        Ok(crate::cli::JobSpec {
+        Ok(crate::values::JobSpec {
             name: self.name.clone(),
             out: self.out.clone(),
             filter: self.filter.clone(),
@@ -240,7 +239,7 @@ pub struct Nic {
 }
 
 fn default_xsk_ring() -> u32 {
-    16 * 1024
+    limits::XSK_RING_DEFAULT
 }
 
 /// `[cores]`.
@@ -250,7 +249,8 @@ pub struct Cores {
     /// Worker i runs on `workers[i]` (as many as `nic.queues`); empty: no pinning.
     #[serde(default)]
     pub workers: CoreList,
-    /// Cores writer threads and housekeeping may use (must not overlap `workers`).
+    /// Cores the writer, flow exporter and metrics threads run on (must not
+    /// overlap `workers`); empty: not pinned.
     #[serde(default)]
     pub housekeeping: CoreList,
     /// Require the worker cores to be isolated (`isolcpus=`).
@@ -307,7 +307,7 @@ pub struct Memory {
 }
 
 fn default_batch() -> Bytes {
-    Bytes(1 << 20)
+    Bytes(limits::BATCH_BYTES_DEFAULT)
 }
 
 impl Default for Memory {
@@ -355,8 +355,12 @@ fn default_linger() -> f64 {
 pub struct Writer {
     /// Writer threads.
     pub threads: usize,
-    /// Output directories, one per disk; queue q goes to `dirs[q % dirs.len()]`.
+    /// Output directories, one per disk; queue q goes to `dirs[q % dirs.len()]`
+    /// unless `queue_dirs` says otherwise.
     pub dirs: Vec<PathBuf>,
+    /// Queue q goes to `dirs[queue_dirs[q]]` (one entry per queue).
+    #[serde(default)]
+    pub queue_dirs: Option<Vec<usize>>,
     /// LZ4-compress batches.
     #[serde(default = "yes")]
     pub compress: bool,
@@ -366,7 +370,8 @@ pub struct Writer {
     pub rotate_seconds: Option<u64>,
     /// Files kept per queue.
     pub rotate_files: Option<u32>,
-    /// Disk space the capture may use, all directories together.
+    /// Disk space each output directory (disk) may hold; the oldest complete
+    /// files are recycled to stay within it.
     pub disk_budget: Option<Bytes>,
     /// Bytes check-host writes (with fsync) to time each output directory.
     #[serde(default = "default_write_test")]
@@ -381,51 +386,27 @@ fn default_write_test() -> Bytes {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
-    /// Where the Prometheus endpoint listens.
-    #[serde(default = "default_metrics")]
-    pub address: SocketAddr,
+    /// Where the Prometheus endpoint listens (default 127.0.0.1:9464, and then a
+    /// busy port is a warning; given here, it is an error, as `--metrics`).
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
     /// Allow a non-loopback address.
     #[serde(default)]
     pub allow_remote: bool,
 }
 
 fn default_metrics() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9464))
+    SocketAddr::from(limits::METRICS_DEFAULT_ADDR)
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            address: default_metrics(),
-            allow_remote: false,
-        }
+impl Metrics {
+    /// The listen address, given or default.
+    pub fn address(&self) -> SocketAddr {
+        self.address.unwrap_or_else(default_metrics)
     }
-}
-
-/// Parse an RSS key: 40 bytes as hex, with or without `:` separators.
-pub fn parse_rss_key(s: &str) -> Result<Vec<u8>, String> {
-    let hex: String = s.chars().filter(|c| *c != ':' && *c != ' ').collect();
-    if !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("{s:?} is not hex bytes (like 6d:5a:6d:5a:…)"));
-    }
-    let key: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked hex"))
-        .collect();
-    if key.len() != 40 {
-        return Err(format!("needs 40 bytes, got {}", key.len()));
-    }
-    Ok(key)
-}
-
-/// Whether a Toeplitz key hashes both directions of a flow alike: it must
-/// repeat every 16 bits (the distance between swapped ports, and a divisor of
-/// the distance between swapped addresses), like `6d5a` repeated.
-pub fn rss_key_is_symmetric(key: &[u8]) -> bool {
-    key.len() >= 2 && key.chunks(2).all(|c| c == &key[..c.len()])
 }
 
 impl Profile {
@@ -450,7 +431,7 @@ impl Profile {
         match (m.ring_slots, m.ring_bytes) {
             (Some(s), _) => s,
             (None, Some(r)) => (r.0 / m.batch_bytes.0) as usize,
-            (None, None) => 16,
+            (None, None) => limits::RING_SLOTS_DEFAULT,
         }
     }
 
@@ -472,27 +453,36 @@ impl Profile {
     /// The output directory of queue `q` (queues spread round-robin over the disks).
     #[allow(dead_code)] // for the pipeline: one output root per queue
     pub fn queue_dir(&self, q: u32) -> &Path {
-        &self.writer.dirs[q as usize % self.writer.dirs.len()]
+        &self.writer.dirs[self.queue_dir_index(q)]
+    }
+
+    /// Index into `writer.dirs` of queue `q`'s directory.
+    pub fn queue_dir_index(&self, q: u32) -> usize {
+        match &self.writer.queue_dirs {
+            Some(m) => m[q as usize % m.len()],
+            None => q as usize % self.writer.dirs.len(),
+        }
     }
 
     /// Queues written to output directory `i`.
     pub fn queues_on_dir(&self, i: usize) -> u32 {
-        let n = self.writer.dirs.len() as u32;
-        (0..self.nic.queues).filter(|q| q % n == i as u32).count() as u32
+        (0..self.nic.queues)
+            .filter(|&q| self.queue_dir_index(q) == i)
+            .count() as u32
     }
 
-    /// The `--source` this profile captures from.
-    pub fn source_spec(&self) -> anyhow::Result<String> {
+    /// The source this profile captures from (the DPDK port's settings are
+    /// applied from `[nic]` and `[dpdk]` by `config::layer`).
+    pub fn source_spec(&self) -> anyhow::Result<SourceSpec> {
         Ok(match self.nic.backend {
-            Backend::Afxdp => {
-                let ifname = self.nic.interface.as_deref().context("nic.interface")?;
-                format!("afxdp:{ifname}:0-{}", self.nic.queues - 1)
-            }
-            Backend::Dpdk => format!("dpdk:{}", self.nic.pci.as_deref().context("nic.pci")?),
-            Backend::File => format!(
-                "file:{}",
-                self.nic.file.as_deref().context("nic.file")?.display()
+            Backend::Afxdp => SourceSpec::AfXdp {
+                ifname: self.nic.interface.clone().context("nic.interface")?,
+                queues: Some((0..self.nic.queues).collect()),
+            },
+            Backend::Dpdk => SourceSpec::Dpdk(
+                DpdkSpec::parse(self.nic.pci.as_deref().context("nic.pci")?).context("nic.pci")?,
             ),
+            Backend::File => SourceSpec::File(self.nic.file.clone().context("nic.file")?),
         })
     }
 
@@ -504,7 +494,7 @@ impl Profile {
         }
         if let Some(u) = &self.host.user {
             let ok = !u.is_empty()
-                && u.len() <= 32
+                && u.len() <= limits::USER_NAME_MAX
                 && u.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
                 && !u.starts_with('-');
@@ -515,8 +505,12 @@ impl Profile {
         if nic.queues == 0 {
             bail!("nic.queues must be at least 1, got 0");
         }
-        if nic.queues > 256 {
-            bail!("nic.queues must be at most 256, got {}", nic.queues);
+        if nic.queues > limits::QUEUES_MAX {
+            bail!(
+                "nic.queues must be at most {}, got {}",
+                limits::QUEUES_MAX,
+                nic.queues
+            );
         }
         match nic.backend {
             Backend::Afxdp => match &nic.interface {
@@ -525,7 +519,7 @@ impl Profile {
                 // `afxdp:IFACE:QUEUES` source the profile becomes.
                 Some(i)
                     if i.is_empty()
-                        || i.len() > 15
+                        || i.len() > limits::IFNAME_MAX
                         || i == "."
                         || i == ".."
                         || i.contains(['/', ':'])
@@ -578,8 +572,12 @@ impl Profile {
             bail!("nic.line_rate_gbps must be a number >= 0");
         }
         let x = nic.xsk_ring_entries;
-        if !x.is_power_of_two() || !(64..=(1 << 20)).contains(&x) {
-            bail!("nic.xsk_ring_entries must be a power of two from 64 to 1048576, got {x}");
+        if !x.is_power_of_two() || !(limits::XSK_RING_MIN..=limits::XSK_RING_MAX).contains(&x) {
+            bail!(
+                "nic.xsk_ring_entries must be a power of two from {} to {}, got {x}",
+                limits::XSK_RING_MIN,
+                limits::XSK_RING_MAX
+            );
         }
 
         // Cores.
@@ -612,12 +610,12 @@ impl Profile {
         // Memory.
         let m = &self.memory;
         let batch = m.batch_bytes.0;
-        if batch < 64 << 10 {
+        if batch < limits::BATCH_BYTES_MIN {
             bail!(
                 "memory.batch_bytes must be at least 64K (one ERF record can be 64 KiB), got {batch}"
             );
         }
-        if batch > 4 << 20 {
+        if batch > limits::BATCH_BYTES_MAX {
             bail!("memory.batch_bytes must be at most 4M (one LZ4 block), got {batch}");
         }
         if let Some(r) = m.ring_bytes {
@@ -635,7 +633,7 @@ impl Profile {
                 );
             }
             let slots = r.0 / batch;
-            if slots > 1 << 16 {
+            if slots > limits::RING_SLOTS_MAX as u64 {
                 bail!(
                     "memory.ring_bytes ({}) holds {slots} batches of memory.batch_bytes ({batch}): \
                      a ring has at most 65536 slots",
@@ -652,7 +650,7 @@ impl Profile {
             }
         }
         if let Some(s) = m.ring_slots
-            && (s < 2 || !s.is_power_of_two() || s > 1 << 16)
+            && (s < limits::RING_SLOTS_MIN || !s.is_power_of_two() || s > limits::RING_SLOTS_MAX)
         {
             bail!("memory.ring_slots must be a power of two from 2 to 65536, got {s}");
         }
@@ -675,7 +673,10 @@ impl Profile {
 
         // Flows.
         if let Some(f) = &self.flows {
-            if !f.capacity.is_power_of_two() || f.capacity < 1024 || f.capacity > 1 << 26 {
+            if !f.capacity.is_power_of_two()
+                || f.capacity < limits::FLOW_CAPACITY_MIN
+                || f.capacity > limits::FLOW_CAPACITY_MAX
+            {
                 bail!(
                     "flows.capacity must be a power of two from 1024 to 67108864, got {}",
                     f.capacity
@@ -694,7 +695,7 @@ impl Profile {
 
         // Writer.
         let w = &self.writer;
-        if w.threads == 0 || w.threads > 64 {
+        if w.threads == 0 || w.threads > limits::WRITER_THREADS_MAX {
             bail!("writer.threads must be 1..=64, got {}", w.threads);
         }
         if w.threads > nic.queues as usize {
@@ -728,35 +729,61 @@ impl Profile {
         }
         // The capture's own limit (`--rotate-seconds`).
         if let Some(g) = w.rotate_seconds
-            && g > 100 * 365 * 86_400
+            && g > limits::ROTATE_SECONDS_MAX
         {
             bail!("writer.rotate_seconds {g} is out of range (at most 100 years)");
         }
         if w.rotate_files == Some(0) {
             bail!("writer.rotate_files must be at least 1");
         }
+        if let Some(m) = &w.queue_dirs {
+            if m.len() != nic.queues as usize {
+                bail!(
+                    "writer.queue_dirs lists {} directories but nic.queues is {}: give one per queue",
+                    m.len(),
+                    nic.queues
+                );
+            }
+            if let Some(bad) = m.iter().find(|&&i| i >= w.dirs.len()) {
+                bail!(
+                    "writer.queue_dirs: {bad} is not an index into writer.dirs (0 to {})",
+                    w.dirs.len() - 1
+                );
+            }
+            if let Some(empty) = (0..w.dirs.len()).find(|i| !m.contains(i)) {
+                bail!(
+                    "writer.queue_dirs puts no queue on writer.dirs[{empty}] ({})",
+                    w.dirs[empty].display()
+                );
+            }
+        }
         if let (Some(b), Some(n), Some(budget)) = (w.rotate_bytes, w.rotate_files, w.disk_budget) {
-            let need = (b.0 as u128) * (n as u128) * (nic.queues as u128);
+            // The budget holds per directory: the fullest one decides.
+            let most = (0..w.dirs.len())
+                .map(|i| self.queues_on_dir(i))
+                .max()
+                .unwrap_or(nic.queues);
+            let need = (b.0 as u128) * (n as u128) * (most as u128);
             if need > budget.0 as u128 {
                 bail!(
-                    "writer.disk_budget ({} GiB) is less than nic.queues × writer.rotate_files × \
-                     writer.rotate_bytes ({} GiB)",
+                    "writer.disk_budget ({} GiB per directory) is less than the queues of one \
+                     directory ({most}) × writer.rotate_files × writer.rotate_bytes ({} GiB)",
                     budget.0 >> 30,
                     need >> 30
                 );
             }
         }
-        if w.write_test_bytes.0 > 1 << 30 {
+        if w.write_test_bytes.0 > limits::WRITE_TEST_BYTES_MAX {
             bail!("writer.write_test_bytes must be at most 1G");
         }
 
         // Metrics.
-        let ip = self.metrics.address.ip();
+        let ip = self.metrics.address().ip();
         if !ip.is_loopback() && !self.metrics.allow_remote {
             bail!(
                 "metrics.address {} is not a loopback address: set metrics.allow_remote = true \
                  to expose the endpoint to the network",
-                self.metrics.address
+                self.metrics.address()
             );
         }
 
@@ -766,125 +793,6 @@ impl Profile {
         }
         Ok(())
     }
-
-    /// Make this profile's values the defaults of `args`: every capture
-    /// setting the profile has is written into `args` unless that flag was
-    /// given on the command line (`matches` are the `capture` subcommand's).
-    pub fn apply_to(&self, args: &mut CaptureArgs, matches: &ArgMatches) -> anyhow::Result<()> {
-        let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-        if !given("sources") {
-            args.sources = vec![self.source_spec()?];
-            if self.nic.backend == Backend::File && !given("spread") {
-                args.spread = self.nic.queues;
-            }
-        }
-        if !given("jobs") && !self.jobs.is_empty() {
-            args.jobs = self
-                .jobs
-                .iter()
-                .map(Job::spec)
-                .collect::<anyhow::Result<_>>()?;
-        }
-        if !given("out") && args.jobs.is_empty() {
-            // The pipeline writes every queue under one directory: the first disk.
-            // Spreading queues over `writer.dirs` is `Profile::queue_dir`.
-            args.out = Some(self.writer.dirs[0].clone());
-        }
-        let w = &self.writer;
-        if !given("rotate_bytes") && w.rotate_bytes.is_some() {
-            args.rotate_bytes = w.rotate_bytes.map(|b| b.0);
-        }
-        if !given("rotate_seconds") && w.rotate_seconds.is_some() {
-            args.rotate_seconds = w.rotate_seconds;
-        }
-        if !given("rotate_files") && w.rotate_files.is_some() {
-            args.rotate_files = w.rotate_files;
-        }
-        if !given("no_compress") {
-            args.no_compress = !w.compress;
-        }
-        if !given("writer_threads") {
-            args.writer_threads = w.threads;
-        }
-        if !given("batch_bytes") {
-            args.batch_bytes = self.memory.batch_bytes.0;
-        }
-        if !given("ring_slots") {
-            args.ring_slots = self.ring_slots();
-        }
-        if !given("hugepages") && self.memory.hugepages > 0 {
-            args.hugepages = HugePages::Require;
-        }
-        if !given("xdp_mode") {
-            args.xdp_mode = match self.nic.xdp_mode {
-                XdpMode::Auto => AttachMode::Auto,
-                XdpMode::Native => AttachMode::Native,
-                XdpMode::Generic => AttachMode::Generic,
-            };
-        }
-        if !given("xsk_ring") {
-            args.xsk_ring = self.nic.xsk_ring_entries;
-        }
-        if self.nic.backend == Backend::Dpdk {
-            let d = &mut args.dpdk;
-            if !given("dpdk_queues") {
-                d.dpdk_queues = Some(u16::try_from(self.nic.queues).unwrap_or(u16::MAX));
-            }
-            if !given("rss_key") && self.nic.rss_key.is_some() {
-                d.rss_key = self.nic.rss_key.clone();
-            }
-            if !given("eal_args") && self.dpdk.eal_args.is_some() {
-                d.eal_args = self.dpdk.eal_args.clone();
-            }
-            if !given("dpdk_rx_desc") && self.dpdk.rx_desc.is_some() {
-                d.dpdk_rx_desc = self.dpdk.rx_desc;
-            }
-            if !given("dpdk_mbufs") && self.dpdk.mbufs.is_some() {
-                d.dpdk_mbufs = self.dpdk.mbufs;
-            }
-        }
-        if !given("cores") && !self.cores.workers.0.is_empty() {
-            args.cores = Some(IdList(self.cores.workers.0.clone()));
-        }
-        if let Some(f) = &self.flows {
-            if !given("flows") {
-                args.flows = true;
-            }
-            if !given("capacity") {
-                args.flow.capacity = f.capacity;
-            }
-            if !given("idle_timeout") {
-                args.flow.idle_timeout = f.idle_timeout_s;
-            }
-            if !given("active_timeout") {
-                args.flow.active_timeout = f.active_timeout_s;
-            }
-            if !given("linger") {
-                args.flow.linger = f.linger_s;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `linecap capture --profile P`: load P and make its values the defaults of
-/// `args` (flags given on the command line win). Returns the profile, for the
-/// settings that are not capture flags (user, metrics address).
-///
-/// `main` hands over only the typed arguments, so which flags were given is
-/// found by parsing the process's command line again with the same parser.
-pub fn apply_profile(args: &mut CaptureArgs) -> anyhow::Result<Option<Profile>> {
-    let Some(path) = args.profile.clone() else {
-        return Ok(None);
-    };
-    let profile = Profile::load(&path)?;
-    let matches = <crate::cli::Cli as clap::CommandFactory>::command()
-        .try_get_matches_from(std::env::args_os())?;
-    let Some(("capture", sub)) = matches.subcommand() else {
-        bail!("--profile: not a capture command line");
-    };
-    profile.apply_to(args, sub)?;
-    Ok(Some(profile))
 }
 
 #[cfg(test)]
@@ -933,7 +841,13 @@ dirs = ["/tmp/x"]
         assert_eq!(p.nic.queues, 8);
         assert_eq!(p.cores.workers.0, (2..=9).collect::<Vec<_>>());
         assert_eq!(p.memory.hugepage_size, HugepageSize::G1);
-        assert_eq!(p.source_spec().unwrap(), "afxdp:ens1f0:0-7");
+        assert_eq!(
+            p.source_spec().unwrap(),
+            SourceSpec::AfXdp {
+                ifname: "ens1f0".into(),
+                queues: Some((0..8).collect())
+            }
+        );
     }
 
     #[test]
@@ -941,7 +855,7 @@ dirs = ["/tmp/x"]
         let p = with("", None).unwrap();
         assert_eq!(p.ring_slots(), 16);
         assert_eq!(p.memory.batch_bytes, Bytes(1 << 20));
-        assert_eq!(p.metrics.address, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(p.metrics.address(), "127.0.0.1:9464".parse().unwrap());
         assert_eq!(p.queue_dir(1), Path::new("/tmp/x"));
     }
 
@@ -1096,179 +1010,5 @@ dirs = ["/tmp/x"]
         assert!(!rss_key_is_symmetric(&k2));
         assert!(parse_rss_key("zz").is_err());
         assert!(parse_rss_key("6d5a").is_err());
-    }
-}
-
-#[cfg(test)]
-mod apply_tests {
-    use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::{CommandFactory, FromArgMatches};
-
-    fn args(p: &Profile, argv: &[&str]) -> CaptureArgs {
-        let m = Cli::command().try_get_matches_from(argv).unwrap();
-        let (_, sub) = m.subcommand().unwrap();
-        let Command::Capture(mut a) = Cli::from_arg_matches(&m).unwrap().command else {
-            unreachable!()
-        };
-        p.apply_to(&mut a, sub).unwrap();
-        a
-    }
-
-    fn probe() -> Profile {
-        Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/probe-40g.toml"))
-            .unwrap()
-    }
-
-    #[test]
-    fn dpdk_profile_gives_queues_rss_key_and_eal_args() {
-        let p = Profile::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/probe-40g-dpdk.toml"),
-        )
-        .unwrap();
-        let a = args(&p, &["linecap", "capture", "--profile", "x"]);
-        assert_eq!(a.sources, ["dpdk:0000:3b:00.0"]);
-        assert_eq!(a.dpdk.dpdk_queues, Some(8));
-        assert_eq!(a.dpdk.dpdk_rx_desc, Some(4096));
-        assert_eq!(a.dpdk.dpdk_mbufs, Some(32767));
-        assert!(a.dpdk.rss_key.as_deref().unwrap().starts_with("6d:5a"));
-        assert!(a.dpdk.eal_args.as_deref().unwrap().contains("--socket-mem"));
-        // Flags win.
-        let a = args(
-            &p,
-            &["linecap", "capture", "--profile", "x", "--dpdk-queues", "2"],
-        );
-        assert_eq!(a.dpdk.dpdk_queues, Some(2));
-    }
-
-    #[test]
-    fn profile_values_become_the_defaults() {
-        let p = probe();
-        let a = args(&p, &["linecap", "capture", "--profile", "x"]);
-        assert_eq!(a.sources, ["afxdp:ens1f0:0-7"]);
-        assert_eq!(a.out.as_deref(), Some(Path::new("/data/cap")));
-        assert_eq!(a.cores, Some(IdList((2..=9).collect())));
-        assert_eq!(a.ring_slots, 64);
-        assert_eq!(a.batch_bytes, 1 << 20);
-        assert_eq!(a.writer_threads, 4);
-        assert_eq!(a.hugepages, HugePages::Require);
-        assert_eq!(a.xdp_mode, AttachMode::Native);
-        assert_eq!(a.rotate_bytes, Some(1 << 30));
-        assert_eq!(a.rotate_files, Some(400));
-        assert!(a.flows);
-        assert_eq!(a.flow.capacity, 1 << 20);
-        crate::cli::capture_config(&a)
-            .map(|_| ())
-            .unwrap_or_else(|e| {
-                // Only the core check may fail on a small machine.
-                assert!(e.to_string().contains("--cores"), "{e:#}")
-            });
-    }
-
-    #[test]
-    fn job_tables_become_the_capture_jobs() {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/probe-40g.toml"),
-        )
-        .unwrap()
-            + "\n[[job]]\nname = \"dns\"\nout = \"/data/dns\"\nfilter = \"udp port 53\"\nsnaplen = 256\n\
-               \n[[job]]\nname = \"sampled\"\nout = \"/data/sampled\"\nsample = \"flows:100:7\"\n";
-        let p: Profile = toml::from_str(&text).unwrap();
-        p.validate().unwrap();
-        let a = args(&p, &["linecap", "capture", "--profile", "x"]);
-        // The jobs are the capture: no main job in writer.dirs.
-        assert_eq!(a.out, None);
-        assert_eq!(a.jobs.len(), 2);
-        assert_eq!(a.jobs[0].name, "dns");
-        assert_eq!(a.jobs[0].filter.as_deref(), Some("udp port 53"));
-        assert_eq!(a.jobs[0].snaplen, Some(256));
-        assert_eq!(a.jobs[1].out, Path::new("/data/sampled"));
-        assert_eq!(
-            a.jobs[1].sample.map(|s| s.to_string()).as_deref(),
-            Some("flows:100:7")
-        );
-        // --out given: the main job comes back beside the profile's jobs.
-        let a = args(
-            &p,
-            &["linecap", "capture", "--profile", "x", "--out", "/tmp/o"],
-        );
-        assert_eq!(a.out.as_deref(), Some(Path::new("/tmp/o")));
-        assert_eq!(a.jobs.len(), 2);
-        // A bad policy names the job and the key.
-        let bad: Profile =
-            toml::from_str(&(text + "\n[[job]]\nname = \"x\"\nout = \"/x\"\nsample = \"often\"\n"))
-                .unwrap();
-        let e = bad.validate().unwrap_err().to_string();
-        assert!(e.contains("[[job]] \"x\": sample"), "{e}");
-    }
-
-    #[test]
-    fn flags_given_win_over_the_profile() {
-        let p = probe();
-        let a = args(
-            &p,
-            &[
-                "linecap",
-                "capture",
-                "--profile",
-                "x",
-                "--source",
-                "afxdp:veth0",
-                "--out",
-                "/tmp/o",
-                "--cores",
-                "1",
-                "--ring-slots",
-                "8",
-                "--batch-bytes",
-                "64K",
-                "--writer-threads",
-                "1",
-                "--hugepages",
-                "never",
-                "--xdp-mode",
-                "generic",
-                "--xsk-ring",
-                "2048",
-                "-C",
-                "1M",
-                "-W",
-                "3",
-                "--flow-capacity",
-                "1024",
-                "--idle-timeout",
-                "5",
-            ],
-        );
-        assert_eq!(a.sources, ["afxdp:veth0"]);
-        assert_eq!(a.out.as_deref(), Some(Path::new("/tmp/o")));
-        assert_eq!(a.cores, Some(IdList(vec![1])));
-        assert_eq!(a.ring_slots, 8);
-        assert_eq!(a.batch_bytes, 64 << 10);
-        assert_eq!(a.writer_threads, 1);
-        assert_eq!(a.hugepages, HugePages::Never);
-        assert_eq!(a.xdp_mode, AttachMode::Generic);
-        assert_eq!(a.xsk_ring, 2048);
-        assert_eq!(a.rotate_bytes, Some(1 << 20));
-        assert_eq!(a.rotate_files, Some(3));
-        assert_eq!(a.flow.capacity, 1024);
-        assert_eq!(a.flow.idle_timeout, 5.0);
-        // Not given: still the profile's.
-        assert_eq!(a.flow.active_timeout, 300.0);
-        assert!(a.flows);
-    }
-
-    #[test]
-    fn without_a_profile_source_and_out_stay_required() {
-        assert!(
-            Cli::command()
-                .try_get_matches_from(["linecap", "capture"])
-                .is_err()
-        );
-        assert!(
-            Cli::command()
-                .try_get_matches_from(["linecap", "capture", "--profile", "p"])
-                .is_ok()
-        );
     }
 }

@@ -1,0 +1,234 @@
+//! One capture, by stage: open the sources ([`open`]), wire rings, series
+//! and workers ([`wiring`]), run the threads ([`run`], [`writer`]), and
+//! account for every frame ([`report`]). `-c` is [`count`]; the housekeeping
+//! cores are [`affinity`].
+//!
+//! Everything is validated before (`crate::config`, the l2fwd shape); once
+//! threads start, each worker reads only its own queue's config.
+
+mod affinity;
+mod count;
+mod open;
+mod report;
+mod run;
+mod wiring;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use linecap_dataplane::afxdp::XdpQueueStats;
+
+use crate::config::{CaptureConfig, validate_jobs};
+use crate::export::Exporters;
+use crate::metrics::MetricsServer;
+pub use report::{CaptureReport, QueueReport};
+
+/// What the signal handlers raise.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// SIGINT / SIGTERM: stop, flush, complete the files.
+    pub stop: Arc<AtomicBool>,
+    /// SIGHUP: complete the current files now and start new ones.
+    pub rotate: Arc<AtomicBool>,
+}
+
+/// SIGINT and SIGTERM raise `stop` (a second one exits at once); SIGHUP
+/// raises `rotate`.
+pub fn stop_on_signals() -> anyhow::Result<Signals> {
+    let signals = Signals::default();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, signals.stop.clone())?;
+        signal_hook::flag::register(sig, signals.stop.clone())?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.rotate.clone())?;
+    Ok(signals)
+}
+
+/// Run a capture to its end (sources exhausted, `stop` raised, `-c`
+/// reached, or the duration elapsed) and return the accounting.
+pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<CaptureReport> {
+    anyhow::ensure!(
+        cfg.writer_threads >= 1,
+        "--writer-threads must be at least 1"
+    );
+    anyhow::ensure!(
+        cfg.rotate_seconds != Some(0),
+        "--rotate-seconds must be at least 1"
+    );
+    validate_jobs(&cfg.jobs)?;
+    let mut att = open::Attachments::default();
+    let queues = open::open_queues(cfg, &mut att)?;
+    let budgets = wiring::series_budgets(cfg, queues.len())?;
+    // Baselines: what the XDP programs counted before the capture started.
+    let xdp_base: Vec<Option<XdpQueueStats>> = queues
+        .iter()
+        .map(|q| q.xdp.map(|(a, hq)| att.list[a].queue_stats(hq)))
+        .collect();
+    let xdp_ids: Vec<Option<(usize, u32)>> = queues.iter().map(|q| q.xdp).collect();
+    // AF_XDP queues: the XDP stage's and the interface's drops, refreshed by
+    // the supervisor for the metrics (the report reads them at the end).
+    let xdp_live: Vec<Option<Arc<Mutex<crate::metrics::XdpLive>>>> = queues
+        .iter()
+        .map(|q| q.xdp.map(|_| Arc::new(Mutex::new(Default::default()))))
+        .collect();
+    wiring::make_dirs(cfg)?;
+
+    // From here on the main thread, and every thread it starts but the
+    // workers, runs on the housekeeping cores.
+    let housekeeping = affinity::Housekeeping::enter(&cfg.housekeeping)?;
+    // Workers stop on `worker_stop`, raised by the supervisor once the
+    // inflow is cut (live queues), so the rings can be drained exactly.
+    let worker_stop = Arc::new(AtomicBool::new(false));
+    let exporters = match &cfg.flows {
+        Some(f) => Some(Exporters::start(&f.export)?),
+        None => None,
+    };
+    let w = wiring::build(
+        cfg,
+        queues,
+        &budgets,
+        exporters.as_ref(),
+        &xdp_live,
+        &worker_stop,
+    )?;
+    let metrics = start_metrics(cfg, w.probes)?;
+    become_user(cfg)?;
+    if !att.list.is_empty() {
+        let ifs: Vec<&str> = att.list.iter().map(|a| a.ifname()).collect();
+        eprintln!(
+            "linecap: ready: capturing on {} ({} queues); SIGINT/SIGTERM to stop",
+            ifs.join(", "),
+            w.workers.len()
+        );
+    }
+    let limit = cfg.max_frames.map(count::CountLimit::new);
+    let threads = run::Threads {
+        cfg,
+        signals,
+        worker_stop,
+        housekeeping: &housekeeping,
+        limit: limit.as_ref(),
+    };
+    let mut xdp = run::XdpWatch {
+        att: &mut att,
+        ids: &xdp_ids,
+        base: &xdp_base,
+        live: &xdp_live,
+    };
+    let outcome = threads.run(w.workers, w.writer_inputs, &mut xdp);
+    let ends = queue_ends(&att, &xdp_ids, &xdp_base);
+    drop(att);
+    let queues = report::assemble(w.lines, &outcome.workers, &outcome.writer_errors, &ends);
+    let stop = &signals.stop;
+    // A capture that ended by itself keeps its final values on /metrics for
+    // a while (a scraper's last look); a signal during the hold ends it.
+    if let (Some(_), Some(m)) = (&metrics, &cfg.metrics)
+        && !stop.load(Ordering::Relaxed)
+    {
+        let end = Instant::now() + m.hold;
+        while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(metrics);
+    // Every worker has drained its table: let the exporters write it all.
+    let exports = match exporters {
+        Some(ex) => {
+            let live = ex.live_drops();
+            Some((ex.finish()?, live))
+        }
+        None => None,
+    };
+    drop(housekeeping);
+    Ok(CaptureReport {
+        exports,
+        queues,
+        jobs: cfg
+            .jobs
+            .iter()
+            .map(|j| (j.name.clone(), j.out.clone(), j.describe()))
+            .collect(),
+        hugepages: w.hugepages,
+        stopped: stop.load(Ordering::Relaxed),
+    })
+}
+
+/// Start the metrics endpoint: an address given explicitly must be served,
+/// the default one is a warning when busy.
+fn start_metrics(
+    cfg: &CaptureConfig,
+    probes: Vec<crate::metrics::QueueProbe>,
+) -> anyhow::Result<Option<MetricsServer>> {
+    let Some(m) = &cfg.metrics else {
+        return Ok(None);
+    };
+    match MetricsServer::start(m.addr, probes) {
+        Ok(server) => {
+            eprintln!("linecap: metrics on http://{}/metrics", server.addr());
+            Ok(Some(server))
+        }
+        Err(e) if !m.required => {
+            eprintln!(
+                "linecap: warning: {e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `--user`: everything privileged is done (XDP attached, sockets bound,
+/// rings and directories made): hand the output to the user, then become it
+/// before any worker or writer thread starts (capabilities are per thread).
+fn become_user(cfg: &CaptureConfig) -> anyhow::Result<()> {
+    let Some(user) = &cfg.user else {
+        return Ok(());
+    };
+    let t = crate::privileges::resolve_user(user)?;
+    for d in wiring::owned_dirs(cfg) {
+        nix::unistd::chown(&d, Some(t.uid), Some(t.gid))
+            .with_context(|| format!("giving {} to {user}", d.display()))?;
+    }
+    crate::privileges::drop_privileges(user, crate::privileges::CAPTURE_KEEP)?;
+    eprintln!(
+        "linecap: running as {user} (uid {}) with CAP_NET_ADMIN, CAP_BPF, CAP_IPC_LOCK",
+        t.uid
+    );
+    Ok(())
+}
+
+/// Final XDP counts, and the interfaces' own drops (on each interface's
+/// first queue).
+fn queue_ends(
+    att: &open::Attachments,
+    xdp_ids: &[Option<(usize, u32)>],
+    xdp_base: &[Option<XdpQueueStats>],
+) -> Vec<report::QueueEnd> {
+    let xdp_final: Vec<Option<XdpQueueStats>> = xdp_ids
+        .iter()
+        .zip(xdp_base)
+        .map(|(id, base)| {
+            let ((a, q), b) = ((*id)?, (*base)?);
+            let now = att.list[a].queue_stats(q);
+            Some(XdpQueueStats {
+                seen: now.seen - b.seen,
+                not_redirected: now.not_redirected - b.not_redirected,
+            })
+        })
+        .collect();
+    let mut iface_drop_per_queue = vec![0u64; xdp_ids.len()];
+    for (ai, a) in att.list.iter().enumerate() {
+        if let Some(first) = xdp_ids.iter().position(|x| x.is_some_and(|(i, _)| i == ai)) {
+            iface_drop_per_queue[first] =
+                open::iface_drops(a.ifname()).saturating_sub(att.iface_drops_start[ai]);
+        }
+    }
+    xdp_final
+        .into_iter()
+        .zip(iface_drop_per_queue)
+        .map(|(xdp, iface_drops)| report::QueueEnd { xdp, iface_drops })
+        .collect()
+}

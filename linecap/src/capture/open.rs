@@ -1,0 +1,221 @@
+//! Opening the sources: files, generators, AF_XDP sockets behind an XDP
+//! program, DPDK ports; one [`Queue`] per receive queue.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use linecap_dataplane::afxdp::{XdpAttachment, XdpQueueStats, XskConfig, XskSocket};
+use linecap_dataplane::clock::RealtimeClock;
+use linecap_dataplane::synthetic::SyntheticSource;
+
+use crate::config::CaptureConfig;
+use crate::filesource::FileSource;
+use crate::limits;
+use crate::source::SourceSpec;
+
+/// One queue's receive side.
+pub(super) enum QueueSource {
+    File(FileSource),
+    Synthetic(SyntheticSource<RealtimeClock>),
+    AfXdp(Box<XskSocket>),
+    #[cfg(feature = "dpdk")]
+    Dpdk(Box<crate::dpdksource::DpdkQueue>),
+}
+
+/// One opened queue.
+pub(super) struct Queue {
+    pub(super) id: u32,
+    pub(super) label: String,
+    pub(super) source: QueueSource,
+    /// AF_XDP: (attachment index, hardware queue).
+    pub(super) xdp: Option<(usize, u32)>,
+}
+
+/// Interfaces with linecap's XDP program attached, kept for the whole capture.
+#[derive(Default)]
+pub(super) struct Attachments {
+    pub(super) list: Vec<XdpAttachment>,
+    /// Per attachment: interface drop counters at start.
+    pub(super) iface_drops_start: Vec<u64>,
+}
+
+/// Publish what the XDP programs and the interfaces counted since the start
+/// (for the metrics); the interface's drops go to its first queue, as in
+/// the report.
+pub(super) fn refresh_xdp_live(
+    att: &Attachments,
+    ids: &[Option<(usize, u32)>],
+    base: &[Option<XdpQueueStats>],
+    live: &[Option<Arc<Mutex<crate::metrics::XdpLive>>>],
+) {
+    for (qi, (id, b)) in ids.iter().zip(base).enumerate() {
+        let (Some((a, hq)), Some(b), Some(slot)) = (id, b, &live[qi]) else {
+            continue;
+        };
+        let now = att.list[*a].queue_stats(*hq);
+        let first = ids.iter().position(|x| x.is_some_and(|(i, _)| i == *a)) == Some(qi);
+        let iface = if first {
+            iface_drops(att.list[*a].ifname()).saturating_sub(att.iface_drops_start[*a])
+        } else {
+            0
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = crate::metrics::XdpLive {
+            not_redirected: now.not_redirected.saturating_sub(b.not_redirected),
+            iface_drops: iface,
+        };
+    }
+}
+
+/// The interface's own receive drop counters (before XDP sees a frame).
+pub(super) fn iface_drops(ifname: &str) -> u64 {
+    ["rx_dropped", "rx_missed_errors", "rx_fifo_errors"]
+        .iter()
+        .filter_map(|f| {
+            std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{f}")).ok()
+        })
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Receive queues of an interface (from sysfs).
+fn rx_queues(ifname: &str) -> anyhow::Result<Vec<u32>> {
+    let dir = format!("/sys/class/net/{ifname}/queues");
+    let mut q: Vec<u32> = std::fs::read_dir(&dir)
+        .with_context(|| format!("interface {ifname:?}: cannot list {dir} (no such interface in this network namespace?)"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("rx-")?.parse().ok())
+        .collect();
+    q.sort();
+    anyhow::ensure!(!q.is_empty(), "interface {ifname:?} has no receive queues");
+    Ok(q)
+}
+
+pub(super) fn open_queues(
+    cfg: &CaptureConfig,
+    att: &mut Attachments,
+) -> anyhow::Result<Vec<Queue>> {
+    anyhow::ensure!(!cfg.sources.is_empty(), "no --source given");
+    anyhow::ensure!(cfg.spread >= 1, "--spread must be at least 1");
+    let mut queues: Vec<Queue> = Vec::new();
+    let mut push = |source, label: String, xdp| {
+        let id = queues.len() as u32;
+        queues.push(Queue {
+            id,
+            label,
+            source,
+            xdp,
+        });
+    };
+    for spec in &cfg.sources {
+        match spec {
+            SourceSpec::File(path) => {
+                for i in 0..cfg.spread {
+                    let src = FileSource::open(path, cfg.spread, i)
+                        .with_context(|| format!("opening source {}", spec.label()))?;
+                    let label = if cfg.spread > 1 {
+                        format!("{} ({}/{})", spec.label(), i + 1, cfg.spread)
+                    } else {
+                        spec.label()
+                    };
+                    push(QueueSource::File(src), label, None);
+                }
+            }
+            SourceSpec::Synthetic(c) => {
+                let src = SyntheticSource::new(*c, RealtimeClock).map_err(anyhow::Error::msg)?;
+                push(QueueSource::Synthetic(src), spec.label(), None);
+            }
+            SourceSpec::AfXdp {
+                ifname,
+                queues: wanted,
+            } => {
+                let present = rx_queues(ifname)?;
+                let list = match wanted {
+                    Some(w) => {
+                        for q in w {
+                            anyhow::ensure!(
+                                present.contains(q),
+                                "interface {ifname} has no receive queue {q} (it has {present:?})"
+                            );
+                        }
+                        w.clone()
+                    }
+                    None => present,
+                };
+                let mut a = XdpAttachment::attach(ifname, cfg.xdp.mode, cfg.xdp.threaded_napi)?;
+                if let Some(why) = a.native_refused() {
+                    eprintln!("linecap: {ifname}: native XDP refused ({why}); using generic mode");
+                }
+                let ai = att.list.len();
+                let mut sockets = Vec::new();
+                for &q in &list {
+                    let xcfg = XskConfig {
+                        ring_entries: cfg.xdp.ring_entries,
+                        frames: cfg.xdp.ring_entries * 2,
+                        zero_copy: cfg.xdp.zero_copy,
+                        hugepages: cfg.hugepages,
+                        ..XskConfig::new(ifname, q)
+                    };
+                    let sock = XskSocket::open(&xcfg)?;
+                    a.register(q, sock.raw_fd())?;
+                    sockets.push((q, sock));
+                }
+                if let Some((_, s)) = sockets.first() {
+                    let b = s.bind_info();
+                    let zc = if b.zero_copy {
+                        "zero-copy".to_string()
+                    } else if let Some(e) = b.zero_copy_refused {
+                        format!(
+                            "copy mode (zero-copy refused: {})",
+                            std::io::Error::from_raw_os_error(e)
+                        )
+                    } else {
+                        "copy mode".to_string()
+                    };
+                    eprintln!(
+                        "linecap: {ifname}: XDP {} mode, AF_XDP {zc}, queues {list:?}, UMEM on {}",
+                        if a.native() { "native" } else { "generic" },
+                        if b.hugepages {
+                            "hugepages"
+                        } else {
+                            "normal pages"
+                        }
+                    );
+                }
+                att.iface_drops_start.push(iface_drops(ifname));
+                att.list.push(a);
+                for (q, sock) in sockets {
+                    push(
+                        QueueSource::AfXdp(Box::new(sock)),
+                        format!("afxdp:{ifname}:{q}"),
+                        Some((ai, q)),
+                    );
+                }
+            }
+            #[cfg(feature = "dpdk")]
+            SourceSpec::Dpdk(d) => {
+                let all: Vec<&crate::source::DpdkSpec> = cfg
+                    .sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        SourceSpec::Dpdk(d) => Some(d),
+                        _ => None,
+                    })
+                    .collect();
+                for (q, label) in crate::dpdksource::open(&all, cfg.hugepages, d)? {
+                    push(QueueSource::Dpdk(Box::new(q)), label, None);
+                }
+            }
+            #[cfg(not(feature = "dpdk"))]
+            SourceSpec::Dpdk(_) => anyhow::bail!(
+                "source {}: this linecap was built without DPDK (rebuild with --features dpdk)",
+                spec.label()
+            ),
+        }
+    }
+    anyhow::ensure!(
+        queues.len() <= limits::QUEUES_MAX as usize,
+        "at most {} queues, got {}",
+        limits::QUEUES_MAX,
+        queues.len()
+    );
+    Ok(queues)
+}

@@ -1,0 +1,59 @@
+//! The commands that are not a module of their own: `capture` (profile,
+//! layering, validation, run, report) and `anonymize`.
+
+use anyhow::Context;
+use clap::ArgMatches;
+
+use crate::capture::{run_capture, stop_on_signals};
+use crate::cli::{AnonymizeArgs, CaptureArgs};
+use crate::summary;
+
+/// `linecap capture`; `matches` are the `capture` subcommand's, from the
+/// parse that gave `a`.
+pub fn capture(mut a: CaptureArgs, matches: &ArgMatches) -> anyhow::Result<i32> {
+    crate::config::layer(&mut a, matches)?;
+    let cfg = crate::config::capture_config(&a)?;
+    let signals = stop_on_signals()?;
+    let report = run_capture(&cfg, &signals);
+    // Every queue is closed by now (the ports with them): end DPDK here, on
+    // the main thread, whether the capture succeeded or not.
+    crate::dpdksource::shutdown();
+    let report = report?;
+    summary::print(&report);
+    if let Some(p) = &a.report_json {
+        let json = serde_json::to_vec_pretty(&summary::to_json(&report))?;
+        std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(summary::exit_code(&report))
+}
+
+/// `linecap anonymize`: stdin addresses → anonymised addresses on stdout;
+/// exit 1 if a line is not an address (it is reported, the rest go on).
+pub fn anonymize(a: AnonymizeArgs) -> anyhow::Result<i32> {
+    use std::io::{BufRead, Write};
+    let key = linecap_dataplane::policy::cryptopan::load_key(&a.key)
+        .map_err(|e| anyhow::anyhow!("--key {}: {e}", a.key.display()))?;
+    let mut pan = linecap_dataplane::policy::cryptopan::CryptoPan::new(&key);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut bad = 0;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        match t.parse::<std::net::IpAddr>() {
+            Ok(ip) => writeln!(out, "{}", pan.anonymize_ip(ip))?,
+            Err(_) => {
+                eprintln!(
+                    "linecap: line {}: {t:?} is not an IPv4 or IPv6 address",
+                    n + 1
+                );
+                bad += 1;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(i32::from(bad > 0))
+}

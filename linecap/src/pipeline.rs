@@ -420,6 +420,20 @@ enum QueueSource {
     Dpdk(Box<crate::dpdksource::DpdkQueue>),
 }
 
+impl QueueSource {
+    /// issue 14: the source's timestamp clock, for the manifests.
+    fn clock_source(&self) -> &'static str {
+        use linecap_dataplane::source::RxQueue;
+        match self {
+            QueueSource::File(s) => s.clock_source(),
+            QueueSource::Synthetic(s) => s.clock_source(),
+            QueueSource::AfXdp(s) => s.clock_source(),
+            #[cfg(feature = "dpdk")]
+            QueueSource::Dpdk(s) => s.clock_source(),
+        }
+    }
+}
+
 struct Queue {
     id: u32,
     label: String,
@@ -432,7 +446,34 @@ struct Queue {
 struct Attachments {
     list: Vec<XdpAttachment>,
     /// Per attachment: interface drop counters at start.
-    iface_drops_start: Vec<u64>,
+    iface_drops_start: Vec<linecap_dataplane::afxdp::IfaceCounters>,
+    /// issue 14: per (attachment, hardware queue), the XDP program's counts
+    /// read before the queue's socket was registered (before any frame
+    /// could reach it).
+    xdp_base: Vec<((usize, u32), XdpQueueStats)>,
+}
+
+/// issue 14: the interface's drops not counted by a later stage (see
+/// `linecap_dataplane::afxdp::ifstats` for the rule per driver), given what
+/// its AF_XDP sockets counted as dropped (`xsk_drops`).
+fn iface_drops_since_start(att: &Attachments, ai: usize, xsk_drops: u64) -> u64 {
+    let a = &att.list[ai];
+    linecap_dataplane::afxdp::ifstats::iface_drops(
+        a.driver(),
+        a.native(),
+        &att.iface_drops_start[ai],
+        &linecap_dataplane::afxdp::IfaceCounters::read(a.ifname()),
+        xsk_drops,
+    )
+}
+
+/// issue 14: per attachment, the sum of its sockets' drops (`xsk[qi]` per queue).
+fn xsk_drops_of(ids: &[Option<(usize, u32)>], ai: usize, xsk: &[u64]) -> u64 {
+    ids.iter()
+        .zip(xsk)
+        .filter(|(id, _)| id.is_some_and(|(a, _)| a == ai))
+        .map(|(_, d)| d)
+        .sum()
 }
 
 /// Publish what the XDP programs and the interfaces counted since the start
@@ -443,6 +484,7 @@ fn refresh_xdp_live(
     ids: &[Option<(usize, u32)>],
     base: &[Option<XdpQueueStats>],
     live: &[Option<Arc<Mutex<crate::metrics::XdpLive>>>],
+    xsk: &[u64],
 ) {
     for (qi, (id, b)) in ids.iter().zip(base).enumerate() {
         let (Some((a, hq)), Some(b), Some(slot)) = (id, b, &live[qi]) else {
@@ -451,7 +493,7 @@ fn refresh_xdp_live(
         let now = att.list[*a].queue_stats(*hq);
         let first = ids.iter().position(|x| x.is_some_and(|(i, _)| i == *a)) == Some(qi);
         let iface = if first {
-            iface_drops(att.list[*a].ifname()).saturating_sub(att.iface_drops_start[*a])
+            iface_drops_since_start(att, *a, xsk_drops_of(ids, *a, xsk))
         } else {
             0
         };
@@ -460,17 +502,6 @@ fn refresh_xdp_live(
             iface_drops: iface,
         };
     }
-}
-
-/// The interface's own receive drop counters (before XDP sees a frame).
-fn iface_drops(ifname: &str) -> u64 {
-    ["rx_dropped", "rx_missed_errors", "rx_fifo_errors"]
-        .iter()
-        .filter_map(|f| {
-            std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{f}")).ok()
-        })
-        .filter_map(|v| v.trim().parse::<u64>().ok())
-        .sum()
 }
 
 /// Receive queues of an interface (from sysfs).
@@ -538,6 +569,9 @@ fn open_queues(cfg: &CaptureConfig, att: &mut Attachments) -> anyhow::Result<Vec
                     eprintln!("linecap: {ifname}: native XDP refused ({why}); using generic mode");
                 }
                 let ai = att.list.len();
+                // issue 14: baselines before any socket can receive.
+                att.iface_drops_start
+                    .push(linecap_dataplane::afxdp::IfaceCounters::read(ifname));
                 let mut sockets = Vec::new();
                 for &q in &list {
                     let xcfg = XskConfig {
@@ -548,6 +582,7 @@ fn open_queues(cfg: &CaptureConfig, att: &mut Attachments) -> anyhow::Result<Vec
                         ..XskConfig::new(ifname, q)
                     };
                     let sock = XskSocket::open(&xcfg)?;
+                    att.xdp_base.push(((ai, q), a.queue_stats(q)));
                     a.register(q, sock.raw_fd())?;
                     sockets.push((q, sock));
                 }
@@ -573,7 +608,6 @@ fn open_queues(cfg: &CaptureConfig, att: &mut Attachments) -> anyhow::Result<Vec
                         }
                     );
                 }
-                att.iface_drops_start.push(iface_drops(ifname));
                 att.list.push(a);
                 for (q, sock) in sockets {
                     push(
@@ -619,6 +653,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     let mut att = Attachments {
         list: Vec::new(),
         iface_drops_start: Vec::new(),
+        xdp_base: Vec::new(),
     };
     validate_jobs(&cfg.jobs)?;
     let queues = open_queues(cfg, &mut att)?;
@@ -634,10 +669,14 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             cfg.jobs.len()
         );
     }
-    // Baselines: what the XDP programs counted before the capture started.
+    // Baselines: what the XDP programs counted before each queue's socket
+    // was registered (read in open_queues, issue 14).
     let xdp_base: Vec<Option<XdpQueueStats>> = queues
         .iter()
-        .map(|q| q.xdp.map(|(a, hq)| att.list[a].queue_stats(hq)))
+        .map(|q| {
+            let id = q.xdp?;
+            att.xdp_base.iter().find(|(k, _)| *k == id).map(|(_, b)| *b)
+        })
         .collect();
     let xdp_ids: Vec<Option<(usize, u32)>> = queues.iter().map(|q| q.xdp).collect();
     let ring_cfg = RingConfig {
@@ -687,6 +726,8 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                 rotate_files: cfg.rotate_files,
                 compress: cfg.compress,
                 capture: Some(job_info[j].clone()),
+                // issue 14: the manifest says which clock stamped the records.
+                clock: Some(q.source.clock_source().into()),
                 ..SeriesConfig::new(job.out.join(format!("q{:02}", q.id)), q.id)
             })
             .with_context(|| {
@@ -907,7 +948,10 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             }
             if xdp_refreshed.elapsed() >= Duration::from_millis(500) {
                 xdp_refreshed = std::time::Instant::now();
-                refresh_xdp_live(&att, &xdp_ids, &xdp_base, &xdp_live);
+                let xsk: Vec<u64> = (0..nq)
+                    .map(|qi| reports[qi].4.snapshot().source_nic)
+                    .collect();
+                refresh_xdp_live(&att, &xdp_ids, &xdp_base, &xdp_live, &xsk);
             }
             if signals.rotate.swap(false, Ordering::Relaxed) {
                 rotate_gen.fetch_add(1, Ordering::Relaxed);
@@ -946,14 +990,18 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             Some(XdpQueueStats {
                 seen: now.seen - b.seen,
                 not_redirected: now.not_redirected - b.not_redirected,
+                no_meta: now.no_meta - b.no_meta,
             })
         })
         .collect();
     let mut iface_drop_per_queue = vec![0u64; xdp_ids.len()];
-    for (ai, a) in att.list.iter().enumerate() {
+    let xsk: Vec<u64> = (0..nq)
+        .map(|qi| reports[qi].4.snapshot().source_nic)
+        .collect();
+    for ai in 0..att.list.len() {
         if let Some(first) = xdp_ids.iter().position(|x| x.is_some_and(|(i, _)| i == ai)) {
             iface_drop_per_queue[first] =
-                iface_drops(a.ifname()).saturating_sub(att.iface_drops_start[ai]);
+                iface_drops_since_start(&att, ai, xsk_drops_of(&xdp_ids, ai, &xsk));
         }
     }
     drop(att);

@@ -57,6 +57,11 @@ fn per_frame_timestamps(mode: &str) {
     let (mut child, _stderr) = spawn_until(
         veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
             .args(["capture", "--source", "afxdp:vA", "--xdp-mode", mode])
+            // veth runs XDP in its NAPI poll: threaded NAPI would batch the
+            // frames of a scheduler tick (~250 µs here) into one poll, so
+            // every stamp would say when the kthread ran, not when the frame
+            // arrived. Without it the poll runs in the sender's softirq.
+            .arg("--no-threaded-napi")
             .arg("--out")
             .arg(&out)
             .arg("--report-json")
@@ -66,7 +71,10 @@ fn per_frame_timestamps(mode: &str) {
     let mut guard = KillOnDrop::new(&child);
     let replay = run_ok(
         veth.in_send("tcpreplay")
-            .args(["-i", "vB", "--pps", &PPS.to_string()])
+            // gtod: tcpreplay busy-waits on the clock between frames, the
+            // steadiest pacing it has (the default sleeps and then sends
+            // what is due in a burst).
+            .args(["-i", "vB", "-T", "gtod", "--pps", &PPS.to_string()])
             .arg(&send),
     );
     let sent: u64 = replay
@@ -80,7 +88,7 @@ fn per_frame_timestamps(mode: &str) {
     let status = child.wait().unwrap();
     guard.disarm();
     assert!(status.success(), "linecap exited with {status}");
-    let r = report(&report);
+    let r = common::report(&report);
     assert_balanced(&r);
 
     let files = files_with(&out, ".erf.lz4");
@@ -123,6 +131,12 @@ fn per_frame_timestamps(mode: &str) {
     gaps.sort_unstable();
     let median = gaps[gaps.len() / 2];
     let pacing = 1_000_000_000 / PPS;
+    let mean = (got[got.len() - 1].1 - got[0].1) / (got.len() as u64 - 1);
+    assert!(
+        mean.abs_diff(pacing) * 10 <= pacing,
+        "mean gap {mean} ns is not within 10 % of the sender's {pacing} ns"
+    );
+    eprintln!("{mode}: mean gap {mean} ns");
     eprintln!(
         "{mode}: median gap {median} ns (pacing {pacing} ns), p1 {} ns, p99 {} ns",
         gaps[gaps.len() / 100],

@@ -686,11 +686,7 @@ impl RxQueue for DpdkQueue {
     }
 
     fn clock_source(&self) -> &'static str {
-        if self.ts_flag != 0 {
-            "nic-or-tsc"
-        } else {
-            "tsc"
-        }
+        if self.ts_flag != 0 { "pmd" } else { "tsc" }
     }
 
     fn refresh(&mut self) {

@@ -345,11 +345,11 @@ impl Consumer {
     /// Return the slot last seen by [`Consumer::peek`] to the producer.
     #[inline]
     pub fn release(&mut self) {
-        debug_assert!(
-            self.tail < self.cached_head,
-            "release without a peeked slot"
-        );
-        if self.tail < self.cached_head {
+        // A release with no peeked slot (a second release, or one before any
+        // peek) is a no-op in every build: it must never free a committed
+        // slot the writer has not read.
+        if self.peeked && self.tail < self.cached_head {
+            self.peeked = false;
             self.tail += 1;
             self.shared
                 .control()
@@ -452,9 +452,8 @@ mod tests {
         }
         assert_eq!(c.peek().unwrap().meta.seq, 0);
         c.release();
-        if !cfg!(debug_assertions) {
-            c.release(); // a stray second release
-        }
+        c.release(); // a stray second release, in debug and release builds alike
+        assert_eq!(c.occupancy(), 1, "the stray release freed a slot");
         assert_eq!(c.peek().unwrap().meta.seq, 1, "batch 1 must still be there");
     }
 

@@ -98,6 +98,12 @@ pub trait RxQueue {
         false
     }
 
+    /// Where the frames' timestamps come from, as the manifest says it
+    /// (`clock` field): e.g. `xdp-ktime`, `tsc`, `nic`, `file`.
+    fn clock_source(&self) -> &'static str {
+        "host-realtime"
+    }
+
     /// Why the source ended early, if it did (a read error, a truncated file).
     fn error(&self) -> Option<String> {
         None

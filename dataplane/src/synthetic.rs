@@ -163,6 +163,10 @@ impl<C: Clock> RxQueue for SyntheticSource<C> {
     fn drops(&self) -> SourceDrops {
         SourceDrops::default()
     }
+
+    fn clock_source(&self) -> &'static str {
+        "synthetic"
+    }
 }
 
 #[cfg(test)]

@@ -525,6 +525,16 @@ impl Worker {
 
     fn publish<R: RxQueue>(&mut self, rx: &R) {
         let drops = rx.drops();
+        // issue 14: the source's NIC/socket loss since the last look goes
+        // into the lctr of each lane's next record (and its batch's
+        // lost_before), like ring-full loss.
+        let nic_new = drops.nic.saturating_sub(self.queue.source_nic);
+        if nic_new > 0 {
+            for lane in self.lanes.iter_mut() {
+                lane.lost_since_record += nic_new;
+                lane.lost_since_batch += nic_new;
+            }
+        }
         self.queue.source_unsupported = drops.unsupported;
         self.queue.source_nic = drops.nic;
         let nic = rx.nic_drops();
@@ -773,6 +783,51 @@ mod tests {
         assert_eq!(hs[1].lctr, 0);
         let k = w.counters();
         assert_eq!(k.rx_packets, k.ring_packets + k.ring_full_packets);
+    }
+
+    /// issue 14: a source's NIC/socket drops reach the `lctr` of the next
+    /// records, counted once (and the `lost_before` of the next batch
+    /// started, through the same counter as ring-full loss).
+    #[test]
+    fn source_nic_drops_are_carried_in_lctr() {
+        struct Lossy {
+            inner: ListSource,
+            nic: u64,
+        }
+        impl RxQueue for Lossy {
+            fn poll_burst<S: FrameSink>(&mut self, max: usize, sink: &mut S) -> RxStatus {
+                self.inner.poll_burst(max, sink)
+            }
+            fn drops(&self) -> SourceDrops {
+                SourceDrops {
+                    unsupported: 0,
+                    nic: self.nic,
+                }
+            }
+        }
+        let (mut w, mut c, _) = setup(8, WorkerConfig::new(0));
+        let clock = ManualClock::new(0);
+        let mut src = Lossy {
+            inner: ListSource::new(vec![(100, 1), (100, 2)], 1),
+            nic: 0,
+        };
+        w.poll_once(&mut src, &clock); // frame 1, no loss yet
+        src.nic = 70_000; // the socket dropped 70 000 frames meanwhile
+        w.poll_once(&mut src, &clock); // frame 2 is written before the loss is seen
+        let mut src2 = Lossy {
+            inner: ListSource::new((0..3).map(|i| (100, 10 + i)).collect(), 64),
+            nic: 70_005,
+        };
+        w.poll_once(&mut src2, &clock);
+        w.finish(&mut src2);
+        let batches = drain(&mut c);
+        let lctrs: Vec<u64> = batches
+            .iter()
+            .flat_map(|(_, r)| records(r).into_iter().map(|h| u64::from(h.lctr)))
+            .collect();
+        assert_eq!(lctrs.iter().sum::<u64>(), 70_000, "{lctrs:?}");
+        // The 5 seen at the end have no record after them: pending.
+        assert_eq!(w.counters().lctr_pending, 5);
     }
 
     #[test]

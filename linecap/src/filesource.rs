@@ -99,6 +99,11 @@ impl RxQueue for FileSource {
         }
     }
 
+    /// issue 14: timestamps are the input file's own.
+    fn clock_source(&self) -> &'static str {
+        "file"
+    }
+
     fn drops(&self) -> SourceDrops {
         SourceDrops {
             unsupported: if self.index == 0 {

@@ -27,6 +27,24 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
+    // issue 14: loss per queue from the files alone (the lctr of each stream).
+    let labels: Vec<String> = streams
+        .iter()
+        .map(|files| {
+            files.first().map_or_else(String::new, |f| {
+                let name = f.file_name().unwrap_or_default().to_string_lossy();
+                let dir = f
+                    .parent()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default();
+                match linecap_writer::names::parse(&name) {
+                    Some((q, _)) => format!("{dir} queue {q}"),
+                    None => f.display().to_string(),
+                }
+            })
+        })
+        .collect();
+    let mut lost_per_stream = vec![0u64; streams.len()];
     let mut merger = Merger::new(streams);
     let mut pkt = Packet::default();
     let (mut packets, mut bytes_wire, mut bytes_cap) = (0u64, 0u64, 0u64);
@@ -40,6 +58,9 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
         first = first.min(pkt.ts_ns);
         last = last.max(pkt.ts_ns);
         lost += pkt.lctr as u64;
+        if let Some(l) = lost_per_stream.get_mut(merger.last_stream()) {
+            *l += pkt.lctr as u64;
+        }
         ifaces.insert(pkt.iface);
         if let Some(w) = writer.as_mut() {
             w.write(&pkt).context("writing the output")?;
@@ -95,6 +116,9 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
             println!("first: {}  last: {}", utc_rfc3339(first), utc_rfc3339(last));
         }
         println!("loss recorded in ERF lctr: {lost} packets");
+        for (label, l) in labels.iter().zip(&lost_per_stream) {
+            println!("  {label}: {l} packets lost (lctr)");
+        }
     }
     if let Some(p) = &a.write {
         eprintln!(

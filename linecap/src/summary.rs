@@ -331,12 +331,14 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
                     "drop_batches": f.drop_batches,
                 },
                 "input_truncated_bytes": q.input_truncated_bytes,
-                "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected})),
+                "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected, "no_meta": x.no_meta})),
                 "xdp_consistent": q.xdp_consistent(),
                 "nic": serde_json::json!({
                     "imissed": w.nic_imissed, "ierrors": w.nic_ierrors, "rx_nombuf": w.nic_rx_nombuf,
                     "iface_dropped": w.nic_iface_dropped, "iface_rx_packets": w.nic_iface_rx_packets,
                     "port_rx_packets": w.nic_port_rx_packets,
+                    // issue 14: the two parts of dropped.nic.
+                    "socket_or_port": w.source_nic, "iface": q.iface_drops,
                 }),
                 "flows": q.flows.map(|c| serde_json::json!({
                     "packets": c.packets, "created": c.created, "active": c.active,

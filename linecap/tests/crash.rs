@@ -112,6 +112,71 @@ fn sigkill_mid_write_leaves_readable_files_and_invents_nothing() {
         stdout.contains(&format!("packets: {}", all.len())),
         "{stdout}"
     );
+
+    // issue 14: a restart into the same directory completes the leftover
+    // `.part` up to its last verified block and renames it into view; `-W`
+    // counts it; nothing is invented.
+    let part_name = hidden[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .strip_prefix('.')
+        .unwrap()
+        .strip_suffix(".part")
+        .unwrap()
+        .to_string();
+    let keep = visible.len() + 2; // the old files, the recovered one, the new one
+    run_ok(
+        linecap()
+            .arg("capture")
+            .arg("--source")
+            .arg(format!("synth:{FRAME_LEN}:1000:10"))
+            .arg("--out")
+            .arg(&out)
+            .args(["-W", &keep.to_string()]),
+    );
+    assert!(
+        hidden_files(&out).is_empty(),
+        "no .part left after a restart"
+    );
+    let recovered = hidden[0].with_file_name(&part_name);
+    assert!(recovered.exists(), "{part_name} completed and in view");
+    let (rec_seqs, rec_trunc) = read_seqs(std::slice::from_ref(&recovered));
+    assert_eq!(
+        rec_trunc, 0,
+        "the recovered file is complete (end mark, checksum)"
+    );
+    assert_eq!(
+        rec_seqs, part_seqs,
+        "exactly the verified blocks, nothing invented"
+    );
+    let man: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(recovered.with_file_name(format!("{part_name}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(man["recovered"], true, "{man:#}");
+    assert_eq!(
+        man["packets"].as_u64(),
+        Some(part_seqs.len() as u64),
+        "{man:#}"
+    );
+    // -W: the ring counts the recovered file. With one fewer kept, the
+    // oldest file goes on the next rotation.
+    let after = files_with(&out, ".erf.lz4");
+    assert_eq!(after.len(), keep, "{after:?}");
+    run_ok(
+        linecap()
+            .arg("capture")
+            .arg("--source")
+            .arg(format!("synth:{FRAME_LEN}:1000:10"))
+            .arg("--out")
+            .arg(&out)
+            .args(["-W", &keep.to_string()]),
+    );
+    let after2 = files_with(&out, ".erf.lz4");
+    assert_eq!(after2.len(), keep, "{after2:?}");
+    assert!(recovered.exists() || keep == 1);
 }
 
 #[test]

@@ -104,6 +104,8 @@ struct Stream {
 pub struct Merger {
     streams: Vec<Stream>,
     reports: Vec<FileReport>,
+    /// The stream the last packet came from.
+    last: usize,
 }
 
 impl Merger {
@@ -121,7 +123,14 @@ impl Merger {
                 })
                 .collect(),
             reports: Vec::new(),
+            last: 0,
         }
+    }
+
+    /// The index (in [`plan`]'s order) of the stream the last packet
+    /// [`Merger::next`] returned came from: per-queue counts (issue 14).
+    pub fn last_stream(&self) -> usize {
+        self.last
     }
 
     /// One report per file read so far (complete once `next` returned false).
@@ -199,6 +208,7 @@ impl Merger {
             }
         }
         let Some(b) = best else { return false };
+        self.last = b;
         if let Some(mut h) = self.streams[b].head.take() {
             // Hand the packet out and keep `out`'s old buffer for the refill.
             std::mem::swap(out, &mut h);

@@ -6,7 +6,7 @@
 //! Truncated and malformed frames count as non-IP, as in the reference (see
 //! the `flow` module documentation). Traces listed in [`KNOWN_DIFFERENCES`]
 //! are compared and reported but do not fail the test; every other trace must
-//! match exactly. The test is skipped, loudly, when `shared/` is absent.
+//! match exactly. The test fails when `shared/` is absent.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -225,13 +225,14 @@ fn diff(ours: &Table, reference: &Table) -> String {
 fn reference_flow_tables() {
     let traces = PathBuf::from(SHARED).join("traces");
     let refs = PathBuf::from(SHARED).join("reference/flows");
-    let Ok(dir) = fs::read_dir(&traces) else {
-        eprintln!(
-            "SKIPPED: no traces at {} (shared/ missing)",
+    // The reference material is required: a missing ../shared is a failure
+    // (in CI too), never a silent pass.
+    let dir = fs::read_dir(&traces).unwrap_or_else(|e| {
+        panic!(
+            "no traces at {}: {e} (the test material in ../shared is missing)",
             traces.display()
-        );
-        return;
-    };
+        )
+    });
     let mut names: Vec<String> = dir
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();

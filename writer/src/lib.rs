@@ -9,4 +9,5 @@
 
 pub mod lz4frame;
 pub mod names;
+pub mod recover;
 pub mod series;

@@ -67,6 +67,9 @@ pub struct SeriesConfig {
     /// What the capture job did to the frames (its name, filter, sampling
     /// rate, snaplen, anonymisation), copied into every manifest as `capture`.
     pub capture: Option<serde_json::Value>,
+    /// Where the records' timestamps come from (the source's clock, e.g.
+    /// `xdp-ktime`, `tsc`, `file`), copied into every manifest as `clock`.
+    pub clock: Option<String>,
 }
 
 impl SeriesConfig {
@@ -82,6 +85,7 @@ impl SeriesConfig {
             sync_on_close: true,
             budget_bytes: None,
             capture: None,
+            clock: None,
         }
     }
 }
@@ -121,6 +125,57 @@ pub struct Manifest {
     /// when the writer was not told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<serde_json::Value>,
+    /// Where the records' timestamps come from (see [`SeriesConfig::clock`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<String>,
+    /// The file was left by a crash as `.NAME.part` and completed at the next
+    /// start up to its last verified block (see `recover`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
+    /// The file's end mark could not be written (a full disk): it is
+    /// readable up to its last complete block, as a file cut by a crash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// Write `manifest` next to `file` under a hidden name, fsync it (with
+/// `sync`), rename it into view and fsync the directory. No half-written
+/// manifest is left behind. Returns the manifest's size.
+pub fn write_manifest(file: &Path, manifest: &Manifest, mode: u32, sync: bool) -> io::Result<u64> {
+    let manifest_path = names::manifest_path(file);
+    let tmp = manifest_path.with_file_name(names::hidden(
+        &manifest_path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy(),
+    ));
+    let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(&json)?;
+        fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        if sync {
+            f.sync_all()?;
+        }
+        drop(f);
+        fs::rename(&tmp, &manifest_path)?;
+        if sync {
+            crate::recover::sync_dir(manifest_path.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(())
+    })();
+    match written {
+        Ok(()) => Ok(json.len() as u64),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Counts of one series (one queue's writer side).
@@ -152,6 +207,12 @@ pub struct SeriesCounters {
     /// their packets are written but the file may still carry its hidden
     /// `.part` name. Reported, not counted as drops.
     pub close_errors: u64,
+    /// Leftover `.part` files (from a crash) completed at start.
+    pub files_recovered: u64,
+    /// Leftover `.part` files with no verified block, removed at start.
+    pub parts_removed: u64,
+    /// Leftover `.part` files that could not be recovered (left as they are).
+    pub parts_failed: u64,
 }
 
 /// Room kept in the byte budget for the manifest of the open file (a
@@ -185,6 +246,32 @@ impl FileSeries {
     /// numbers (and the file-count ring) of files already there.
     pub fn new(cfg: SeriesConfig) -> io::Result<Self> {
         fs::create_dir_all(&cfg.dir)?;
+        // Files a crash left hidden: complete them (or remove them) first,
+        // so the ring and the budget below see them (issue 14).
+        let mut counters = SeriesCounters::default();
+        let mut last_error = None;
+        let parts: Vec<PathBuf> = fs::read_dir(&cfg.dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let (q, _) = names::parse(&name)?;
+                (q == cfg.queue
+                    && name.starts_with('.')
+                    && name.ends_with(".part")
+                    && !name.contains(".json"))
+                .then(|| e.path())
+            })
+            .collect();
+        for p in parts {
+            match crate::recover::recover_part(&p, cfg.queue, cfg.file_mode) {
+                Ok(crate::recover::Recovered::Completed(..)) => counters.files_recovered += 1,
+                Ok(crate::recover::Recovered::Removed) => counters.parts_removed += 1,
+                Err(e) => {
+                    counters.parts_failed += 1;
+                    last_error = Some(format!("recovering {}: {e}", p.display()));
+                }
+            }
+        }
         let mut existing: Vec<(u64, PathBuf)> = fs::read_dir(&cfg.dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -211,8 +298,8 @@ impl FileSeries {
             next_seq,
             complete_bytes: complete.iter().map(|(_, b)| b).sum(),
             complete,
-            counters: SeriesCounters::default(),
-            last_error: None,
+            counters,
+            last_error,
         })
     }
 
@@ -460,6 +547,7 @@ impl FileSeries {
                 bytes_file: header_len,
                 writer: concat!("linecap ", env!("CARGO_PKG_VERSION")).into(),
                 capture: self.cfg.capture.clone(),
+                clock: self.cfg.clock.clone(),
                 ..Manifest::default()
             },
         });
@@ -474,54 +562,76 @@ impl FileSeries {
         let Some(mut cur) = self.cur.take() else {
             return Ok(());
         };
+        // issue 14: whatever fails below, the file ends up tracked by the
+        // ring and the budget (in view, or still hidden if the rename
+        // failed, then completed by the next start), never orphaned.
+        let mut failure: Option<io::Error> = None;
         if self.cfg.compress {
             let end = self.encoder.end();
-            cur.file.write_all(&end)?;
-            cur.manifest.bytes_file += end.len() as u64;
-            self.counters.bytes_file += end.len() as u64;
+            let good_len = cur.manifest.bytes_file;
+            match cur.file.write_all(&end) {
+                Ok(()) => {
+                    cur.manifest.bytes_file += end.len() as u64;
+                    self.counters.bytes_file += end.len() as u64;
+                }
+                Err(e) => {
+                    // No partial end mark: the file stays readable up to its
+                    // last complete block, and its manifest says so.
+                    if cur.file.set_len(good_len).is_err() {
+                        cur.manifest.bytes_file = cur.file.metadata().map_or(good_len, |m| m.len());
+                    }
+                    cur.manifest.truncated = true;
+                    failure = Some(e);
+                }
+            }
         }
-        if self.cfg.sync_on_close {
-            cur.file.sync_data()?;
+        if self.cfg.sync_on_close
+            && let Err(e) = cur.file.sync_data()
+        {
+            failure.get_or_insert(e);
         }
         drop(cur.file);
-        fs::rename(&cur.hidden, &cur.visible)?;
-        // In view: from now on the file is the rings' to delete, even if its
-        // manifest cannot be written.
-        self.counters.files_closed += 1;
-        self.complete
-            .push_back((cur.visible.clone(), cur.manifest.bytes_file));
-        self.complete_bytes += cur.manifest.bytes_file;
-        let manifest_path = names::manifest_path(&cur.visible);
-        let tmp = manifest_path.with_file_name(names::hidden(
-            &manifest_path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy(),
-        ));
-        let json = serde_json::to_vec_pretty(&cur.manifest).map_err(io::Error::other)?;
-        let written = fs::write(&tmp, &json)
-            .and_then(|()| {
-                fs::set_permissions(
-                    &tmp,
-                    std::os::unix::fs::PermissionsExt::from_mode(self.cfg.file_mode),
-                )
-            })
-            .and_then(|()| fs::rename(&tmp, &manifest_path));
-        match written {
-            Ok(()) => {
-                if let Some(last) = self.complete.back_mut() {
-                    last.1 += json.len() as u64;
-                }
-                self.complete_bytes += json.len() as u64;
-            }
+        let dir = self.cfg.dir.clone();
+        let tracked = match fs::rename(&cur.hidden, &cur.visible) {
+            Ok(()) => cur.visible.clone(),
             Err(e) => {
-                // No half-written manifest left behind (a full disk).
-                let _ = fs::remove_file(&tmp);
-                self.apply_file_ring()?;
-                return Err(e);
+                failure.get_or_insert(e);
+                cur.hidden.clone()
+            }
+        };
+        // In view (or tracked hidden): from now on the file is the rings' to
+        // delete, even if its manifest cannot be written.
+        self.counters.files_closed += u64::from(tracked == cur.visible);
+        self.complete
+            .push_back((tracked.clone(), cur.manifest.bytes_file));
+        self.complete_bytes += cur.manifest.bytes_file;
+        if tracked == cur.visible {
+            match write_manifest(
+                &cur.visible,
+                &cur.manifest,
+                self.cfg.file_mode,
+                self.cfg.sync_on_close,
+            ) {
+                Ok(n) => {
+                    if let Some(last) = self.complete.back_mut() {
+                        last.1 += n;
+                    }
+                    self.complete_bytes += n;
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    // The file's rename still needs its directory synced.
+                    if self.cfg.sync_on_close {
+                        let _ = crate::recover::sync_dir(&dir);
+                    }
+                }
             }
         }
-        self.apply_file_ring()
+        self.apply_file_ring()?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The file-count ring: delete the oldest complete files beyond `-W`.
@@ -904,5 +1014,72 @@ mod tests {
         }
         assert_eq!(n, 5);
         assert_eq!(count_packets(&dir.path().join(&visible(dir.path())[0])), 5);
+    }
+
+    /// issue 14: a file a crash left hidden (no end mark, a torn last block)
+    /// is completed at the next start up to its last verified block, renamed
+    /// into view with a manifest that says so, and counted by `-W`.
+    #[test]
+    fn a_leftover_part_is_completed_and_counted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SeriesConfig {
+            rotate_files: Some(2),
+            ..SeriesConfig::new(dir.path().into(), 3)
+        };
+        let mut s = FileSeries::new(cfg.clone()).unwrap();
+        // One complete file, then an open one with 3 batches.
+        let (m, r) = batch(0, 5, 1_000, false);
+        s.write_batch(&m, &r).unwrap();
+        s.rotate_now();
+        for i in 0..3u64 {
+            let (m, r) = batch(1 + i, 10, 2_000 + i * 100, false);
+            s.write_batch(&m, &r).unwrap();
+        }
+        let hidden = s.current_path().unwrap().to_path_buf();
+        // The crash: nothing completes the open file (kill -9) ...
+        std::mem::forget(s);
+        // ... and the last write was torn: half a block follows.
+        let mut f = OpenOptions::new().append(true).open(&hidden).unwrap();
+        f.write_all(&[0x40, 0x00, 0x00, 0x00, 1, 2, 3]).unwrap();
+        drop(f);
+
+        // An orphan with nothing verifiable in it is removed.
+        let junk = dir
+            .path()
+            .join(names::hidden(&names::file_name(3, 99, 5, "erf.lz4")));
+        fs::write(&junk, b"not lz4").unwrap();
+
+        let mut s = FileSeries::new(cfg).unwrap();
+        let c = *s.counters();
+        assert_eq!(
+            (c.files_recovered, c.parts_removed, c.parts_failed),
+            (1, 1, 0)
+        );
+        assert!(!hidden.exists() && !junk.exists());
+        let files = visible(dir.path());
+        assert_eq!(files.len(), 2, "{files:?}");
+        let recovered = dir.path().join(&files[1]);
+        assert_eq!(
+            count_packets(&recovered),
+            30,
+            "every whole batch kept, nothing invented"
+        );
+        let man: Manifest =
+            serde_json::from_slice(&fs::read(names::manifest_path(&recovered)).unwrap()).unwrap();
+        assert!(man.recovered);
+        assert_eq!((man.packets, man.batches), (30, 3));
+        assert_eq!((man.first_ts_ns, man.last_ts_ns), (2_000, 2_209));
+        assert_eq!(man.bytes_file, fs::metadata(&recovered).unwrap().len());
+        // `lz4 -t` style check: the frame ends with a valid content checksum
+        // (the reader verifies it), and the sequence continues after it.
+        let (m, r) = batch(9, 1, 9_000, false);
+        s.write_batch(&m, &r).unwrap();
+        s.rotate_now();
+        // -W 2 counted the recovered file: the oldest one went.
+        let files = visible(dir.path());
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files[0].contains("-00000001-"), "{files:?}");
+        assert!(files[1].contains("-00000002-"), "{files:?}");
+        assert_eq!(s.counters().files_deleted, 1);
     }
 }

@@ -39,6 +39,7 @@ pub struct XdpAttachment {
     native: bool,
     native_refused: Option<String>,
     threaded_before: Option<String>,
+    driver: String,
 }
 
 /// Per-queue counts kept by the XDP program.
@@ -48,6 +49,8 @@ pub struct XdpQueueStats {
     pub seen: u64,
     /// Frames it passed to the kernel stack (no socket bound yet/any more).
     pub not_redirected: u64,
+    /// Frames it could not stamp (no XDP metadata room; not a drop).
+    pub no_meta: u64,
 }
 
 impl XdpAttachment {
@@ -100,8 +103,10 @@ impl XdpAttachment {
         } else {
             None
         };
+        let driver = super::sys::driver_name(ifname).unwrap_or_default();
         Ok(XdpAttachment {
             ebpf,
+            driver,
             ifname: ifname.into(),
             native,
             native_refused,
@@ -117,6 +122,11 @@ impl XdpAttachment {
     /// Why native mode was refused (Auto mode fell back to generic).
     pub fn native_refused(&self) -> Option<&str> {
         self.native_refused.as_deref()
+    }
+
+    /// The interface's driver (`ethtool -i`; empty when it would not say).
+    pub fn driver(&self) -> &str {
+        &self.driver
     }
 
     /// The interface.
@@ -153,15 +163,17 @@ impl XdpAttachment {
         let Some(map) = self.ebpf.map(STATS_MAP) else {
             return XdpQueueStats::default();
         };
-        let Ok(arr) = PerCpuArray::<&MapData, [u64; 2]>::try_from(map) else {
+        let Ok(arr) = PerCpuArray::<&MapData, [u64; 3]>::try_from(map) else {
             return XdpQueueStats::default();
         };
         match arr.get(&queue, 0) {
             Ok(values) => values
                 .iter()
                 .fold(XdpQueueStats::default(), |a, v| XdpQueueStats {
-                    seen: a.seen + v[0],
+                    // [0] redirected, [1] not redirected: seen is their sum.
+                    seen: a.seen + v[0] + v[1],
                     not_redirected: a.not_redirected + v[1],
+                    no_meta: a.no_meta + v[2],
                 }),
             Err(_) => XdpQueueStats::default(),
         }

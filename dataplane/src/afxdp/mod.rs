@@ -5,16 +5,19 @@
 //! One noun per module, as in s2n-quic-xdp: [`sys`] (kernel ABI and
 //! syscalls), [`ring`] (the rings shared with the kernel, tested over plain
 //! memory), [`socket`] (UMEM + socket as an `RxQueue`), [`loader`] (the XDP
-//! program, loaded and attached with aya), and [`tx`] (a transmit-only
+//! program, loaded and attached with aya), [`ifstats`] (which interface
+//! counters are loss before XDP, per driver), and [`tx`] (a transmit-only
 //! socket for the packet generator in `bench/`). `unsafe` in this crate lives here
 //! and in the batch ring, each block with a `// SAFETY:` line.
 
+pub mod ifstats;
 pub mod loader;
 pub mod ring;
 pub mod socket;
 pub mod sys;
 pub mod tx;
 
+pub use ifstats::IfaceCounters;
 pub use loader::{AttachMode, XdpAttachment, XdpQueueStats};
 pub use socket::{BindInfo, XskConfig, XskSocket, ZeroCopy};
 pub use tx::XskTx;

@@ -11,13 +11,18 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Raw pointers to one ring's parts.
+///
+/// The fields are private to `afxdp`: the only way to make one outside
+/// this module tree is the `unsafe` [`RingPtrs::at`], whose contract makes
+/// the safe ring handles built on it ([`ProdRing::new`], [`ConsRing::new`])
+/// sound. Safe code cannot point a ring at arbitrary memory.
 #[derive(Debug, Clone, Copy)]
 pub struct RingPtrs {
-    pub producer: *const AtomicU32,
-    pub consumer: *const AtomicU32,
-    pub flags: *const AtomicU32,
-    pub desc: *mut u8,
-    pub size: u32,
+    pub(super) producer: *const AtomicU32,
+    pub(super) consumer: *const AtomicU32,
+    pub(super) flags: *const AtomicU32,
+    pub(super) desc: *mut u8,
+    pub(super) size: u32,
 }
 
 impl RingPtrs {
@@ -26,8 +31,13 @@ impl RingPtrs {
     /// # Safety
     /// `base` must point to a live mapping that holds the producer, consumer
     /// and flags words (4-byte aligned) and `size` descriptors of the ring's
-    /// type at `desc`, and it must outlive every use of the result.
+    /// type at `desc`, `size` must be a power of two, and the mapping must
+    /// outlive every use of the result.
     pub unsafe fn at(base: *mut u8, off: &super::sys::RingOffset, size: u32) -> Self {
+        debug_assert!(
+            size.is_power_of_two(),
+            "ring size {size} is not a power of two"
+        );
         // SAFETY: the caller guarantees the offsets lie inside the mapping.
         unsafe {
             RingPtrs {
@@ -73,14 +83,15 @@ impl ProdRing {
         }
     }
 
-    /// Free entries.
+    /// Free entries. The indices are free-running `u32`s that wrap after
+    /// 2^32 entries, so their distance is a wrapping difference.
     pub fn free(&mut self) -> u32 {
-        let free = self.p.size - (self.cached_prod - self.cached_cons);
+        let free = self.p.size - self.cached_prod.wrapping_sub(self.cached_cons);
         if free > 0 {
             return free;
         }
         self.cached_cons = self.p.consumer().load(Ordering::Acquire);
-        self.p.size - (self.cached_prod - self.cached_cons)
+        self.p.size - self.cached_prod.wrapping_sub(self.cached_cons)
     }
 
     /// Write `addrs` (at most [`ProdRing::free`] of them) and publish them.
@@ -214,5 +225,68 @@ mod tests {
         assert_eq!(rx.desc(0).len, 62);
         rx.release(1);
         assert_eq!(p.consumer().load(Ordering::Acquire), 3);
+    }
+
+    #[test]
+    fn indices_wrap_past_u32_max() {
+        // Both rings start 3 entries short of 2^32 (as after ~4 G frames),
+        // then run 10 laps of the ring across the wrap. A non-wrapping
+        // subtraction panics here in a debug build and returns a huge free
+        // count (an overwrite of unconsumed entries) in a release build.
+        let start = u32::MAX - 2;
+        let (mut fmem, off) = layout(4, 8);
+        let fbase = fmem.as_mut_ptr() as *mut u8;
+        // SAFETY: `fmem` outlives the ring and holds the layout `off` describes.
+        let fp = unsafe { RingPtrs::at(fbase, &off, 4) };
+        fp.producer().store(start, Ordering::Release);
+        fp.consumer().store(start, Ordering::Release);
+        let mut fill = ProdRing::new(fp);
+
+        let (mut rmem, roff) = layout(4, 16);
+        let rbase = rmem.as_mut_ptr() as *mut u8;
+        // SAFETY: as above.
+        let rp = unsafe { RingPtrs::at(rbase, &roff, 4) };
+        rp.producer().store(start, Ordering::Release);
+        rp.consumer().store(start, Ordering::Release);
+        let mut rx = ConsRing::new(rp);
+
+        let mut next = 0u64;
+        for lap in 0..10u64 {
+            assert_eq!(fill.free(), 4, "lap {lap}: empty ring has 4 free");
+            let addrs = [next, next + 1, next + 2];
+            assert_eq!(fill.push(&addrs), 3);
+            assert_eq!(fill.free(), 1);
+            assert_eq!(fill.push(&[9, 9]), 1, "only one slot left");
+            assert_eq!(fill.free(), 0);
+            // The "kernel" consumes the fill ring and publishes 4 RX entries.
+            let prod = fp.producer().load(Ordering::Acquire);
+            fp.consumer().store(prod, Ordering::Release);
+            let rprod = rp.producer().load(Ordering::Acquire);
+            for i in 0..4u32 {
+                let idx = (rprod.wrapping_add(i) & 3) as usize;
+                // SAFETY: idx < 4, inside the test's descriptor array.
+                unsafe {
+                    (rp.desc as *mut XdpDesc).add(idx).write(XdpDesc {
+                        addr: next + i as u64,
+                        len: 60,
+                        options: 0,
+                    })
+                };
+            }
+            rp.producer()
+                .store(rprod.wrapping_add(4), Ordering::Release);
+            assert_eq!(rx.available(64), 4, "lap {lap}");
+            for i in 0..4u32 {
+                assert_eq!(rx.desc(i).addr, next + i as u64, "lap {lap} entry {i}");
+            }
+            rx.release(4);
+            assert_eq!(rx.available(64), 0);
+            next += 4;
+        }
+        // 10 laps of 4 entries from 2^32 - 3 ended past the wrap.
+        let end = start.wrapping_add(40);
+        assert!(end < start, "the test really crossed 2^32");
+        assert_eq!(fp.producer().load(Ordering::Acquire), end);
+        assert_eq!(rp.consumer().load(Ordering::Acquire), end);
     }
 }

@@ -8,7 +8,18 @@
 //! Per burst: read up to `max` RX descriptors, hand each frame to the sink
 //! straight from UMEM (no copy), give the descriptors back, and return the
 //! frames to the fill ring; one wake-up syscall only when the kernel sets
-//! `XDP_RING_NEED_WAKEUP`. One wall-clock read per burst stamps its frames.
+//! `XDP_RING_NEED_WAKEUP`.
+//!
+//! Timestamps: the XDP program stamps every frame at the hook with
+//! `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) in 16 bytes of XDP metadata right
+//! before the frame ([`XdpMeta`]); the kernel copies the metadata into UMEM
+//! with the frame. The socket maps each stamp to wall-clock ns with a
+//! [`WallMap`] re-anchored on the worker's stats tick (bounded steps, never
+//! backwards). A frame without valid metadata (a driver that gives no room)
+//! is stamped with one monotonic read per burst through the same map, and
+//! counted in [`XskSocket::ts_fallback`]. The metadata's magic is cleared
+//! after reading, so a stale stamp left in a reused UMEM frame is never
+//! taken for a fresh one.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -17,7 +28,7 @@ use memmap2::{MmapMut, MmapOptions};
 
 use super::ring::{ConsRing, ProdRing, RingPtrs};
 use super::sys::{self, MmapOffsets, UmemReg, XdpDesc, XdpStatistics};
-use crate::clock::{Clock, RealtimeClock};
+use crate::clock::WallMap;
 use crate::ring::HugePages;
 use crate::source::{Frame, FrameSink, RxQueue, RxStatus, SourceDrops};
 
@@ -88,14 +99,15 @@ pub struct XskSocket {
     _rx_map: sys::RingMap,
     fd: OwnedFd,
     umem: MmapMut,
-    umem_base: *const u8,
+    umem_base: *mut u8,
     umem_len: usize,
     frame_mask: u64,
     /// Frames not in the fill ring nor in user hands (preallocated).
     spare: Vec<u64>,
     /// Scratch for the addresses one burst returns.
     returned: Vec<u64>,
-    clock: RealtimeClock,
+    wall: WallMap,
+    ts_fallback: u64,
     stats: XdpStatistics,
     invalid_descs: u64,
     info: BindInfo,
@@ -106,6 +118,26 @@ pub struct XskSocket {
 // synchronises through the ring indices. The socket is used by one thread at
 // a time (the worker that owns it).
 unsafe impl Send for XskSocket {}
+
+/// The XDP metadata linecap's program writes before each frame
+/// (`struct linecap_meta` in `ebpf/linecap_xdp.c`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct XdpMeta {
+    /// `bpf_ktime_get_ns()` at the XDP hook (CLOCK_MONOTONIC ns).
+    pub rx_ns: u64,
+    /// Which clock `rx_ns` is on (1: ktime).
+    pub clock: u32,
+    /// [`META_MAGIC`] when the program wrote it.
+    pub magic: u32,
+}
+
+/// Bytes of [`XdpMeta`].
+pub const META_BYTES: usize = std::mem::size_of::<XdpMeta>();
+/// `LINECAP_META_MAGIC` ("LCTS").
+pub const META_MAGIC: u32 = 0x4c43_5453;
+/// What the manifest says about AF_XDP timestamps.
+pub const CLOCK_NAME: &str = "xdp-ktime";
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
@@ -192,7 +224,8 @@ impl XskSocket {
         spare.extend_from_slice(&all[pushed..]);
 
         let (info_zc, refused) = bind_with_policy(raw, ifindex, cfg)?;
-        let umem_base = umem.as_ptr();
+        let umem_base = umem.as_mut_ptr();
+        let (mono, real) = sys::mono_real_pair();
         Ok(XskSocket {
             fill,
             rx: ConsRing::new(rx_p),
@@ -205,7 +238,8 @@ impl XskSocket {
             frame_mask: !(fb - 1),
             spare,
             returned: Vec::with_capacity(cfg.ring_entries as usize),
-            clock: RealtimeClock,
+            wall: WallMap::new(mono, real, 1_000_000_000),
+            ts_fallback: 0,
             stats: XdpStatistics::default(),
             invalid_descs: 0,
             info: BindInfo {
@@ -229,6 +263,19 @@ impl XskSocket {
     /// The kernel's statistics for this socket, as last refreshed.
     pub fn statistics(&self) -> XdpStatistics {
         self.stats
+    }
+
+    /// Frames that carried no valid XDP metadata stamp and were stamped
+    /// per burst instead (0 with linecap's program on drivers that support
+    /// XDP metadata, veth included).
+    pub fn ts_fallback(&self) -> u64 {
+        self.ts_fallback
+    }
+
+    /// Frames whose wall time was held at the previous frame's so that the
+    /// queue's timestamps never go backwards.
+    pub fn ts_clamped(&self) -> u64 {
+        self.wall.clamped()
     }
 
     /// Descriptors the kernel gave that pointed outside UMEM (never expected).
@@ -301,8 +348,10 @@ impl RxQueue for XskSocket {
             }
             return RxStatus::Idle;
         }
-        let ts_ns = self.clock.now_ns();
         let umem_len = self.umem_len();
+        let chunk_mask = !self.frame_mask as usize;
+        // Lazily read, once per burst, for frames without a stamp.
+        let mut burst_mono = 0u64;
         self.returned.clear();
         for i in 0..n {
             let d = self.rx.desc(i);
@@ -311,6 +360,38 @@ impl RxQueue for XskSocket {
             if start.checked_add(len).is_none_or(|end| end > umem_len) {
                 self.invalid_descs += 1;
             } else {
+                let stamp = if start & chunk_mask >= META_BYTES {
+                    // SAFETY: [start-16, start) lies inside the same UMEM
+                    // chunk as the frame (its offset in the chunk is at least
+                    // 16), which the kernel handed us with the descriptor and
+                    // which no reference covers (the frame slice starts at
+                    // `start`). Any bit pattern is a valid XdpMeta; reads and
+                    // the write are unaligned-safe.
+                    unsafe {
+                        let p = self.umem_base.add(start - META_BYTES).cast::<XdpMeta>();
+                        let m = p.read_unaligned();
+                        if m.magic == META_MAGIC {
+                            // Forget it: a later frame in this chunk without
+                            // a stamp must not inherit this one.
+                            std::ptr::addr_of_mut!((*p).magic).write_unaligned(0);
+                            Some(m.rx_ns)
+                        } else {
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let ts_ns = match stamp {
+                    Some(mono) => self.wall.map(mono),
+                    None => {
+                        self.ts_fallback += 1;
+                        if burst_mono == 0 {
+                            burst_mono = sys::monotonic_ns();
+                        }
+                        self.wall.map(burst_mono)
+                    }
+                };
                 // SAFETY: [start, start+len) lies inside UMEM (checked), and
                 // the kernel handed this frame to us through the RX ring; it
                 // will not write it again until we return it to the fill
@@ -352,7 +433,13 @@ impl RxQueue for XskSocket {
         true
     }
 
+    fn clock_source(&self) -> &'static str {
+        CLOCK_NAME
+    }
+
     fn refresh(&mut self) {
+        let (mono, real) = sys::mono_real_pair();
+        self.wall.reanchor(mono, real);
         if let Ok(s) = sys::get_opt::<XdpStatistics>(self.fd.as_raw_fd(), sys::XDP_STATISTICS) {
             self.stats = s;
         }

@@ -523,35 +523,51 @@ impl Drop for Port {
     }
 }
 
-/// Wall-clock ns from the TSC: one `rdtsc` per burst, converted with a
-/// multiplier fixed at start-up against `CLOCK_REALTIME`.
-#[derive(Debug, Clone, Copy)]
+/// Wall-clock ns from the TSC: one `rdtsc` per frame, mapped by a
+/// [`WallMap`](crate::clock::WallMap) that the stats tick re-anchors against
+/// `CLOCK_REALTIME` with a bounded step (the TSC rate DPDK measured at start
+/// drifts from wall time; NTP slews the wall clock).
+#[derive(Debug, Clone)]
 struct TscClock {
-    base_tsc: u64,
-    base_ns: u64,
-    /// ns per tick × 2^32.
-    mult: u64,
+    map: crate::clock::WallMap,
 }
 
 impl TscClock {
     fn new(hz: u64) -> Self {
-        let hz = hz.max(1);
-        // SAFETY: rdtsc has no preconditions.
-        let base_tsc = unsafe { sys::lc_rdtsc() };
-        let base_ns = crate::clock::Clock::now_ns(&crate::clock::RealtimeClock);
+        let (tsc, wall) = Self::pair();
         TscClock {
-            base_tsc,
-            base_ns,
-            mult: ((1_000_000_000u128 << 32) / hz as u128) as u64,
+            map: crate::clock::WallMap::new(tsc, wall, hz.max(1)),
         }
     }
 
+    /// A (TSC, CLOCK_REALTIME) pair: of three tries of tsc-real-tsc, the
+    /// tightest bracket's middle.
+    fn pair() -> (u64, u64) {
+        let mut best = (u64::MAX, 0, 0);
+        for _ in 0..3 {
+            // SAFETY: rdtsc has no preconditions.
+            let a = unsafe { sys::lc_rdtsc() };
+            let r = crate::clock::Clock::now_ns(&crate::clock::RealtimeClock);
+            // SAFETY: as above.
+            let b = unsafe { sys::lc_rdtsc() };
+            let w = b.wrapping_sub(a);
+            if w < best.0 {
+                best = (w, a + w / 2, r);
+            }
+        }
+        (best.1, best.2)
+    }
+
     #[inline]
-    fn now_ns(&self) -> u64 {
+    fn now_ns(&mut self) -> u64 {
         // SAFETY: rdtsc has no preconditions.
         let t = unsafe { sys::lc_rdtsc() };
-        let d = t.wrapping_sub(self.base_tsc) as u128;
-        self.base_ns + ((d * self.mult as u128) >> 32) as u64
+        self.map.map(t)
+    }
+
+    fn resync(&mut self) {
+        let (tsc, wall) = Self::pair();
+        self.map.reanchor(tsc, wall);
     }
 }
 
@@ -615,7 +631,6 @@ impl RxQueue for DpdkQueue {
         if n == 0 {
             return RxStatus::Idle;
         }
-        let burst_ns = self.clock.now_ns();
         let l = self.layout;
         for &m in &self.burst[..n] {
             let b = m as *const u8;
@@ -638,7 +653,7 @@ impl RxQueue for DpdkQueue {
                 let us = unsafe { (b.add(self.ts_off) as *const u64).read_unaligned() };
                 us.wrapping_mul(1000)
             } else {
-                burst_ns
+                self.clock.now_ns()
             };
             self.multi_seg += u64::from(nb_segs > 1);
             // SAFETY: the first segment's data is data_len bytes at
@@ -670,7 +685,12 @@ impl RxQueue for DpdkQueue {
         self.drops
     }
 
+    fn clock_source(&self) -> &'static str {
+        if self.ts_flag != 0 { "pmd" } else { "tsc" }
+    }
+
     fn refresh(&mut self) {
+        self.clock.resync();
         if self.carries_port_drops {
             self.drops = self.port.drops();
         }

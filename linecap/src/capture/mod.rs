@@ -62,10 +62,14 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     let mut att = open::Attachments::default();
     let queues = open::open_queues(cfg, &mut att)?;
     let budgets = wiring::series_budgets(cfg, queues.len())?;
-    // Baselines: what the XDP programs counted before the capture started.
+    // Baselines: what the XDP programs counted before each queue's socket
+    // was registered (read in open_queues, issue 14).
     let xdp_base: Vec<Option<XdpQueueStats>> = queues
         .iter()
-        .map(|q| q.xdp.map(|(a, hq)| att.list[a].queue_stats(hq)))
+        .map(|q| {
+            let id = q.xdp?;
+            att.xdp_base.iter().find(|(k, _)| *k == id).map(|(_, b)| *b)
+        })
         .collect();
     let xdp_ids: Vec<Option<(usize, u32)>> = queues.iter().map(|q| q.xdp).collect();
     // AF_XDP queues: the XDP stage's and the interface's drops, refreshed by
@@ -105,6 +109,14 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         );
     }
     let limit = cfg.max_frames.map(count::CountLimit::new);
+    // issue 14: per queue, the socket's own drop count (the first job's
+    // lines carry the queue-level counters), for the interface rule.
+    let xsk_counters: Vec<Arc<linecap_dataplane::counters::SharedCounters>> = w
+        .lines
+        .iter()
+        .take(xdp_ids.len())
+        .map(|l| l.worker.clone())
+        .collect();
     let threads = run::Threads {
         cfg,
         signals,
@@ -117,9 +129,14 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         ids: &xdp_ids,
         base: &xdp_base,
         live: &xdp_live,
+        xsk: &xsk_counters,
     };
     let outcome = threads.run(w.workers, w.writer_inputs, &mut xdp);
-    let ends = queue_ends(&att, &xdp_ids, &xdp_base);
+    let xsk: Vec<u64> = xsk_counters
+        .iter()
+        .map(|c| c.snapshot().source_nic)
+        .collect();
+    let ends = queue_ends(&att, &xdp_ids, &xdp_base, &xsk);
     drop(att);
     let queues = report::assemble(w.lines, &outcome.workers, &outcome.writer_errors, &ends);
     let stop = &signals.stop;
@@ -206,6 +223,7 @@ fn queue_ends(
     att: &open::Attachments,
     xdp_ids: &[Option<(usize, u32)>],
     xdp_base: &[Option<XdpQueueStats>],
+    xsk: &[u64],
 ) -> Vec<report::QueueEnd> {
     let xdp_final: Vec<Option<XdpQueueStats>> = xdp_ids
         .iter()
@@ -216,14 +234,15 @@ fn queue_ends(
             Some(XdpQueueStats {
                 seen: now.seen - b.seen,
                 not_redirected: now.not_redirected - b.not_redirected,
+                no_meta: now.no_meta - b.no_meta,
             })
         })
         .collect();
     let mut iface_drop_per_queue = vec![0u64; xdp_ids.len()];
-    for (ai, a) in att.list.iter().enumerate() {
+    for ai in 0..att.list.len() {
         if let Some(first) = xdp_ids.iter().position(|x| x.is_some_and(|(i, _)| i == ai)) {
             iface_drop_per_queue[first] =
-                open::iface_drops(a.ifname()).saturating_sub(att.iface_drops_start[ai]);
+                open::iface_drops_since_start(att, ai, open::xsk_drops_of(xdp_ids, ai, xsk));
         }
     }
     xdp_final

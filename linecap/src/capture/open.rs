@@ -22,6 +22,20 @@ pub(super) enum QueueSource {
     Dpdk(Box<crate::dpdksource::DpdkQueue>),
 }
 
+impl QueueSource {
+    /// issue 14: the source's timestamp clock, for the manifests.
+    pub(super) fn clock_source(&self) -> &'static str {
+        use linecap_dataplane::source::RxQueue;
+        match self {
+            QueueSource::File(s) => s.clock_source(),
+            QueueSource::Synthetic(s) => s.clock_source(),
+            QueueSource::AfXdp(s) => s.clock_source(),
+            #[cfg(feature = "dpdk")]
+            QueueSource::Dpdk(s) => s.clock_source(),
+        }
+    }
+}
+
 /// One opened queue.
 pub(super) struct Queue {
     pub(super) id: u32,
@@ -36,7 +50,34 @@ pub(super) struct Queue {
 pub(super) struct Attachments {
     pub(super) list: Vec<XdpAttachment>,
     /// Per attachment: interface drop counters at start.
-    pub(super) iface_drops_start: Vec<u64>,
+    pub(super) iface_drops_start: Vec<linecap_dataplane::afxdp::IfaceCounters>,
+    /// issue 14: per (attachment, hardware queue), the XDP program's counts
+    /// read before the queue's socket was registered (before any frame
+    /// could reach it).
+    pub(super) xdp_base: Vec<((usize, u32), XdpQueueStats)>,
+}
+
+/// issue 14: the interface's drops not counted by a later stage (see
+/// `linecap_dataplane::afxdp::ifstats` for the rule per driver), given what
+/// its AF_XDP sockets counted as dropped (`xsk_drops`).
+pub(super) fn iface_drops_since_start(att: &Attachments, ai: usize, xsk_drops: u64) -> u64 {
+    let a = &att.list[ai];
+    linecap_dataplane::afxdp::ifstats::iface_drops(
+        a.driver(),
+        a.native(),
+        &att.iface_drops_start[ai],
+        &linecap_dataplane::afxdp::IfaceCounters::read(a.ifname()),
+        xsk_drops,
+    )
+}
+
+/// issue 14: per attachment, the sum of its sockets' drops (`xsk[qi]` per queue).
+pub(super) fn xsk_drops_of(ids: &[Option<(usize, u32)>], ai: usize, xsk: &[u64]) -> u64 {
+    ids.iter()
+        .zip(xsk)
+        .filter(|(id, _)| id.is_some_and(|(a, _)| a == ai))
+        .map(|(_, d)| d)
+        .sum()
 }
 
 /// Publish what the XDP programs and the interfaces counted since the start
@@ -47,6 +88,7 @@ pub(super) fn refresh_xdp_live(
     ids: &[Option<(usize, u32)>],
     base: &[Option<XdpQueueStats>],
     live: &[Option<Arc<Mutex<crate::metrics::XdpLive>>>],
+    xsk: &[u64],
 ) {
     for (qi, (id, b)) in ids.iter().zip(base).enumerate() {
         let (Some((a, hq)), Some(b), Some(slot)) = (id, b, &live[qi]) else {
@@ -55,7 +97,7 @@ pub(super) fn refresh_xdp_live(
         let now = att.list[*a].queue_stats(*hq);
         let first = ids.iter().position(|x| x.is_some_and(|(i, _)| i == *a)) == Some(qi);
         let iface = if first {
-            iface_drops(att.list[*a].ifname()).saturating_sub(att.iface_drops_start[*a])
+            iface_drops_since_start(att, *a, xsk_drops_of(ids, *a, xsk))
         } else {
             0
         };
@@ -64,17 +106,6 @@ pub(super) fn refresh_xdp_live(
             iface_drops: iface,
         };
     }
-}
-
-/// The interface's own receive drop counters (before XDP sees a frame).
-pub(super) fn iface_drops(ifname: &str) -> u64 {
-    ["rx_dropped", "rx_missed_errors", "rx_fifo_errors"]
-        .iter()
-        .filter_map(|f| {
-            std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{f}")).ok()
-        })
-        .filter_map(|v| v.trim().parse::<u64>().ok())
-        .sum()
 }
 
 /// Receive queues of an interface (from sysfs).
@@ -145,6 +176,9 @@ pub(super) fn open_queues(
                     eprintln!("linecap: {ifname}: native XDP refused ({why}); using generic mode");
                 }
                 let ai = att.list.len();
+                // issue 14: baselines before any socket can receive.
+                att.iface_drops_start
+                    .push(linecap_dataplane::afxdp::IfaceCounters::read(ifname));
                 let mut sockets = Vec::new();
                 for &q in &list {
                     let xcfg = XskConfig {
@@ -155,6 +189,7 @@ pub(super) fn open_queues(
                         ..XskConfig::new(ifname, q)
                     };
                     let sock = XskSocket::open(&xcfg)?;
+                    att.xdp_base.push(((ai, q), a.queue_stats(q)));
                     a.register(q, sock.raw_fd())?;
                     sockets.push((q, sock));
                 }
@@ -180,7 +215,6 @@ pub(super) fn open_queues(
                         }
                     );
                 }
-                att.iface_drops_start.push(iface_drops(ifname));
                 att.list.push(a);
                 for (q, sock) in sockets {
                     push(

@@ -24,6 +24,8 @@ pub(super) struct XdpWatch<'a> {
     pub(super) ids: &'a [Option<(usize, u32)>],
     pub(super) base: &'a [Option<linecap_dataplane::afxdp::XdpQueueStats>],
     pub(super) live: &'a [Option<Arc<Mutex<crate::metrics::XdpLive>>>],
+    /// Per queue, where its socket's drops are published (issue 14).
+    pub(super) xsk: &'a [Arc<linecap_dataplane::counters::SharedCounters>],
 }
 
 /// What the threads left behind.
@@ -151,7 +153,8 @@ impl Threads<'_> {
             }
             if xdp_refreshed.elapsed() >= Duration::from_millis(500) {
                 xdp_refreshed = Instant::now();
-                refresh_xdp_live(xdp.att, xdp.ids, xdp.base, xdp.live);
+                let xsk: Vec<u64> = xdp.xsk.iter().map(|c| c.snapshot().source_nic).collect();
+                refresh_xdp_live(xdp.att, xdp.ids, xdp.base, xdp.live, &xsk);
             }
             if self.signals.rotate.swap(false, Ordering::Relaxed) {
                 rotate_gen.fetch_add(1, Ordering::Relaxed);

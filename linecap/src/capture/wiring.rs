@@ -142,6 +142,8 @@ pub(super) fn build(
                 rotate_files: cfg.rotate_files,
                 compress: cfg.compress,
                 capture: Some(job_info[j].clone()),
+                // issue 14: the manifest says which clock stamped the records.
+                clock: Some(q.source.clock_source().into()),
                 ..SeriesConfig::new(series_dir(cfg, job, qi, q.id), q.id)
             })
             .with_context(|| {

@@ -5,26 +5,50 @@
 //! path ([`FlowTable::update`]) never allocates, never grows the table, never
 //! formats and never returns a `Result`.
 //!
-//! # Layout
+//! # Layout (built for DRAM: a few cache lines per packet, all loaded early)
 //!
-//! One array of `capacity` slots (a power of two), open addressing with
-//! **linear probing bounded to [`PROBE_MAX`] slots** from the key's home slot.
-//! A slot holds a 64-bit tag (the key's hash with the top bit set; 0 = empty),
-//! the flow key, the record and a few bytes of expiry state. Removal uses
-//! backward-shift deletion (no tombstones), so a lookup stops at the first
-//! empty slot and never looks past `PROBE_MAX` slots.
+//! `capacity` slots (a power of two) in `capacity / 8` **buckets of
+//! [`WAYS`] = 8 ways**. Four fixed arrays, each indexed by slot
+//! (`bucket * 8 + way`), each 64-byte aligned:
+//!
+//! | array   | per slot | what                                             | touched by            |
+//! |---------|---------:|--------------------------------------------------|-----------------------|
+//! | buckets | 8 B      | tag = `flow_hash | 1<<63` (0 = empty); one bucket's 8 tags are one cache line | every lookup |
+//! | hot     | 64 B     | first/last ns, packets, bytes, captured bytes per direction (one line, size asserted at compile time) | every packet of the flow |
+//! | keys    | 64 B     | the canonical key as six words, TCP flags, FIN bits, linger start | every packet (key compare) |
+//! | cold    | 8 B      | written at flow start, read at export (initiator; reserved bytes for later per-flow fields such as first payload bytes) | flow start and export only |
+//!
+//! A key has **two candidate buckets** (from different bits of its 64-bit
+//! hash; two-choice placement). A lookup reads the two tag lines, and reads
+//! a slot's key only when its tag matches: at most [`PROBE_MAX`] = 16 slots,
+//! never more. A new flow takes a free way of the emptier bucket; nothing
+//! ever moves, so removal just clears the tag.
+//!
+//! [`FlowTable::update_burst`] runs in stages over a burst: hash and load
+//! every packet's two tag lines, then load the likely slot's key and hot
+//! lines, then update in order; the independent loads of a stage overlap.
+//!
+//! Memory: the four arrays are anonymous mappings from 2 MiB hugepages
+//! when they are reserved (`vm.nr_hugepages`), else normal pages with
+//! `MADV_HUGEPAGE`; all fixed at creation ([`FlowTable::memory_bytes`]).
+//! Zero bytes are the empty state, so nothing is written at creation: the
+//! worker calls [`FlowTable::first_touch`] on its own core so the pages are
+//! local to that core and the capture path takes no page fault.
 //!
 //! The hash is [`flow_hash`]: a 64-bit multiply-xorshift mix over the
 //! canonical key's words. It is deliberately *not* `symmetric_hash` (which
 //! picks the queue): inside one queue the queue hash's low bits are all
 //! equal, so indexing the table with it would use a fraction of the slots.
+//! The worker computes it once per frame and hands it to flow sampling and
+//! the table ([`BurstPacket::hash`]).
 //!
-//! # When the table is full
+//! # When the table is full (eviction policy)
 //!
-//! A new flow whose `PROBE_MAX`-slot window holds no empty slot evicts the
-//! entry of that window with the oldest last-packet time (if that entry was
-//! already past its idle timeout it ends as `Idle`, otherwise as `Evicted`,
-//! counted in `evicted`). The table never grows and never refuses a packet.
+//! A new flow whose two buckets are both full evicts the flow of those 16
+//! slots with the oldest last-packet time (if that flow was already past
+//! its idle timeout it ends as `Idle`, otherwise as `Evicted`, counted in
+//! `evicted`); this can happen before the very last slot is taken. The
+//! table never grows and never refuses a packet.
 //!
 //! # Expiry (the packet clock)
 //!
@@ -42,14 +66,18 @@
 //! * the input ends ([`FlowTable::drain`], [`EndReason::EndOfInput`]).
 //!
 //! A packet of a flow that is already due ends the old record first, then
-//! starts a new one. [`FlowTable::tick`] sweeps the table for due flows, for
-//! queues that are idle and for flows that simply stop; the worker calls it
-//! on its periodic tick, not per packet.
+//! starts a new one. Flows that simply stop are ended by
+//! [`FlowTable::expire_step`]: a cursor that visits a fixed number of
+//! buckets per call and wraps round the table; the worker calls it once per
+//! burst and per idle poll, so the expiry work of one burst is bounded
+//! (`EXPIRE_STEP_BUCKETS * WAYS` = 32 slots) whatever the table's size, and
+//! a flow ends at most one cursor round after it is due. [`FlowTable::tick`]
+//! sweeps the whole table at once, for offline use (`linecap flows`).
 //!
 //! Records ended on the packet path go into a bounded, preallocated export
 //! queue ([`FlowTable::take_expired`] empties it); when it is full the record
-//! is dropped and counted (`export_drops`). Records ended by `tick` and
-//! `drain` go straight to the caller's sink.
+//! is dropped and counted (`export_drops`). Records ended by `expire_step`,
+//! `tick` and `drain` go straight to the caller's sink.
 //!
 //! # What is tracked
 //!
@@ -1493,5 +1521,161 @@ mod tests {
             c.created,
             c.expired_idle + c.expired_end + c.evicted + c.expired_input_end
         );
+    }
+
+    /// A key with VLANs, IPv6 or fragments goes through the stored
+    /// six-word form and comes back equal.
+    #[test]
+    fn stored_keys_decode_to_the_same_key() {
+        let mut vl = VlanStack::new();
+        for v in [100, 200, 300, 400, 500, 600] {
+            vl.push(v);
+        }
+        let mut a6 = [0u8; 16];
+        a6[0] = 0x20;
+        a6[15] = 1;
+        let keys = [
+            fwd(0).key,
+            FlowKey::from_endpoints(vl, 17, false, IpFamily::V6, a6, 53, [0xfe; 16], 9).0,
+            FlowKey::from_endpoints(vl, 6, true, IpFamily::V4, [9; 16], 0, [1; 16], 0).0,
+        ];
+        for k in keys {
+            assert_eq!(decode_key(&encode_key(&k)), k);
+        }
+    }
+
+    /// The per-burst expiry step looks at a bounded number of slots,
+    /// whatever the table's size, and a full cursor round ends every due
+    /// flow of the table.
+    #[test]
+    fn expire_step_work_is_bounded_whatever_the_size() {
+        for cap in [64usize, 1024, 1 << 16, 1 << 20] {
+            let mut t = FlowTable::with_export_queue(cap, timeouts(), 16).unwrap();
+            let n = (cap / 4) as u32;
+            for i in 0..n {
+                let [_, a, b, c] = i.to_be_bytes();
+                t.update(&info([10, a, b, c], 1, SV, 2, 0), S, 60, 60);
+            }
+            let active = t.counters().active;
+            assert_eq!(active, u64::from(n) - t.counters().evicted);
+            let mut ended = 0u64;
+            let mut calls = 0usize;
+            // Not yet due: a step ends nothing.
+            let w = t.expire_step(2 * S, EXPIRE_STEP_BUCKETS, &mut |_| ended += 1);
+            assert_eq!(w, EXPIRE_STEP_BUCKETS * WAYS);
+            assert_eq!(ended, 0);
+            while t.counters().active > 0 {
+                let w = t.expire_step(40 * S, EXPIRE_STEP_BUCKETS, &mut |r| {
+                    assert_eq!(r.end_reason, EndReason::Idle);
+                    ended += 1;
+                });
+                assert!(w <= EXPIRE_STEP_BUCKETS * WAYS, "{w} slots in one step");
+                calls += 1;
+                assert!(calls <= cap / WAYS / EXPIRE_STEP_BUCKETS + 1, "more than one round");
+            }
+            assert_eq!(ended, active);
+        }
+    }
+
+    #[test]
+    fn expire_step_ends_idle_active_and_tcp_flows_by_the_injected_clock() {
+        let mut t = FlowTable::new(64, timeouts()).unwrap();
+        let round = 64 / WAYS / EXPIRE_STEP_BUCKETS;
+        let step = |t: &mut FlowTable, now: u64| {
+            let mut v = Vec::new();
+            for _ in 0..round {
+                t.expire_step(now, EXPIRE_STEP_BUCKETS, &mut |r| v.push(*r));
+            }
+            v
+        };
+        t.update(&fwd(flags::SYN), S, 60, 60);
+        t.update(&rev(flags::RST), 2 * S, 60, 60);
+        t.update(&info([1, 1, 1, 1], 1, [2, 2, 2, 2], 2, 0), S, 60, 60);
+        let long = info([3, 3, 3, 3], 1, [4, 4, 4, 4], 2, 0);
+        let v = step(&mut t, 4 * S - 1);
+        assert!(v.is_empty());
+        let v = step(&mut t, 4 * S);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::EndOfFlow);
+        for i in 1..=6 {
+            t.update(&long, i * 5 * S, 60, 60);
+        }
+        let v = step(&mut t, 31 * S - 1);
+        assert!(v.is_empty());
+        let v = step(&mut t, 31 * S);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::Idle);
+        for i in 7..=20 {
+            t.update(&long, i * 5 * S, 60, 60);
+        }
+        assert!(step(&mut t, 105 * S - 1).is_empty());
+        let v = step(&mut t, 105 * S);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::Active);
+        assert_eq!(v[0].total_packets(), 20);
+        assert_eq!(t.counters().active, 1);
+        let c = t.counters();
+        assert_eq!((c.expired_end, c.expired_idle, c.expired_active), (1, 1, 1));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random packets (IPv4/IPv6, VLANs, both directions, burst or
+        /// single updates) against a `HashMap` model: while nothing is
+        /// evicted or expires, the table holds exactly the model's flows
+        /// with the same counters.
+        #[test]
+        fn table_equals_a_hashmap_model(
+            ops in proptest::collection::vec((0u16..300, any::<bool>(), 0u8..3, 1u32..1500, 0u64..1000), 1..600),
+            burst in any::<bool>(),
+        ) {
+            use std::collections::HashMap;
+            let mut t = FlowTable::new(1024, timeouts()).unwrap();
+            let mut model: HashMap<FlowKey, ([u64; 2], [u64; 2], u64, u64, bool)> = HashMap::new();
+            let mut now = 0u64;
+            let mut pending = Vec::new();
+            for (f, dir, kind, len, dt) in ops {
+                now += dt;
+                let mut vl = VlanStack::new();
+                let fam = if kind == 1 { IpFamily::V6 } else { IpFamily::V4 };
+                if kind == 2 {
+                    vl.push(f % 7);
+                }
+                let mut x = [0u8; 16];
+                x[..2].copy_from_slice(&f.to_be_bytes());
+                let y = [0xaa; 16];
+                let (src, dst) = if dir { (x, y) } else { (y, x) };
+                let (key, a_to_b) = FlowKey::from_endpoints(vl, protocol::UDP, false, fam, src, 10, dst, 20);
+                let mut p = fwd(0);
+                p.key = key;
+                p.a_to_b = a_to_b;
+                let e = model.entry(key).or_insert(([0; 2], [0; 2], now, now, a_to_b));
+                let d = usize::from(!a_to_b);
+                e.0[d] += 1;
+                e.1[d] += u64::from(len);
+                e.3 = now;
+                if burst {
+                    pending.push(BurstPacket::new(p, now, len, len));
+                    if pending.len() == 37 {
+                        t.update_burst(&pending);
+                        pending.clear();
+                    }
+                } else {
+                    t.update(&p, now, len, len);
+                }
+            }
+            t.update_burst(&pending);
+            prop_assert_eq!(t.counters().evicted, 0);
+            prop_assert_eq!(t.counters().active, model.len() as u64);
+            let mut seen = 0;
+            t.for_each_active(|r| {
+                seen += 1;
+                let m = model.get(&r.key).copied();
+                assert_eq!(m, Some((r.packets, r.bytes, r.first_ns, r.last_ns, r.a_initiated)));
+                assert_eq!(r.bytes, r.captured_bytes);
+            });
+            prop_assert_eq!(seen, model.len());
+        }
     }
 }

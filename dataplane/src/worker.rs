@@ -449,6 +449,17 @@ impl Worker {
         self
     }
 
+    /// Fault the flow table's pages in from the calling thread (the
+    /// worker's own core), once; the first poll does it if nobody did.
+    pub fn prepare(&mut self) {
+        if let Some(f) = self.flows.as_mut()
+            && !f.touched
+        {
+            f.table.first_touch();
+            f.touched = true;
+        }
+    }
+
     /// The first job's counters (exact; the shared copy lags by one burst).
     pub fn counters(&self) -> WorkerCounters {
         self.job_counters(0)
@@ -507,13 +518,7 @@ impl Worker {
     /// One burst: poll the source, flush on the tick, publish counters.
     pub fn poll_once<R: RxQueue, C: Clock>(&mut self, rx: &mut R, clock: &C) -> RxStatus {
         self.now_ns = clock.now_ns();
-        if let Some(f) = self.flows.as_mut()
-            && !f.touched
-        {
-            // First touch on the worker's own core (once, before any frame).
-            f.table.first_touch();
-            f.touched = true;
-        }
+        self.prepare();
         let status = rx.poll_burst(self.cfg.burst_max, self);
         for lane in self.lanes.iter_mut() {
             if lane.producer.holds_slot()

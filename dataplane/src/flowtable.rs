@@ -1649,7 +1649,9 @@ mod tests {
         ) {
             use std::collections::HashMap;
             let mut t = FlowTable::new(1024, timeouts()).unwrap();
-            let mut model: HashMap<FlowKey, ([u64; 2], [u64; 2], u64, u64, bool)> = HashMap::new();
+            // packets, bytes, first, last, a_initiated
+            type Model = ([u64; 2], [u64; 2], u64, u64, bool);
+            let mut model: HashMap<FlowKey, Model> = HashMap::new();
             let mut now = 0u64;
             let mut pending = Vec::new();
             for (f, dir, kind, len, dt) in ops {

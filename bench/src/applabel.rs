@@ -38,12 +38,12 @@ impl FrameSink for Sink {
             parse_frame_without_payload(f.data)
         };
         if let Parsed::Ip(info) = parsed {
-            self.burst.push(BurstPacket {
+            self.burst.push(BurstPacket::new(
                 info,
-                ts_ns: f.ts_ns,
-                wire_len: f.wire_len,
-                cap_len: f.data.len() as u32,
-            });
+                f.ts_ns,
+                f.wire_len,
+                f.data.len() as u32,
+            ));
         }
     }
 }

@@ -13,6 +13,7 @@
 mod applabel;
 #[cfg(feature = "dpdk")]
 mod dpdk;
+mod flows;
 mod memory;
 mod pipeline;
 mod pktgen;
@@ -52,9 +53,9 @@ pub const SUITES: &[Suite] = &[
     },
     Suite {
         name: "flows",
-        about: "flow table alone: update vs update_burst at 1 k, 100 k, 1 M flows",
+        about: "flow table alone vs hashbrown: 1 k-4 M flows, uniform/Zipf, churn with expiry, per-burst latency",
         in_all: true,
-        run: worker::flows_suite,
+        run: flows::suite,
     },
     Suite {
         name: "applabel",
@@ -105,7 +106,7 @@ const AFTER_HELP: &str = "\
 Suites:
   pipeline  synthetic -> worker (flows off/on) -> ring -> writer thread, per core
   worker    the worker alone on one core, with and without flow tracking
-  flows     flow table alone (update / update_burst, 1k-1M flows)
+  flows     flow table alone vs hashbrown (1k-4M flows, uniform/Zipf, churn)
   applabel  labelling cost: payload heads on/off at 100 k flows, label ns/record
   writer    writer thread MB/s, LZ4 ratio, next to lz4 CLI and fio/dd O_DIRECT
   policy    Crypto-PAn, BPF, sampling costs

@@ -75,7 +75,7 @@ counters! {
     nic_iface_rx_packets,
     /// Frames the port reported delivered (DPDK `ipackets`; cross-check, not a drop).
     nic_port_rx_packets,
-    /// Frames that parsed as IPv4/IPv6 (not a drop).
+    /// Frames that parsed as IPv4/IPv6 (not a drop; the `parsed_*` counters stay 0 when nothing needs the parse).
     parsed_ip,
     /// Frames without an IP header (not a drop).
     parsed_non_ip,

@@ -18,7 +18,9 @@ use linecap_wire::flow::{self, Parsed};
 
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
-use crate::flowtable::{BurstPacket, FlowCounters, FlowRecord, FlowTable};
+use crate::flowtable::{
+    BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable, flow_hash,
+};
 use crate::policy::anon::AnonMode;
 use crate::policy::bpf::Filter;
 use crate::policy::cryptopan::CryptoPan;
@@ -85,15 +87,18 @@ pub type FlowSink = Box<dyn FnMut(&FlowRecord) + Send>;
 struct Flows {
     table: FlowTable,
     sink: FlowSink,
-    /// Monotonic time of the last sweep.
-    swept_ns: u64,
+    /// Monotonic time the counters were last published.
+    published_ns: u64,
+    /// Whether the table's pages were faulted in on this thread yet.
+    touched: bool,
     /// Packet time and monotonic time of the last frame (to advance the
     /// packet clock while a live queue is idle).
     last_packet_ns: u64,
     last_packet_mono_ns: u64,
     shared: Arc<std::sync::Mutex<FlowCounters>>,
-    /// The burst's IP packets, handed to the table together after the burst
-    /// (its misses overlap); capacity fixed at start-up.
+    /// The burst's IP packets with their flow hash, handed to the table
+    /// together after the burst (staged, so its misses overlap); capacity
+    /// fixed at start-up, flushed early if a source hands more.
     pending: Vec<BurstPacket>,
 }
 
@@ -116,8 +121,9 @@ pub struct Policies {
     pub mac_pseudonyms: Option<MacPseudonyms>,
 }
 
-/// How often the flow table is swept for due flows (monotonic time).
-const FLOW_SWEEP_NS: u64 = 1_000_000_000;
+/// How often the flow table's counters are published (monotonic time).
+/// Expiry itself runs a bounded step per burst ([`FlowTable::expire_step`]).
+const FLOW_PUBLISH_NS: u64 = 1_000_000_000;
 
 /// Most capture jobs one worker serves (a bound fixed at build time: every
 /// job costs a ring and a file series per queue).
@@ -355,6 +361,9 @@ pub struct Worker {
     abort: Option<Arc<AtomicBool>>,
     /// The queue's flow table, when flow tracking is on (fed by the first job).
     flows: Option<Flows>,
+    /// Whether anything needs the parse (flow table, flow sampling,
+    /// anonymisation); chosen when the worker is built, not per frame.
+    parse: bool,
 }
 
 impl Worker {
@@ -371,7 +380,17 @@ impl Worker {
             refreshed_ns: 0,
             abort: None,
             flows: None,
+            parse: false,
         }
+    }
+
+    /// Whether any job or the flow table needs each frame parsed.
+    fn needs_parse(&self) -> bool {
+        self.flows.is_some()
+            || self.lanes.iter().any(|l| {
+                l.policies.anonymize.is_some()
+                    || l.policies.sampler.as_ref().is_some_and(|s| s.needs_parse())
+            })
     }
 
     /// A flag that, when raised, ends any backpressure wait at once (the
@@ -385,6 +404,7 @@ impl Worker {
     /// Apply `policies` to every frame of the first job.
     pub fn with_policies(mut self, policies: Policies) -> Self {
         self.lanes[0].policies = policies;
+        self.parse = self.needs_parse();
         self
     }
 
@@ -401,6 +421,7 @@ impl Worker {
             return Err(producer);
         }
         self.lanes.push(Lane::new(producer, shared, policies));
+        self.parse = self.needs_parse();
         Ok(self)
     }
 
@@ -417,13 +438,26 @@ impl Worker {
         self.flows = Some(Flows {
             table,
             sink,
-            swept_ns: 0,
+            published_ns: 0,
+            touched: false,
             last_packet_ns: 0,
             last_packet_mono_ns: 0,
             shared: counters,
             pending: Vec::with_capacity(self.cfg.burst_max.max(1)),
         });
+        self.parse = true;
         self
+    }
+
+    /// Fault the flow table's pages in from the calling thread (the
+    /// worker's own core), once; the first poll does it if nobody did.
+    pub fn prepare(&mut self) {
+        if let Some(f) = self.flows.as_mut()
+            && !f.touched
+        {
+            f.table.first_touch();
+            f.touched = true;
+        }
     }
 
     /// The first job's counters (exact; the shared copy lags by one burst).
@@ -484,6 +518,7 @@ impl Worker {
     /// One burst: poll the source, flush on the tick, publish counters.
     pub fn poll_once<R: RxQueue, C: Clock>(&mut self, rx: &mut R, clock: &C) -> RxStatus {
         self.now_ns = clock.now_ns();
+        self.prepare();
         let status = rx.poll_burst(self.cfg.burst_max, self);
         for lane in self.lanes.iter_mut() {
             if lane.producer.holds_slot()
@@ -560,10 +595,31 @@ impl FrameSink for Worker {
         self.queue.rx_packets += 1;
         self.queue.rx_bytes += frame.wire_len as u64;
         self.queue.rx_captured_bytes += frame.data.len() as u64;
-        // Parsed once, when the first job that keeps the frame needs it.
+        // Parsed once, when the first job that keeps the frame needs it; the
+        // flow hash once, when sampling or the flow table needs it.
         let mut parsed: Option<Parsed> = None;
+        let mut hash: Option<u64> = None;
         let cfg = &self.cfg;
         let abort = self.abort.as_deref();
+        if !self.parse {
+            // The fast path chosen at start-up: nothing needs the parse.
+            for lane in self.lanes.iter_mut() {
+                if let Some(f) = &lane.policies.filter
+                    && !f.matches(frame.data, frame.wire_len)
+                {
+                    lane.local.filter_packets += 1;
+                    continue;
+                }
+                if let Some(s) = lane.policies.sampler.as_mut()
+                    && !s.keep_packet()
+                {
+                    lane.local.sample_packets += 1;
+                    continue;
+                }
+                lane.record(&frame, &Parsed::NonIp, cfg, self.now_ns, abort);
+            }
+            return;
+        }
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             if let Some(f) = &lane.policies.filter
                 && !f.matches(frame.data, frame.wire_len)
@@ -573,7 +629,7 @@ impl FrameSink for Worker {
             }
             let p = *parsed.get_or_insert_with(|| flow::parse_frame(frame.data));
             if let Some(s) = lane.policies.sampler.as_mut()
-                && !s.keep(&p)
+                && !s.keep_hashed(&p, &mut hash)
             {
                 lane.local.sample_packets += 1;
                 continue;
@@ -587,8 +643,7 @@ impl FrameSink for Worker {
             if i == 0
                 && let Some(f) = self.flows.as_mut()
             {
-                f.table
-                    .update_parsed(&p, frame.ts_ns, frame.wire_len, frame.data.len() as u32);
+                f.push(&p, &mut hash, &frame);
                 f.last_packet_ns = frame.ts_ns;
                 f.last_packet_mono_ns = self.now_ns;
             }
@@ -598,25 +653,44 @@ impl FrameSink for Worker {
 }
 
 impl Flows {
-    /// Once per burst: hand over what the table ended; on the sweep tick,
-    /// end due flows. While the queue is idle the packet clock advances by
-    /// the monotonic time since its last frame, so idle flows of a quiet
-    /// live queue still expire (a file replay is never idle).
+    /// Stage one of the burst: keep the frame's parse and flow hash for the
+    /// table (frames without a flow key are only counted).
+    #[inline]
+    fn push(&mut self, p: &Parsed, hash: &mut Option<u64>, frame: &Frame<'_>) {
+        let Parsed::Ip(info) = p else {
+            self.table.count_untracked(p);
+            return;
+        };
+        if self.pending.len() == self.pending.capacity() {
+            self.table.update_burst(&self.pending);
+            self.pending.clear();
+        }
+        self.pending.push(BurstPacket {
+            info: *info,
+            hash: *hash.get_or_insert_with(|| flow_hash(&info.key)),
+            ts_ns: frame.ts_ns,
+            wire_len: frame.wire_len,
+            cap_len: frame.data.len() as u32,
+        });
+    }
+
+    /// Once per burst (and per idle poll): update the table with the
+    /// burst's packets (staged), hand over what it ended, and run one
+    /// bounded expiry step. While the queue is idle the packet clock
+    /// advances by the monotonic time since its last frame, so idle flows of
+    /// a quiet live queue still expire (a file replay is never idle).
     fn after_burst(&mut self, now_mono_ns: u64, status: RxStatus) {
         self.table.update_burst(&self.pending);
         self.pending.clear();
+        let mut clock = self.table.now_ns();
+        if status == RxStatus::Idle && self.last_packet_ns != 0 {
+            clock = clock
+                .max(self.last_packet_ns + now_mono_ns.saturating_sub(self.last_packet_mono_ns));
+        }
         let Flows { table, sink, .. } = self;
-        table.take_expired(sink);
-        if now_mono_ns.saturating_sub(self.swept_ns) >= FLOW_SWEEP_NS {
-            self.swept_ns = now_mono_ns;
-            let mut clock = self.table.now_ns();
-            if status == RxStatus::Idle && self.last_packet_ns != 0 {
-                clock = clock.max(
-                    self.last_packet_ns + now_mono_ns.saturating_sub(self.last_packet_mono_ns),
-                );
-            }
-            let Flows { table, sink, .. } = self;
-            table.tick(clock, sink);
+        table.expire_step(clock, EXPIRE_STEP_BUCKETS, sink);
+        if now_mono_ns.saturating_sub(self.published_ns) >= FLOW_PUBLISH_NS {
+            self.published_ns = now_mono_ns;
             self.publish();
         }
     }
@@ -1028,5 +1102,32 @@ mod tests {
         assert_eq!(h.rlen as usize, erf::RLEN_MAX);
         assert_eq!(h.flags & erf::flags::TRUNC, erf::flags::TRUNC);
         assert_eq!(h.wlen, u16::MAX);
+    }
+
+    #[test]
+    fn the_parse_runs_only_when_something_needs_it() {
+        let frames: Vec<_> = (0..50).map(|i| (60, i + 1)).collect();
+        let (mut w, mut c, _) = setup(8, WorkerConfig::new(0));
+        let mut src = ListSource::new(frames.clone(), 64);
+        w.run(&mut src, &ManualClock::new(0), &AtomicBool::new(false));
+        let k = w.counters();
+        assert_eq!(k.ring_packets, 50);
+        assert_eq!(
+            k.parsed_ip + k.parsed_non_ip + k.parsed_truncated + k.parsed_malformed,
+            0,
+            "no flow table and no policy: no parse"
+        );
+        assert_eq!(records(&drain(&mut c)[0].1).len(), 50);
+        // With a flow table every frame is parsed (and counted by kind).
+        let (w, _c, _) = setup(8, WorkerConfig::new(0));
+        let table = FlowTable::new(64, crate::flowtable::Timeouts::default()).unwrap();
+        let mut w = w.with_flows(table, Box::new(|_| {}), Arc::default());
+        let mut src = ListSource::new(frames, 64);
+        w.run(&mut src, &ManualClock::new(0), &AtomicBool::new(false));
+        let k = w.counters();
+        assert_eq!(
+            k.parsed_ip + k.parsed_non_ip + k.parsed_truncated + k.parsed_malformed,
+            50
+        );
     }
 }

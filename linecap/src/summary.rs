@@ -88,10 +88,14 @@ pub fn print(r: &CaptureReport) {
             a[3] + q.worker.parsed_malformed,
         ]
     });
-    println!(
-        "frames: {} IP, {} non-IP, {} with headers cut by the capture length, {} malformed (all kept)",
-        parse[0], parse[1], parse[2], parse[3]
-    );
+    if parse.iter().sum::<u64>() == 0 {
+        println!("frames: not parsed (no flow table, flow sampling or anonymisation needed it)");
+    } else {
+        println!(
+            "frames: {} IP, {} non-IP, {} with headers cut by the capture length, {} malformed (all kept)",
+            parse[0], parse[1], parse[2], parse[3]
+        );
+    }
     let (filtered, sampled): (u64, u64) = r.queues.iter().fold((0, 0), |a, q| {
         (a.0 + q.worker.filter_packets, a.1 + q.worker.sample_packets)
     });

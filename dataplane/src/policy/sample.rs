@@ -334,6 +334,23 @@ impl Sampler {
         }
     }
 
+    /// [`Sampler::keep`] with the frame's [`flow_hash`] cached in `hash`:
+    /// computed here only if the flow modes need it and nobody did yet, so
+    /// the worker hashes a frame once for sampling and the flow table.
+    #[inline(always)]
+    pub fn keep_hashed(&mut self, parsed: &Parsed, hash: &mut Option<u64>) -> bool {
+        match (self.flows, parsed) {
+            (Some((rule, seed)), Parsed::Ip(info)) => {
+                let h = mix64(*hash.get_or_insert_with(|| flow_hash(&info.key)) ^ seed);
+                match rule {
+                    FlowRule::OneIn(n) => h.is_multiple_of(n),
+                    FlowRule::Below(below) => below.is_none_or(|b| h < b),
+                }
+            }
+            _ => self.keep_packet(),
+        }
+    }
+
     /// The decision for one frame: per flow for IP frames in the flow modes,
     /// per packet otherwise.
     #[inline(always)]
@@ -352,6 +369,39 @@ mod tests {
     use linecap_wire::flow::parse_frame;
     use std::collections::HashMap;
     use std::path::Path;
+
+    #[test]
+    fn keep_hashed_equals_keep_and_hashes_once() {
+        let frames: Vec<Vec<u8>> = (0..200u8)
+            .map(|i| {
+                let mut f = vec![0u8; 60];
+                f[12] = 0x08;
+                f[14] = 0x45;
+                f[16] = 0;
+                f[17] = 46;
+                f[23] = 17;
+                f[26..30].copy_from_slice(&[10, 0, 0, i]);
+                f[30..34].copy_from_slice(&[10, 0, 1, 1]);
+                f[34] = i;
+                f
+            })
+            .collect();
+        for policy in [
+            SamplePolicy::FlowsOneIn { n: 3, seed: 7 },
+            SamplePolicy::EveryNth { n: 3 },
+        ] {
+            let mut a = Sampler::new(policy).unwrap();
+            let mut b = Sampler::new(policy).unwrap();
+            for f in &frames {
+                let p = parse_frame(f);
+                let mut h = None;
+                assert_eq!(a.keep(&p), b.keep_hashed(&p, &mut h));
+                if let (Parsed::Ip(info), Some(h)) = (p, h) {
+                    assert_eq!(h, flow_hash(&info.key));
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_nth_keeps_exactly_every_nth() {

@@ -1,0 +1,485 @@
+//! `flows` suite: the flow table alone on one core, next to
+//! `hashbrown::HashMap` on the same keys and the same packet sequence.
+//!
+//! Keys are IPv4/UDP 5-tuples made from a flow id (made once, before the
+//! timed part, for every implementation); both directions occur.
+//! Per configuration (1 k, 100 k, 1 M, 4 M flows; uniform or Zipf s = 1
+//! popularity, popular ids scattered by a permutation) a sequence of 4 Mi
+//! packet choices is drawn once; each implementation first sees every flow
+//! once (warm-up), then replays the sequence in bursts of 64 for the
+//! measured time. Per burst the time is taken (`Instant`, ~25 ns of it per
+//! 64 packets) for p50 / p99 / p99.9 / max.
+//!
+//! - `linecap`: `BurstPacket::new` (hashes the key) + `FlowTable::update_burst`
+//!   + `take_expired` per burst, table of 2x flows slots.
+//! - `hashbrown`: `HashMap<FlowKey, counters>` with the capacity reserved,
+//!   `entry().or_insert` + the same counter update (no expiry, no eviction).
+//! - `churn`: 1 M live flows, a new flow every 100 packets and one leaving
+//!   (100 k new flows/s at a packet clock of 10 Mpps), 1 s idle timeout:
+//!   flows end by expiry ([`FlowTable::expire_step`] per burst, inside the
+//!   timed burst), steady state after 2 s of packet time.
+//!
+//! - `rte_hash` (feature `dpdk`): DPDK 22.11's `rte_hash` (CRC32 hash,
+//!   `rte_hash_lookup_bulk` in bursts of 32, `rte_hash_add_key` on a miss,
+//!   the same counter update) on the same keys and sequence, in a child
+//!   program (`csrc/rte_hash_bench.c`, compiled here with `cc` and
+//!   `pkg-config libdpdk`; EAL with `--no-huge`).
+
+use std::time::Instant;
+
+use hashbrown::HashMap;
+use linecap_dataplane::flowtable::{BurstPacket, EXPIRE_STEP_BUCKETS, FlowTable, Timeouts};
+use linecap_wire::flow::{FlowKey, IpFamily, PacketInfo, VlanStack};
+
+use crate::Opts;
+
+const BURST: usize = 64;
+const SEQ_LEN: usize = 1 << 22;
+
+/// xorshift64*.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+fn packet(id: u64, a_to_b: bool) -> PacketInfo {
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&(0x0a00_0000u32 | (id as u32 & 0x00ff_ffff)).to_be_bytes());
+    let mut dst = [0u8; 16];
+    dst[..4].copy_from_slice(&[192, 168, 0, 1]);
+    let sport = 1024 + (id >> 24) as u16;
+    let (s, sp, d, dp) = if a_to_b {
+        (src, sport, dst, 53)
+    } else {
+        (dst, 53, src, sport)
+    };
+    let (key, a_to_b) =
+        FlowKey::from_endpoints(VlanStack::new(), 17, false, IpFamily::V4, s, sp, d, dp);
+    PacketInfo {
+        key,
+        a_to_b,
+        tcp_flags: 0,
+        l4_truncated: false,
+        l4_malformed: false,
+        ip_truncated: false,
+        fragment: None,
+        mpls_labels: 0,
+        l3_offset: 14,
+        l4_offset: 34,
+        payload: linecap_wire::applabel::PayloadHead::NONE,
+    }
+}
+
+/// Flow ids of `SEQ_LEN` packets: uniform, or Zipf(1) over ranks mapped to
+/// ids by a random permutation.
+fn sequence(flows: u64, zipf: bool, rng: &mut Rng) -> Vec<u32> {
+    if !zipf {
+        return (0..SEQ_LEN).map(|_| rng.below(flows) as u32).collect();
+    }
+    let mut cdf = Vec::with_capacity(flows as usize);
+    let mut acc = 0.0f64;
+    for r in 1..=flows {
+        acc += 1.0 / r as f64;
+        cdf.push(acc);
+    }
+    let mut perm: Vec<u32> = (0..flows as u32).collect();
+    for i in (1..perm.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        perm.swap(i, j);
+    }
+    (0..SEQ_LEN)
+        .map(|_| {
+            let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * acc;
+            let r = cdf.partition_point(|c| *c < u).min(perm.len() - 1);
+            perm[r]
+        })
+        .collect()
+}
+
+/// Per-burst times (ns) → (p50, p99, p99.9, max).
+fn percentiles(mut v: Vec<u32>) -> (f64, f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0, 0.0);
+    }
+    v.sort_unstable();
+    let at = |q: f64| f64::from(v[((v.len() - 1) as f64 * q) as usize]);
+    (at(0.5), at(0.99), at(0.999), f64::from(v[v.len() - 1]))
+}
+
+struct Run {
+    /// Packets per µs of median burst time (robust to preemption).
+    mpps: f64,
+    /// Packets / summed burst time (includes preempted bursts).
+    mpps_mean: f64,
+    lat: (f64, f64, f64, f64),
+    mem: usize,
+}
+
+fn run_linecap(flows: u64, infos: &[PacketInfo], seq: &[u32], seconds: f64) -> Run {
+    let slots = (flows as usize * 2).next_power_of_two().max(1024);
+    let mut t = FlowTable::new(slots, Timeouts::default()).expect("flow table");
+    t.first_touch();
+    let mut burst = Vec::with_capacity(BURST);
+    let mut sink = |_: &linecap_dataplane::flowtable::FlowRecord| {};
+    for info in infos {
+        burst.push(BurstPacket::new(*info, 1, 64, 64));
+        if burst.len() == BURST {
+            t.update_burst(&burst);
+            burst.clear();
+        }
+    }
+    t.update_burst(&burst);
+    burst.clear();
+    let mut lat = Vec::with_capacity(1 << 20);
+    let mut n = 0u64;
+    let mut busy = 0.0f64;
+    let start = Instant::now();
+    let mut ts = 2u64;
+    'outer: loop {
+        for chunk in seq.chunks(BURST) {
+            let t0 = Instant::now();
+            for &id in chunk {
+                burst.push(BurstPacket::new(infos[id as usize], ts, 64, 64));
+            }
+            t.update_burst(&burst);
+            t.take_expired(&mut sink);
+            burst.clear();
+            let d = t0.elapsed();
+            busy += d.as_secs_f64();
+            if lat.len() < lat.capacity() {
+                lat.push(d.as_nanos().min(u128::from(u32::MAX)) as u32);
+            }
+            n += chunk.len() as u64;
+            ts += 1;
+            if n.is_multiple_of(1 << 16) && start.elapsed().as_secs_f64() >= seconds {
+                break 'outer;
+            }
+        }
+    }
+    let c = t.counters();
+    assert_eq!(c.evicted, 0, "the table holds every flow: {c:?}");
+    let lat = percentiles(lat);
+    Run {
+        mpps: BURST as f64 / lat.0 * 1e3,
+        mpps_mean: n as f64 / busy / 1e6,
+        lat,
+        mem: t.memory_bytes(),
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Ctr {
+    first_ns: u64,
+    last_ns: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+}
+
+fn run_hashbrown(flows: u64, infos: &[PacketInfo], seq: &[u32], seconds: f64) -> Run {
+    let mut m: HashMap<FlowKey, Ctr> = HashMap::with_capacity(flows as usize);
+    let upd = |m: &mut HashMap<FlowKey, Ctr>, p: &PacketInfo, ts: u64| {
+        let c = m.entry(p.key).or_insert(Ctr {
+            first_ns: ts,
+            ..Ctr::default()
+        });
+        let d = usize::from(!p.a_to_b);
+        c.packets[d] += 1;
+        c.bytes[d] += 64;
+        c.last_ns = c.last_ns.max(ts);
+    };
+    for info in infos {
+        upd(&mut m, info, 1);
+    }
+    let mut lat = Vec::with_capacity(1 << 20);
+    let mut n = 0u64;
+    let mut busy = 0.0f64;
+    let start = Instant::now();
+    let mut ts = 2u64;
+    'outer: loop {
+        for chunk in seq.chunks(BURST) {
+            let t0 = Instant::now();
+            for &id in chunk {
+                upd(&mut m, &infos[id as usize], ts);
+            }
+            let d = t0.elapsed();
+            busy += d.as_secs_f64();
+            if lat.len() < lat.capacity() {
+                lat.push(d.as_nanos().min(u128::from(u32::MAX)) as u32);
+            }
+            n += chunk.len() as u64;
+            ts += 1;
+            if n.is_multiple_of(1 << 16) && start.elapsed().as_secs_f64() >= seconds {
+                break 'outer;
+            }
+        }
+    }
+    std::hint::black_box(m.values().map(|c| c.first_ns).max());
+    let lat = percentiles(lat);
+    Run {
+        mpps: BURST as f64 / lat.0 * 1e3,
+        mpps_mean: n as f64 / busy / 1e6,
+        lat,
+        mem: m.allocation_size(),
+    }
+}
+
+/// 1 M live flows, one new (and one leaving) every 100 packets, packet
+/// clock 100 ns per packet, idle timeout 1 s; expiry step per burst.
+fn run_churn(live: u64, seconds: f64) -> (Run, u64, u64) {
+    let slots = (live as usize * 2).next_power_of_two();
+    let timeouts = Timeouts {
+        idle_ns: 1_000_000_000,
+        active_ns: 300_000_000_000,
+        linger_ns: 2_000_000_000,
+    };
+    let mut t = FlowTable::new(slots, timeouts).expect("flow table");
+    t.first_touch();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut burst = Vec::with_capacity(BURST);
+    let mut ended = 0u64;
+    let mut base = 0u64;
+    let mut ts = 1_000u64;
+    let mut k = 0u64;
+    let mut lat = Vec::with_capacity(1 << 21);
+    let mut n = 0u64;
+    let mut busy = 0.0f64;
+    // Steady state: the first 2 s of packet time (idle timeout + one
+    // cursor round and more) are not measured.
+    let warm_ns = 2_000_000_000 + ts;
+    let mut start: Option<Instant> = None;
+    loop {
+        let t0 = Instant::now();
+        for _ in 0..BURST {
+            k += 1;
+            if k.is_multiple_of(100) {
+                base += 1;
+            }
+            let id = base + rng.below(live);
+            burst.push(BurstPacket::new(packet(id, id & 1 == 0), ts, 64, 64));
+            ts += 100;
+        }
+        t.update_burst(&burst);
+        burst.clear();
+        t.expire_step(0, EXPIRE_STEP_BUCKETS, &mut |_| ended += 1);
+        let d = t0.elapsed();
+        if ts >= warm_ns {
+            let s = *start.get_or_insert_with(Instant::now);
+            busy += d.as_secs_f64();
+            n += BURST as u64;
+            if lat.len() < lat.capacity() {
+                lat.push(d.as_nanos().min(u128::from(u32::MAX)) as u32);
+            }
+            if n.is_multiple_of(1 << 16) && s.elapsed().as_secs_f64() >= seconds {
+                break;
+            }
+        }
+    }
+    let c = *t.counters();
+    (
+        Run {
+            mpps: BURST as f64 / percentiles(lat.clone()).0 * 1e3,
+            mpps_mean: n as f64 / busy / 1e6,
+            lat: percentiles(lat),
+            mem: t.memory_bytes(),
+        },
+        c.active,
+        c.evicted,
+    )
+}
+
+pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
+    let seconds = (o.seconds / 2.0).max(0.5);
+    println!(
+        "flows: flow table alone (lookup-or-add + counter update), one core, bursts of 64, {seconds:.1} s each"
+    );
+    println!(
+        "{:>9} {:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "flows", "dist", "impl", "Mpps_p50", "p50_ns", "p99_ns", "p99.9_ns", "max_ns", "MiB"
+    );
+    let mut out = Vec::new();
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut ratio_1m = None;
+    for flows in [1_000u64, 100_000, 1_000_000, 4_000_000] {
+        for zipf in [false, true] {
+            let seq = sequence(flows, zipf, &mut rng);
+            // The packets of each flow, made once: no implementation pays
+            // for building keys in the timed part.
+            let infos: Vec<PacketInfo> = (0..flows).map(|id| packet(id, id & 1 == 0)).collect();
+            let dist = if zipf { "zipf1" } else { "uniform" };
+            let lc = run_linecap(flows, &infos, &seq, seconds);
+            let hb = run_hashbrown(flows, &infos, &seq, seconds);
+            let rte = rte_hash_mpps(flows, &seq, seconds);
+            if let Some(m) = rte {
+                println!("{flows:>9} {dist:>8} {:>10} {m:>8.2}", "rte_hash");
+                out.push(serde_json::json!({
+                    "suite": "flows", "impl": "rte_hash", "flows": flows, "dist": dist, "mpps": m,
+                }));
+            }
+            for (name, r) in [("linecap", &lc), ("hashbrown", &hb)] {
+                println!(
+                    "{flows:>9} {dist:>8} {name:>10} {:>8.2} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.1}",
+                    r.mpps,
+                    r.lat.0,
+                    r.lat.1,
+                    r.lat.2,
+                    r.lat.3,
+                    r.mem as f64 / f64::from(1 << 20)
+                );
+                out.push(serde_json::json!({
+                    "suite": "flows", "impl": name, "flows": flows, "dist": dist,
+                    "mpps": r.mpps, "mpps_mean": r.mpps_mean, "burst_ns_p50": r.lat.0, "burst_ns_p99": r.lat.1,
+                    "burst_ns_p999": r.lat.2, "burst_ns_max": r.lat.3, "memory_bytes": r.mem,
+                }));
+            }
+            let ratio = lc.mpps / hb.mpps;
+            let vs_rte = rte.map_or(String::new(), |m| {
+                format!(", linecap/rte_hash = {:.2}x", lc.mpps / m)
+            });
+            println!(
+                "{:>9} {dist:>8} linecap/hashbrown = {ratio:.2}x{vs_rte}",
+                ""
+            );
+            if flows == 1_000_000 && !zipf {
+                ratio_1m = Some((lc.mpps, hb.mpps, ratio, rte));
+            }
+        }
+    }
+    let (ch, active, evicted) = run_churn(1_000_000, seconds * 2.0);
+    let spread = ch.lat.3 / ch.lat.0.max(1.0);
+    println!(
+        "\nchurn: 1 M live flows, 100 k new flows/s of packet time, 1 s idle timeout, expiry step per burst"
+    );
+    println!(
+        "  {:.2} Mpps, burst p50 {:.0} ns, p99 {:.0}, p99.9 {:.0}, max {:.0} ns; active at end {active}, evicted {evicted}",
+        ch.mpps, ch.lat.0, ch.lat.1, ch.lat.2, ch.lat.3
+    );
+    out.push(serde_json::json!({
+        "suite": "flows", "impl": "linecap", "flows": 1_000_000, "dist": "churn_100k_new_per_s",
+        "mpps": ch.mpps, "burst_ns_p50": ch.lat.0, "burst_ns_p99": ch.lat.1,
+        "burst_ns_p999": ch.lat.2, "burst_ns_max": ch.lat.3, "memory_bytes": ch.mem,
+        "active_at_end": active, "evicted": evicted,
+    }));
+    println!("\ngoal ratios (issue 19):");
+    if let Some((lc, hb, r, rte)) = ratio_1m {
+        println!("  flow table / hashbrown, 1 M flows uniform: {r:.2}x ({lc:.2} / {hb:.2} Mpps)");
+        out.push(serde_json::json!({
+            "suite": "flows", "goal": "table_vs_hashbrown_1m", "ratio": r,
+            "linecap_mpps": lc, "hashbrown_mpps": hb,
+        }));
+        match rte {
+            Some(m) => {
+                println!(
+                    "  flow table / rte_hash, 1 M flows uniform: {:.2}x ({lc:.2} / {m:.2} Mpps), goal >= 1.5x",
+                    lc / m
+                );
+                out.push(serde_json::json!({
+                    "suite": "flows", "goal": "table_vs_rte_hash_1m", "ratio": lc / m,
+                    "linecap_mpps": lc, "rte_hash_mpps": m,
+                }));
+            }
+            None => println!("  flow table / rte_hash: not measured (build with --features dpdk)"),
+        }
+    }
+    println!(
+        "  max / median burst time, 1 M flows with expiry (churn): {spread:.1}x ({:.0} / {:.0} ns), goal <= 10x",
+        ch.lat.3, ch.lat.0
+    );
+    out.push(serde_json::json!({
+        "suite": "flows", "goal": "burst_max_over_median_1m_churn", "ratio": spread,
+        "burst_ns_max": ch.lat.3, "burst_ns_p50": ch.lat.0,
+    }));
+    out
+}
+
+/// The 48-byte key the `rte_hash` child stores for flow `id` (any fixed
+/// encoding of the same canonical key will do: it only has to be equal for
+/// equal flows and different for different ones).
+#[cfg(feature = "dpdk")]
+fn key_bytes(id: u64) -> [u8; 48] {
+    let k = packet(id, true).key;
+    let mut b = [0u8; 48];
+    b[..16].copy_from_slice(k.addr_a_bytes());
+    b[16..32].copy_from_slice(k.addr_b_bytes());
+    b[32..34].copy_from_slice(&k.port_a().to_le_bytes());
+    b[34..36].copy_from_slice(&k.port_b().to_le_bytes());
+    b[36] = k.proto();
+    b[37] = k.family() as u8;
+    b
+}
+
+/// Mpps of `rte_hash` lookup-or-add + counter update on the same keys and
+/// sequence, or `None` (with a message) when it cannot run.
+#[cfg(feature = "dpdk")]
+fn rte_hash_mpps(flows: u64, seq: &[u32], seconds: f64) -> Option<f64> {
+    use std::io::Write;
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("lc-rtehash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let src = dir.join("rte_hash_bench.c");
+    let exe = dir.join("rte_hash_bench");
+    if !exe.exists() {
+        std::fs::write(&src, include_str!("../csrc/rte_hash_bench.c")).ok()?;
+        let cmd = format!(
+            "cc -O2 -o '{}' '{}' $(pkg-config --cflags --libs libdpdk)",
+            exe.display(),
+            src.display()
+        );
+        let ok = Command::new("sh")
+            .args(["-c", &cmd])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("flows: could not build the rte_hash child ({cmd})");
+            return None;
+        }
+    }
+    let keys = dir.join("keys.bin");
+    let seqf = dir.join("seq.bin");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&keys).ok()?);
+        for id in 0..flows {
+            f.write_all(&key_bytes(id)).ok()?;
+        }
+        let mut g = std::io::BufWriter::new(std::fs::File::create(&seqf).ok()?);
+        for id in seq {
+            g.write_all(&id.to_le_bytes()).ok()?;
+        }
+    }
+    let out = Command::new(&exe)
+        .arg(&keys)
+        .arg(&seqf)
+        .arg(seconds.to_string())
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = match text.lines().last().map(serde_json::from_str) {
+        Some(Ok(v)) => v,
+        _ => {
+            eprintln!(
+                "flows: rte_hash child failed: {}{}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+    };
+    // Per-packet cost from the median burst (robust to preemption on a
+    // shared machine), as for the other implementations.
+    let p50 = v["burst_ns_p50"].as_f64()?;
+    let burst = v["burst"].as_f64()?;
+    Some(burst / p50 * 1e3)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn rte_hash_mpps(_flows: u64, _seq: &[u32], _seconds: f64) -> Option<f64> {
+    None
+}

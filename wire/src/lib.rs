@@ -21,6 +21,7 @@ pub mod erf;
 pub mod error;
 pub mod ethernet;
 pub mod flow;
+pub mod index;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;

@@ -67,10 +67,15 @@ pub struct SeriesConfig {
     /// What the capture job did to the frames (its name, filter, sampling
     /// rate, snaplen, anonymisation), copied into every manifest as `capture`.
     pub capture: Option<serde_json::Value>,
+    /// Write `NAME.idx` next to each complete file, built by an index
+    /// thread fed with the batches (see [`crate::indexer`]). Not with a byte
+    /// budget: the budget could not count indexes written after the fact, so
+    /// a budgeted series writes none (`linecap index` builds them later).
+    pub index: bool,
 }
 
 impl SeriesConfig {
-    /// Defaults: compressed, no rotation, mode 0640, sync on close.
+    /// Defaults: compressed, no rotation, mode 0640, sync on close, indexed.
     pub fn new(dir: PathBuf, queue: u32) -> Self {
         SeriesConfig {
             dir,
@@ -82,6 +87,7 @@ impl SeriesConfig {
             sync_on_close: true,
             budget_bytes: None,
             capture: None,
+            index: true,
         }
     }
 }
@@ -178,6 +184,8 @@ pub struct FileSeries {
     complete_bytes: u64,
     counters: SeriesCounters,
     last_error: Option<String>,
+    /// The index thread (declared last: dropped after `Drop::drop` completed the file).
+    index: Option<crate::indexer::IndexFeed>,
 }
 
 impl FileSeries {
@@ -190,8 +198,11 @@ impl FileSeries {
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let (q, seq) = names::parse(&name)?;
-                (q == cfg.queue && !name.starts_with('.') && !name.ends_with(".json"))
-                    .then(|| (seq, e.path()))
+                (q == cfg.queue
+                    && !name.starts_with('.')
+                    && !name.ends_with(".json")
+                    && !name.ends_with(".idx"))
+                .then(|| (seq, e.path()))
             })
             .collect();
         existing.sort();
@@ -204,7 +215,16 @@ impl FileSeries {
                 (p, bytes)
             })
             .collect();
+        let index = match cfg.index && cfg.budget_bytes.is_none() {
+            true => Some(crate::indexer::IndexFeed::spawn(
+                format!("index-q{}", cfg.queue),
+                cfg.file_mode,
+                cfg.sync_on_close,
+            )?),
+            false => None,
+        };
         Ok(FileSeries {
+            index,
             cfg,
             encoder: FrameWriter::new(),
             cur: None,
@@ -229,6 +249,11 @@ impl FileSeries {
     /// The last write error, if any (for the operator's log).
     pub fn take_error(&mut self) -> Option<String> {
         self.last_error.take()
+    }
+
+    /// The index thread's counts (`None` without indexing).
+    pub fn index_stats(&self) -> Option<&std::sync::Arc<crate::indexer::IndexStats>> {
+        self.index.as_ref().map(|f| f.stats())
     }
 
     /// Path of the file being written, if one is open.
@@ -316,6 +341,7 @@ impl FileSeries {
         };
         self.complete_bytes -= bytes;
         let _ = fs::remove_file(names::manifest_path(&old));
+        let _ = fs::remove_file(crate::indexer::index_path(&old));
         match fs::remove_file(&old) {
             Ok(()) => Ok(Some((true, bytes))),
             // Someone else removed it already: nothing to do.
@@ -402,6 +428,9 @@ impl FileSeries {
             }
             return Err(e);
         }
+        if let Some(f) = self.index.as_mut() {
+            f.batch(good_len, bytes.len(), records);
+        }
         let m = &mut cur.manifest;
         m.last_ts_ns = m.last_ts_ns.max(meta.last_ts_ns);
         m.packets += meta.packets;
@@ -441,6 +470,9 @@ impl FileSeries {
             header_len = h.len() as u64;
         }
         self.counters.bytes_file += header_len;
+        if let Some(f) = self.index.as_mut() {
+            f.begin();
+        }
         self.cur = Some(OpenFile {
             file,
             hidden,
@@ -485,6 +517,9 @@ impl FileSeries {
         }
         drop(cur.file);
         fs::rename(&cur.hidden, &cur.visible)?;
+        if let Some(f) = self.index.as_mut() {
+            f.complete(&cur.visible, cur.manifest.bytes_file, self.cfg.compress);
+        }
         // In view: from now on the file is the rings' to delete, even if its
         // manifest cannot be written.
         self.counters.files_closed += 1;
@@ -581,7 +616,7 @@ mod tests {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| !n.starts_with('.') && !n.ends_with(".json"))
+            .filter(|n| !n.starts_with('.') && !n.ends_with(".json") && !n.ends_with(".idx"))
             .collect();
         v.sort();
         v

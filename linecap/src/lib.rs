@@ -17,5 +17,6 @@ mod metrics;
 mod pipeline;
 mod privileges;
 pub mod profile;
+pub mod query;
 pub mod readback;
 mod summary;

@@ -110,6 +110,8 @@ pub struct QueryStats {
     pub files_total: u64,
     /// Files dropped by time before their index was read.
     pub files_pruned_time: u64,
+    /// Indexed files in the window where the index chose no block.
+    pub files_pruned_index: u64,
     /// Files read through their index.
     pub files_indexed: u64,
     /// Files scanned whole.
@@ -359,7 +361,11 @@ impl<'m> QueryExec<'m> {
             match &f.mode {
                 FileMode::PrunedByTime => stats.files_pruned_time += 1,
                 FileMode::Indexed { blocks, total } => {
-                    stats.files_indexed += 1;
+                    if blocks.is_empty() {
+                        stats.files_pruned_index += 1;
+                    } else {
+                        stats.files_indexed += 1;
+                    }
                     stats.blocks_total += *total as u64;
                     stats.blocks_read += blocks.len() as u64;
                 }

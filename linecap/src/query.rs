@@ -190,14 +190,39 @@ pub fn window(after: &Option<String>, before: &Option<String>) -> anyhow::Result
     Ok(w)
 }
 
-/// Compile `expr` (empty: no filter); the error names the expression.
-pub fn compile(expr: &str) -> anyhow::Result<Option<Filter>> {
-    if expr.trim().is_empty() {
-        return Ok(None);
+/// A compiled query expression.
+pub enum Matcher {
+    /// No expression: every packet.
+    All,
+    /// libpcap proved that nothing matches (`host a and not host a`).
+    Nothing,
+    /// The BPF program.
+    Bpf(Filter),
+}
+
+impl Matcher {
+    /// Whether the packet matches.
+    pub fn matches(&self, data: &[u8], wire_len: u32) -> bool {
+        match self {
+            Matcher::All => true,
+            Matcher::Nothing => false,
+            Matcher::Bpf(f) => f.matches(data, wire_len),
+        }
     }
-    Filter::compile(expr)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("filter expression: {e}"))
+}
+
+/// Compile `expr` (empty: every packet); the error names the expression.
+pub fn compile(expr: &str) -> anyhow::Result<Matcher> {
+    if expr.trim().is_empty() {
+        return Ok(Matcher::All);
+    }
+    match Filter::compile(expr) {
+        Ok(f) => Ok(Matcher::Bpf(f)),
+        // libpcap's optimiser refuses an expression that can match nothing;
+        // for a query that is a valid question with an empty answer.
+        Err(e) if e.to_string().contains("rejects all packets") => Ok(Matcher::Nothing),
+        Err(e) => Err(anyhow::anyhow!("filter expression: {e}")),
+    }
 }
 
 /// An output file, or standard output for `-`.
@@ -307,9 +332,7 @@ pub fn run_query(a: QueryArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let started = std::time::Instant::now();
-    let mut exec = QueryExec::new(qplan, |data: &[u8], wire: u32| {
-        filter.as_ref().is_none_or(|f| f.matches(data, wire))
-    });
+    let mut exec = QueryExec::new(qplan, |data: &[u8], wire: u32| filter.matches(data, wire));
     let mut pkt = Packet::default();
     let mut n = 0u64;
     while let Some(stream) = exec.next(&mut pkt) {

@@ -48,11 +48,7 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
     let mut lost = 0u64;
     let mut ifaces = BTreeSet::new();
     while merger.next(&mut pkt) {
-        if !window.contains(pkt.ts_ns)
-            || filter
-                .as_ref()
-                .is_some_and(|f| !f.matches(&pkt.data, pkt.wire_len))
-        {
+        if !window.contains(pkt.ts_ns) || !filter.matches(&pkt.data, pkt.wire_len) {
             continue;
         }
         packets += 1;

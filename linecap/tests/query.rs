@@ -61,10 +61,18 @@ fn expressions(full: &[(u64, Vec<u8>)]) -> Vec<String> {
         }
     };
     let (a, b) = (ip(k.addr_a), ip(k.addr_b));
-    let prefix = if k.flags & key_flags::V6 != 0 { 64 } else { 16 };
+    let (prefix, keep) = if k.flags & key_flags::V6 != 0 {
+        (64, 8)
+    } else {
+        (16, 14)
+    };
+    let mut netaddr = k.addr_a;
+    netaddr[keep..].fill(0);
     v.push(format!("host {a}"));
-    v.push(format!("net {a}/{prefix}"));
-    v.push(format!("host {a} and not host {b}"));
+    v.push(format!("net {}/{prefix}", ip(netaddr)));
+    if a != b {
+        v.push(format!("host {a} and not host {b}"));
+    }
     v.push(format!("host {b} or port 53"));
     if k.nvlan > 0 {
         v.push(format!("vlan {} and host {a}", k.vlans[0]));
@@ -89,7 +97,7 @@ fn reference(full_pcap: &Path, expr: &str, dir: &Path, lo: u64, hi: u64) -> Vec<
     let out = dir.join("ref.pcap");
     run_ok(
         Command::new("tcpdump")
-            .args(["-q", "-r"])
+            .args(["-q", "--time-stamp-precision=nano", "-r"])
             .arg(full_pcap)
             .arg("-w")
             .arg(&out)
@@ -127,6 +135,10 @@ fn check_trace(trace: &Path) -> Result<usize, String> {
     let cap = tmp.path().join("cap");
     capture(trace, &cap);
     let full = tmp.path().join("full.pcap");
+    if files_with(&cap, ".erf.lz4").is_empty() {
+        // Nothing Ethernet in the trace (ERF metadata only): nothing to find.
+        return Ok(0);
+    }
     run_ok(linecap().arg("read").arg(&cap).arg("-w").arg(&full));
     let all = packets(&full);
     if all.is_empty() {
@@ -429,7 +441,7 @@ fn a_live_capture_is_queryable_within_a_second() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = KillOnDrop::new(&child);
+    let mut guard = KillOnDrop::new(&child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut found = None;
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -450,6 +462,7 @@ fn a_live_capture_is_queryable_within_a_second() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    guard.disarm();
     let n = found.expect("a frame sent in the last second was not found");
     assert!(n <= 2_000, "{n} frames in one second at 1000/s?");
     assert!(

@@ -347,7 +347,7 @@ pub struct QueryExec<'m> {
     heads: Vec<Option<Packet>>,
     started: bool,
     window: Window,
-    matcher: Box<dyn FnMut(&[u8], u32) -> bool + 'm>,
+    matcher: Matcher<'m>,
     stats: QueryStats,
 }
 

@@ -174,8 +174,7 @@ impl Parser {
     fn primitive(&mut self) -> R<Term> {
         let mut q = Quals::default();
         let mut any_qual = false;
-        loop {
-            let Some(t) = self.peek() else { break };
+        while let Some(t) = self.peek() {
             match t {
                 "tcp" => q.proto = Some(6),
                 "udp" => q.proto = Some(17),

@@ -8,7 +8,7 @@
 //!   with a copy of every batch it writes (the batch's file offset and length
 //!   and its ERF records; the buffers go back and forth through a bounded pool,
 //!   so steady state allocates nothing). When the data file is complete and
-//!   renamed, the thread sorts the flows, writes `.NAME.idx.part` and renames
+//!   renamed, the thread sorts the flows, writes `.NAME.idx.tmp` and renames
 //!   it to `NAME.idx`. The channel is bounded: if the index thread falls
 //!   behind, the writer never waits for it on a batch; that file's index is
 //!   given up and counted (`skipped`), and `linecap index DIR` builds it later.
@@ -326,12 +326,15 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Write `index` for the data file `data`: `.NAME.idx.part`, then renamed
+/// Write `index` for the data file `data`: `.NAME.idx.tmp`, then renamed
 /// to `NAME.idx`. Returns the index's size.
 pub fn write_index(data: &Path, index: &Index, mode: u32, sync: bool) -> io::Result<u64> {
     let visible = index_path(data);
-    let hidden = visible.with_file_name(crate::names::hidden(
-        &visible.file_name().unwrap_or_default().to_string_lossy(),
+    // `.NAME.idx.tmp`, not `.part`: readers take hidden `.part` files for
+    // open capture files.
+    let hidden = visible.with_file_name(format!(
+        ".{}.tmp",
+        visible.file_name().unwrap_or_default().to_string_lossy()
     ));
     let bytes = index.encode();
     let res = (|| {

@@ -391,8 +391,9 @@ enum Msg {
     },
 }
 
-/// Batches queued to the index thread at most.
-const FEED_DEPTH: usize = 64;
+/// Batches queued to the index thread at most: with the default 1 MiB
+/// batches, at most about 18 MiB of copies per queue (queue plus pool).
+const FEED_DEPTH: usize = 16;
 
 /// The writer's end of its index thread.
 pub struct IndexFeed {

@@ -391,9 +391,11 @@ enum Msg {
     },
 }
 
-/// Batches queued to the index thread at most: with the default 1 MiB
-/// batches, at most about 18 MiB of copies per queue (queue plus pool).
-const FEED_DEPTH: usize = 16;
+/// Batches queued to the index thread at most (with the default 1 MiB
+/// batches, up to about 66 MiB of copies per queue, pool included; the
+/// index thread parses a batch much faster than the writer compresses one,
+/// so the queue is nearly always empty).
+const FEED_DEPTH: usize = 64;
 
 /// The writer's end of its index thread.
 pub struct IndexFeed {
@@ -611,6 +613,8 @@ mod tests {
                 ..SeriesConfig::new(dir.path().into(), 0)
             };
             let mut s = FileSeries::new(cfg).unwrap();
+            // 20 batches: fewer than the feed queue holds, so the index
+            // cannot be given up however slow the thread is to start.
             for seq in 0..20 {
                 let (m, r) = batch(seq, 1_000_000 * (seq + 1));
                 s.write_batch(&m, &r).unwrap();

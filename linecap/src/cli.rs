@@ -38,6 +38,10 @@ pub enum Command {
     Flows(crate::flows::FlowsArgs),
     /// Check this host against a hardware profile (hugepages, cores, NIC, IRQs, disks, kernel).
     CheckHost(CheckHostArgs),
+    /// Find packets by time and tcpdump expression through the per-file indexes.
+    Query(crate::query::QueryArgs),
+    /// Build missing or damaged per-file indexes (NAME.idx) of capture directories.
+    Index(crate::query::IndexArgs),
 }
 
 #[derive(Args, Debug)]
@@ -299,10 +303,16 @@ EXAMPLES:
   linecap read /data/cap/q00 --stats
   linecap read /data/cap --include-partial -w everything.pcapng --format pcapng")]
 pub struct ReadArgs {
-    /// Capture files or directories.
-    #[arg(required = true, value_name = "INPUT")]
+    /// Capture files or directories, then optionally a tcpdump filter expression.
+    #[arg(required = true, value_name = "INPUT... [EXPR]")]
     pub inputs: Vec<PathBuf>,
-    /// Write the merged packets to this file.
+    /// Only packets at or after this time (RFC 3339, epoch seconds, '15m ago').
+    #[arg(long, value_name = "T")]
+    pub after: Option<String>,
+    /// Only packets before this time.
+    #[arg(long, value_name = "T")]
+    pub before: Option<String>,
+    /// Write the merged packets to this file (`-` = standard output).
     #[arg(short = 'w', long, value_name = "OUT")]
     pub write: Option<PathBuf>,
     /// Output format: pcap (nanosecond), pcapng or erf.

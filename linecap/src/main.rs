@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{CommandFactory, FromArgMatches};
-use linecap::{checkhost, cli, commands, demo, flows, readback};
+use linecap::{checkhost, cli, commands, demo, flows, query, readback};
 
 fn main() {
     // One parse: the typed arguments and clap's matches (which flags were
@@ -22,6 +22,8 @@ fn main() {
         cli::Command::Anonymize(a) => commands::anonymize(a),
         cli::Command::Flows(f) => flows::run(f),
         cli::Command::CheckHost(c) => checkhost::run(c),
+        cli::Command::Query(q) => query::run_query(q),
+        cli::Command::Index(i) => query::run_index(i),
     };
     match code {
         Ok(code) => std::process::exit(code),

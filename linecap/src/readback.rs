@@ -17,12 +17,26 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
         a.write.is_some() || a.stats,
         "nothing to do: give -w OUT to write the packets and/or --stats to count them"
     );
-    let streams = plan(&a.inputs, a.include_partial)?;
+    // Trailing words that are not files: the filter expression.
+    let args: Vec<String> = a
+        .inputs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let (inputs, expr) = crate::query::split_inputs(&args);
+    anyhow::ensure!(
+        !inputs.is_empty(),
+        "no capture file or directory: {:?} does not exist",
+        args[0]
+    );
+    let window = crate::query::window(&a.after, &a.before)?;
+    let filter = crate::query::compile(&expr)?;
+    let streams = plan(&inputs, a.include_partial)?;
     let files: usize = streams.iter().map(Vec::len).sum();
-    anyhow::ensure!(files > 0, "no capture files found in {:?}", a.inputs);
+    anyhow::ensure!(files > 0, "no capture files found in {:?}", inputs);
     let mut writer = match &a.write {
         Some(p) => Some(
-            PacketWriter::create(p, a.format)
+            PacketWriter::new(crate::query::open_output(p)?, a.format)
                 .with_context(|| format!("creating {}", p.display()))?,
         ),
         None => None,
@@ -52,6 +66,9 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
     let mut lost = 0u64;
     let mut ifaces = BTreeSet::new();
     while merger.next(&mut pkt) {
+        if !window.contains(pkt.ts_ns) || !filter.matches(&pkt.data, pkt.wire_len) {
+            continue;
+        }
         packets += 1;
         bytes_wire += pkt.wire_len as u64;
         bytes_cap += pkt.data.len() as u64;
@@ -70,10 +87,19 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
         w.finish().context("writing the output")?;
     }
     let reports = merger.reports();
+    // With -w -, standard output carries the packets: counts go to stderr.
+    let to_stdout = a.write.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let say = |line: String| {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let mut failed = 0;
     for r in reports {
         if a.stats {
-            println!(
+            say(format!(
                 "{}: {} packets{}{}",
                 r.path.display(),
                 r.stats.packets,
@@ -93,7 +119,7 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
                 } else {
                     String::new()
                 }
-            );
+            ));
         }
         if r.stats.truncated_bytes > 0 {
             eprintln!(
@@ -108,16 +134,20 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
         }
     }
     if a.stats {
-        println!(
+        say(format!(
             "files: {}  packets: {packets}  wire bytes: {bytes_wire}  captured bytes: {bytes_cap}",
             reports.len()
-        );
+        ));
         if packets > 0 {
-            println!("first: {}  last: {}", utc_rfc3339(first), utc_rfc3339(last));
+            say(format!(
+                "first: {}  last: {}",
+                utc_rfc3339(first),
+                utc_rfc3339(last)
+            ));
         }
-        println!("loss recorded in ERF lctr: {lost} packets");
+        say(format!("loss recorded in ERF lctr: {lost} packets"));
         for (label, l) in labels.iter().zip(&lost_per_stream) {
-            println!("  {label}: {l} packets lost (lctr)");
+            say(format!("  {label}: {l} packets lost (lctr)"));
         }
     }
     if let Some(p) = &a.write {

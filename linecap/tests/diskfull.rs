@@ -60,10 +60,10 @@ impl Drop for Tmpfs {
 /// acceptable. Returns the packets.
 fn read_everything(dir: &Path) -> u64 {
     let mut total = 0;
-    for f in files_with(dir, "")
-        .into_iter()
-        .filter(|f| !f.to_string_lossy().ends_with(".json"))
-    {
+    for f in files_with(dir, "").into_iter().filter(|f| {
+        let name = f.to_string_lossy();
+        !name.ends_with(".json") && !name.ends_with(".idx")
+    }) {
         let mut r = CaptureReader::open(&f).unwrap_or_else(|e| panic!("{e}"));
         let mut p = Packet::default();
         loop {

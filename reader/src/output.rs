@@ -59,7 +59,14 @@ impl PacketWriter<BufWriter<File>> {
 
 impl<W: Write> PacketWriter<W> {
     /// Start an output: writes the file header for pcap and pcapng.
-    pub fn new(mut out: W, format: OutFormat) -> io::Result<Self> {
+    pub fn new(out: W, format: OutFormat) -> io::Result<Self> {
+        Self::with_interfaces(out, format, &[])
+    }
+
+    /// Like [`PacketWriter::new`], with one pcapng interface per name (the
+    /// name in `if_name`; packets go to one with [`PacketWriter::write_on`]).
+    /// No names: one unnamed interface. pcap and ERF ignore the names.
+    pub fn with_interfaces(mut out: W, format: OutFormat, names: &[String]) -> io::Result<Self> {
         match format {
             OutFormat::Pcap => {
                 out.write_all(&0xa1b2_3c4du32.to_le_bytes())?;
@@ -79,17 +86,38 @@ impl<W: Write> PacketWriter<W> {
                 out.write_all(&0u16.to_le_bytes())?;
                 out.write_all(&(-1i64).to_le_bytes())?;
                 out.write_all(&28u32.to_le_bytes())?;
-                // Interface description block with if_tsresol = 9 (ns).
-                out.write_all(&1u32.to_le_bytes())?;
-                out.write_all(&32u32.to_le_bytes())?;
-                out.write_all(&1u16.to_le_bytes())?; // linktype
-                out.write_all(&0u16.to_le_bytes())?;
-                out.write_all(&SNAPLEN.to_le_bytes())?;
-                out.write_all(&9u16.to_le_bytes())?; // if_tsresol
-                out.write_all(&1u16.to_le_bytes())?;
-                out.write_all(&[9, 0, 0, 0])?;
-                out.write_all(&0u32.to_le_bytes())?; // opt_endofopt
-                out.write_all(&32u32.to_le_bytes())?;
+                // Interface description blocks with if_tsresol = 9 (ns).
+                let unnamed = [String::new()];
+                let names = if names.is_empty() {
+                    &unnamed[..]
+                } else {
+                    names
+                };
+                for name in names {
+                    let name = name.as_bytes();
+                    let name_opt = if name.is_empty() {
+                        0
+                    } else {
+                        4 + name.len().next_multiple_of(4)
+                    };
+                    let total = (32 + name_opt) as u32;
+                    out.write_all(&1u32.to_le_bytes())?;
+                    out.write_all(&total.to_le_bytes())?;
+                    out.write_all(&1u16.to_le_bytes())?; // linktype
+                    out.write_all(&0u16.to_le_bytes())?;
+                    out.write_all(&SNAPLEN.to_le_bytes())?;
+                    if !name.is_empty() {
+                        out.write_all(&2u16.to_le_bytes())?; // if_name
+                        out.write_all(&(name.len() as u16).to_le_bytes())?;
+                        out.write_all(name)?;
+                        out.write_all(&[0u8; 3][..name.len().next_multiple_of(4) - name.len()])?;
+                    }
+                    out.write_all(&9u16.to_le_bytes())?; // if_tsresol
+                    out.write_all(&1u16.to_le_bytes())?;
+                    out.write_all(&[9, 0, 0, 0])?;
+                    out.write_all(&0u32.to_le_bytes())?; // opt_endofopt
+                    out.write_all(&total.to_le_bytes())?;
+                }
             }
             OutFormat::Erf => {}
         }
@@ -105,8 +133,14 @@ impl<W: Write> PacketWriter<W> {
         self.written
     }
 
-    /// Append one packet.
+    /// Append one packet (pcapng: on interface 0).
     pub fn write(&mut self, p: &Packet) -> io::Result<()> {
+        self.write_on(p, 0)
+    }
+
+    /// Append one packet; pcapng puts it on interface `iface` (one of the
+    /// names given to [`PacketWriter::with_interfaces`]).
+    pub fn write_on(&mut self, p: &Packet, iface: u32) -> io::Result<()> {
         let caplen = p.data.len() as u32;
         let orig = p.wire_len.max(caplen);
         match self.format {
@@ -125,7 +159,7 @@ impl<W: Write> PacketWriter<W> {
                 let mut h = [0u8; 28];
                 h[0..4].copy_from_slice(&6u32.to_le_bytes());
                 h[4..8].copy_from_slice(&total.to_le_bytes());
-                h[8..12].copy_from_slice(&0u32.to_le_bytes()); // interface 0
+                h[8..12].copy_from_slice(&iface.to_le_bytes());
                 h[12..16].copy_from_slice(&((p.ts_ns >> 32) as u32).to_le_bytes());
                 h[16..20].copy_from_slice(&(p.ts_ns as u32).to_le_bytes());
                 h[20..24].copy_from_slice(&caplen.to_le_bytes());

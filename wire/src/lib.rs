@@ -23,6 +23,7 @@ pub mod error;
 pub mod ethernet;
 pub mod flow;
 pub mod icmp;
+pub mod index;
 pub mod ipv4;
 pub mod ipv6;
 pub mod mpls;

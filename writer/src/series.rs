@@ -70,10 +70,15 @@ pub struct SeriesConfig {
     /// Where the records' timestamps come from (the source's clock, e.g.
     /// `xdp-ktime`, `tsc`, `file`), copied into every manifest as `clock`.
     pub clock: Option<String>,
+    /// Write `NAME.idx` next to each complete file, built by an index
+    /// thread fed with the batches (see [`crate::indexer`]). Not with a byte
+    /// budget: the budget could not count indexes written after the fact, so
+    /// a budgeted series writes none (`linecap index` builds them later).
+    pub index: bool,
 }
 
 impl SeriesConfig {
-    /// Defaults: compressed, no rotation, mode 0640, sync on close.
+    /// Defaults: compressed, no rotation, mode 0640, sync on close, indexed.
     pub fn new(dir: PathBuf, queue: u32) -> Self {
         SeriesConfig {
             dir,
@@ -86,6 +91,7 @@ impl SeriesConfig {
             budget_bytes: None,
             capture: None,
             clock: None,
+            index: true,
         }
     }
 }
@@ -239,6 +245,8 @@ pub struct FileSeries {
     complete_bytes: u64,
     counters: SeriesCounters,
     last_error: Option<String>,
+    /// The index thread (declared last: dropped after `Drop::drop` completed the file).
+    index: Option<crate::indexer::IndexFeed>,
 }
 
 impl FileSeries {
@@ -277,8 +285,11 @@ impl FileSeries {
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let (q, seq) = names::parse(&name)?;
-                (q == cfg.queue && !name.starts_with('.') && !name.ends_with(".json"))
-                    .then(|| (seq, e.path()))
+                (q == cfg.queue
+                    && !name.starts_with('.')
+                    && !name.ends_with(".json")
+                    && !name.ends_with(".idx"))
+                .then(|| (seq, e.path()))
             })
             .collect();
         existing.sort();
@@ -291,7 +302,16 @@ impl FileSeries {
                 (p, bytes)
             })
             .collect();
+        let index = match cfg.index && cfg.budget_bytes.is_none() {
+            true => Some(crate::indexer::IndexFeed::spawn(
+                format!("index-q{}", cfg.queue),
+                cfg.file_mode,
+                cfg.sync_on_close,
+            )?),
+            false => None,
+        };
         Ok(FileSeries {
+            index,
             cfg,
             encoder: FrameWriter::new(),
             cur: None,
@@ -316,6 +336,11 @@ impl FileSeries {
     /// The last write error, if any (for the operator's log).
     pub fn take_error(&mut self) -> Option<String> {
         self.last_error.take()
+    }
+
+    /// The index thread's counts (`None` without indexing).
+    pub fn index_stats(&self) -> Option<&std::sync::Arc<crate::indexer::IndexStats>> {
+        self.index.as_ref().map(|f| f.stats())
     }
 
     /// Path of the file being written, if one is open.
@@ -403,6 +428,7 @@ impl FileSeries {
         };
         self.complete_bytes -= bytes;
         let _ = fs::remove_file(names::manifest_path(&old));
+        let _ = fs::remove_file(crate::indexer::index_path(&old));
         match fs::remove_file(&old) {
             Ok(()) => Ok(Some((true, bytes))),
             // Someone else removed it already: nothing to do.
@@ -489,6 +515,9 @@ impl FileSeries {
             }
             return Err(e);
         }
+        if let Some(f) = self.index.as_mut() {
+            f.batch(good_len, bytes.len(), records);
+        }
         let m = &mut cur.manifest;
         m.last_ts_ns = m.last_ts_ns.max(meta.last_ts_ns);
         m.packets += meta.packets;
@@ -528,6 +557,9 @@ impl FileSeries {
             header_len = h.len() as u64;
         }
         self.counters.bytes_file += header_len;
+        if let Some(f) = self.index.as_mut() {
+            f.begin();
+        }
         self.cur = Some(OpenFile {
             file,
             hidden,
@@ -593,7 +625,13 @@ impl FileSeries {
         drop(cur.file);
         let dir = self.cfg.dir.clone();
         let tracked = match fs::rename(&cur.hidden, &cur.visible) {
-            Ok(()) => cur.visible.clone(),
+            Ok(()) => {
+                // issue 20: the index thread writes NAME.idx now the data is complete.
+                if let Some(f) = self.index.as_mut() {
+                    f.complete(&cur.visible, cur.manifest.bytes_file, self.cfg.compress);
+                }
+                cur.visible.clone()
+            }
             Err(e) => {
                 failure.get_or_insert(e);
                 cur.hidden.clone()
@@ -691,7 +729,7 @@ mod tests {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| !n.starts_with('.') && !n.ends_with(".json"))
+            .filter(|n| !n.starts_with('.') && !n.ends_with(".json") && !n.ends_with(".idx"))
             .collect();
         v.sort();
         v

@@ -226,6 +226,14 @@ impl S3Client {
             ureq::Error::Timeout(t) => err(FailKind::Timeout, format!("{host}: timeout ({t})")),
             ureq::Error::Tls(m) => err(FailKind::Tls, format!("TLS with {host}: {m}")),
             ureq::Error::Rustls(e) => err(FailKind::Tls, format!("TLS with {host}: {e}")),
+            ureq::Error::Io(e) if is_dns(&e) => err(
+                FailKind::Dns,
+                format!("cannot resolve the host of {host}: {e}"),
+            ),
+            // rustls reports through the stream as I/O errors (InvalidData).
+            ureq::Error::Io(e) if is_tls(&e, host) => {
+                err(FailKind::Tls, format!("TLS with {host}: {e}"))
+            }
             ureq::Error::Io(e) => match e.kind() {
                 io::ErrorKind::ConnectionRefused
                 | io::ErrorKind::ConnectionReset
@@ -563,6 +571,30 @@ impl S3Client {
         }
         Ok(out)
     }
+}
+
+/// The resolver's failures come as plain I/O errors.
+fn is_dns(e: &io::Error) -> bool {
+    let m = e.to_string();
+    m.contains("lookup address")
+        || m.contains("Name or service not known")
+        || m.contains("No address associated")
+        || m.contains("Temporary failure in name resolution")
+}
+
+fn is_tls(e: &io::Error, endpoint: &str) -> bool {
+    let m = e.to_string().to_ascii_lowercase();
+    endpoint.starts_with("https:")
+        && (e.kind() == io::ErrorKind::InvalidData
+            || [
+                "corrupt message",
+                "certificate",
+                "handshake",
+                "tls",
+                "alert",
+            ]
+            .iter()
+            .any(|w| m.contains(w)))
 }
 
 fn want_without_suffix(s: &str) -> &str {

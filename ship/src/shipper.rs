@@ -93,7 +93,11 @@ struct DirState {
 struct Shared {
     cfg: ShipConfig,
     client: Option<S3Client>,
-    dirs: Vec<DirState>,
+    /// The capture jobs' output directories: (job, dir); queue directories
+    /// `qNN/` inside are found as they appear.
+    roots: Vec<(String, std::path::PathBuf)>,
+    /// Queue directories found so far (append-only).
+    dirs: Mutex<Vec<Arc<DirState>>>,
     counters: ShipCounters,
     /// Stop now (the drain timed out).
     stop: AtomicBool,
@@ -164,9 +168,11 @@ impl Shipper {
     /// first in each shipper thread `i`. Fails only on local problems (a
     /// journal that cannot be opened, a bad configuration); a store that is
     /// down or refuses is reported and retried, the capture goes on.
+    /// `roots` are the jobs' output directories `(job, dir)`; their queue
+    /// directories `qNN/` are watched as they appear.
     pub fn start(
         cfg: ShipConfig,
-        dirs: Vec<SeriesDir>,
+        roots: Vec<(String, std::path::PathBuf)>,
         pin: Option<PinFn>,
     ) -> Result<Shipper, String> {
         cfg.validate()?;
@@ -177,20 +183,10 @@ impl Shipper {
             Some(t) => Some(S3Client::new(t, throttle).map_err(|e| format!("--ship: {e}"))?),
             None => None,
         };
-        let mut states = Vec::new();
-        for sd in dirs {
-            fs::create_dir_all(&sd.dir).map_err(|e| format!("{}: {e}", sd.dir.display()))?;
-            let journal = Journal::open(&sd.dir)
-                .map_err(|e| format!("ship journal in {}: {e}", sd.dir.display()))?;
-            states.push(DirState {
-                sd,
-                journal: Mutex::new(journal),
-                backlog: Mutex::new((0, 0, None)),
-            });
-        }
         let shared = Arc::new(Shared {
             client,
-            dirs: states,
+            roots,
+            dirs: Mutex::new(Vec::new()),
             counters: ShipCounters::default(),
             stop: AtomicBool::new(false),
             drain_until: Mutex::new(None),
@@ -198,10 +194,11 @@ impl Shipper {
             preflight: Mutex::new(None),
             cfg,
         });
+        discover(&shared)?;
         let mut threads = Vec::new();
         let mut index = 0;
         if shared.client.is_some() {
-            let n = shared.cfg.threads.min(shared.dirs.len().max(1));
+            let n = shared.cfg.threads;
             for t in 0..n {
                 let sh = shared.clone();
                 let pin = pin.clone();
@@ -224,7 +221,7 @@ impl Shipper {
             }
         }
         if shared.cfg.post_rotate.is_some() {
-            let n = shared.cfg.post_rotate_jobs.min(shared.dirs.len().max(1));
+            let n = shared.cfg.post_rotate_jobs;
             for t in 0..n {
                 let sh = shared.clone();
                 let pin = pin.clone();
@@ -315,9 +312,10 @@ impl Shipper {
             }
         }
         // What is left, from a fresh look at the directories.
+        let _ = discover(sh);
         let mut left_names = Vec::new();
         let (mut left_files, mut left_bytes) = (0, 0);
-        for d in &sh.dirs {
+        for d in lock(&sh.dirs).iter() {
             for f in completed_files(&d.sd.dir) {
                 if !fully_done(sh, d, &f.name) {
                     left_files += 1;
@@ -366,6 +364,49 @@ struct Completed {
     mtime: Option<SystemTime>,
 }
 
+/// Find queue directories (`qNN`) under the roots and open their journals.
+fn discover(sh: &Shared) -> Result<(), String> {
+    for (job, root) in &sh.roots {
+        let Ok(rd) = fs::read_dir(root) else {
+            continue;
+        };
+        let mut found: Vec<(u32, std::path::PathBuf)> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let digits = name.strip_prefix('q')?;
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Some((digits.parse().ok()?, e.path()))
+            })
+            .collect();
+        found.sort();
+        for (queue, dir) in found {
+            if lock(&sh.dirs).iter().any(|d| d.sd.dir == dir) {
+                continue;
+            }
+            let journal = Journal::open(&dir)
+                .map_err(|e| format!("ship journal in {}: {e}", dir.display()))?;
+            let mut dirs = lock(&sh.dirs);
+            if dirs.iter().any(|d| d.sd.dir == dir) {
+                continue;
+            }
+            dirs.push(Arc::new(DirState {
+                sd: SeriesDir {
+                    job: job.clone(),
+                    queue,
+                    dir,
+                },
+                journal: Mutex::new(journal),
+                backlog: Mutex::new((0, 0, None)),
+            }));
+        }
+    }
+    Ok(())
+}
+
 /// Completed files of a directory (visible data file + manifest), by sequence.
 fn completed_files(dir: &Path) -> Vec<Completed> {
     let Ok(rd) = fs::read_dir(dir) else {
@@ -408,7 +449,7 @@ fn fully_done(sh: &Shared, d: &DirState, name: &str) -> bool {
 fn backlog_of(sh: &Shared) -> Backlog {
     let mut b = Backlog::default();
     let mut oldest: Option<SystemTime> = None;
-    for d in &sh.dirs {
+    for d in lock(&sh.dirs).iter() {
         let (f, by, o) = *lock(&d.backlog);
         b.files += f;
         b.bytes += by;
@@ -518,17 +559,19 @@ fn jitter() -> f64 {
 }
 
 fn worker(sh: &Shared, t: usize, n: usize, sink: Sink) {
-    let mine: Vec<&DirState> = sh
-        .dirs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % n == t)
-        .map(|(_, d)| d)
-        .collect();
     loop {
         if must_stop(sh) {
             return;
         }
+        if let Err(e) = discover(sh) {
+            set_error(sh, e);
+        }
+        let mine: Vec<Arc<DirState>> = lock(&sh.dirs)
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % n == t)
+            .map(|(_, d)| d.clone())
+            .collect();
         let drain = draining(sh);
         let mut pending_any = false;
         for d in &mine {
@@ -658,9 +701,10 @@ fn may_delete(sh: &Shared, path: &Path) -> bool {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return true;
     };
-    let Some(d) = sh.dirs.iter().find(|d| d.sd.dir == dir) else {
+    let Some(d) = lock(&sh.dirs).iter().find(|d| d.sd.dir == dir).cloned() else {
         return true;
     };
+    let d = &*d;
     if fully_done(sh, d, name) {
         return true;
     }
@@ -1258,11 +1302,7 @@ mod tests {
         };
         let s = Shipper::start(
             cfg,
-            vec![SeriesDir {
-                job: "main".into(),
-                queue: 0,
-                dir: q.clone(),
-            }],
+            vec![("main".to_string(), d.path().to_path_buf())],
             None,
         )
         .unwrap();
@@ -1289,11 +1329,7 @@ mod tests {
                 drain_timeout: Duration::from_secs(5),
                 ..ShipConfig::default()
             },
-            vec![SeriesDir {
-                job: "main".into(),
-                queue: 0,
-                dir: q.clone(),
-            }],
+            vec![("main".to_string(), d.path().to_path_buf())],
             None,
         )
         .unwrap();

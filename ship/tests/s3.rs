@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use linecap_ship::{S3Target, SeriesDir, ShipConfig, Shipper};
+use linecap_ship::{S3Target, ShipConfig, Shipper};
 
 fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -65,11 +65,7 @@ fn ships_every_file_checked_by_boto3_and_a_restart_sends_nothing_twice() {
         drain_timeout: Duration::from_secs(60),
         ..ShipConfig::default()
     };
-    let dirs = vec![SeriesDir {
-        job: "main".into(),
-        queue: 1,
-        dir: q.clone(),
-    }];
+    let dirs = vec![("main".to_string(), tmp.path().join("cap"))];
     let s = Shipper::start(cfg.clone(), dirs.clone(), None).unwrap();
     let r = s.finish();
     assert_eq!(r.left_files, 0, "{r:?}");

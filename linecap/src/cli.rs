@@ -37,6 +37,8 @@ pub enum Command {
     Flows(crate::flows::FlowsArgs),
     /// Check this host against a hardware profile (hugepages, cores, NIC, IRQs, disks, kernel).
     CheckHost(crate::checkhost::CheckHostArgs),
+    /// Check the shipping destination (`--test`: put, read back, delete a probe object).
+    Ship(crate::ship::ShipCmdArgs),
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +222,9 @@ pub struct CaptureArgs {
     /// DPDK settings (dpdk: sources).
     #[command(flatten)]
     pub dpdk: crate::dpdksource::DpdkArgs,
+    /// Shipping completed files (S3, post-rotate command).
+    #[command(flatten)]
+    pub ship: crate::ship::ShipArgs,
 }
 
 #[derive(Args, Debug)]
@@ -538,6 +543,7 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     Ok(CaptureConfig {
         user: a.user.clone(),
         disk_budget: a.disk_budget,
+        ship: None,
         writer_delay: a
             .fault_writer_delay_ms
             .map(|ms| Duration::from_secs_f64(ms.clamp(0.0, 10_000.0) / 1000.0)),
@@ -758,16 +764,35 @@ pub fn capture(mut a: CaptureArgs) -> anyhow::Result<i32> {
     if a.user.is_none() {
         a.user = profile.as_ref().and_then(|p| p.host.user.clone());
     }
-    let cfg = capture_config(&a)?;
+    let mut cfg = capture_config(&a)?;
+    let shipping =
+        crate::ship::ship_config(&a.ship, profile.as_ref().and_then(|p| p.ship.as_ref()))?
+            .map(|s| {
+                crate::ship::start(
+                    s,
+                    cfg.jobs
+                        .iter()
+                        .map(|j| (j.name.clone(), j.out.clone()))
+                        .collect(),
+                )
+            })
+            .transpose()?;
+    cfg.ship = shipping.as_ref().map(|(_, h)| h.clone());
     let signals = stop_on_signals()?;
     let report = run_capture(&cfg, &signals);
+    // Drain the backlog (bounded by --ship-drain-timeout) whatever the capture's outcome.
+    let ship_report = shipping.as_ref().map(|(s, _)| crate::ship::finish(s));
     // Every queue is closed by now (the ports with them): end DPDK here, on
     // the main thread, whether the capture succeeded or not.
     crate::dpdksource::shutdown();
     let report = report?;
     summary::print(&report);
     if let Some(p) = &a.report_json {
-        let json = serde_json::to_vec_pretty(&summary::to_json(&report))?;
+        let mut json = summary::to_json(&report);
+        if let (Some(r), Some(o)) = (&ship_report, json.as_object_mut()) {
+            o.insert("ship".into(), r.to_json());
+        }
+        let json = serde_json::to_vec_pretty(&json)?;
         std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(summary::exit_code(&report))

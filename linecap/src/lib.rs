@@ -18,4 +18,5 @@ mod pipeline;
 mod privileges;
 pub mod profile;
 pub mod readback;
+pub mod ship;
 mod summary;

@@ -137,6 +137,8 @@ pub struct CaptureConfig {
     pub flows: Option<FlowConfig>,
     /// The Prometheus endpoint, when on.
     pub metrics: Option<MetricsConfig>,
+    /// The shipper's hooks (retention asks it; `/metrics` shows it), when shipping.
+    pub ship: Option<crate::ship::ShipHooks>,
     /// Fault injection for tests and drills: the writer sleeps this long
     /// after every batch (a slow disk), so overload and `lctr` can be seen.
     pub writer_delay: Option<Duration>,
@@ -687,6 +689,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                 rotate_files: cfg.rotate_files,
                 compress: cfg.compress,
                 capture: Some(job_info[j].clone()),
+                may_delete: cfg.ship.as_ref().map(|s| s.may_delete.clone()),
                 ..SeriesConfig::new(job.out.join(format!("q{:02}", q.id)), q.id)
             })
             .with_context(|| {
@@ -771,19 +774,22 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     }
 
     let metrics = match &cfg.metrics {
-        Some(m) => match MetricsServer::start(m.addr, probes) {
-            Ok(server) => {
-                eprintln!("linecap: metrics on http://{}/metrics", server.addr());
-                Some(server)
+        Some(m) => {
+            match MetricsServer::start(m.addr, probes, cfg.ship.as_ref().map(|s| s.metrics.clone()))
+            {
+                Ok(server) => {
+                    eprintln!("linecap: metrics on http://{}/metrics", server.addr());
+                    Some(server)
+                }
+                Err(e) if !m.required => {
+                    eprintln!(
+                        "linecap: warning: {e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if !m.required => {
-                eprintln!(
-                    "linecap: warning: {e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
-                );
-                None
-            }
-            Err(e) => return Err(e),
-        },
+        }
         None => None,
     };
     if let Some(user) = &cfg.user {

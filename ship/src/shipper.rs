@@ -111,7 +111,7 @@ struct Shared {
 /// The running shipper.
 pub struct Shipper {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// What was left at exit.
@@ -240,7 +240,10 @@ impl Shipper {
                 );
             }
         }
-        Ok(Shipper { shared, threads })
+        Ok(Shipper {
+            shared,
+            threads: Mutex::new(threads),
+        })
     }
 
     /// The counters.
@@ -287,15 +290,17 @@ impl Shipper {
 
     /// Drain the backlog for at most the drain timeout, stop the threads,
     /// and say what is left for the next start.
-    pub fn finish(self) -> ShipReport {
+    /// A second call finds the threads gone and only reports.
+    pub fn finish(&self) -> ShipReport {
         let sh = &self.shared;
+        let threads = std::mem::take(&mut *lock(&self.threads));
         let deadline = Instant::now() + sh.cfg.drain_timeout;
         *sh.drain_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
         let mut timed_out = false;
         // Threads check the deadline between requests; give an in-flight
         // request a little longer, then leave it (the process is exiting).
         let hard = deadline + Duration::from_secs(2);
-        while self.threads.iter().any(|t| !t.is_finished()) {
+        while threads.iter().any(|t| !t.is_finished()) {
             if Instant::now() >= deadline {
                 timed_out = true;
                 sh.stop.store(true, Ordering::Relaxed);
@@ -306,7 +311,7 @@ impl Shipper {
             std::thread::sleep(Duration::from_millis(20));
         }
         sh.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in threads {
             if t.is_finished() {
                 let _ = t.join();
             }

@@ -32,13 +32,19 @@ fn ship_cmd(w: &Weed, out: &Path, prefix: &str) -> Command {
 /// Local completed files (data, index, manifest) by name, with their paths.
 fn local_files(out: &Path) -> BTreeMap<String, PathBuf> {
     let mut m = BTreeMap::new();
-    for q in std::fs::read_dir(out).unwrap() {
-        let q = q.unwrap().path();
+    // Files come and go while this looks (rotation, --ship-then-delete).
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return m;
+    };
+    for q in rd.flatten() {
+        let q = q.path();
         if !q.is_dir() {
             continue;
         }
-        for f in std::fs::read_dir(&q).unwrap() {
-            let f = f.unwrap();
+        let Ok(rd) = std::fs::read_dir(&q) else {
+            continue;
+        };
+        for f in rd.flatten() {
             let n = f.file_name().into_string().unwrap();
             if !n.starts_with('.') {
                 m.insert(n, f.path());
@@ -423,11 +429,11 @@ fn ship_then_delete_keeps_local_space_bounded_and_loses_nothing() {
     let w = Weed::start(&tmp.path().join("weed"), "caps", true);
     let out = tmp.path().join("cap");
     let rep = tmp.path().join("r.json");
-    let budget = 2u64 << 20;
+    let budget = 4u64 << 20;
     let mut child = ship_cmd(&w, &out, "del")
         .args([
             "--source",
-            "synth:1000:100:-:4000",
+            "synth:1000:100:-:1500",
             "--duration",
             "12",
             "--no-compress",
@@ -438,25 +444,25 @@ fn ship_then_delete_keeps_local_space_bounded_and_loses_nothing() {
             "--batch-bytes",
             "64K",
             "--disk-budget",
-            "2M",
+            "4M",
             "--ship-then-delete",
         ])
         .arg("--report-json")
         .arg(&rep)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {
-        let used: u64 = local_files(&out)
-            .values()
-            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-            .sum::<u64>()
-            + files_with(&out, ".part")
-                .iter()
-                .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-                .sum::<u64>();
+        // Every file in the queue directory, hidden ones too (not the journal).
+        let used: u64 = std::fs::read_dir(out.join("q00"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name() != ".ship-journal")
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum();
         peak = peak.max(used);
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -467,7 +473,14 @@ fn ship_then_delete_keeps_local_space_bounded_and_loses_nothing() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(child.wait().unwrap().success(), "{err}");
+    let mut outp = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut outp)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{err}\n{outp}");
     assert!(
         peak <= budget,
         "local space {peak} over the budget {budget}"
@@ -493,5 +506,5 @@ fn ship_then_delete_keeps_local_space_bounded_and_loses_nothing() {
         .unwrap();
     let written = total(&r, |q| q["written"].as_u64().unwrap_or(0));
     assert_eq!(objs.trim().parse::<u64>().unwrap(), written, "{r}");
-    assert!(written > 20_000, "{r}");
+    assert!(written > 10_000, "{r}");
 }

@@ -98,6 +98,8 @@ struct Shared {
     roots: Vec<(String, std::path::PathBuf)>,
     /// Queue directories found so far (append-only).
     dirs: Mutex<Vec<Arc<DirState>>>,
+    /// Held for a whole discovery, so a journal is opened (and compacted) once.
+    discovering: Mutex<()>,
     counters: ShipCounters,
     /// Stop now (the drain timed out).
     stop: AtomicBool,
@@ -187,6 +189,7 @@ impl Shipper {
             client,
             roots,
             dirs: Mutex::new(Vec::new()),
+            discovering: Mutex::new(()),
             counters: ShipCounters::default(),
             stop: AtomicBool::new(false),
             drain_until: Mutex::new(None),
@@ -371,6 +374,7 @@ struct Completed {
 
 /// Find queue directories (`qNN`) under the roots and open their journals.
 fn discover(sh: &Shared) -> Result<(), String> {
+    let _one = lock(&sh.discovering);
     for (job, root) in &sh.roots {
         let Ok(rd) = fs::read_dir(root) else {
             continue;
@@ -611,16 +615,7 @@ fn worker(sh: &Shared, t: usize, n: usize, sink: Sink) {
                 ship_with_retries(sh, d, f, sink);
             }
             if tracks_backlog {
-                let files = completed_files(&d.sd.dir);
-                let left: Vec<&Completed> = files
-                    .iter()
-                    .filter(|f| !fully_done(sh, d, &f.name))
-                    .collect();
-                *lock(&d.backlog) = (
-                    left.len() as u64,
-                    left.iter().map(|f| f.bytes).sum(),
-                    left.iter().filter_map(|f| f.mtime).min(),
-                );
+                refresh_backlog(sh, d);
             }
         }
         if drain && !pending_any {
@@ -628,6 +623,20 @@ fn worker(sh: &Shared, t: usize, n: usize, sink: Sink) {
         }
         nap(sh, sh.cfg.scan_interval);
     }
+}
+
+/// Recount a directory's backlog (after a file, and while a failure is retried).
+fn refresh_backlog(sh: &Shared, d: &DirState) {
+    let files = completed_files(&d.sd.dir);
+    let left: Vec<&Completed> = files
+        .iter()
+        .filter(|f| !fully_done(sh, d, &f.name))
+        .collect();
+    *lock(&d.backlog) = (
+        left.len() as u64,
+        left.iter().map(|f| f.bytes).sum(),
+        left.iter().filter_map(|f| f.mtime).min(),
+    );
 }
 
 fn ship_with_retries(sh: &Shared, d: &DirState, f: &Completed, sink: Sink) {
@@ -667,6 +676,9 @@ fn ship_with_retries(sh: &Shared, d: &DirState, f: &Completed, sink: Sink) {
                         attempt + 1,
                         describe(&e)
                     );
+                }
+                if sink == Sink::S3 || sh.client.is_none() {
+                    refresh_backlog(sh, d);
                 }
                 nap(sh, backoff(&sh.cfg, attempt));
                 attempt = attempt.saturating_add(1);

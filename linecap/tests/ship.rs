@@ -90,15 +90,15 @@ fn watch_bucket(
         return Err(format!("two objects with one name: {list:?}"));
     }
     for (n, s) in &names {
-        if let Some(data) = n.strip_suffix(".json") {
-            if !names.contains_key(data) {
-                return Err(format!("manifest {n} visible before its data"));
-            }
+        if let Some(data) = n.strip_suffix(".json")
+            && !names.contains_key(data)
+        {
+            return Err(format!("manifest {n} visible before its data"));
         }
-        if let Some(sz) = sizes.and_then(|m| m.get(n)) {
-            if sz != s {
-                return Err(format!("{n} visible with {s} bytes of {sz}"));
-            }
+        if let Some(sz) = sizes.and_then(|m| m.get(n))
+            && sz != s
+        {
+            return Err(format!("{n} visible with {s} bytes of {sz}"));
         }
     }
     Ok(())
@@ -495,14 +495,14 @@ fn ship_then_delete_keeps_local_space_bounded_and_loses_nothing() {
     );
     // Nothing lost: the manifests in the bucket add up to every packet written.
     let objs = w
-        .py(&format!(
+        .py(
             "tot = 0\n\
              for page in s3.get_paginator('list_objects_v2').paginate(Bucket='caps', Prefix='del/'):\n\
              \x20   for o in page.get('Contents', []):\n\
              \x20       if o['Key'].endswith('.json'):\n\
              \x20           tot += json.loads(s3.get_object(Bucket='caps', Key=o['Key'])['Body'].read())['packets']\n\
-             print(tot)"
-        ))
+             print(tot)",
+        )
         .unwrap();
     let written = total(&r, |q| q["written"].as_u64().unwrap_or(0));
     assert_eq!(objs.trim().parse::<u64>().unwrap(), written, "{r}");

@@ -839,16 +839,17 @@ fn ship_object(
         let sha = s3::sha256_b64(&data);
         // After a crash between the upload and its journal record the
         // object may be there already: do not send it again.
-        if let Some(info) = c.head(key)? {
-            if info.size == size && info.sha256.as_deref() == Some(sha.as_str()) {
-                sh.counters
-                    .objects_already_there
-                    .fetch_add(1, Ordering::Relaxed);
-                lock(&d.journal)
-                    .object_done(name, &sha)
-                    .map_err(local_err)?;
-                return Ok(size);
-            }
+        if let Some(info) = c.head(key)?
+            && info.size == size
+            && info.sha256.as_deref() == Some(sha.as_str())
+        {
+            sh.counters
+                .objects_already_there
+                .fetch_add(1, Ordering::Relaxed);
+            lock(&d.journal)
+                .object_done(name, &sha)
+                .map_err(local_err)?;
+            return Ok(size);
         }
         let returned = c.put(key, &data)?;
         verify(sh, c, key, &sha, returned)?;
@@ -981,16 +982,17 @@ fn restart_or_done(
         s3::composite_sha256(&m.parts.values().map(|(_, s)| s.clone()).collect::<Vec<_>>())
             .unwrap_or_default()
     });
-    if let Some(info) = c.head(key)? {
-        if info.size == size && (info.sha256.is_none() || info.sha256 == want) {
-            sh.counters
-                .objects_already_there
-                .fetch_add(1, Ordering::Relaxed);
-            lock(&d.journal)
-                .object_done(name, &want.unwrap_or_default())
-                .map_err(local_err)?;
-            return Ok(());
-        }
+    if let Some(info) = c.head(key)?
+        && info.size == size
+        && (info.sha256.is_none() || info.sha256 == want)
+    {
+        sh.counters
+            .objects_already_there
+            .fetch_add(1, Ordering::Relaxed);
+        lock(&d.journal)
+            .object_done(name, &want.unwrap_or_default())
+            .map_err(local_err)?;
+        return Ok(());
     }
     lock(&d.journal).forget_multipart(name).map_err(local_err)?;
     Err(e)

@@ -773,23 +773,21 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         workers.push((worker, q));
     }
 
+    let ship_metrics = cfg.ship.as_ref().map(|s| s.metrics.clone());
     let metrics = match &cfg.metrics {
-        Some(m) => {
-            match MetricsServer::start(m.addr, probes, cfg.ship.as_ref().map(|s| s.metrics.clone()))
-            {
-                Ok(server) => {
-                    eprintln!("linecap: metrics on http://{}/metrics", server.addr());
-                    Some(server)
-                }
-                Err(e) if !m.required => {
-                    eprintln!(
-                        "linecap: warning: {e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
-                    );
-                    None
-                }
-                Err(e) => return Err(e),
+        Some(m) => match MetricsServer::start(m.addr, probes, ship_metrics) {
+            Ok(server) => {
+                eprintln!("linecap: metrics on http://{}/metrics", server.addr());
+                Some(server)
             }
-        }
+            Err(e) if !m.required => {
+                eprintln!(
+                    "linecap: warning: {e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     if let Some(user) = &cfg.user {

@@ -1357,6 +1357,40 @@ mod tests {
         assert_eq!(s_lines(&log), 3);
     }
 
+    #[test]
+    fn may_drop_lets_retention_delete_unshipped_files_and_counts_them() {
+        let d = tempfile::tempdir().unwrap();
+        let q = d.path().join("q00");
+        fs::create_dir_all(&q).unwrap();
+        let n = "q00-00000000-20260101T000000.000000000Z.erf.lz4";
+        fs::write(q.join(n), b"data").unwrap();
+        fs::write(q.join(format!("{n}.json")), b"{}").unwrap();
+        let s = Shipper::start(
+            ShipConfig {
+                post_rotate: Some("false".into()),
+                may_drop: true,
+                retry_base: Duration::from_millis(10),
+                drain_timeout: Duration::from_millis(200),
+                ..ShipConfig::default()
+            },
+            vec![("main".to_string(), d.path().to_path_buf())],
+            None,
+        )
+        .unwrap();
+        let hook = s.retention_hook();
+        assert!(hook(&q.join(n)), "--ship-may-drop: retention may delete it");
+        assert_eq!(
+            s.counters().files_dropped_unshipped.load(Ordering::Relaxed),
+            1
+        );
+        fs::remove_file(q.join(n)).unwrap();
+        fs::remove_file(q.join(format!("{n}.json"))).unwrap();
+        let r = s.finish();
+        assert_eq!((r.files_dropped_unshipped, r.left_files), (1, 0), "{r:?}");
+        // Dropped by retention, not counted again as vanished.
+        assert_eq!(s.counters().files_vanished.load(Ordering::Relaxed), 0);
+    }
+
     fn s_lines(p: &Path) -> usize {
         fs::read_to_string(p).unwrap().lines().count()
     }

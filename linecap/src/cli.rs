@@ -42,6 +42,8 @@ pub enum Command {
     Query(crate::query::QueryArgs),
     /// Build missing or damaged per-file indexes (NAME.idx) of capture directories.
     Index(crate::query::IndexArgs),
+    /// Check the shipping destination (`--test`: put, read back, delete a probe object).
+    Ship(crate::ship::ShipCmdArgs),
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +292,9 @@ pub struct CaptureArgs {
     /// DPDK settings (dpdk: sources).
     #[command(flatten)]
     pub dpdk: DpdkArgs,
+    /// Shipping completed files (S3, post-rotate command).
+    #[command(flatten)]
+    pub ship: crate::ship::ShipArgs,
 }
 
 #[derive(Args, Debug)]

@@ -11,17 +11,36 @@ use crate::summary;
 /// `linecap capture`; `matches` are the `capture` subcommand's, from the
 /// parse that gave `a`.
 pub fn capture(mut a: CaptureArgs, matches: &ArgMatches) -> anyhow::Result<i32> {
-    crate::config::layer(&mut a, matches)?;
-    let cfg = crate::config::capture_config(&a)?;
+    let profile = crate::config::layer(&mut a, matches)?;
+    let mut cfg = crate::config::capture_config(&a)?;
+    let shipping =
+        crate::ship::ship_config(&a.ship, profile.as_ref().and_then(|p| p.ship.as_ref()))?
+            .map(|s| {
+                crate::ship::start(
+                    s,
+                    cfg.jobs
+                        .iter()
+                        .map(|j| (j.name.clone(), j.out.clone()))
+                        .collect(),
+                )
+            })
+            .transpose()?;
+    cfg.ship = shipping.as_ref().map(|(_, h)| h.clone());
     let signals = stop_on_signals()?;
     let report = run_capture(&cfg, &signals);
+    // Drain the backlog (bounded by --ship-drain-timeout) whatever the capture's outcome.
+    let ship_report = shipping.as_ref().map(|(s, _)| crate::ship::finish(s));
     // Every queue is closed by now (the ports with them): end DPDK here, on
     // the main thread, whether the capture succeeded or not.
     crate::dpdksource::shutdown();
     let report = report?;
     summary::print(&report);
     if let Some(p) = &a.report_json {
-        let json = serde_json::to_vec_pretty(&summary::to_json(&report))?;
+        let mut json = summary::to_json(&report);
+        if let (Some(r), Some(o)) = (&ship_report, json.as_object_mut()) {
+            o.insert("ship".into(), r.to_json());
+        }
+        let json = serde_json::to_vec_pretty(&json)?;
         std::fs::write(p, json).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(summary::exit_code(&report))

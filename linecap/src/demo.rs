@@ -261,6 +261,7 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         flows: None,
         metrics: None,
         disk_budget: None,
+        ship: None,
         writer_delay: None,
         user: None,
     };

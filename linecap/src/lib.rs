@@ -28,6 +28,7 @@ mod metrics;
 mod privileges;
 pub mod query;
 pub mod readback;
+pub mod ship;
 pub mod source;
 mod summary;
 pub mod values;

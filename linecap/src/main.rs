@@ -24,6 +24,7 @@ fn main() {
         cli::Command::CheckHost(c) => checkhost::run(c),
         cli::Command::Query(q) => query::run_query(q),
         cli::Command::Index(i) => query::run_index(i),
+        cli::Command::Ship(s) => linecap::ship::run(s),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -63,7 +63,12 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Bind `addr` and serve the probes' counters from a thread.
-    pub fn start(addr: SocketAddr, probes: Vec<QueueProbe>) -> anyhow::Result<Self> {
+    /// `extra` (the shipper's metrics) is appended to every answer.
+    pub fn start(
+        addr: SocketAddr,
+        probes: Vec<QueueProbe>,
+        extra: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    ) -> anyhow::Result<Self> {
         let server = tiny_http::Server::http(addr)
             .map_err(|e| anyhow::anyhow!("metrics: cannot listen on {addr}: {e}"))?;
         let addr = server
@@ -83,7 +88,10 @@ impl MetricsServer {
                         continue;
                     };
                     let resp = if req.url() == "/metrics" || req.url().starts_with("/metrics?") {
-                        let body = render(&probes, start_s);
+                        let mut body = render(&probes, start_s);
+                        if let Some(x) = &extra {
+                            body.push_str(&x());
+                        }
                         tiny_http::Response::from_string(body).with_header(
                             tiny_http::Header::from_bytes(
                                 &b"Content-Type"[..],

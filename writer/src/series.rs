@@ -75,7 +75,29 @@ pub struct SeriesConfig {
     /// budget: the budget could not count indexes written after the fact, so
     /// a budgeted series writes none (`linecap index` builds them later).
     pub index: bool,
+    /// Asked before the file-count ring or the byte budget deletes a complete
+    /// file (the shipper: "is it shipped?"). A file it refuses is kept, and
+    /// the next oldest is tried; `None`: every file may go.
+    pub may_delete: Option<MayDelete>,
 }
+
+/// "May retention delete this complete file?" (see [`SeriesConfig::may_delete`]).
+#[derive(Clone)]
+pub struct MayDelete(pub std::sync::Arc<dyn Fn(&Path) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for MayDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MayDelete")
+    }
+}
+
+impl PartialEq for MayDelete {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for MayDelete {}
 
 impl SeriesConfig {
     /// Defaults: compressed, no rotation, mode 0640, sync on close, indexed.
@@ -92,6 +114,7 @@ impl SeriesConfig {
             capture: None,
             clock: None,
             index: true,
+            may_delete: None,
         }
     }
 }
@@ -422,8 +445,22 @@ impl FileSeries {
     /// Delete the oldest complete file and its manifest: whether this call
     /// removed it (not someone else before) and its bytes; `None` when there
     /// is no complete file.
-    fn delete_oldest(&mut self) -> io::Result<Option<(bool, u64)>> {
-        let Some((old, bytes)) = self.complete.pop_front() else {
+    fn delete_oldest(&mut self, among: usize) -> io::Result<Option<(bool, u64)>> {
+        // The oldest of the `among` oldest files that `may_delete` allows
+        // (the oldest without a hook).
+        let pos = match &self.cfg.may_delete {
+            None => 0,
+            Some(ok) => match self
+                .complete
+                .iter()
+                .take(among)
+                .position(|(p, _)| (ok.0)(p))
+            {
+                Some(i) => i,
+                None => return Ok(None),
+            },
+        };
+        let Some((old, bytes)) = self.complete.remove(pos) else {
             return Ok(None);
         };
         self.complete_bytes -= bytes;
@@ -468,12 +505,18 @@ impl FileSeries {
                 self.complete_current();
                 continue;
             }
-            match self.delete_oldest()? {
+            match self.delete_oldest(usize::MAX)? {
                 Some((removed, bytes)) => {
                     if removed {
                         self.counters.files_recycled += 1;
                         self.counters.bytes_recycled += bytes;
                     }
+                }
+                None if !self.complete.is_empty() => {
+                    return Err(io::Error::other(
+                        "the disk budget is full of files not yet shipped (--ship-may-drop lets \
+                         retention delete them)",
+                    ));
                 }
                 None => {
                     return Err(io::Error::other(
@@ -676,8 +719,12 @@ impl FileSeries {
     fn apply_file_ring(&mut self) -> io::Result<()> {
         if let Some(keep) = self.cfg.rotate_files {
             while self.complete.len() > keep.max(1) as usize {
-                if let Some((true, _)) = self.delete_oldest()? {
-                    self.counters.files_deleted += 1;
+                let beyond = self.complete.len() - keep.max(1) as usize;
+                match self.delete_oldest(beyond)? {
+                    Some((true, _)) => self.counters.files_deleted += 1,
+                    Some((false, _)) => {}
+                    // Every file beyond -W waits to be shipped: keep them.
+                    None => break,
                 }
             }
         }
@@ -856,6 +903,54 @@ mod tests {
         let names = visible(dir.path());
         assert_eq!(names.len(), 3);
         assert!(names[2].starts_with("q00-00000006-"), "{names:?}");
+    }
+
+    #[test]
+    fn retention_keeps_files_may_delete_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        // Files with sequence 0 and 1 are "not shipped".
+        let hook = MayDelete(std::sync::Arc::new(|p: &Path| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            !(n.starts_with("q00-00000000-") || n.starts_with("q00-00000001-"))
+        }));
+        let mut s = FileSeries::new(SeriesConfig {
+            rotate_files: Some(2),
+            compress: false,
+            may_delete: Some(hook.clone()),
+            ..SeriesConfig::new(dir.path().into(), 0)
+        })
+        .unwrap();
+        for seq in 0..6 {
+            let (m, r) = batch(seq, 5, 1_000_000_000 * (seq + 1), true);
+            s.write_batch(&m, &r).unwrap();
+        }
+        s.close_current().unwrap();
+        let names = visible(dir.path());
+        // 6 files, -W 2: 0 and 1 are kept (refused), 2 and 3 deleted, 4 and 5 are the newest.
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names[0].starts_with("q00-00000000-") && names[1].starts_with("q00-00000001-"));
+        assert!(names[2].starts_with("q00-00000004-"), "{names:?}");
+        drop(s);
+        // A budget full of refused files: the batch is a counted drop with a clear error.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileSeries::new(SeriesConfig {
+            budget_bytes: Some(3_000),
+            compress: false,
+            may_delete: Some(MayDelete(std::sync::Arc::new(|_: &Path| false))),
+            ..SeriesConfig::new(dir.path().into(), 0)
+        })
+        .unwrap();
+        let mut err = None;
+        for seq in 0..6 {
+            let (m, r) = batch(seq, 5, 1_000_000_000 * (seq + 1), true);
+            if let Err(e) = s.write_batch(&m, &r) {
+                err = Some(e.to_string());
+            }
+        }
+        let e = err.expect("the budget must refuse a batch");
+        assert!(e.contains("not yet shipped"), "{e}");
+        assert!(s.counters().drop_batches >= 1);
+        assert_eq!(s.counters().files_recycled, 0);
     }
 
     #[test]

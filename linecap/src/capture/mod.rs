@@ -182,7 +182,8 @@ fn start_metrics(
     let Some(m) = &cfg.metrics else {
         return Ok(None);
     };
-    match MetricsServer::start(m.addr, probes) {
+    let ship_metrics = cfg.ship.as_ref().map(|s| s.metrics.clone());
+    match MetricsServer::start(m.addr, probes, ship_metrics) {
         Ok(server) => {
             eprintln!("linecap: metrics on http://{}/metrics", server.addr());
             Ok(Some(server))

@@ -144,6 +144,7 @@ pub(super) fn build(
                 capture: Some(job_info[j].clone()),
                 // issue 14: the manifest says which clock stamped the records.
                 clock: Some(q.source.clock_source().into()),
+                may_delete: cfg.ship.as_ref().map(|s| s.may_delete.clone()),
                 ..SeriesConfig::new(series_dir(cfg, job, qi, q.id), q.id)
             })
             .with_context(|| {

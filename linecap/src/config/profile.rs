@@ -97,6 +97,9 @@ pub struct Profile {
     /// DPDK settings (with `nic.backend = "dpdk"`).
     #[serde(default)]
     pub dpdk: DpdkSection,
+    /// Shipping (`[ship]`, see `ship.rs`; flags win).
+    #[serde(default)]
+    pub ship: Option<crate::ship::ShipTable>,
 }
 
 /// `[dpdk]`: what the DPDK port needs beyond `[nic]` (queues, RSS key and

@@ -99,6 +99,8 @@ pub struct CaptureConfig {
     /// Fault injection for tests and drills: the writer sleeps this long
     /// after every batch (a slow disk), so overload and `lctr` can be seen.
     pub writer_delay: Option<Duration>,
+    /// The shipper's hooks (retention asks it; `/metrics` shows it), when shipping.
+    pub ship: Option<crate::ship::ShipHooks>,
 }
 
 /// Where and how to serve `/metrics`.

@@ -228,6 +228,7 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     Ok(CaptureConfig {
         user: a.user.clone(),
         disk_budget: a.disk_budget,
+        ship: None,
         writer_delay: a
             .fault_writer_delay_ms
             .map(|ms| Duration::from_secs_f64(ms.clamp(0.0, 10_000.0) / 1000.0)),

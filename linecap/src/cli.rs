@@ -120,8 +120,9 @@ pub struct CaptureArgs {
     /// Keep the first SNAPLEN bytes of each frame (the wire length is kept); 0: the whole frame.
     #[arg(short = 's', long, value_name = "SNAPLEN")]
     pub snaplen: Option<u32>,
-    /// Stop after COUNT frames have been written by the main (first) job; frames its policies
-    /// reject do not count. The capture then ends as on SIGINT, and accounts for every frame.
+    /// Stop after COUNT frames were received, over all queues together and before any filter
+    /// (tcpdump counts after its filter). The capture then ends as on SIGINT; frames a live NIC
+    /// had already delivered are counted as `after_count` drops, so every frame is accounted for.
     #[arg(short = 'c', long, value_name = "COUNT")]
     pub count: Option<u64>,
     /// Start a new file once the current one holds FILE_SIZE: millions of bytes as in tcpdump

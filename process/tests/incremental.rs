@@ -223,7 +223,20 @@ fn flows_equal_the_reference_flow_tables_of_every_trace() {
     for t in &all {
         let d = tempfile::tempdir().unwrap();
         let input = d.path().join("in");
-        capture(std::slice::from_ref(t), &input, 3, 5);
+        if capture(std::slice::from_ref(t), &input, 3, 5) == 0 {
+            // No Ethernet frame (ERF metadata only): no series, no flows.
+            let name = t.file_name().unwrap().to_string_lossy().into_owned();
+            let r = std::fs::read_to_string(
+                shared("reference/flows").join(format!("{name}.flows.tsv")),
+            )
+            .unwrap();
+            if r.lines().any(|l| !l.starts_with('#')) {
+                failures.push(format!(
+                    "{name}: no frames read but the reference has flows"
+                ));
+            }
+            continue;
+        }
         process(
             &[&input],
             &d.path().join("state"),

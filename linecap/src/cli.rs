@@ -37,6 +37,8 @@ pub enum Command {
     Flows(crate::flows::FlowsArgs),
     /// Check this host against a hardware profile (hugepages, cores, NIC, IRQs, disks, kernel).
     CheckHost(crate::checkhost::CheckHostArgs),
+    /// Run processors (flows, hosts, dns) incrementally over capture directories into partitioned Parquet.
+    Process(crate::process::ProcessArgs),
 }
 
 #[derive(Args, Debug)]

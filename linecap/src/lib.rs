@@ -16,6 +16,7 @@ pub mod ipfix;
 mod metrics;
 mod pipeline;
 mod privileges;
+pub mod process;
 pub mod profile;
 pub mod readback;
 mod summary;

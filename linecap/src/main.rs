@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use linecap::{checkhost, cli, demo, flows, readback};
+use linecap::{checkhost, cli, demo, flows, process, readback};
 
 fn main() {
     let args = cli::Cli::parse();
@@ -14,6 +14,7 @@ fn main() {
         cli::Command::Anonymize(a) => cli::anonymize(a),
         cli::Command::Flows(f) => flows::run(f),
         cli::Command::CheckHost(c) => checkhost::run(c),
+        cli::Command::Process(p) => process::run(p),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -44,6 +44,8 @@ pub enum Command {
     Index(crate::query::IndexArgs),
     /// Check the shipping destination (`--test`: put, read back, delete a probe object).
     Ship(crate::ship::ShipCmdArgs),
+    /// Run processors (flows, hosts, dns) incrementally over capture directories into partitioned Parquet.
+    Process(crate::process::ProcessArgs),
 }
 
 #[derive(Args, Debug)]

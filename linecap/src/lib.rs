@@ -26,6 +26,7 @@ pub mod ipfix;
 pub mod limits;
 mod metrics;
 mod privileges;
+pub mod process;
 pub mod query;
 pub mod readback;
 pub mod ship;

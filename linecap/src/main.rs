@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{CommandFactory, FromArgMatches};
-use linecap::{checkhost, cli, commands, demo, flows, query, readback};
+use linecap::{checkhost, cli, commands, demo, flows, process, query, readback};
 
 fn main() {
     // One parse: the typed arguments and clap's matches (which flags were
@@ -25,6 +25,7 @@ fn main() {
         cli::Command::Query(q) => query::run_query(q),
         cli::Command::Index(i) => query::run_index(i),
         cli::Command::Ship(s) => linecap::ship::run(s),
+        cli::Command::Process(p) => process::run(p),
     };
     match code {
         Ok(code) => std::process::exit(code),

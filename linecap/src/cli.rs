@@ -19,6 +19,8 @@ use linecap_dataplane::afxdp::{AttachMode, ZeroCopy};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -586,7 +588,7 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
             Some(crate::pipeline::FlowConfig {
                 capacity: a.flow.capacity,
                 timeouts: a.flow.timeouts()?,
-                export: crate::export::ExportConfig {
+                export: linecap_flowexport::ExportConfig {
                     sampling_rate: flow_sampling,
                     ..a.flow.export_config(1 << 16)
                 },
@@ -844,6 +846,7 @@ mod tests {
             match Cli::try_parse_from(v) {
                 Ok(Cli {
                     command: Command::Capture(a),
+                    ..
                 }) => capture_config(&a).map(|_| ()).map_err(|e| e.to_string()),
                 Ok(_) => unreachable!(),
                 Err(e) => Err(e.to_string()),

@@ -21,7 +21,7 @@ use linecap_dataplane::afxdp::{
 use linecap_dataplane::clock::{MonotonicClock, RealtimeClock};
 use linecap_dataplane::flowtable::{FlowCounters, FlowTable, Timeouts};
 
-use crate::export::{ExportConfig, ExportReport, Exporters};
+use linecap_flowexport::{ExportConfig, ExportReport, Exporter};
 use crate::metrics::{MetricsServer, QueueProbe};
 use linecap_dataplane::counters::{SharedCounters, WorkerCounters};
 use linecap_dataplane::ring::{self, Consumer, HugePages, RingConfig};
@@ -645,8 +645,11 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         batch_bytes: cfg.batch_bytes,
         hugepages: cfg.hugepages,
     };
+    // Taken back if a later check fails before the capture starts.
+    let mut created_dirs = crate::outdirs::CreatedDirs::default();
     for job in &cfg.jobs {
-        std::fs::create_dir_all(&job.out)
+        created_dirs
+            .create(&job.out)
             .with_context(|| format!("creating output directory {}", job.out.display()))?;
     }
     let job_info: Vec<serde_json::Value> = cfg.jobs.iter().map(JobConfig::describe).collect();
@@ -654,9 +657,13 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     // Workers stop on `worker_stop`, raised by the supervisor below once the
     // inflow is cut (live queues), so the rings can be drained exactly.
     let worker_stop = Arc::new(AtomicBool::new(false));
-    let exporters = match &cfg.flows {
-        Some(f) => Some(Exporters::start(&f.export)?),
-        None => None,
+    // One bounded SPSC queue per worker into the one exporter thread.
+    let (exporters, mut flow_producers) = match &cfg.flows {
+        Some(f) => {
+            let (ex, ps) = Exporter::start(&f.export, queues.len())?;
+            (Some(ex), ps)
+        }
+        None => (None, Vec::new()),
     };
     let mut workers = Vec::new();
     let mut probes = Vec::new();
@@ -759,11 +766,13 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             .find(|r| r.2 == q.id)
             .and_then(|r| r.6.clone());
         let worker = match (&cfg.flows, &exporters, flow_counters) {
-            (Some(f), Some(ex), Some(fc)) => {
+            (Some(f), Some(_), Some(fc)) => {
                 let table = FlowTable::new(f.capacity, f.timeouts)
                     .map_err(|e| anyhow::anyhow!("--flow-capacity: {e}"))?;
-                let handle = ex.handle();
-                worker.with_flows(table, Box::new(move |r| handle.offer(r)), fc)
+                let mut producer = flow_producers
+                    .pop()
+                    .ok_or_else(|| anyhow::anyhow!("more flow tables than export queues"))?;
+                worker.with_flows(table, Box::new(move |r| producer.offer(r)), fc)
             }
             _ => worker,
         };
@@ -822,6 +831,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         .map(|_| Mutex::new((Vec::new(), 0)))
         .collect();
     let writer_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    created_dirs.keep();
     std::thread::scope(|s| {
         let done = Arc::new(AtomicBool::new(false));
         if let Some(d) = cfg.duration {
@@ -901,9 +911,20 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         // then pass to the kernel stack and are counted as not redirected),
         // then let the workers drain their rings and finish.
         let mut xdp_refreshed = std::time::Instant::now();
+        let mut drop_watch = crate::droplog::DropWatch::new(reports.len());
+        let mut drops_checked = std::time::Instant::now();
         loop {
             if worker_handles.iter().all(|h| h.is_finished()) {
                 break;
+            }
+            if drops_checked.elapsed() >= Duration::from_secs(1) {
+                drops_checked = std::time::Instant::now();
+                for (ri, r) in reports.iter().enumerate() {
+                    let (w, wr) = (r.4.snapshot(), r.5.lock().unwrap_or_else(|e| e.into_inner()));
+                    let now = [w.ring_full_packets, w.source_nic, w.source_unsupported, wr.drop_packets];
+                    drop(wr);
+                    drop_watch.observe(ri, &r.0, r.2, now);
+                }
             }
             if xdp_refreshed.elapsed() >= Duration::from_millis(500) {
                 xdp_refreshed = std::time::Instant::now();
@@ -1004,7 +1025,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     // Every worker has drained its table: let the exporters write it all.
     let exports = match exporters {
         Some(ex) => {
-            let live = ex.live_drops();
+            let live = ex.drops();
             Some((ex.finish()?, live))
         }
         None => None,

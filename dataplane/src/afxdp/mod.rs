@@ -13,8 +13,6 @@ pub mod loader;
 pub mod ring;
 pub mod socket;
 pub mod sys;
-pub mod tx;
 
 pub use loader::{AttachMode, XdpAttachment, XdpQueueStats};
 pub use socket::{BindInfo, XskConfig, XskSocket, ZeroCopy};
-pub use tx::XskTx;

@@ -40,15 +40,15 @@ impl RingPtrs {
         }
     }
 
-    pub(super) fn producer(&self) -> &AtomicU32 {
+    pub fn producer(&self) -> &AtomicU32 {
         // SAFETY: RingPtrs::at's contract: a live, aligned u32 in shared memory.
         unsafe { &*self.producer }
     }
-    pub(super) fn consumer(&self) -> &AtomicU32 {
+    pub fn consumer(&self) -> &AtomicU32 {
         // SAFETY: as above.
         unsafe { &*self.consumer }
     }
-    pub(super) fn flags(&self) -> &AtomicU32 {
+    pub fn flags(&self) -> &AtomicU32 {
         // SAFETY: as above.
         unsafe { &*self.flags }
     }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use memmap2::{MmapMut, MmapOptions};
 
-use super::ring::RingPtrs;
-use super::sys::{self, MmapOffsets, UmemReg, XdpDesc};
+use linecap_dataplane::afxdp::ring::RingPtrs;
+use linecap_dataplane::afxdp::sys::{self, MmapOffsets, UmemReg, XdpDesc};
 
 /// Ring entries (TX and completion).
 pub const TX_RING_ENTRIES: u32 = 2048;
@@ -268,7 +268,7 @@ impl XskTx {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sys::RingOffset;
+    use linecap_dataplane::afxdp::sys::RingOffset;
     use super::*;
 
     /// A ring laid out like the kernel's: producer, consumer, flags, then entries.

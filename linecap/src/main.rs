@@ -3,10 +3,14 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use linecap::{checkhost, cli, demo, flows, readback};
+use linecap::{checkhost, cli, demo, flows, logging, readback};
 
 fn main() {
     let args = cli::Cli::parse();
+    if let Err(e) = logging::init(&args.log) {
+        eprintln!("linecap: error: {e:#}");
+        std::process::exit(2);
+    }
     let code = match args.command {
         cli::Command::Capture(c) => cli::capture(c),
         cli::Command::Read(r) => readback::run(r),

@@ -18,6 +18,9 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ::parquet::arrow::ArrowWriter;
+use ::parquet::basic::Compression;
+use ::parquet::file::properties::WriterProperties;
 use anyhow::Context;
 use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray,
@@ -27,9 +30,6 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use linecap_dataplane::flowtable::{A_TO_B, B_TO_A, FlowRecord};
 use linecap_wire::flow::IpFamily;
 use linecap_writer::names::utc_rfc3339;
-use ::parquet::arrow::ArrowWriter;
-use ::parquet::basic::Compression;
-use ::parquet::file::properties::WriterProperties;
 
 use crate::ExportReport;
 

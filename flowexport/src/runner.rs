@@ -207,8 +207,7 @@ fn run(
     loop {
         // Read before the sweep: a producer that ends after it may have
         // pushed during the sweep, and is seen on the next round.
-        let ending =
-            stop.load(Ordering::Acquire) || consumers.iter().all(|c| c.is_abandoned());
+        let ending = stop.load(Ordering::Acquire) || consumers.iter().all(|c| c.is_abandoned());
         let mut got = 0usize;
         for c in &mut consumers {
             while let Ok(r) = c.pop() {
@@ -308,7 +307,10 @@ impl Sink {
             Kind::Parquet(s) => s.write(recs),
         };
         if let Err(e) = r {
-            tracing::error!(error = format!("{e:#}"), "flow export failed; this sink writes no more");
+            tracing::error!(
+                error = %format!("{e:#}"),
+                "flow export failed; this sink writes no more"
+            );
             self.lost += recs.len() as u64;
             self.failed = Some(e);
         }
@@ -419,7 +421,8 @@ mod tests {
         let mut b = [0u8; 16];
         b[..4].copy_from_slice(&[10, 0, 1, 1]);
         FlowRecord {
-            key: FlowKey::from_endpoints(VlanStack::new(), 17, false, IpFamily::V4, a, 1000, b, 53).0,
+            key: FlowKey::from_endpoints(VlanStack::new(), 17, false, IpFamily::V4, a, 1000, b, 53)
+                .0,
             first_ns: 1,
             last_ns: 2,
             packets: [1, 0],

@@ -41,8 +41,7 @@ pub struct LogArgs {
 pub fn init(a: &LogArgs) -> anyhow::Result<()> {
     let (filter, bad_env) = match &a.log_level {
         Some(l) => (
-            EnvFilter::try_new(l)
-                .map_err(|e| anyhow::anyhow!("--log-level {l:?}: {e}"))?,
+            EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("--log-level {l:?}: {e}"))?,
             None,
         ),
         None => match std::env::var("RUST_LOG") {

@@ -77,7 +77,10 @@ mod tests {
         assert!(old.is_dir(), "existed before: stays");
         assert!(!old.join("q00").exists());
         assert!(!t.path().join("new").exists());
-        assert!(busy.join("keep.txt").exists(), "a directory with a file stays");
+        assert!(
+            busy.join("keep.txt").exists(),
+            "a directory with a file stays"
+        );
         let mut c = CreatedDirs::default();
         c.create(&t.path().join("kept")).unwrap();
         c.keep();

@@ -21,13 +21,13 @@ use linecap_dataplane::afxdp::{
 use linecap_dataplane::clock::{MonotonicClock, RealtimeClock};
 use linecap_dataplane::flowtable::{FlowCounters, FlowTable, Timeouts};
 
-use linecap_flowexport::{ExportConfig, ExportReport, Exporter};
 use crate::metrics::{MetricsServer, QueueProbe};
 use linecap_dataplane::counters::{SharedCounters, WorkerCounters};
 use linecap_dataplane::ring::{self, Consumer, HugePages, RingConfig};
 use linecap_dataplane::source::RxQueue;
 use linecap_dataplane::synthetic::{SyntheticConfig, SyntheticSource};
 use linecap_dataplane::worker::{Worker, WorkerConfig};
+use linecap_flowexport::{ExportConfig, ExportReport, Exporter};
 use linecap_writer::series::{FileSeries, SeriesConfig, SeriesCounters};
 
 use crate::filesource::FileSource;
@@ -920,8 +920,16 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             if drops_checked.elapsed() >= Duration::from_secs(1) {
                 drops_checked = std::time::Instant::now();
                 for (ri, r) in reports.iter().enumerate() {
-                    let (w, wr) = (r.4.snapshot(), r.5.lock().unwrap_or_else(|e| e.into_inner()));
-                    let now = [w.ring_full_packets, w.source_nic, w.source_unsupported, wr.drop_packets];
+                    let (w, wr) = (
+                        r.4.snapshot(),
+                        r.5.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
+                    let now = [
+                        w.ring_full_packets,
+                        w.source_nic,
+                        w.source_unsupported,
+                        wr.drop_packets,
+                    ];
                     drop(wr);
                     drop_watch.observe(ri, &r.0, r.2, now);
                 }

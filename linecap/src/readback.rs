@@ -25,10 +25,9 @@ impl Output {
     fn new(fin: &Path) -> Output {
         let special = std::fs::metadata(fin).is_ok_and(|m| !m.is_file());
         let tmp = (!special).then(|| {
-            let name = fin.file_name().map_or_else(
-                || "out".into(),
-                |n| n.to_string_lossy().into_owned(),
-            );
+            let name = fin
+                .file_name()
+                .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
             fin.with_file_name(format!(".{name}.linecap-partial"))
         });
         Output {
@@ -45,9 +44,8 @@ impl Output {
     /// Put the file in place.
     fn commit(mut self) -> anyhow::Result<()> {
         if let Some(tmp) = self.tmp.take() {
-            std::fs::rename(&tmp, &self.fin).with_context(|| {
-                format!("renaming {} to {}", tmp.display(), self.fin.display())
-            })?;
+            std::fs::rename(&tmp, &self.fin)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), self.fin.display()))?;
         }
         Ok(())
     }
@@ -96,13 +94,21 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
         lost += pkt.lctr as u64;
         ifaces.insert(pkt.iface);
         if let Some(w) = writer.as_mut() {
-            w.write(&pkt)
-                .with_context(|| format!("writing {}", a.write.as_deref().unwrap_or(Path::new("")).display()))?;
+            w.write(&pkt).with_context(|| {
+                format!(
+                    "writing {}",
+                    a.write.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?;
         }
     }
     if let Some(w) = writer {
-        w.finish()
-            .with_context(|| format!("writing {}", a.write.as_deref().unwrap_or(Path::new("")).display()))?;
+        w.finish().with_context(|| {
+            format!(
+                "writing {}",
+                a.write.as_deref().unwrap_or(Path::new("")).display()
+            )
+        })?;
     }
     let reports = merger.reports();
     let mut failed = 0;

@@ -227,7 +227,14 @@ fn a_disk_filling_mid_capture_is_logged_promptly_with_the_path() {
     let mut child = linecap()
         .arg("capture")
         .args(["--source", "synth:1500:100", "--no-compress"])
-        .args(["--duration", "20", "--rotate-bytes", "1M", "--batch-bytes", "128K"])
+        .args([
+            "--duration",
+            "20",
+            "--rotate-bytes",
+            "1M",
+            "--batch-bytes",
+            "128K",
+        ])
         .arg("--out")
         .arg(&out)
         .stdout(std::process::Stdio::null())
@@ -269,13 +276,23 @@ fn a_disk_filling_mid_capture_is_logged_promptly_with_the_path() {
     let status = child.wait().unwrap();
     guard.disarm();
     let all = reader.join().unwrap();
-    assert_eq!(status.code(), Some(1), "writer drops exit 1:\n{}", all.join("\n"));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "writer drops exit 1:\n{}",
+        all.join("\n")
+    );
     // Rate-limited: a few seconds of failing batches give a handful of lines.
     let failing = all.iter().filter(|l| l.contains("writer failing")).count();
-    assert!((1..=4).contains(&failing), "{failing} lines:\n{}", all.join("\n"));
+    assert!(
+        (1..=4).contains(&failing),
+        "{failing} lines:\n{}",
+        all.join("\n")
+    );
     // And the drop stage is named once it starts.
     assert!(
-        all.iter().any(|l| l.contains("drops began at stage writer")),
+        all.iter()
+            .any(|l| l.contains("drops began at stage writer")),
         "{}",
         all.join("\n")
     );

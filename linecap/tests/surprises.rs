@@ -35,10 +35,7 @@ fn profile_jobs_replacing_the_main_capture_are_warned_about() {
         ),
     )
     .unwrap();
-    let o = run(linecap()
-        .arg("capture")
-        .arg("--profile")
-        .arg(&profile));
+    let o = run(linecap().arg("capture").arg("--profile").arg(&profile));
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{e}");
     assert!(
@@ -65,11 +62,20 @@ fn makefile_follows_cargo_target_dir_and_installs_under_destdir() {
     let o = run(Command::new("make")
         .current_dir(repo())
         .env("CARGO_TARGET_DIR", "/tmp/linecap-13b-elsewhere")
-        .args(["-n", "demo", "install", "DESTDIR=/tmp/stage", "PREFIX=/opt/lc"]));
+        .args([
+            "-n",
+            "demo",
+            "install",
+            "DESTDIR=/tmp/stage",
+            "PREFIX=/opt/lc",
+        ]));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}{}", stderr(&o));
     assert!(!out.contains("./target/release"), "{out}");
-    assert!(out.contains("cargo run --release -p linecap -- demo"), "{out}");
+    assert!(
+        out.contains("cargo run --release -p linecap -- demo"),
+        "{out}"
+    );
     assert!(
         out.contains("/tmp/linecap-13b-elsewhere/release/linecap")
             && out.contains("/tmp/stage/opt/lc/bin/linecap")
@@ -80,7 +86,10 @@ fn makefile_follows_cargo_target_dir_and_installs_under_destdir() {
     let unit = std::fs::read_to_string(repo().join("docs/linecap.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/linecap "), "{unit}");
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    assert!(readme.contains("make install"), "the README says how to install");
+    assert!(
+        readme.contains("make install"),
+        "the README says how to install"
+    );
 }
 
 /// A capture that fails a check after its output directory was made takes
@@ -208,10 +217,23 @@ fn log_format_json_and_a_bad_level_named() {
     // keeping 2 files: -W deletes files, each deletion is logged.
     let cap = dir.path().join("cap");
     let o = run(linecap()
-        .args(["--log-format", "json", "capture", "--source", "synth:1000:10:20000"])
+        .args([
+            "--log-format",
+            "json",
+            "capture",
+            "--source",
+            "synth:1000:10:20000",
+        ])
         .arg("--out")
         .arg(&cap)
-        .args(["--batch-bytes", "64K", "--rotate-bytes", "64K", "--rotate-files", "2"])
+        .args([
+            "--batch-bytes",
+            "64K",
+            "--rotate-bytes",
+            "64K",
+            "--rotate-files",
+            "2",
+        ])
         .arg("--no-compress"));
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{e}");
@@ -222,19 +244,25 @@ fn log_format_json_and_a_bad_level_named() {
         .collect();
     let deleted: Vec<_> = events
         .iter()
-        .filter(|v| v["message"].as_str().is_some_and(|m| m.contains("(file ring, -W)")))
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("(file ring, -W)"))
+        })
         .collect();
     assert!(!deleted.is_empty(), "{e}");
     for d in &deleted {
         assert_eq!(d["level"], "INFO", "{d}");
         let m = d["message"].as_str().unwrap();
-        assert!(m.contains(&cap.display().to_string()), "names the file: {m}");
+        assert!(
+            m.contains(&cap.display().to_string()),
+            "names the file: {m}"
+        );
         assert!(d["timestamp"].is_string() && d["bytes"].is_u64(), "{d}");
     }
     let left = files_with(&cap, ".erf").len();
     assert_eq!(left, 2, "-W 2 keeps two files");
-    let o = run(linecap()
-        .args(["--log-level", "chatty=", "read", "/nonexistent", "--stats"]));
+    let o = run(linecap().args(["--log-level", "chatty=", "read", "/nonexistent", "--stats"]));
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("--log-level"), "{e}");

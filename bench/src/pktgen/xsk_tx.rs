@@ -268,8 +268,8 @@ impl XskTx {
 
 #[cfg(test)]
 mod tests {
-    use linecap_dataplane::afxdp::sys::RingOffset;
     use super::*;
+    use linecap_dataplane::afxdp::sys::RingOffset;
 
     /// A ring laid out like the kernel's: producer, consumer, flags, then entries.
     fn layout(size: u32, entry_bytes: usize) -> (Vec<u64>, RingOffset) {

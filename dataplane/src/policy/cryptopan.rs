@@ -548,9 +548,8 @@ mod tests {
     fn key_files_may_carry_comment_lines() {
         let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         let plain = parse_key(hex.as_bytes()).unwrap();
-        let commented = format!(
-            "# Crypto-PAn key for probe 3, made 2026-12-01\n\n  # rotate yearly\n{hex}\n"
-        );
+        let commented =
+            format!("# Crypto-PAn key for probe 3, made 2026-12-01\n\n  # rotate yearly\n{hex}\n");
         assert_eq!(parse_key(commented.as_bytes()), Some(plain));
         let split = format!("# two halves\n{}\n{}\n", &hex[..32], &hex[32..]);
         assert_eq!(parse_key(split.as_bytes()), Some(plain));

@@ -27,7 +27,7 @@ fn profile_jobs_replacing_the_main_capture_are_warned_about() {
         format!(
             "[host]\nname = \"f\"\n[nic]\nbackend = \"file\"\nfile = \"{}\"\nqueues = 1\n\
              [memory]\nbatch_bytes = \"128K\"\nring_slots = 4\n\
-             [writer]\ndirs = [\"{}\"]\n\
+             [writer]\nthreads = 1\ndirs = [\"{}\"]\n\
              [[job]]\nname = \"dns\"\nout = \"{}\"\nfilter = \"udp port 53\"\n",
             trace.display(),
             dir.path().join("main").display(),
@@ -262,7 +262,13 @@ fn log_format_json_and_a_bad_level_named() {
     }
     let left = files_with(&cap, ".erf").len();
     assert_eq!(left, 2, "-W 2 keeps two files");
-    let o = run(linecap().args(["--log-level", "chatty=", "read", "/nonexistent", "--stats"]));
+    let o = run(linecap().args([
+        "--log-level",
+        "linecap=loud",
+        "read",
+        "/nonexistent",
+        "--stats",
+    ]));
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("--log-level"), "{e}");

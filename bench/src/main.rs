@@ -8,7 +8,7 @@
 //! Tools in the same binary: `bench gen` (the packet generator, see
 //! `gen/`) and `bench seqcheck` (the receiver-side check of its sequence
 //! numbers in a capture).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod applabel;
 #[cfg(feature = "dpdk")]

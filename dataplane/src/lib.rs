@@ -2,13 +2,10 @@
 //! shared-memory ring that carries full ERF batches to the writer threads.
 //!
 //! `unsafe` is confined to [`ring`] (slot memory shared between threads),
-//! [`afxdp`] (rings and UMEM shared with the kernel), [`afpacket`] (the
-//! packet generator's `sendmmsg` transmit socket), and with the `dpdk`
+//! [`afxdp`] (rings and UMEM shared with the kernel), and with the `dpdk`
 //! feature to `dpdk` (the DPDK binding and the mbufs it hands over).
 #![deny(unsafe_code)]
 
-#[allow(unsafe_code)]
-pub mod afpacket;
 #[allow(unsafe_code)]
 pub mod afxdp;
 pub mod applabel;

@@ -1,4 +1,4 @@
-//! `linecap::ipfix::Encoder` round trip: arbitrary flow records (IPv4 and
+//! `linecap_flowexport::ipfix::Encoder` round trip: arbitrary flow records (IPv4 and
 //! IPv6, either orientation, any counters and times), any MTU, domain and
 //! template refresh, encoded in one to three calls at increasing export
 //! times, then decoded by the independent decoder below. Asserted:
@@ -17,7 +17,7 @@
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use linecap::ipfix::{Encoder, REVERSE_PEN, TEMPLATE_V4, TEMPLATE_V6};
+use linecap_flowexport::ipfix::{Encoder, REVERSE_PEN, TEMPLATE_V4, TEMPLATE_V6};
 use linecap_dataplane::flowtable::{EndReason, FlowRecord};
 use linecap_wire::flow::{FlowKey, IpFamily, VlanStack};
 use std::collections::HashMap;

@@ -20,6 +20,8 @@ use crate::values::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -26,7 +26,7 @@ use linecap_reader::read::{CaptureReader, Format, Packet};
 use linecap_wire::applabel::Method;
 use linecap_wire::flow::{IpFamily, Parsed, parse_frame, symmetric_hash};
 
-use crate::export::{ExportConfig, Exporters};
+use linecap_flowexport::{ExportConfig, Exporter, FlowProducer};
 
 /// Output of `linecap flows`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -340,7 +340,8 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
         "no capture files found in {:?}",
         a.inputs
     );
-    let mut exporters = Exporters::start(&a.flow.export_config(4096))?;
+    let (exporter, mut producers) = Exporter::start(&a.flow.export_config(4096), 1)?;
+    let mut exporters = producers.pop().expect("one producer");
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     match a.format {
@@ -364,7 +365,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
     }
     let mut io_err: Option<io::Error> = None;
     let mut flows_out = 0u64;
-    let mut emit = |r: &FlowRecord, out: &mut BufWriter<_>, exp: &mut Exporters| {
+    let mut emit = |r: &FlowRecord, out: &mut BufWriter<_>, exp: &mut FlowProducer| {
         flows_out += 1;
         let line = match a.format {
             FlowsFormat::Tsv => Some(tsv_row(r)),
@@ -462,8 +463,9 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
     }
     out.flush()?;
     drop(out);
-    let drops = exporters.drops;
-    let reports = exporters.finish()?;
+    drop(exporters);
+    let drops = exporter.drops();
+    let reports = exporter.finish()?;
     eprintln!(
         "flows: {flows_out} records from {} IP packets; created {}, ended: idle {}, active {}, \
          tcp end {}, evicted {}, end of input {}; not tracked: non-IP {}, truncated {}, \

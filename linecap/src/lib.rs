@@ -1,5 +1,6 @@
 //! The `linecap` binary's modules as a library, so that the fuzz targets
-//! (`fuzz/`) can reach the profile parser and the IPFIX encoder. `main.rs`
+//! (`fuzz/`) can reach the profile parser (the IPFIX encoder is in
+//! `linecap-flowexport`). `main.rs`
 //! is the command line on top of it.
 //!
 //! Layout by stage (docs/architecture.md has the picture): `cli` (clap
@@ -17,14 +18,13 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 mod dpdksource;
-mod export;
+mod droplog;
 mod filesource;
-#[cfg(feature = "parquet")]
-mod flowlog;
 pub mod flows;
-pub mod ipfix;
 pub mod limits;
+pub mod logging;
 mod metrics;
+mod outdirs;
 mod privileges;
 pub mod process;
 pub mod query;

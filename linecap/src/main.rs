@@ -3,13 +3,17 @@
 #![forbid(unsafe_code)]
 
 use clap::{CommandFactory, FromArgMatches};
-use linecap::{checkhost, cli, commands, demo, flows, process, query, readback};
+use linecap::{checkhost, cli, commands, demo, flows, logging, process, query, readback};
 
 fn main() {
     // One parse: the typed arguments and clap's matches (which flags were
     // given, for layering them over a profile) come from it.
     let matches = cli::Cli::command().get_matches();
     let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = logging::init(&args.log) {
+        eprintln!("linecap: error: {e:#}");
+        std::process::exit(2);
+    }
     let code = match args.command {
         cli::Command::Capture(c) => {
             let sub = matches

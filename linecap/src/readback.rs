@@ -1,6 +1,7 @@
 //! `linecap read`: merge captures by time into one output, and/or count.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use linecap_reader::merge::{Merger, plan};
@@ -10,8 +11,58 @@ use linecap_writer::names::utc_rfc3339;
 
 use crate::cli::ReadArgs;
 
-/// Run `linecap read`; exit code 1 when a file could not be read (truncated
-/// tails are reported but are not errors).
+/// The output file, written under a hidden temporary name beside it and
+/// renamed into place once the read is over; removed if the read fails
+/// before a packet was written (no header-only file is left behind).
+/// A path that exists and is not a regular file (`/dev/stdout`, a FIFO) is
+/// written directly.
+struct Output {
+    tmp: Option<PathBuf>,
+    fin: PathBuf,
+}
+
+impl Output {
+    fn new(fin: &Path) -> Output {
+        let special = std::fs::metadata(fin).is_ok_and(|m| !m.is_file());
+        let tmp = (!special).then(|| {
+            let name = fin
+                .file_name()
+                .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+            fin.with_file_name(format!(".{name}.linecap-partial"))
+        });
+        Output {
+            tmp,
+            fin: fin.to_path_buf(),
+        }
+    }
+
+    /// Where to write now.
+    fn path(&self) -> &Path {
+        self.tmp.as_deref().unwrap_or(&self.fin)
+    }
+
+    /// Put the file in place.
+    fn commit(mut self) -> anyhow::Result<()> {
+        if let Some(tmp) = self.tmp.take() {
+            std::fs::rename(&tmp, &self.fin)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), self.fin.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Run `linecap read`; exit code 1 when a file could not be read. Truncated
+/// tails (an incomplete last record, as a crash, a full disk or a file still
+/// being written leaves) are reported on stderr but exit 0: see
+/// docs/operations.md, "Reading captures back".
 pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(
         a.write.is_some() || a.stats,
@@ -34,12 +85,23 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
     let streams = plan(&inputs, a.include_partial)?;
     let files: usize = streams.iter().map(Vec::len).sum();
     anyhow::ensure!(files > 0, "no capture files found in {:?}", inputs);
-    let mut writer = match &a.write {
-        Some(p) => Some(
+    // `-w -` is standard output; a file is written under a hidden name and
+    // renamed at the end (nothing is left behind when the read fails).
+    let output = a
+        .write
+        .as_deref()
+        .filter(|p| p.as_os_str() != "-")
+        .map(Output::new);
+    let mut writer = match (&a.write, &output) {
+        (Some(_), Some(o)) => Some(
+            PacketWriter::new(crate::query::open_output(o.path())?, a.format)
+                .with_context(|| format!("creating {}", o.fin.display()))?,
+        ),
+        (Some(p), None) => Some(
             PacketWriter::new(crate::query::open_output(p)?, a.format)
                 .with_context(|| format!("creating {}", p.display()))?,
         ),
-        None => None,
+        (None, _) => None,
     };
     // issue 14: loss per queue from the files alone (the lctr of each stream).
     let labels: Vec<String> = streams
@@ -80,11 +142,21 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
         }
         ifaces.insert(pkt.iface);
         if let Some(w) = writer.as_mut() {
-            w.write(&pkt).context("writing the output")?;
+            w.write(&pkt).with_context(|| {
+                format!(
+                    "writing {}",
+                    a.write.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?;
         }
     }
     if let Some(w) = writer {
-        w.finish().context("writing the output")?;
+        w.finish().with_context(|| {
+            format!(
+                "writing {}",
+                a.write.as_deref().unwrap_or(Path::new("")).display()
+            )
+        })?;
     }
     let reports = merger.reports();
     // With -w -, standard output carries the packets: counts go to stderr.
@@ -150,12 +222,22 @@ pub fn run(a: ReadArgs) -> anyhow::Result<i32> {
             say(format!("  {label}: {l} packets lost (lctr)"));
         }
     }
-    if let Some(p) = &a.write {
-        eprintln!(
-            "wrote {packets} packets to {} ({:?})",
-            p.display(),
-            a.format
-        );
+    if let Some(o) = output {
+        if failed > 0 && packets == 0 {
+            eprintln!(
+                "linecap: no output written: nothing could be read ({} left as it was)",
+                o.fin.display()
+            );
+            drop(o);
+        } else {
+            let p = o.fin.clone();
+            o.commit()?;
+            eprintln!(
+                "wrote {packets} packets to {} ({:?})",
+                p.display(),
+                a.format
+            );
+        }
     }
     Ok(i32::from(failed > 0))
 }

@@ -214,3 +214,86 @@ fn writing_resumes_when_space_is_freed_mid_capture() {
     assert!(on_disk > 0);
     assert_eq!(on_disk + freed_packets, written, "{q:#}");
 }
+
+/// A disk that fills during a live capture is said on stderr when it
+/// happens, naming the file, while the capture runs (not only at exit), and
+/// rate-limited: not one line per failed batch.
+#[test]
+#[ignore = "needs root: run by make test as root"]
+fn a_disk_filling_mid_capture_is_logged_promptly_with_the_path() {
+    use std::io::{BufRead, BufReader};
+    let fs = Tmpfs::mount("log", "4m");
+    let out = fs.dir.join("cap");
+    let mut child = linecap()
+        .arg("capture")
+        .args(["--source", "synth:1500:100", "--no-compress"])
+        .args([
+            "--duration",
+            "20",
+            "--rotate-bytes",
+            "1M",
+            "--batch-bytes",
+            "128K",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = KillOnDrop::new(&child);
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("writer failing") {
+                let _ = tx.send((Instant::now(), line.clone()));
+            }
+            all.push(line);
+        }
+        all
+    });
+    // 4 MiB fills in well under a second at the synthetic rate.
+    let (at, line) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no 'writer failing' line within 10 s of the disk filling");
+    assert!(
+        at.duration_since(started) < Duration::from_secs(10),
+        "logged late: {line}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the line must come while the capture runs: {line}"
+    );
+    let cap = out.join("q00");
+    assert!(
+        line.contains(&cap.display().to_string()) && line.contains("No space left on device"),
+        "the line names the file and the cause: {line}"
+    );
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    guard.disarm();
+    let all = reader.join().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "writer drops exit 1:\n{}",
+        all.join("\n")
+    );
+    // Rate-limited: a few seconds of failing batches give a handful of lines.
+    let failing = all.iter().filter(|l| l.contains("writer failing")).count();
+    assert!(
+        (1..=4).contains(&failing),
+        "{failing} lines:\n{}",
+        all.join("\n")
+    );
+    // And the drop stage is named once it starts.
+    assert!(
+        all.iter()
+            .any(|l| l.contains("drops began at stage writer")),
+        "{}",
+        all.join("\n")
+    );
+}

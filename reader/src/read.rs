@@ -51,12 +51,15 @@ pub enum Format {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The file could not be opened or read.
-    #[error("{path}: {source}")]
+    // `cause` is deliberately not an error `source`: the message already
+    // says it, and a source would print it twice in `{:#}` chains
+    // ("… (os error 2): … (os error 2)").
+    #[error("{path}: {cause}")]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The content is not a capture this reader knows, or is corrupt.
     #[error("{path}: {msg}")]
@@ -86,6 +89,22 @@ pub struct ReadStats {
 }
 
 const PCAP_BUFFER_BYTES: usize = 1 << 20;
+
+/// What is wrong with a pcap / pcapng file header, in words (not the
+/// parser's internal `Incomplete(4)`).
+fn header_error<I: std::fmt::Debug>(format: Format, available: usize, e: &PcapError<I>) -> String {
+    let (name, len) = match format {
+        Format::PcapNg => ("pcapng", "section header block"),
+        _ => ("pcap", "24-byte file header"),
+    };
+    match e {
+        PcapError::Incomplete(_) | PcapError::Eof => format!(
+            "truncated {name} file: it ends ({available} bytes) before its {len} is complete"
+        ),
+        PcapError::HeaderNotRecognized => format!("not a valid {name} file header"),
+        other => format!("invalid {name} file header ({other:?})"),
+    }
+}
 
 enum Inner {
     Empty,
@@ -119,9 +138,9 @@ const PCAPNG_MAGIC: u32 = 0x0a0d_0d0a;
 impl CaptureReader {
     /// Open `path`, detecting compression and format.
     pub fn open(path: &Path) -> Result<Self, ReadError> {
-        let io_err = |source| ReadError::Io {
+        let io_err = |cause| ReadError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let file = File::open(path).map_err(io_err)?;
         let mut raw = BufReader::with_capacity(1 << 16, file);
@@ -147,10 +166,11 @@ impl CaptureReader {
             msg,
         };
         let mut input = BufReader::with_capacity(1 << 16, stream);
-        let head = input.fill_buf().map_err(|source| ReadError::Io {
+        let head = input.fill_buf().map_err(|cause| ReadError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
+        let head_len = head.len();
         let magic =
             (head.len() >= 4).then(|| u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
         let (format, inner) = match magic {
@@ -161,7 +181,7 @@ impl CaptureReader {
                     Format::Pcap
                 };
                 let reader = pcap_parser::create_reader(PCAP_BUFFER_BYTES, input)
-                    .map_err(|e| fmt_err(format!("cannot read {format:?} header: {e:?}")))?;
+                    .map_err(|e| fmt_err(header_error(format, head_len, &e)))?;
                 (
                     format,
                     Inner::Pcap {

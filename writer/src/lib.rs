@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod indexer;
+pub mod lograte;
 pub mod lz4frame;
 pub mod names;
 pub mod recover;

@@ -268,9 +268,14 @@ pub struct FileSeries {
     complete_bytes: u64,
     counters: SeriesCounters,
     last_error: Option<String>,
+    /// Write failures are logged when they start, then at most every 10 s.
+    err_log: crate::lograte::RateLimit,
     /// The index thread (declared last: dropped after `Drop::drop` completed the file).
     index: Option<crate::indexer::IndexFeed>,
 }
+
+/// How often a failing series logs again.
+const ERROR_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl FileSeries {
     /// Prepare the series: create the directory, and continue the sequence
@@ -343,6 +348,7 @@ impl FileSeries {
             complete,
             counters,
             last_error,
+            err_log: crate::lograte::RateLimit::new(ERROR_LOG_EVERY),
         })
     }
 
@@ -397,7 +403,20 @@ impl FileSeries {
             Err(e) => {
                 self.counters.drop_packets += meta.packets;
                 self.counters.drop_batches += 1;
-                self.last_error = Some(e.to_string());
+                // Name the file (or, when none could be opened, the directory).
+                let at = self.cur.as_ref().map_or(&self.cfg.dir, |c| &c.hidden);
+                let msg = format!("{}: {e}", at.display());
+                if let Some(left_out) = self.err_log.allow() {
+                    tracing::error!(
+                        queue = self.cfg.queue,
+                        dir = %self.cfg.dir.display(),
+                        dropped_frames = meta.packets,
+                        writer_drops_total = self.counters.drop_packets,
+                        failures_not_logged = left_out,
+                        "writer failing: {msg}; frames are dropped (counted as writer drops) until it recovers"
+                    );
+                }
+                self.last_error = Some(msg);
                 Err(e)
             }
         }
@@ -432,7 +451,15 @@ impl FileSeries {
     fn complete_current(&mut self) {
         if let Err(e) = self.close_current() {
             self.counters.close_errors += 1;
-            self.last_error = Some(format!("completing a file: {e}"));
+            let msg = format!("completing a file in {}: {e}", self.cfg.dir.display());
+            if let Some(left_out) = self.err_log.allow() {
+                tracing::error!(
+                    queue = self.cfg.queue,
+                    failures_not_logged = left_out,
+                    "writer failing: {msg}"
+                );
+            }
+            self.last_error = Some(msg);
         }
     }
 
@@ -445,7 +472,7 @@ impl FileSeries {
     /// Delete the oldest complete file and its manifest: whether this call
     /// removed it (not someone else before) and its bytes; `None` when there
     /// is no complete file.
-    fn delete_oldest(&mut self, among: usize) -> io::Result<Option<(bool, u64)>> {
+    fn delete_oldest(&mut self, among: usize, why: &str) -> io::Result<Option<(bool, u64)>> {
         // The oldest of the `among` oldest files that `may_delete` allows
         // (the oldest without a hook).
         let pos = match &self.cfg.may_delete {
@@ -467,7 +494,16 @@ impl FileSeries {
         let _ = fs::remove_file(names::manifest_path(&old));
         let _ = fs::remove_file(crate::indexer::index_path(&old));
         match fs::remove_file(&old) {
-            Ok(()) => Ok(Some((true, bytes))),
+            Ok(()) => {
+                // Once per complete file: never per packet.
+                tracing::info!(
+                    queue = self.cfg.queue,
+                    bytes,
+                    "deleted {} ({why})",
+                    old.display()
+                );
+                Ok(Some((true, bytes)))
+            }
             // Someone else removed it already: nothing to do.
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some((false, bytes))),
             Err(e) => Err(e),
@@ -505,7 +541,7 @@ impl FileSeries {
                 self.complete_current();
                 continue;
             }
-            match self.delete_oldest(usize::MAX)? {
+            match self.delete_oldest(usize::MAX, "disk budget")? {
                 Some((removed, bytes)) => {
                     if removed {
                         self.counters.files_recycled += 1;
@@ -720,7 +756,7 @@ impl FileSeries {
         if let Some(keep) = self.cfg.rotate_files {
             while self.complete.len() > keep.max(1) as usize {
                 let beyond = self.complete.len() - keep.max(1) as usize;
-                match self.delete_oldest(beyond)? {
+                match self.delete_oldest(beyond, "file ring, -W")? {
                     Some((true, _)) => self.counters.files_deleted += 1,
                     Some((false, _)) => {}
                     // Every file beyond -W waits to be shipped: keep them.

@@ -10,8 +10,15 @@
 //! The kernel refusing frames (driver queue full) is back-pressure: they are
 //! retried, never skipped, so the count sent is exactly the count asked.
 
+// The generator's transmit sockets share memory with the kernel (AF_XDP
+// rings and UMEM, `sendmmsg` arrays): the only `unsafe` in `bench`, each
+// block with its `// SAFETY:` comment.
+#[allow(unsafe_code)]
+pub mod afpacket;
 pub mod frames;
 pub mod tx;
+#[allow(unsafe_code)]
+pub mod xsk_tx;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,8 +3,8 @@
 use std::io;
 use std::time::Duration;
 
-use linecap_dataplane::afpacket::PacketTx;
-use linecap_dataplane::afxdp::XskTx;
+use super::afpacket::PacketTx;
+use super::xsk_tx::XskTx;
 
 /// Which socket sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

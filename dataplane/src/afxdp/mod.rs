@@ -15,9 +15,7 @@ pub mod loader;
 pub mod ring;
 pub mod socket;
 pub mod sys;
-pub mod tx;
 
 pub use ifstats::IfaceCounters;
 pub use loader::{AttachMode, XdpAttachment, XdpQueueStats};
 pub use socket::{BindInfo, XskConfig, XskSocket, ZeroCopy};
-pub use tx::XskTx;

@@ -26,6 +26,17 @@ pub struct RingPtrs {
 }
 
 impl RingPtrs {
+    /// Entries in the ring (a power of two).
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The first descriptor. Reading or writing through it is `unsafe` at
+    /// the caller, under [`RingPtrs::at`]'s contract.
+    pub fn desc_ptr(&self) -> *mut u8 {
+        self.desc
+    }
+
     /// Pointers into a mapping at the kernel-given offsets.
     ///
     /// # Safety
@@ -50,15 +61,15 @@ impl RingPtrs {
         }
     }
 
-    pub(super) fn producer(&self) -> &AtomicU32 {
+    pub fn producer(&self) -> &AtomicU32 {
         // SAFETY: RingPtrs::at's contract: a live, aligned u32 in shared memory.
         unsafe { &*self.producer }
     }
-    pub(super) fn consumer(&self) -> &AtomicU32 {
+    pub fn consumer(&self) -> &AtomicU32 {
         // SAFETY: as above.
         unsafe { &*self.consumer }
     }
-    pub(super) fn flags(&self) -> &AtomicU32 {
+    pub fn flags(&self) -> &AtomicU32 {
         // SAFETY: as above.
         unsafe { &*self.flags }
     }

@@ -490,12 +490,21 @@ impl std::error::Error for KeyError {
 }
 
 /// Decode key material: exactly 32 raw bytes, or 64 hex digits (surrounding
-/// whitespace allowed).
+/// whitespace allowed, split over lines if need be, `#` comment lines and
+/// blank lines skipped).
 pub fn parse_key(bytes: &[u8]) -> Option<[u8; KEY_LEN]> {
     if let Ok(k) = <[u8; KEY_LEN]>::try_from(bytes) {
         return Some(k);
     }
-    let hex = bytes.trim_ascii();
+    // Text: 64 hex digits, on one line or split over several; lines whose
+    // first non-blank character is `#` are comments, blank lines are skipped.
+    let hex: Vec<u8> = bytes
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .flatten()
+        .copied()
+        .collect();
     if hex.len() != 2 * KEY_LEN {
         return None;
     }
@@ -534,6 +543,20 @@ pub fn load_key(path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn key_files_may_carry_comment_lines() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let plain = parse_key(hex.as_bytes()).unwrap();
+        let commented =
+            format!("# Crypto-PAn key for probe 3, made 2026-12-01\n\n  # rotate yearly\n{hex}\n");
+        assert_eq!(parse_key(commented.as_bytes()), Some(plain));
+        let split = format!("# two halves\n{}\n{}\n", &hex[..32], &hex[32..]);
+        assert_eq!(parse_key(split.as_bytes()), Some(plain));
+        // A comment is not key material: one digit short stays refused.
+        assert_eq!(parse_key(format!("# x\n{}", &hex[1..]).as_bytes()), None);
+        assert_eq!(parse_key(b"# only a comment\n"), None);
+    }
 
     const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/");
 

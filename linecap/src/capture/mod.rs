@@ -22,8 +22,8 @@ use anyhow::Context;
 use linecap_dataplane::afxdp::XdpQueueStats;
 
 use crate::config::{CaptureConfig, validate_jobs};
-use crate::export::Exporters;
 use crate::metrics::MetricsServer;
+use linecap_flowexport::Exporter;
 pub use report::{CaptureReport, QueueReport};
 
 /// What the signal handlers raise.
@@ -78,7 +78,8 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         .iter()
         .map(|q| q.xdp.map(|_| Arc::new(Mutex::new(Default::default()))))
         .collect();
-    wiring::make_dirs(cfg)?;
+    // Taken back if a later check fails before the capture starts (13b).
+    let mut created_dirs = wiring::make_dirs(cfg)?;
 
     // From here on the main thread, and every thread it starts but the
     // workers, runs on the housekeeping cores.
@@ -86,15 +87,19 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     // Workers stop on `worker_stop`, raised by the supervisor once the
     // inflow is cut (live queues), so the rings can be drained exactly.
     let worker_stop = Arc::new(AtomicBool::new(false));
-    let exporters = match &cfg.flows {
-        Some(f) => Some(Exporters::start(&f.export)?),
-        None => None,
+    // One bounded SPSC queue per worker into the one exporter thread.
+    let (exporters, flow_producers) = match &cfg.flows {
+        Some(f) => {
+            let (ex, ps) = Exporter::start(&f.export, queues.len())?;
+            (Some(ex), ps)
+        }
+        None => (None, Vec::new()),
     };
     let w = wiring::build(
         cfg,
         queues,
         &budgets,
-        exporters.as_ref(),
+        flow_producers,
         &xdp_live,
         &worker_stop,
     )?;
@@ -117,7 +122,9 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         .take(xdp_ids.len())
         .map(|l| l.worker.clone())
         .collect();
+    created_dirs.keep();
     let threads = run::Threads {
+        lines: &w.lines,
         cfg,
         signals,
         worker_stop,
@@ -154,7 +161,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     // Every worker has drained its table: let the exporters write it all.
     let exports = match exporters {
         Some(ex) => {
-            let live = ex.live_drops();
+            let live = ex.drops();
             Some((ex.finish()?, live))
         }
         None => None,

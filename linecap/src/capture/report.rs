@@ -13,7 +13,7 @@ use linecap_dataplane::counters::{SharedCounters, WorkerCounters};
 use linecap_dataplane::flowtable::FlowCounters;
 use linecap_writer::series::SeriesCounters;
 
-use crate::export::ExportReport;
+use linecap_flowexport::ExportReport;
 
 /// One queue's line in the accounting.
 #[derive(Debug, Clone)]

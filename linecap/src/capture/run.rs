@@ -45,6 +45,8 @@ pub(super) struct Threads<'a> {
     pub(super) worker_stop: Arc<AtomicBool>,
     pub(super) housekeeping: &'a Housekeeping,
     pub(super) limit: Option<&'a CountLimit>,
+    /// Per (job, queue): the counters the drop log watches.
+    pub(super) lines: &'a [super::report::ReportLine],
 }
 
 impl Threads<'_> {
@@ -147,9 +149,25 @@ impl Threads<'_> {
     ) {
         let stop = &self.signals.stop;
         let mut xdp_refreshed = Instant::now();
+        let mut drop_watch = crate::droplog::DropWatch::new(self.lines.len());
+        let mut drops_checked = Instant::now();
         loop {
             if handles.iter().all(|h| h.is_finished()) {
                 break;
+            }
+            // Drops beginning at a stage are logged when they begin (rate-limited).
+            if drops_checked.elapsed() >= Duration::from_secs(1) {
+                drops_checked = Instant::now();
+                for (ri, l) in self.lines.iter().enumerate() {
+                    let w = l.worker.snapshot();
+                    let wr = l
+                        .writer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .drop_packets;
+                    let now = [w.ring_full_packets, w.source_nic, w.source_unsupported, wr];
+                    drop_watch.observe(ri, &l.job, l.queue_id, now);
+                }
             }
             if xdp_refreshed.elapsed() >= Duration::from_millis(500) {
                 xdp_refreshed = Instant::now();

@@ -18,8 +18,8 @@ use super::open::{Queue, QueueSource};
 use super::report::ReportLine;
 use super::writer::WriterInput;
 use crate::config::{CaptureConfig, JobConfig};
-use crate::export::Exporters;
 use crate::metrics::{QueueProbe, XdpLive};
+use linecap_flowexport::FlowProducer;
 
 /// How long a file source waits for a free ring slot before it drops (and
 /// counts) a frame: long enough for any sane disk, short enough that a stuck
@@ -83,15 +83,18 @@ pub(super) fn series_budgets(
         .collect()
 }
 
-/// Create every job's output directories.
-pub(super) fn make_dirs(cfg: &CaptureConfig) -> anyhow::Result<()> {
+/// Create every job's output directories; the guard removes the ones it
+/// created (and left empty) unless the capture starts (`keep`).
+pub(super) fn make_dirs(cfg: &CaptureConfig) -> anyhow::Result<crate::outdirs::CreatedDirs> {
+    let mut created = crate::outdirs::CreatedDirs::default();
     for job in &cfg.jobs {
         for d in job.dirs() {
-            std::fs::create_dir_all(d)
+            created
+                .create(d)
                 .with_context(|| format!("creating output directory {}", d.display()))?;
         }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Where queue `q` (position `qi`) of `job` writes: `DIR/qNN`.
@@ -112,7 +115,7 @@ pub(super) fn build(
     cfg: &CaptureConfig,
     queues: Vec<Queue>,
     budgets: &[Vec<Option<u64>>],
-    exporters: Option<&Exporters>,
+    mut flow_producers: Vec<FlowProducer>,
     xdp_live: &[Option<Arc<Mutex<XdpLive>>>],
     worker_stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Wiring> {
@@ -197,7 +200,8 @@ pub(super) fn build(
             .iter()
             .find(|r| r.queue_id == q.id)
             .and_then(|r| r.flows.clone());
-        let worker = worker_for(cfg, &q, lanes, worker_stop, exporters, flow_counters)?;
+        let producer = flow_counters.as_ref().and_then(|_| flow_producers.pop());
+        let worker = worker_for(cfg, &q, lanes, worker_stop, producer, flow_counters)?;
         workers.push((worker, q));
     }
     Ok(Wiring {
@@ -215,7 +219,7 @@ fn worker_for(
     q: &Queue,
     lanes: Vec<Lane>,
     worker_stop: &Arc<AtomicBool>,
-    exporters: Option<&Exporters>,
+    flow_producer: Option<FlowProducer>,
     flow_counters: Option<Arc<Mutex<FlowCounters>>>,
 ) -> anyhow::Result<Worker> {
     let backpressure_ns = match (&q.source, cfg.drop_when_full) {
@@ -241,12 +245,11 @@ fn worker_for(
             .with_job(lane.producer, lane.shared, lane.policies)
             .map_err(|_| anyhow::anyhow!("too many capture jobs"))?;
     }
-    Ok(match (&cfg.flows, exporters, flow_counters) {
-        (Some(f), Some(ex), Some(fc)) => {
+    Ok(match (&cfg.flows, flow_producer, flow_counters) {
+        (Some(f), Some(mut producer), Some(fc)) => {
             let table = FlowTable::new(f.capacity, f.timeouts)
                 .map_err(|e| anyhow::anyhow!("--flow-capacity: {e}"))?;
-            let handle = ex.handle();
-            worker.with_flows(table, Box::new(move |r| handle.offer(r)), fc)
+            worker.with_flows(table, Box::new(move |r| producer.offer(r)), fc)
         }
         _ => worker,
     })

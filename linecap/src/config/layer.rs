@@ -43,6 +43,15 @@ impl Profile {
             args.user = self.host.user.clone();
         }
         if !given("jobs") && !self.jobs.is_empty() {
+            if !given("out") {
+                // Loud, not silent: the operator may expect a main capture too.
+                tracing::warn!(
+                    "the profile's {} [[job]] table(s) are the whole capture: there is no \
+                     unfiltered main capture in writer.dirs; give --out DIR to capture \
+                     everything there as well",
+                    self.jobs.len()
+                );
+            }
             args.jobs = self
                 .jobs
                 .iter()

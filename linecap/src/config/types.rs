@@ -9,9 +9,9 @@ use linecap_dataplane::afxdp::{AttachMode, ZeroCopy};
 use linecap_dataplane::flowtable::Timeouts;
 use linecap_dataplane::ring::HugePages;
 
-use crate::export::ExportConfig;
 use crate::limits;
 use crate::source::SourceSpec;
+use linecap_flowexport::ExportConfig;
 
 /// AF_XDP settings shared by every AF_XDP source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -278,7 +278,7 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
             Some(FlowConfig {
                 capacity: a.flow.capacity,
                 timeouts: a.flow.timeouts()?,
-                export: crate::export::ExportConfig {
+                export: linecap_flowexport::ExportConfig {
                     sampling_rate: flow_sampling,
                     ..a.flow.export_config(1 << 16)
                 },
@@ -380,6 +380,7 @@ mod tests {
             match Cli::try_parse_from(v) {
                 Ok(Cli {
                     command: Command::Capture(a),
+                    ..
                 }) => capture_config(&a).map(|_| ()).map_err(|e| e.to_string()),
                 Ok(_) => unreachable!(),
                 Err(e) => Err(e.to_string()),

@@ -22,8 +22,10 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
 
+use ::parquet::arrow::ArrowWriter;
+use ::parquet::basic::Compression;
+use ::parquet::file::properties::WriterProperties;
 use anyhow::Context;
 use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray,
@@ -33,11 +35,8 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use linecap_dataplane::flowtable::{A_TO_B, B_TO_A, FlowRecord};
 use linecap_wire::flow::IpFamily;
 use linecap_writer::names::utc_rfc3339;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 
-use crate::export::ExportReport;
+use crate::ExportReport;
 
 /// Rows a partition buffers before it is written as one file.
 pub const ROWS_PER_FILE: usize = 1 << 16;
@@ -209,49 +208,77 @@ fn write_file(
     Ok(())
 }
 
-/// The Parquet exporter thread: buffer per partition, write a file when a
-/// partition holds [`ROWS_PER_FILE`] rows, and the rest when the queue closes.
-pub fn run(
+/// The Parquet sink: buffers per partition, writes a file when a partition
+/// holds [`ROWS_PER_FILE`] rows, and the rest at [`ParquetSink::finish`].
+pub struct ParquetSink {
     dir: PathBuf,
-    rx: Receiver<FlowRecord>,
+    start: String,
     sampling_rate: f64,
-) -> anyhow::Result<ExportReport> {
-    let start = linecap_writer::names::utc_compact(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    let mut report = ExportReport {
-        name: "parquet".into(),
-        ..Default::default()
-    };
-    let mut parts: BTreeMap<String, Vec<FlowRecord>> = BTreeMap::new();
-    let mut seq = 0u64;
-    let mut flush = |part: &str, recs: &mut Vec<FlowRecord>, report: &mut ExportReport| {
+    parts: BTreeMap<String, Vec<FlowRecord>>,
+    seq: u64,
+    report: ExportReport,
+}
+
+impl ParquetSink {
+    /// A sink writing under `dir` (created now, so a bad path fails at start).
+    pub fn new(dir: PathBuf, sampling_rate: f64) -> anyhow::Result<ParquetSink> {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let start = linecap_writer::names::utc_compact(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        );
+        Ok(ParquetSink {
+            dir,
+            start,
+            sampling_rate,
+            parts: BTreeMap::new(),
+            seq: 0,
+            report: ExportReport {
+                name: "parquet".into(),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn flush(&mut self, part: &str) -> anyhow::Result<()> {
+        let Some(recs) = self.parts.get_mut(part) else {
+            return Ok(());
+        };
         if recs.is_empty() {
-            return Ok::<(), anyhow::Error>(());
+            return Ok(());
         }
-        let name = format!("flows-{start}-{seq:06}.parquet");
-        seq += 1;
-        write_file(&dir, part, &name, recs, sampling_rate)?;
-        report.records += recs.len() as u64;
-        report.units += 1;
+        let name = format!("flows-{}-{:06}.parquet", self.start, self.seq);
+        self.seq += 1;
+        write_file(&self.dir, part, &name, recs, self.sampling_rate)?;
+        self.report.records += recs.len() as u64;
+        self.report.units += 1;
         recs.clear();
         Ok(())
-    };
-    for r in rx {
-        let part = partition(r.last_ns);
-        let v = parts.entry(part.clone()).or_default();
-        v.push(r);
-        if v.len() >= ROWS_PER_FILE {
-            flush(&part, v, &mut report)?;
+    }
+
+    /// Buffer `recs`; write every partition that reached [`ROWS_PER_FILE`].
+    pub fn write(&mut self, recs: &[FlowRecord]) -> anyhow::Result<()> {
+        for r in recs {
+            let part = partition(r.last_ns);
+            let v = self.parts.entry(part.clone()).or_default();
+            v.push(*r);
+            if v.len() >= ROWS_PER_FILE {
+                self.flush(&part)?;
+            }
         }
+        Ok(())
     }
-    for (part, v) in parts.iter_mut() {
-        flush(part, v, &mut report)?;
+
+    /// Write what every partition still holds.
+    pub fn finish(mut self) -> anyhow::Result<ExportReport> {
+        let parts: Vec<String> = self.parts.keys().cloned().collect();
+        for part in parts {
+            self.flush(&part)?;
+        }
+        Ok(self.report)
     }
-    Ok(report)
 }
 
 #[cfg(test)]

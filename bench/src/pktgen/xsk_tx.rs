@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use memmap2::{MmapMut, MmapOptions};
 
-use super::ring::RingPtrs;
-use super::sys::{self, MmapOffsets, UmemReg, XdpDesc};
+use linecap_dataplane::afxdp::ring::RingPtrs;
+use linecap_dataplane::afxdp::sys::{self, MmapOffsets, UmemReg, XdpDesc};
 
 /// Ring entries (TX and completion).
 pub const TX_RING_ENTRIES: u32 = 2048;
@@ -38,12 +38,12 @@ struct TxRing {
 
 impl TxRing {
     fn free(&mut self) -> u32 {
-        let free = self.p.size - self.cached_prod.wrapping_sub(self.cached_cons);
+        let free = self.p.size() - self.cached_prod.wrapping_sub(self.cached_cons);
         if free > 0 {
             return free;
         }
         self.cached_cons = self.p.consumer().load(Ordering::Acquire);
-        self.p.size - self.cached_prod.wrapping_sub(self.cached_cons)
+        self.p.size() - self.cached_prod.wrapping_sub(self.cached_cons)
     }
 
     /// Entries published but not yet taken by the kernel.
@@ -53,10 +53,14 @@ impl TxRing {
     }
 
     fn write(&mut self, i: u32, d: XdpDesc) {
-        let idx = (self.cached_prod.wrapping_add(i) & (self.p.size - 1)) as usize;
+        let idx = (self.cached_prod.wrapping_add(i) & (self.p.size() - 1)) as usize;
         // SAFETY: idx < size, inside the descriptor array; slots from the
         // producer index on are ours until the release-store in `publish`.
-        unsafe { (self.p.desc as *mut XdpDesc).add(idx).write_volatile(d) };
+        unsafe {
+            (self.p.desc_ptr() as *mut XdpDesc)
+                .add(idx)
+                .write_volatile(d)
+        };
     }
 
     fn publish(&mut self, n: u32) {
@@ -77,11 +81,11 @@ impl CompRing {
         let prod = self.p.producer().load(Ordering::Acquire);
         let n = prod.wrapping_sub(self.cached_cons);
         for i in 0..n {
-            let idx = (self.cached_cons.wrapping_add(i) & (self.p.size - 1)) as usize;
+            let idx = (self.cached_cons.wrapping_add(i) & (self.p.size() - 1)) as usize;
             // SAFETY: idx < size; the kernel wrote the entry before its
             // release-store of the producer index acquired above, and will
             // not reuse it until the consumer index moves past it below.
-            out.push(unsafe { (self.p.desc as *const u64).add(idx).read_volatile() });
+            out.push(unsafe { (self.p.desc_ptr() as *const u64).add(idx).read_volatile() });
         }
         self.cached_cons = prod;
         self.p.consumer().store(prod, Ordering::Release);
@@ -268,8 +272,8 @@ impl XskTx {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sys::RingOffset;
     use super::*;
+    use linecap_dataplane::afxdp::sys::RingOffset;
 
     /// A ring laid out like the kernel's: producer, consumer, flags, then entries.
     fn layout(size: u32, entry_bytes: usize) -> (Vec<u64>, RingOffset) {
@@ -334,7 +338,7 @@ mod tests {
         assert_eq!(comp.drain(&mut out), 0);
         for (i, a) in [4096u64, 8192, 12288].iter().enumerate() {
             // SAFETY: index < 4, inside the test's entry array.
-            unsafe { (p.desc as *mut u64).add(i).write(*a) };
+            unsafe { (p.desc_ptr() as *mut u64).add(i).write(*a) };
         }
         p.producer().store(3, Ordering::Release);
         assert_eq!(comp.drain(&mut out), 3);

@@ -39,7 +39,7 @@ impl PacketTx {
     /// A sending socket on `ifname` (in the calling thread's network
     /// namespace), with the qdisc bypassed when `qdisc_bypass`.
     pub fn open(ifname: &str, qdisc_bypass: bool) -> io::Result<Self> {
-        let ifindex = crate::afxdp::sys::ifindex(ifname)?;
+        let ifindex = linecap_dataplane::afxdp::sys::ifindex(ifname)?;
         let ctx = |what: &'static str| {
             let ifn = ifname.to_string();
             move |e: io::Error| io::Error::new(e.kind(), format!("AF_PACKET {ifn}: {what}: {e}"))

@@ -37,6 +37,8 @@ pub enum Command {
     Flows(crate::flows::FlowsArgs),
     /// Check this host against a hardware profile (hugepages, cores, NIC, IRQs, disks, kernel).
     CheckHost(crate::checkhost::CheckHostArgs),
+    /// Talk to a running capture's control API: status, jobs, add and stop jobs.
+    Ctl(crate::ctl::CtlArgs),
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +222,9 @@ pub struct CaptureArgs {
     /// DPDK settings (dpdk: sources).
     #[command(flatten)]
     pub dpdk: crate::dpdksource::DpdkArgs,
+    /// Control API settings.
+    #[command(flatten)]
+    pub api: crate::api::ApiArgs,
 }
 
 #[derive(Args, Debug)]
@@ -529,6 +534,7 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         jobs.push(j.config(&format!("--job {}: ", j.name))?);
     }
     crate::pipeline::validate_jobs(&jobs)?;
+    let (api, max_jobs) = a.api.config(jobs.len(), &jobs[0].out)?;
     // The flow tables see what the first job keeps: its sampling rate goes
     // into every flow record.
     let flow_sampling = jobs[0].policies.sample.map(|s| s.rate());
@@ -536,6 +542,8 @@ pub fn capture_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         crate::privileges::resolve_user(u).map_err(|e| anyhow::anyhow!("--user: {e:#}"))?;
     }
     Ok(CaptureConfig {
+        api,
+        max_jobs,
         user: a.user.clone(),
         disk_budget: a.disk_budget,
         writer_delay: a

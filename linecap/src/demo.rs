@@ -257,6 +257,8 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         metrics: None,
         disk_budget: None,
         writer_delay: None,
+        api: None,
+        max_jobs: 1,
         user: None,
     };
     let report = run_capture(&cfg, &stop_on_signals()?)?;

@@ -3,8 +3,10 @@
 //! is the command line on top of it.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod checkhost;
 pub mod cli;
+pub mod ctl;
 pub mod demo;
 mod dpdksource;
 mod export;
@@ -13,6 +15,7 @@ mod filesource;
 mod flowlog;
 pub mod flows;
 pub mod ipfix;
+mod jobs;
 mod metrics;
 mod pipeline;
 mod privileges;

@@ -14,6 +14,7 @@ fn main() {
         cli::Command::Anonymize(a) => cli::anonymize(a),
         cli::Command::Flows(f) => flows::run(f),
         cli::Command::CheckHost(c) => checkhost::run(c),
+        cli::Command::Ctl(c) => linecap::ctl::run(c),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -75,7 +75,8 @@ impl Default for XdpOptions {
 }
 
 impl SourceSpec {
-    fn label(&self) -> String {
+    /// How reports and the control API name the source.
+    pub(crate) fn label(&self) -> String {
         match self {
             SourceSpec::File(p) => format!("file:{}", p.display()),
             SourceSpec::Synthetic(c) => format!(
@@ -140,6 +141,11 @@ pub struct CaptureConfig {
     /// Fault injection for tests and drills: the writer sleeps this long
     /// after every batch (a slow disk), so overload and `lctr` can be seen.
     pub writer_delay: Option<Duration>,
+    /// The control API (`--api`), when on.
+    pub api: Option<crate::api::ApiConfig>,
+    /// Capture jobs that may run at once (`--max-jobs`): the jobs of the
+    /// start plus those the control API may add.
+    pub max_jobs: usize,
 }
 
 /// Where and how to serve `/metrics`.
@@ -399,17 +405,82 @@ impl CaptureReport {
 }
 
 /// What a writer thread drains for one queue of one job.
-struct WriterInput {
+pub(crate) struct WriterInput {
     consumer: Consumer,
     series: FileSeries,
     /// Where it publishes the series' counters.
     counters: Arc<Mutex<SeriesCounters>>,
     /// Index of the (job, queue) report its errors go to.
     report: usize,
+    /// Jobs added through the control API keep their errors here instead.
+    errors: Option<Arc<Mutex<Vec<String>>>>,
     /// Live queue with time rotation (-G): the period in ns. An idle live
     /// link sends no packet of the next period to complete the file, so
     /// the writer completes it once the period is over (plus a grace).
     live_period_ns: Option<u64>,
+    /// Raised once the ring is closed, drained and the last file complete.
+    done: Arc<AtomicBool>,
+    /// A job stopped through the API: what its last manifest says of it.
+    final_capture: Arc<Mutex<Option<serde_json::Value>>>,
+}
+
+impl WriterInput {
+    /// The series of a job added through the control API.
+    pub(crate) fn runtime(
+        consumer: Consumer,
+        series: FileSeries,
+        q: &crate::jobs::JobQueue,
+        final_capture: Arc<Mutex<Option<serde_json::Value>>>,
+        live_period_ns: Option<u64>,
+    ) -> Self {
+        WriterInput {
+            consumer,
+            series,
+            counters: q.writer.clone(),
+            report: usize::MAX,
+            errors: Some(q.errors.clone()),
+            live_period_ns,
+            done: q.done.clone(),
+            final_capture,
+        }
+    }
+
+    /// Keep a writer error where its job's report will find it (the first
+    /// few messages; the counters carry the rest).
+    fn error(&self, errors: &Mutex<Vec<(usize, String)>>, msg: String) {
+        match &self.errors {
+            Some(own) => {
+                let mut own = own.lock().unwrap_or_else(|e| e.into_inner());
+                if own.len() < 5 {
+                    own.push(msg);
+                }
+            }
+            None => {
+                let mut all = errors.lock().unwrap_or_else(|e| e.into_inner());
+                if all.iter().filter(|(r, _)| *r == self.report).count() < 5 {
+                    all.push((self.report, msg));
+                }
+            }
+        }
+    }
+
+    /// The ring is closed and drained: complete the last file (saying the
+    /// job stopped, if it was stopped) and report the series done.
+    fn finish(&mut self, errors: &Mutex<Vec<(usize, String)>>) {
+        if let Some(info) = self
+            .final_capture
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            self.series.set_capture(info);
+        }
+        if let Err(e) = self.series.close_current() {
+            self.error(errors, format!("closing the last file: {e}"));
+        }
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = *self.series.counters();
+        self.done.store(true, Ordering::Release);
+    }
 }
 
 enum QueueSource {
@@ -660,10 +731,38 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     };
     let mut workers = Vec::new();
     let mut probes = Vec::new();
-    let mut writer_inputs: Vec<Vec<WriterInput>> =
-        (0..cfg.writer_threads.min(queues.len() * cfg.jobs.len()))
-            .map(|_| Vec::new())
-            .collect();
+    let series_max = queues.len() * cfg.max_jobs.max(cfg.jobs.len());
+    let mut writer_inputs: Vec<Vec<WriterInput>> = (0..cfg.writer_threads.min(series_max).max(1))
+        .map(|_| Vec::new())
+        .collect();
+    // Control API: a mailbox per worker and an inbox per writer thread.
+    let epoch = linecap_dataplane::jobctl::Epoch::new();
+    let mut lane_controls = Vec::new();
+    let mut lane_senders = Vec::new();
+    let mut writer_inboxes = Vec::new();
+    let mut writer_senders = Vec::new();
+    if cfg.api.is_some() {
+        for _ in &queues {
+            let (c, s) = epoch.mailbox();
+            lane_controls.push(Some(c));
+            lane_senders.push(s);
+        }
+        for _ in &writer_inputs {
+            let (tx, rx) = std::sync::mpsc::sync_channel(series_max.max(1));
+            writer_inboxes.push(Some(rx));
+            writer_senders.push(tx);
+        }
+    } else {
+        lane_controls.resize_with(queues.len(), || None);
+        writer_inboxes.resize_with(writer_inputs.len(), || None);
+    }
+    let mut start_jobs: Vec<Vec<crate::jobs::JobQueue>> =
+        cfg.jobs.iter().map(|_| Vec::new()).collect();
+    let final_captures: Vec<Arc<Mutex<Option<serde_json::Value>>>> = cfg
+        .jobs
+        .iter()
+        .map(|_| Arc::new(Mutex::new(None)))
+        .collect();
     // Per (job, queue), job-major; the queue's index in `workers`.
     let mut reports = Vec::new();
     let nq = queues.len();
@@ -708,15 +807,27 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             let n = writer_inputs.len();
             let report_index = reports.len();
             let live = !matches!(q.source, QueueSource::File(_));
+            let done = Arc::new(AtomicBool::new(false));
+            start_jobs[j].push(crate::jobs::JobQueue {
+                queue: q.id,
+                worker: shared.clone(),
+                writer: wcounters.clone(),
+                done: done.clone(),
+                errors: Arc::new(Mutex::new(Vec::new())),
+                xdp_base: Default::default(),
+            });
             writer_inputs[(qi + j * nq) % n].push(WriterInput {
                 consumer,
                 series,
                 counters: wcounters.clone(),
                 report: report_index,
+                errors: None,
                 live_period_ns: cfg
                     .rotate_seconds
                     .filter(|_| live)
                     .map(|s| s * 1_000_000_000),
+                done,
+                final_capture: final_captures[j].clone(),
             });
             reports.push((
                 job.name.clone(),
@@ -730,7 +841,44 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             lanes[qi].push((producer, shared, job.policies.build()?));
         }
     }
-    for (q, lanes) in queues.into_iter().zip(lanes) {
+    let jobs_runtime = match &cfg.api {
+        Some(api) => {
+            let shape = crate::jobs::Shape {
+                ring: ring_cfg,
+                queues: queues
+                    .iter()
+                    .enumerate()
+                    .map(|(qi, q)| crate::jobs::QueueInfo {
+                        id: q.id,
+                        label: q.label.clone(),
+                        live: !matches!(q.source, QueueSource::File(_)),
+                        xdp: xdp_live[qi].clone(),
+                    })
+                    .collect(),
+                series: crate::jobs::SeriesTemplate {
+                    rotate_bytes: cfg.rotate_bytes,
+                    rotate_files: cfg.rotate_files,
+                    compress: cfg.compress,
+                    live_period_ns: cfg.rotate_seconds.map(|s| s * 1_000_000_000),
+                },
+                max_jobs: cfg.max_jobs.max(cfg.jobs.len()),
+                job_root: api.job_root.clone(),
+                flows_on_first_job: cfg.flows.is_some(),
+            };
+            let rt = Arc::new(crate::jobs::Jobs::new(
+                shape,
+                epoch.clone(),
+                std::mem::take(&mut lane_senders),
+                std::mem::take(&mut writer_senders),
+            ));
+            for ((job, qs), fc) in cfg.jobs.iter().zip(start_jobs).zip(&final_captures) {
+                rt.register_start_job(job, job.describe(), qs, fc.clone());
+            }
+            Some(rt)
+        }
+        None => None,
+    };
+    for ((q, lanes), control) in queues.into_iter().zip(lanes).zip(lane_controls) {
         let backpressure_ns = match (&q.source, cfg.drop_when_full) {
             (QueueSource::File(_), false) => Some(BACKPRESSURE_LIMIT_NS),
             _ => None,
@@ -749,6 +897,9 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         )
         .with_abort(worker_stop.clone())
         .with_policies(policies);
+        if let Some(c) = control {
+            worker = worker.with_control(c);
+        }
         for (producer, shared, policies) in lanes {
             worker = worker
                 .with_job(producer, shared, policies)
@@ -785,6 +936,15 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             Err(e) => return Err(e),
         },
         None => None,
+    };
+    let api = match (&cfg.api, &jobs_runtime) {
+        (Some(a), Some(rt)) => {
+            let server =
+                crate::api::ApiServer::start(a, rt.clone(), crate::api::CaptureInfo::new(cfg))?;
+            eprintln!("linecap: control API on {}", server.describe());
+            Some(server)
+        }
+        _ => None,
     };
     if let Some(user) = &cfg.user {
         // Everything privileged is done (XDP attached, sockets bound, rings
@@ -878,7 +1038,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                     .expect("spawning a worker thread"),
             );
         }
-        for (i, inputs) in writer_inputs.into_iter().enumerate() {
+        for ((i, inputs), inbox) in writer_inputs.into_iter().enumerate().zip(writer_inboxes) {
             let writer_errors = &writer_errors;
             let rotate_gen = &rotate_gen;
             std::thread::Builder::new()
@@ -889,6 +1049,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                     let grace_ns = cfg.flush_ns + 1_000_000_000;
                     writer_loop(
                         inputs,
+                        inbox,
                         writer_errors,
                         rotate_gen,
                         cfg.writer_delay,
@@ -913,6 +1074,9 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                 rotate_gen.fetch_add(1, Ordering::Relaxed);
             }
             if stop.load(Ordering::Relaxed) && !worker_stop.load(Ordering::Relaxed) {
+                if let Some(rt) = &jobs_runtime {
+                    rt.close();
+                }
                 for (a, q) in xdp_ids.iter().flatten() {
                     att.list[*a].unregister(*q);
                 }
@@ -934,8 +1098,15 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
                     .push(format!("worker panicked (a bug, please report it): {msg}"));
             }
         }
+        // No job changes once the workers are gone; the writers end with
+        // their last series.
+        if let Some(rt) = &jobs_runtime {
+            rt.close();
+            rt.release_writers();
+        }
         done.store(true, Ordering::Relaxed);
     });
+    refresh_xdp_live(&att, &xdp_ids, &xdp_base, &xdp_live);
     // Final XDP counts, and the interfaces' own drops.
     let xdp_final: Vec<Option<XdpQueueStats>> = xdp_ids
         .iter()
@@ -965,7 +1136,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         .into_iter()
         .map(|e| e.into_inner().unwrap_or_else(|e| e.into_inner()))
         .collect();
-    let queues = reports
+    let mut queues: Vec<QueueReport> = reports
         .into_iter()
         .enumerate()
         .map(|(ri, (job, qi, id, label, shared, wc, fc))| {
@@ -990,6 +1161,28 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
             }
         })
         .collect();
+    // Jobs added through the control API: their reports follow the others'.
+    let mut jobs: Vec<(String, PathBuf, serde_json::Value)> = cfg
+        .jobs
+        .iter()
+        .zip(job_info)
+        .map(|(j, info)| (j.name.clone(), j.out.clone(), info))
+        .collect();
+    if let Some(rt) = &jobs_runtime {
+        // The jobs of the start that were stopped say so.
+        rt.with(|all| {
+            for j in all.iter().filter(|j| !j.runtime) {
+                if let Some(e) = jobs.iter_mut().find(|e| e.0 == j.config.name) {
+                    e.2 = j.info.clone();
+                }
+            }
+        });
+        for (config, info, qs) in rt.runtime_reports() {
+            jobs.push((config.name.clone(), config.out.clone(), info));
+            queues.extend(qs);
+        }
+    }
+    drop(api);
     // A capture that ended by itself keeps its final values on /metrics for
     // a while (a scraper's last look); a signal during the hold ends it.
     if let (Some(_), Some(m)) = (&metrics, &cfg.metrics)
@@ -1012,12 +1205,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     Ok(CaptureReport {
         exports,
         queues,
-        jobs: cfg
-            .jobs
-            .iter()
-            .zip(job_info)
-            .map(|(j, info)| (j.name.clone(), j.out.clone(), info))
-            .collect(),
+        jobs,
         hugepages,
         stopped: stop.load(Ordering::Relaxed),
     })
@@ -1027,19 +1215,19 @@ impl WriterInput {
     /// Publish the counters and keep the series' error, if any.
     fn publish(&mut self, errors: &Mutex<Vec<(usize, String)>>) {
         if let Some(e) = self.series.take_error() {
-            errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((self.report, format!("writer: {e}")));
+            self.error(errors, format!("writer: {e}"));
         }
         *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = *self.series.counters();
     }
 }
 
 /// Drain the rings of this writer's queues into their file series until
-/// every producer has closed its ring and every batch is written.
+/// every producer has closed its ring and every batch is written. Series of
+/// jobs added at runtime arrive through `inbox`; the loop ends once every
+/// series is finished and the inbox is closed (or there is none).
 fn writer_loop(
     mut inputs: Vec<WriterInput>,
+    inbox: Option<std::sync::mpsc::Receiver<WriterInput>>,
     errors: &Mutex<Vec<(usize, String)>>,
     rotate_gen: &std::sync::atomic::AtomicU64,
     delay: Option<Duration>,
@@ -1048,7 +1236,20 @@ fn writer_loop(
     let mut idle: u32 = 0;
     let mut seen_gen = 0;
     let mut checked_idle = std::time::Instant::now();
+    let mut inbox_open = inbox.is_some();
     loop {
+        if let Some(rx) = &inbox {
+            loop {
+                match rx.try_recv() {
+                    Ok(i) => inputs.push(i),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        inbox_open = false;
+                        break;
+                    }
+                }
+            }
+        }
         let gen_now = rotate_gen.load(Ordering::Relaxed);
         if gen_now != seen_gen {
             // SIGHUP: complete every open file; the next batch starts a new one.
@@ -1059,38 +1260,36 @@ fn writer_loop(
             }
         }
         let mut progressed = false;
-        let mut all_finished = true;
-        for WriterInput {
-            consumer,
-            series,
-            counters,
-            report,
-            ..
-        } in inputs.iter_mut()
-        {
+        for input in inputs.iter_mut() {
             // Bound the work per queue per pass so one busy queue cannot starve the others.
-            for _ in 0..consumer.capacity() {
-                let Some(batch) = consumer.peek() else { break };
+            for _ in 0..input.consumer.capacity() {
+                let Some(batch) = input.consumer.peek() else {
+                    break;
+                };
                 let meta = *batch.meta;
-                if series.write_batch(&meta, batch.records).is_err()
-                    && let Some(e) = series.take_error()
-                {
-                    let mut errs = errors.lock().unwrap_or_else(|e| e.into_inner());
-                    // Keep the first few messages; the counters carry the rest.
-                    if errs.iter().filter(|(r, _)| r == report).count() < 5 {
-                        errs.push((*report, format!("writer: {e}")));
-                    }
+                let failed = input.series.write_batch(&meta, batch.records).is_err();
+                input.consumer.release();
+                if failed && let Some(e) = input.series.take_error() {
+                    input.error(errors, format!("writer: {e}"));
                 }
-                consumer.release();
                 if let Some(d) = delay {
                     std::thread::sleep(d);
                 }
                 progressed = true;
             }
-            *counters.lock().unwrap_or_else(|e| e.into_inner()) = *series.counters();
-            all_finished &= consumer.is_finished();
+            *input.counters.lock().unwrap_or_else(|e| e.into_inner()) = *input.series.counters();
         }
-        if all_finished {
+        // A closed ring that is drained: its series is complete.
+        let mut i = 0;
+        while i < inputs.len() {
+            if inputs[i].consumer.is_finished() {
+                let mut done = inputs.swap_remove(i);
+                done.finish(errors);
+            } else {
+                i += 1;
+            }
+        }
+        if inputs.is_empty() && !inbox_open {
             break;
         }
         if checked_idle.elapsed() >= Duration::from_millis(250) {
@@ -1117,20 +1316,5 @@ fn writer_loop(
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
-    }
-    for WriterInput {
-        series,
-        counters,
-        report,
-        ..
-    } in inputs.iter_mut()
-    {
-        if let Err(e) = series.close_current() {
-            errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((*report, format!("closing the last file: {e}")));
-        }
-        *counters.lock().unwrap_or_else(|e| e.into_inner()) = *series.counters();
     }
 }

@@ -48,6 +48,8 @@ pub struct CtlArgs {
 
 /// `linecap ctl` commands.
 #[derive(Subcommand, Debug)]
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum CtlCommand {
     /// Print the capture's status (JSON).
     Status,
@@ -185,10 +187,7 @@ pub fn parse_response(raw: &[u8]) -> anyhow::Result<Answer> {
     let body = if chunked {
         let mut out = Vec::new();
         let mut r = rest;
-        loop {
-            let Some(eol) = r.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(eol) = r.windows(2).position(|w| w == b"\r\n") {
             let size = usize::from_str_radix(
                 std::str::from_utf8(&r[..eol])
                     .unwrap_or("0")

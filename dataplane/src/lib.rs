@@ -15,6 +15,7 @@ pub mod counters;
 #[allow(unsafe_code)]
 pub mod dpdk;
 pub mod flowtable;
+pub mod jobctl;
 pub mod policy;
 #[allow(unsafe_code)]
 pub mod ring;

@@ -21,6 +21,7 @@ use crate::counters::{SharedCounters, WorkerCounters};
 use crate::flowtable::{
     BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable, flow_hash,
 };
+use crate::jobctl::{LaneCommand, LaneControl};
 use crate::policy::anon::AnonMode;
 use crate::policy::bpf::Filter;
 use crate::policy::cryptopan::CryptoPan;
@@ -133,6 +134,12 @@ pub const MAX_JOBS: usize = 16;
 /// batch it is filling, and its counters. Every job sees every frame the
 /// queue receives; its accounting is separate and exact.
 struct Lane {
+    /// The capture job's id (its index at start-up; the control API numbers
+    /// jobs it adds after those).
+    job: u32,
+    /// Queue-level counters when the job joined the queue (zero for the jobs
+    /// of the start): a job added at runtime counts from then on.
+    base: WorkerCounters,
     producer: Producer,
     /// The job's counters; the queue-level fields (rx, source drops) are
     /// copied in from the worker's when published.
@@ -158,6 +165,8 @@ impl Lane {
     fn new(producer: Producer, shared: Arc<SharedCounters>, policies: Policies) -> Self {
         let batch_bytes = producer.batch_bytes();
         Lane {
+            job: 0,
+            base: WorkerCounters::default(),
             producer,
             local: WorkerCounters::default(),
             shared,
@@ -325,25 +334,26 @@ impl Lane {
     /// Publish the lane's counters with the queue-level fields of `queue`.
     fn publish(&mut self, queue: &WorkerCounters) {
         self.local.lctr_pending = self.lost_since_record;
-        copy_queue_fields(&mut self.local, queue);
+        copy_queue_fields(&mut self.local, queue, &self.base);
         self.shared.publish(&self.local);
     }
 }
 
 /// Copy the queue-level counters (received, source and NIC drops: the same
-/// for every job of the queue) into a job's counters.
-fn copy_queue_fields(job: &mut WorkerCounters, queue: &WorkerCounters) {
-    job.rx_packets = queue.rx_packets;
-    job.rx_bytes = queue.rx_bytes;
-    job.rx_captured_bytes = queue.rx_captured_bytes;
-    job.source_unsupported = queue.source_unsupported;
-    job.source_nic = queue.source_nic;
-    job.nic_imissed = queue.nic_imissed;
-    job.nic_ierrors = queue.nic_ierrors;
-    job.nic_rx_nombuf = queue.nic_rx_nombuf;
-    job.nic_iface_dropped = queue.nic_iface_dropped;
-    job.nic_iface_rx_packets = queue.nic_iface_rx_packets;
-    job.nic_port_rx_packets = queue.nic_port_rx_packets;
+/// for every job of the queue) into a job's counters, counted from `base`
+/// (the queue's values when the job joined it).
+fn copy_queue_fields(job: &mut WorkerCounters, queue: &WorkerCounters, base: &WorkerCounters) {
+    job.rx_packets = queue.rx_packets - base.rx_packets;
+    job.rx_bytes = queue.rx_bytes - base.rx_bytes;
+    job.rx_captured_bytes = queue.rx_captured_bytes - base.rx_captured_bytes;
+    job.source_unsupported = queue.source_unsupported - base.source_unsupported;
+    job.source_nic = queue.source_nic - base.source_nic;
+    job.nic_imissed = queue.nic_imissed - base.nic_imissed;
+    job.nic_ierrors = queue.nic_ierrors - base.nic_ierrors;
+    job.nic_rx_nombuf = queue.nic_rx_nombuf - base.nic_rx_nombuf;
+    job.nic_iface_dropped = queue.nic_iface_dropped - base.nic_iface_dropped;
+    job.nic_iface_rx_packets = queue.nic_iface_rx_packets - base.nic_iface_rx_packets;
+    job.nic_port_rx_packets = queue.nic_port_rx_packets - base.nic_port_rx_packets;
 }
 
 /// One queue's worker: one source, one optional flow table, and one lane
@@ -364,6 +374,8 @@ pub struct Worker {
     /// Whether anything needs the parse (flow table, flow sampling,
     /// anonymisation); chosen when the worker is built, not per frame.
     parse: bool,
+    /// Jobs added and removed at runtime (the control API), read per burst.
+    control: Option<LaneControl>,
 }
 
 impl Worker {
@@ -381,6 +393,7 @@ impl Worker {
             abort: None,
             flows: None,
             parse: false,
+            control: None,
         }
     }
 
@@ -420,9 +433,55 @@ impl Worker {
         if self.lanes.len() >= MAX_JOBS {
             return Err(producer);
         }
-        self.lanes.push(Lane::new(producer, shared, policies));
+        let mut lane = Lane::new(producer, shared, policies);
+        lane.job = self.lanes.len() as u32;
+        self.lanes.push(lane);
         self.parse = self.needs_parse();
         Ok(self)
+    }
+
+    /// Take capture jobs added and removed while the worker runs from
+    /// `control` (read once per burst; see [`crate::jobctl`]).
+    pub fn with_control(mut self, control: LaneControl) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Apply the jobs the supervisor added or removed (at a burst boundary).
+    #[cold]
+    fn apply_lane_commands(&mut self, epoch: u64) {
+        let Some(control) = self.control.as_mut() else {
+            return;
+        };
+        while let Some(cmd) = control.next() {
+            match cmd {
+                LaneCommand::Add {
+                    job,
+                    producer,
+                    shared,
+                    policies,
+                } => {
+                    // The supervisor never sends more than MAX_JOBS lanes;
+                    // a Vec with that capacity does not allocate here.
+                    if self.lanes.len() < MAX_JOBS {
+                        let mut lane = Lane::new(producer, shared, policies);
+                        lane.job = job;
+                        lane.base = self.queue;
+                        lane.publish(&self.queue);
+                        self.lanes.push(lane);
+                    }
+                }
+                LaneCommand::Remove { job } => {
+                    if let Some(i) = self.lanes.iter().position(|l| l.job == job) {
+                        let mut lane = self.lanes.remove(i);
+                        lane.commit();
+                        lane.publish(&self.queue);
+                        lane.producer.close();
+                    }
+                }
+            }
+        }
+        control.applied(epoch);
     }
 
     /// Track flows in `table` (owned by this worker, no sharing) and hand
@@ -467,9 +526,10 @@ impl Worker {
 
     /// Job `job`'s counters, queue-level fields included.
     pub fn job_counters(&self, job: usize) -> WorkerCounters {
-        let mut c = self.lanes[job].local;
-        c.lctr_pending = self.lanes[job].lost_since_record;
-        copy_queue_fields(&mut c, &self.queue);
+        let lane = &self.lanes[job];
+        let mut c = lane.local;
+        c.lctr_pending = lane.lost_since_record;
+        copy_queue_fields(&mut c, &self.queue, &lane.base);
         c
     }
 
@@ -517,6 +577,9 @@ impl Worker {
 
     /// One burst: poll the source, flush on the tick, publish counters.
     pub fn poll_once<R: RxQueue, C: Clock>(&mut self, rx: &mut R, clock: &C) -> RxStatus {
+        if let Some(epoch) = self.control.as_ref().and_then(LaneControl::moved) {
+            self.apply_lane_commands(epoch);
+        }
         self.now_ns = clock.now_ns();
         self.prepare();
         let status = rx.poll_burst(self.cfg.burst_max, self);

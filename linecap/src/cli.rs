@@ -48,6 +48,8 @@ pub enum Command {
     Ship(crate::ship::ShipCmdArgs),
     /// Run processors (flows, hosts, dns) incrementally over capture directories into partitioned Parquet.
     Process(crate::process::ProcessArgs),
+    /// Talk to a running capture's control API: status, jobs, add and stop jobs.
+    Ctl(crate::ctl::CtlArgs),
 }
 
 #[derive(Args, Debug)]
@@ -300,6 +302,9 @@ pub struct CaptureArgs {
     /// Shipping completed files (S3, post-rotate command).
     #[command(flatten)]
     pub ship: crate::ship::ShipArgs,
+    /// Control API settings.
+    #[command(flatten)]
+    pub api: crate::apiconfig::ApiArgs,
 }
 
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::ArgMatches;
 
-use crate::capture::{run_capture, stop_on_signals};
+use crate::capture::stop_on_signals;
 use crate::cli::{AnonymizeArgs, CaptureArgs};
 use crate::summary;
 
@@ -27,7 +27,16 @@ pub fn capture(mut a: CaptureArgs, matches: &ArgMatches) -> anyhow::Result<i32> 
             .transpose()?;
     cfg.ship = shipping.as_ref().map(|(_, h)| h.clone());
     let signals = stop_on_signals()?;
-    let report = run_capture(&cfg, &signals);
+    let api_cfg = cfg.api.clone();
+    let api_start = move |rt, info| -> anyhow::Result<Box<dyn std::any::Any>> {
+        let a = api_cfg
+            .as_ref()
+            .expect("--api is on when the registry exists");
+        let server = crate::api::ApiServer::start(a, rt, info)?;
+        eprintln!("linecap: control API on {}", server.describe());
+        Ok(Box::new(server))
+    };
+    let report = crate::capture::run_capture_with(&cfg, &signals, Some(&api_start));
     // Drain the backlog (bounded by --ship-drain-timeout) whatever the capture's outcome.
     let ship_report = shipping.as_ref().map(|(s, _)| crate::ship::finish(s));
     // Every queue is closed by now (the ports with them): end DPDK here, on

@@ -258,6 +258,8 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         housekeeping: Vec::new(),
         queue_dirs: None,
         max_frames: None,
+        api: None,
+        max_jobs: 1,
         flows: None,
         metrics: None,
         disk_budget: None,

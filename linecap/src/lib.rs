@@ -11,11 +11,14 @@
 //! it back.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod apiconfig;
 pub mod capture;
 pub mod checkhost;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 mod dpdksource;
 mod droplog;

@@ -30,6 +30,7 @@ fn main() {
         cli::Command::Index(i) => query::run_index(i),
         cli::Command::Ship(s) => linecap::ship::run(s),
         cli::Command::Process(p) => process::run(p),
+        cli::Command::Ctl(c) => linecap::ctl::run(c),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -75,11 +75,11 @@ pub fn run(a: ProcessArgs) -> anyhow::Result<i32> {
     for name in &a.processors {
         let name = name.trim();
         anyhow::ensure!(
-            !a.processors
+            a.processors
                 .iter()
                 .filter(|n| n.trim() == name)
                 .nth(1)
-                .is_some(),
+                .is_none(),
             "--processors: {name} given twice"
         );
         processors.push(builtin(name, &settings).ok_or_else(|| {

@@ -297,64 +297,7 @@ pub fn exit_code(r: &CaptureReport) -> i32 {
 
 /// The accounting as JSON (for scripts and tests): per queue, every counter.
 pub fn to_json(r: &CaptureReport) -> serde_json::Value {
-    let queues: Vec<_> = r
-        .queues
-        .iter()
-        .map(|q| {
-            let w = &q.worker;
-            let f = &q.writer;
-            serde_json::json!({
-                "job": q.job,
-                "queue": q.queue,
-                "source": q.source,
-                "seen": q.seen(),
-                "written": f.packets,
-                "dropped": {
-                    "filter": w.filter_packets,
-                    "sample": w.sample_packets,
-                    "source": w.source_unsupported,
-                    "nic": w.source_nic + q.iface_drops,
-                    "xdp": q.xdp_not_redirected(),
-                    "ring_full": w.ring_full_packets,
-                    "writer": f.drop_packets,
-                    "after_count": q.after_count,
-                },
-                "balanced": q.balanced(),
-                "worker": {
-                    "rx_packets": w.rx_packets, "rx_bytes": w.rx_bytes,
-                    "rx_captured_bytes": w.rx_captured_bytes, "ring_packets": w.ring_packets,
-                    "batches": w.batches, "ring_full_bytes": w.ring_full_bytes,
-                    "frames_cut": w.frames_cut, "lctr_pending": w.lctr_pending, "backpressure_waits": w.backpressure_waits, "parsed_ip": w.parsed_ip,
-                    "parsed_non_ip": w.parsed_non_ip, "parsed_truncated": w.parsed_truncated,
-                    "parsed_malformed": w.parsed_malformed,
-                },
-                "writer": {
-                    "batches": f.batches, "packets": f.packets, "bytes_wire": f.bytes_wire,
-                    "bytes_erf": f.bytes_erf, "bytes_file": f.bytes_file,
-                    "files_closed": f.files_closed, "files_deleted": f.files_deleted,
-                    "drop_batches": f.drop_batches,
-                },
-                "input_truncated_bytes": q.input_truncated_bytes,
-                "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected, "no_meta": x.no_meta})),
-                "xdp_consistent": q.xdp_consistent(),
-                "nic": serde_json::json!({
-                    "imissed": w.nic_imissed, "ierrors": w.nic_ierrors, "rx_nombuf": w.nic_rx_nombuf,
-                    "iface_dropped": w.nic_iface_dropped, "iface_rx_packets": w.nic_iface_rx_packets,
-                    "port_rx_packets": w.nic_port_rx_packets,
-                    // issue 14: the two parts of dropped.nic.
-                    "socket_or_port": w.source_nic, "iface": q.iface_drops,
-                }),
-                "flows": q.flows.map(|c| serde_json::json!({
-                    "packets": c.packets, "created": c.created, "active": c.active,
-                    "expired_idle": c.expired_idle, "expired_active": c.expired_active,
-                    "expired_end": c.expired_end, "evicted": c.evicted,
-                    "expired_input_end": c.expired_input_end, "not_tracked": c.non_ip + c.truncated + c.malformed,
-                    "export_drops": c.export_drops,
-                })),
-                "errors": q.errors,
-            })
-        })
-        .collect();
+    let queues: Vec<_> = r.queues.iter().map(queue_json).collect();
     let exports = r.exports.as_ref().map(|(reports, dropped)| {
         serde_json::json!({
             "dropped": dropped,
@@ -368,15 +311,7 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
         .iter()
         .map(|(name, out, info)| {
             let mine: Vec<_> = r.queues.iter().filter(|q| &q.job == name).collect();
-            serde_json::json!({
-                "name": name,
-                "out": out,
-                "policies": info,
-                "seen": mine.iter().map(|q| q.seen()).sum::<u64>(),
-                "written": mine.iter().map(|q| q.writer.packets).sum::<u64>(),
-                "dropped": mine.iter().map(|q| q.dropped()).sum::<u64>(),
-                "balanced": mine.iter().all(|q| q.balanced()),
-            })
+            job_totals(name, out, info, &mine)
         })
         .collect();
     serde_json::json!({
@@ -386,5 +321,79 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
         "stopped": r.stopped,
         "hugepages": r.hugepages,
         "queues": queues,
+    })
+}
+
+/// One job's totals over its queues, as in the report's `jobs[]`.
+pub fn job_totals(
+    name: &str,
+    out: &std::path::Path,
+    info: &serde_json::Value,
+    mine: &[&crate::capture::QueueReport],
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "out": out,
+        "policies": info,
+        "seen": mine.iter().map(|q| q.seen()).sum::<u64>(),
+        "written": mine.iter().map(|q| q.writer.packets).sum::<u64>(),
+        "dropped": mine.iter().map(|q| q.dropped()).sum::<u64>(),
+        "balanced": mine.iter().all(|q| q.balanced()),
+    })
+}
+
+/// One (job, queue) line of the report as JSON: every counter.
+pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
+    let w = &q.worker;
+    let f = &q.writer;
+    serde_json::json!({
+        "job": q.job,
+        "queue": q.queue,
+        "source": q.source,
+        "seen": q.seen(),
+        "written": f.packets,
+        "dropped": {
+            "filter": w.filter_packets,
+            "sample": w.sample_packets,
+            "source": w.source_unsupported,
+            "nic": w.source_nic + q.iface_drops,
+            "xdp": q.xdp_not_redirected(),
+            "ring_full": w.ring_full_packets,
+            "writer": f.drop_packets,
+            "after_count": q.after_count,
+        },
+        "balanced": q.balanced(),
+        "worker": {
+            "rx_packets": w.rx_packets, "rx_bytes": w.rx_bytes,
+            "rx_captured_bytes": w.rx_captured_bytes, "ring_packets": w.ring_packets,
+            "batches": w.batches, "ring_full_bytes": w.ring_full_bytes,
+            "frames_cut": w.frames_cut, "lctr_pending": w.lctr_pending, "backpressure_waits": w.backpressure_waits, "parsed_ip": w.parsed_ip,
+            "parsed_non_ip": w.parsed_non_ip, "parsed_truncated": w.parsed_truncated,
+            "parsed_malformed": w.parsed_malformed,
+        },
+        "writer": {
+            "batches": f.batches, "packets": f.packets, "bytes_wire": f.bytes_wire,
+            "bytes_erf": f.bytes_erf, "bytes_file": f.bytes_file,
+            "files_closed": f.files_closed, "files_deleted": f.files_deleted,
+            "drop_batches": f.drop_batches,
+        },
+        "input_truncated_bytes": q.input_truncated_bytes,
+        "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected, "no_meta": x.no_meta})),
+        "xdp_consistent": q.xdp_consistent(),
+        "nic": serde_json::json!({
+            "imissed": w.nic_imissed, "ierrors": w.nic_ierrors, "rx_nombuf": w.nic_rx_nombuf,
+            "iface_dropped": w.nic_iface_dropped, "iface_rx_packets": w.nic_iface_rx_packets,
+            "port_rx_packets": w.nic_port_rx_packets,
+            // issue 14: the two parts of dropped.nic.
+            "socket_or_port": w.source_nic, "iface": q.iface_drops,
+        }),
+        "flows": q.flows.map(|c| serde_json::json!({
+            "packets": c.packets, "created": c.created, "active": c.active,
+            "expired_idle": c.expired_idle, "expired_active": c.expired_active,
+            "expired_end": c.expired_end, "evicted": c.evicted,
+            "expired_input_end": c.expired_input_end, "not_tracked": c.non_ip + c.truncated + c.malformed,
+            "export_drops": c.export_drops,
+        })),
+        "errors": q.errors,
     })
 }

@@ -352,6 +352,15 @@ impl FileSeries {
         })
     }
 
+    /// Replace what the manifests say of the capture job, from the open
+    /// file on (a job stopped through the control API says so in its last).
+    pub fn set_capture(&mut self, capture: serde_json::Value) {
+        if let Some(cur) = self.cur.as_mut() {
+            cur.manifest.capture = Some(capture.clone());
+        }
+        self.cfg.capture = Some(capture);
+    }
+
     /// The queue this series belongs to.
     pub fn queue(&self) -> u32 {
         self.cfg.queue

@@ -8,6 +8,7 @@
 
 mod affinity;
 mod count;
+pub mod jobs;
 mod open;
 mod report;
 mod run;
@@ -25,6 +26,13 @@ use crate::config::{CaptureConfig, validate_jobs};
 use crate::metrics::MetricsServer;
 use linecap_flowexport::Exporter;
 pub use report::{CaptureReport, QueueReport};
+pub(crate) use writer::WriterInput;
+
+/// Starts the control API once the capture's job registry exists (given by
+/// `commands.rs`, so the capture does not depend on the API's module); what
+/// it returns is kept alive until the capture's report is made.
+pub type ApiStart =
+    dyn Fn(Arc<jobs::Jobs>, jobs::CaptureInfo) -> anyhow::Result<Box<dyn std::any::Any>>;
 
 /// What the signal handlers raise.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +58,15 @@ pub fn stop_on_signals() -> anyhow::Result<Signals> {
 /// Run a capture to its end (sources exhausted, `stop` raised, `-c`
 /// reached, or the duration elapsed) and return the accounting.
 pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<CaptureReport> {
+    run_capture_with(cfg, signals, None)
+}
+
+/// [`run_capture`] with the control API started by `api_start` (`--api`).
+pub fn run_capture_with(
+    cfg: &CaptureConfig,
+    signals: &Signals,
+    api_start: Option<&ApiStart>,
+) -> anyhow::Result<CaptureReport> {
     anyhow::ensure!(
         cfg.writer_threads >= 1,
         "--writer-threads must be at least 1"
@@ -95,7 +112,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         }
         None => (None, Vec::new()),
     };
-    let w = wiring::build(
+    let mut w = wiring::build(
         cfg,
         queues,
         &budgets,
@@ -103,7 +120,72 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         &xdp_live,
         &worker_stop,
     )?;
-    let metrics = start_metrics(cfg, w.probes)?;
+    let metrics = start_metrics(cfg, std::mem::take(&mut w.probes))?;
+    // The control API: a mailbox per worker, an inbox per writer thread,
+    // and the registry of jobs (issue 15).
+    let mut writer_inboxes: Vec<Option<std::sync::mpsc::Receiver<WriterInput>>> =
+        w.writer_inputs.iter().map(|_| None).collect();
+    let jobs_runtime = match &cfg.api {
+        Some(api) => {
+            let epoch = linecap_dataplane::jobctl::Epoch::new();
+            let nq = w.workers.len();
+            let series_max = (nq * cfg.max_jobs.max(cfg.jobs.len())).max(1);
+            let mut senders = Vec::new();
+            for slot in writer_inboxes.iter_mut() {
+                let (tx, rx) = std::sync::mpsc::sync_channel(series_max);
+                *slot = Some(rx);
+                senders.push(tx);
+            }
+            let mut lanes = Vec::new();
+            let mut infos = Vec::new();
+            let workers = std::mem::take(&mut w.workers);
+            for (qi, (worker, q)) in workers.into_iter().enumerate() {
+                let (control, sender) = epoch.mailbox();
+                lanes.push(sender);
+                infos.push(crate::capture::jobs::QueueInfo {
+                    id: q.id,
+                    label: q.label.clone(),
+                    live: !matches!(q.source, open::QueueSource::File(_)),
+                    xdp: xdp_live[qi].clone(),
+                });
+                w.workers.push((worker.with_control(control), q));
+            }
+            let shape = crate::capture::jobs::Shape {
+                ring: w.ring,
+                queues: infos,
+                series: crate::capture::jobs::SeriesTemplate {
+                    rotate_bytes: cfg.rotate_bytes,
+                    rotate_files: cfg.rotate_files,
+                    compress: cfg.compress,
+                    live_period_ns: cfg.rotate_seconds.map(|s| s * 1_000_000_000),
+                },
+                max_jobs: cfg.max_jobs.max(cfg.jobs.len()),
+                job_root: api.job_root.clone(),
+                flows_on_first_job: cfg.flows.is_some(),
+            };
+            let rt = Arc::new(crate::capture::jobs::Jobs::new(
+                shape, epoch, lanes, senders,
+            ));
+            let start_jobs = std::mem::take(&mut w.start_jobs);
+            for ((job, qs), fc) in cfg.jobs.iter().zip(start_jobs).zip(&w.final_captures) {
+                rt.register_start_job(job, job.describe(), qs, fc.clone());
+            }
+            Some(rt)
+        }
+        None => None,
+    };
+    let api_server = match (api_start, &jobs_runtime) {
+        (Some(start), Some(rt)) => Some(start(
+            rt.clone(),
+            jobs::CaptureInfo {
+                sources: cfg.sources.iter().map(|s| s.label()).collect(),
+                worker_cores: cfg.cores.clone(),
+                writer_threads: cfg.writer_threads,
+                started: std::time::SystemTime::now(),
+            },
+        )?),
+        _ => None,
+    };
     become_user(cfg)?;
     if !att.list.is_empty() {
         let ifs: Vec<&str> = att.list.iter().map(|a| a.ifname()).collect();
@@ -130,6 +212,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         worker_stop,
         housekeeping: &housekeeping,
         limit: limit.as_ref(),
+        jobs: jobs_runtime.as_ref(),
     };
     let mut xdp = run::XdpWatch {
         att: &mut att,
@@ -138,14 +221,35 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
         live: &xdp_live,
         xsk: &xsk_counters,
     };
-    let outcome = threads.run(w.workers, w.writer_inputs, &mut xdp);
+    let outcome = threads.run(w.workers, w.writer_inputs, writer_inboxes, &mut xdp);
     let xsk: Vec<u64> = xsk_counters
         .iter()
         .map(|c| c.snapshot().source_nic)
         .collect();
     let ends = queue_ends(&att, &xdp_ids, &xdp_base, &xsk);
     drop(att);
-    let queues = report::assemble(w.lines, &outcome.workers, &outcome.writer_errors, &ends);
+    let mut queues = report::assemble(w.lines, &outcome.workers, &outcome.writer_errors, &ends);
+    // Jobs stopped or added through the control API: the stopped ones of the
+    // start say so; the added ones' reports follow the others'.
+    let mut jobs: Vec<(String, std::path::PathBuf, serde_json::Value)> = cfg
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.out.clone(), j.describe()))
+        .collect();
+    if let Some(rt) = &jobs_runtime {
+        rt.with(|all| {
+            for j in all.iter().filter(|j| !j.runtime) {
+                if let Some(e) = jobs.iter_mut().find(|e| e.0 == j.config.name) {
+                    e.2 = j.info.clone();
+                }
+            }
+        });
+        for (config, info, qs) in rt.runtime_reports() {
+            jobs.push((config.name.clone(), config.out.clone(), info));
+            queues.extend(qs);
+        }
+    }
+    drop(api_server);
     let stop = &signals.stop;
     // A capture that ended by itself keeps its final values on /metrics for
     // a while (a scraper's last look); a signal during the hold ends it.
@@ -170,11 +274,7 @@ pub fn run_capture(cfg: &CaptureConfig, signals: &Signals) -> anyhow::Result<Cap
     Ok(CaptureReport {
         exports,
         queues,
-        jobs: cfg
-            .jobs
-            .iter()
-            .map(|j| (j.name.clone(), j.out.clone(), j.describe()))
-            .collect(),
+        jobs,
         hugepages: w.hugepages,
         stopped: stop.load(Ordering::Relaxed),
     })

@@ -47,6 +47,8 @@ pub(super) struct Threads<'a> {
     pub(super) limit: Option<&'a CountLimit>,
     /// Per (job, queue): the counters the drop log watches.
     pub(super) lines: &'a [super::report::ReportLine],
+    /// The control API's registry of jobs, when `--api` is on.
+    pub(super) jobs: Option<&'a std::sync::Arc<crate::capture::jobs::Jobs>>,
 }
 
 impl Threads<'_> {
@@ -55,6 +57,7 @@ impl Threads<'_> {
         &self,
         workers: Vec<(Worker, Queue)>,
         writer_inputs: Vec<Vec<WriterInput>>,
+        writer_inboxes: Vec<Option<std::sync::mpsc::Receiver<WriterInput>>>,
         xdp: &mut XdpWatch<'_>,
     ) -> RunOutcome {
         let cfg = self.cfg;
@@ -91,7 +94,7 @@ impl Threads<'_> {
                         .expect("spawning a worker thread"),
                 );
             }
-            for (i, inputs) in writer_inputs.into_iter().enumerate() {
+            for ((i, inputs), inbox) in writer_inputs.into_iter().enumerate().zip(writer_inboxes) {
                 let (writer_errors, rotate_gen) = (&writer_errors, &rotate_gen);
                 std::thread::Builder::new()
                     .name(format!("lc-writer-{i}"))
@@ -101,6 +104,7 @@ impl Threads<'_> {
                         let grace_ns = cfg.flush_ns + 1_000_000_000;
                         writer_loop(
                             inputs,
+                            inbox,
                             writer_errors,
                             rotate_gen,
                             cfg.writer_delay,
@@ -123,6 +127,12 @@ impl Threads<'_> {
                         .errors
                         .push(format!("worker panicked (a bug, please report it): {msg}"));
                 }
+            }
+            // No job changes once the workers are gone; the writers end
+            // with their last series.
+            if let Some(rt) = self.jobs {
+                rt.close();
+                rt.release_writers();
             }
             done.store(true, Ordering::Relaxed);
         });
@@ -181,6 +191,9 @@ impl Threads<'_> {
                 stop.store(true, Ordering::Relaxed);
             }
             if stop.load(Ordering::Relaxed) && !self.worker_stop.load(Ordering::Relaxed) {
+                if let Some(rt) = self.jobs {
+                    rt.close();
+                }
                 for (a, q) in xdp.ids.iter().flatten() {
                     xdp.att.list[*a].unregister(*q);
                 }

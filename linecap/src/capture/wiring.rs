@@ -38,6 +38,12 @@ pub(super) struct Wiring {
     pub(super) lines: Vec<ReportLine>,
     /// Whether every ring got hugepages.
     pub(super) hugepages: bool,
+    /// Per job of the start, per queue: the handles the control API reads.
+    pub(super) start_jobs: Vec<Vec<crate::capture::jobs::JobQueue>>,
+    /// Per job of the start: what its last manifest says when it is stopped.
+    pub(super) final_captures: Vec<Arc<Mutex<Option<serde_json::Value>>>>,
+    /// The rings' shape (for jobs added at runtime).
+    pub(super) ring: RingConfig,
 }
 
 /// Per (job, queue) series: the byte budget, checked against the rotation
@@ -127,8 +133,17 @@ pub(super) fn build(
     let job_info: Vec<serde_json::Value> = cfg.jobs.iter().map(JobConfig::describe).collect();
     let nq = queues.len();
     let mut probes = Vec::new();
-    let mut writer_inputs: Vec<Vec<WriterInput>> = (0..cfg.writer_threads.min(nq * cfg.jobs.len()))
+    // Writer threads for every series that may run (jobs the control API adds too).
+    let series_max = nq * cfg.max_jobs.max(cfg.jobs.len());
+    let mut writer_inputs: Vec<Vec<WriterInput>> = (0..cfg.writer_threads.min(series_max).max(1))
         .map(|_| Vec::new())
+        .collect();
+    let mut start_jobs: Vec<Vec<crate::capture::jobs::JobQueue>> =
+        cfg.jobs.iter().map(|_| Vec::new()).collect();
+    let final_captures: Vec<Arc<Mutex<Option<serde_json::Value>>>> = cfg
+        .jobs
+        .iter()
+        .map(|_| Arc::new(Mutex::new(None)))
         .collect();
     let mut lines: Vec<ReportLine> = Vec::new();
     let mut lanes: Vec<Vec<Lane>> = (0..nq).map(|_| Vec::new()).collect();
@@ -168,15 +183,27 @@ pub(super) fn build(
             });
             let n = writer_inputs.len();
             let live = !matches!(q.source, QueueSource::File(_));
+            let done = Arc::new(AtomicBool::new(false));
+            start_jobs[j].push(crate::capture::jobs::JobQueue {
+                queue: q.id,
+                worker: shared.clone(),
+                writer: wcounters.clone(),
+                done: done.clone(),
+                errors: Arc::new(Mutex::new(Vec::new())),
+                xdp_base: Default::default(),
+            });
             writer_inputs[(qi + j * nq) % n].push(WriterInput {
                 consumer,
                 series,
                 counters: wcounters.clone(),
                 report: lines.len(),
+                errors: None,
                 live_period_ns: cfg
                     .rotate_seconds
                     .filter(|_| live)
                     .map(|s| s * 1_000_000_000),
+                done,
+                final_capture: final_captures[j].clone(),
             });
             lines.push(ReportLine {
                 job: job.name.clone(),
@@ -210,6 +237,9 @@ pub(super) fn build(
         probes,
         lines,
         hugepages,
+        start_jobs,
+        final_captures,
+        ring: ring_cfg,
     })
 }
 

@@ -86,6 +86,11 @@ pub struct CaptureConfig {
     /// workers stop taking frames once that many have been handed to its
     /// writer, so the first job writes exactly this many.
     pub max_frames: Option<u64>,
+    /// The control API (`--api`), when on.
+    pub api: Option<crate::apiconfig::ApiConfig>,
+    /// Capture jobs that may run at once (`--max-jobs`): the jobs of the
+    /// start plus those the control API may add.
+    pub max_jobs: usize,
     /// Drop to this user after set-up (see `privileges.rs`).
     pub user: Option<String>,
     /// Bytes each output directory (one disk each) may hold, shared evenly

@@ -201,6 +201,7 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         jobs.push(j.config(&format!("--job {}: ", j.name))?);
     }
     validate_jobs(&jobs)?;
+    let (api, max_jobs) = a.api.config(jobs.len(), &jobs[0].out)?;
     let queue_dirs = a.queue_dirs.as_ref().map(|m| m.0.clone());
     if let Some(m) = &queue_dirs {
         let n = a.out.len();
@@ -290,6 +291,8 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         housekeeping: core_list(&a.housekeeping_cores),
         queue_dirs,
         max_frames: a.count,
+        api,
+        max_jobs,
     })
 }
 

@@ -1,0 +1,447 @@
+//! The control API: HTTP/JSON on a unix socket (default) or a loopback TCP
+//! port, for a running capture. Routes (versioned under `/v1`; the OpenAPI 3
+//! document is `docs/api/openapi.json`, served at `/v1/openapi.json`):
+//!
+//! - `GET /v1/status`: sources, queues, cores, jobs with their counters,
+//!   files and bytes per output directory, uptime;
+//! - `GET /v1/jobs`, `POST /v1/jobs`, `GET /v1/jobs/{name}`,
+//!   `DELETE /v1/jobs/{name}`.
+//!
+//! Served by `tiny_http` (already in the tree for `/metrics`; it listens on
+//! unix sockets too) on two threads of their own, never on a capture core:
+//! a request changes the capture only through `jobs.rs`, whose changes the
+//! workers pick up at a burst boundary. Every request but the OpenAPI
+//! document needs `Authorization: Bearer TOKEN` when a token is configured
+//! (compared in constant time); a TCP listener always needs one.
+
+use std::io::Read;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+pub use crate::apiconfig::{ApiArgs, ApiConfig, ApiListen, DEFAULT_SOCKET, load_token};
+use crate::capture::jobs::{CaptureInfo, Job, JobError, JobRequest, JobState, Jobs};
+
+/// The OpenAPI 3 document of this API (kept in `docs/api/`).
+pub const OPENAPI: &str = include_str!("../../docs/api/openapi.json");
+
+/// Largest request body read (a job request is a few hundred bytes).
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// Threads answering requests.
+const API_THREADS: usize = 2;
+
+/// The running API; stops (and removes its socket) when dropped.
+pub struct ApiServer {
+    server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    listen: ApiListen,
+}
+
+impl ApiServer {
+    /// Bind and start answering.
+    pub fn start(cfg: &ApiConfig, jobs: Arc<Jobs>, info: CaptureInfo) -> anyhow::Result<Self> {
+        let server = match &cfg.listen {
+            ApiListen::Tcp(a) => tiny_http::Server::http(a)
+                .map_err(|e| anyhow::anyhow!("--api {a}: cannot listen: {e}"))?,
+            ApiListen::Unix(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("--api unix:{}: creating {}", p.display(), dir.display())
+                    })?;
+                }
+                // A socket left by a process that died: only a socket is removed.
+                if let Ok(m) = std::fs::symlink_metadata(p) {
+                    if !m.file_type().is_socket() {
+                        bail!("--api unix:{}: exists and is not a socket", p.display());
+                    }
+                    if std::os::unix::net::UnixStream::connect(p).is_ok() {
+                        bail!(
+                            "--api unix:{}: another process is listening there",
+                            p.display()
+                        );
+                    }
+                    std::fs::remove_file(p).with_context(|| {
+                        format!("--api unix:{}: removing the stale socket", p.display())
+                    })?;
+                }
+                let s = tiny_http::Server::http_unix(p).map_err(|e| {
+                    anyhow::anyhow!("--api unix:{}: cannot listen: {e}", p.display())
+                })?;
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("--api unix:{}: chmod 600", p.display()))?;
+                s
+            }
+        };
+        let server = Arc::new(server);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(Ctx {
+            jobs,
+            info,
+            token: cfg.token.clone(),
+        });
+        let threads = (0..API_THREADS)
+            .map(|i| {
+                let (server, stop, ctx) = (server.clone(), stop.clone(), ctx.clone());
+                std::thread::Builder::new()
+                    .name(format!("lc-api-{i}"))
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            match server.recv_timeout(Duration::from_millis(100)) {
+                                Ok(Some(req)) => serve(&ctx, req),
+                                Ok(None) => {}
+                                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                            }
+                        }
+                    })
+                    .expect("spawning an API thread")
+            })
+            .collect();
+        Ok(ApiServer {
+            server,
+            stop,
+            threads,
+            listen: cfg.listen.clone(),
+        })
+    }
+
+    /// Where it listens, for the log line.
+    pub fn describe(&self) -> String {
+        match (&self.listen, self.server.server_addr()) {
+            (ApiListen::Tcp(_), tiny_http::ListenAddr::IP(a)) => format!("http://{a}"),
+            (l, _) => l.to_string(),
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.server.unblock();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let ApiListen::Unix(p) = &self.listen {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+struct Ctx {
+    jobs: Arc<Jobs>,
+    info: CaptureInfo,
+    token: Option<String>,
+}
+
+/// An answer: status and JSON body (or a static document).
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    allow: Option<&'static str>,
+}
+
+impl Reply {
+    fn json(status: u16, v: &Value) -> Self {
+        Reply {
+            status,
+            body: serde_json::to_vec_pretty(v).unwrap_or_default(),
+            allow: None,
+        }
+    }
+    fn error(status: u16, field: Option<&str>, message: impl Into<String>) -> Self {
+        Reply::json(
+            status,
+            &json!({"error": {"status": status, "message": message.into(), "field": field}}),
+        )
+    }
+    fn job_error(e: JobError) -> Self {
+        Reply::error(e.status, e.field, e.message)
+    }
+    fn method_not_allowed(allow: &'static str) -> Self {
+        let mut r = Reply::error(
+            405,
+            None,
+            format!("method not allowed here; allowed: {allow}"),
+        );
+        r.allow = Some(allow);
+        r
+    }
+}
+
+fn serve(ctx: &Ctx, mut req: tiny_http::Request) {
+    let reply = route(ctx, &mut req);
+    let mut resp = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+    let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok();
+    if let Some(h) = header("Content-Type", "application/json") {
+        resp.add_header(h);
+    }
+    if let Some(a) = reply.allow.and_then(|a| header("Allow", a)) {
+        resp.add_header(a);
+    }
+    if reply.status == 401
+        && let Some(h) = header("WWW-Authenticate", "Bearer realm=\"linecap\"")
+    {
+        resp.add_header(h);
+    }
+    let _ = req.respond(resp);
+}
+
+/// Constant-time check of the `Authorization: Bearer` header.
+fn authorized(ctx: &Ctx, req: &tiny_http::Request) -> bool {
+    let Some(token) = &ctx.token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Equal lengths are compared in constant time; a length mismatch is
+    // compared against the token itself so the time does not depend on it.
+    let (a, b) = if given.len() == token.len() {
+        (given.as_bytes(), token.as_bytes())
+    } else {
+        (token.as_bytes(), token.as_bytes())
+    };
+    bool::from(a.ct_eq(b)) && given.len() == token.len()
+}
+
+fn route(ctx: &Ctx, req: &mut tiny_http::Request) -> Reply {
+    let url = req.url().to_string();
+    let (path, _query) = url.split_once('?').unwrap_or((&url, ""));
+    let method = req.method().clone();
+    use tiny_http::Method::{Delete, Get, Post};
+    if path == "/v1/openapi.json" {
+        return match method {
+            Get => Reply {
+                status: 200,
+                body: OPENAPI.as_bytes().to_vec(),
+                allow: None,
+            },
+            _ => Reply::method_not_allowed("GET"),
+        };
+    }
+    if !authorized(ctx, req) {
+        return Reply::error(
+            401,
+            None,
+            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+        );
+    }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["v1", "status"] => match method {
+            Get => Reply::json(200, &status(ctx)),
+            _ => Reply::method_not_allowed("GET"),
+        },
+        ["v1", "jobs"] => match method {
+            Get => Reply::json(
+                200,
+                &json!({"jobs": ctx.jobs.with(|all| all.iter().map(|j| job_json(&ctx.jobs, j)).collect::<Vec<_>>())}),
+            ),
+            Post => add_job(ctx, req),
+            _ => Reply::method_not_allowed("GET, POST"),
+        },
+        ["v1", "jobs", name] => {
+            let name = percent_decode(name);
+            match method {
+                Get => ctx
+                    .jobs
+                    .with(|all| {
+                        all.iter()
+                            .find(|j| j.config.name == name)
+                            .map(|j| job_json(&ctx.jobs, j))
+                    })
+                    .map_or_else(
+                        || Reply::error(404, None, format!("no capture job named {name:?}")),
+                        |v| Reply::json(200, &v),
+                    ),
+                Delete => match ctx.jobs.stop(&name) {
+                    Ok(()) => one_job(ctx, &name, 200),
+                    Err(e) => Reply::job_error(e),
+                },
+                _ => Reply::method_not_allowed("GET, DELETE"),
+            }
+        }
+        _ => Reply::error(404, None, format!("no route {path}; see /v1/openapi.json")),
+    }
+}
+
+fn one_job(ctx: &Ctx, name: &str, status: u16) -> Reply {
+    ctx.jobs
+        .with(|all| {
+            all.iter()
+                .find(|j| j.config.name == name)
+                .map(|j| job_json(&ctx.jobs, j))
+        })
+        .map_or_else(
+            || Reply::error(500, None, "the job vanished"),
+            |v| Reply::json(status, &v),
+        )
+}
+
+fn add_job(ctx: &Ctx, req: &mut tiny_http::Request) -> Reply {
+    if let Some(ct) = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Content-Type"))
+        .map(|h| h.value.as_str().to_ascii_lowercase())
+        && !ct.starts_with("application/json")
+    {
+        return Reply::error(
+            415,
+            None,
+            format!("Content-Type {ct:?}: send application/json"),
+        );
+    }
+    if req.body_length().is_some_and(|n| n > BODY_BYTES_MAX) {
+        return Reply::error(
+            413,
+            None,
+            format!("the body is larger than {BODY_BYTES_MAX} bytes"),
+        );
+    }
+    let mut body = Vec::new();
+    if let Err(e) = req
+        .as_reader()
+        .take(BODY_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut body)
+    {
+        return Reply::error(400, None, format!("reading the body: {e}"));
+    }
+    if body.len() > BODY_BYTES_MAX {
+        return Reply::error(
+            413,
+            None,
+            format!("the body is larger than {BODY_BYTES_MAX} bytes"),
+        );
+    }
+    let job: JobRequest = match serde_json::from_slice(&body) {
+        Ok(j) => j,
+        Err(e) => return Reply::error(400, None, format!("the body is not a job request: {e}")),
+    };
+    match ctx.jobs.add(&job) {
+        Ok(name) => one_job(ctx, &name, 201),
+        Err(e) => Reply::job_error(e),
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let ns = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    linecap_writer::names::utc_rfc3339(ns)
+}
+
+/// A job as the API shows it: its policies, state and counters (totals and
+/// per queue, in the final report's shape).
+fn job_json(jobs: &Jobs, j: &Job) -> Value {
+    let reports = jobs.queue_reports(j);
+    let refs: Vec<_> = reports.iter().collect();
+    let mut v = crate::summary::job_totals(&j.config.name, &j.config.out, &j.info, &refs);
+    v["state"] = match j.state {
+        JobState::Running => "running",
+        JobState::Stopped => "stopped",
+    }
+    .into();
+    v["added_at_runtime"] = j.runtime.into();
+    v["started_at"] = rfc3339(j.started).into();
+    v["stopped_at"] = j.stopped.map(rfc3339).into();
+    v["queues"] = reports.iter().map(crate::summary::queue_json).collect();
+    v
+}
+
+/// Files and bytes below `dir` (visible capture files and manifests).
+fn disk_use(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
+                files += 1;
+                bytes += m.len();
+            }
+        }
+    }
+    (files, bytes)
+}
+
+fn status(ctx: &Ctx) -> Value {
+    let jobs = ctx.jobs.with(|all| {
+        all.iter()
+            .map(|j| job_json(&ctx.jobs, j))
+            .collect::<Vec<_>>()
+    });
+    let dirs: Vec<Value> = ctx.jobs.with(|all| {
+        all.iter()
+            .map(|j| {
+                let (files, bytes) = disk_use(&j.config.out);
+                json!({"job": j.config.name, "path": j.config.out, "files": files, "bytes": bytes})
+            })
+            .collect()
+    });
+    let running = ctx
+        .jobs
+        .with(|all| all.iter().filter(|j| j.state == JobState::Running).count());
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(ctx.info.started),
+        "uptime_seconds": ctx.jobs.started.elapsed().as_secs_f64(),
+        "sources": ctx.info.sources,
+        "queues": ctx.jobs.queues().iter().map(|q| json!({"queue": q.id, "source": q.label, "live": q.live})).collect::<Vec<_>>(),
+        "cores": {"workers": ctx.info.worker_cores, "writer_threads": ctx.info.writer_threads},
+        "max_jobs": ctx.jobs.max_jobs(),
+        "running_jobs": running,
+        "jobs": jobs,
+        "directories": dirs,
+    })
+}
+
+/// `%XX` escapes in a path segment (job names need none, but clients escape).
+fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_decode() {
+        assert_eq!(percent_decode("a%2Db"), "a-b");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("end%2"), "end%2");
+    }
+}

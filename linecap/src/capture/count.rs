@@ -17,6 +17,10 @@ use linecap_dataplane::source::{Frame, FrameSink, NicDrops, RxQueue, RxStatus, S
 #[derive(Debug)]
 pub struct CountLimit {
     left: AtomicU64,
+    /// Frames reserved by polls still under way: the limit is reached only
+    /// when none are left *and* no poll may still give some back (another
+    /// queue's reservation that its poll did not fill).
+    outstanding: AtomicU64,
     reached: AtomicBool,
 }
 
@@ -25,6 +29,7 @@ impl CountLimit {
     pub fn new(count: u64) -> Self {
         CountLimit {
             left: AtomicU64::new(count),
+            outstanding: AtomicU64::new(0),
             reached: AtomicBool::new(count == 0),
         }
     }
@@ -36,24 +41,31 @@ impl CountLimit {
 
     /// Take up to `want` frames of what is left; returns how many.
     fn reserve(&self, want: u64) -> u64 {
+        // Counted as outstanding before `left` moves, so `check` never sees
+        // the frames gone from `left` and not yet in `outstanding`.
+        self.outstanding.fetch_add(want, Ordering::SeqCst);
         let prev = self
             .left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
                 Some(l - l.min(want))
             })
             .unwrap_or(0);
-        prev.min(want)
+        let got = prev.min(want);
+        self.outstanding.fetch_sub(want - got, Ordering::SeqCst);
+        got
     }
 
-    /// Give back `n` reserved frames that did not come.
-    fn give_back(&self, n: u64) {
-        if n > 0 {
-            self.left.fetch_add(n, Ordering::AcqRel);
+    /// The poll that reserved `k` received `n` of them: give back the rest.
+    fn settle(&self, k: u64, n: u64) {
+        let back = k.saturating_sub(n);
+        if back > 0 {
+            self.left.fetch_add(back, Ordering::SeqCst);
         }
+        self.outstanding.fetch_sub(k, Ordering::SeqCst);
     }
 
     fn check(&self) {
-        if self.left.load(Ordering::Acquire) == 0 {
+        if self.left.load(Ordering::SeqCst) == 0 && self.outstanding.load(Ordering::SeqCst) == 0 {
             self.reached.store(true, Ordering::Relaxed);
         }
     }
@@ -119,7 +131,7 @@ impl<R: RxQueue> RxQueue for Limited<'_, R> {
         }
         let mut c = Counting { sink, n: 0 };
         let status = self.inner.poll_burst(k as usize, &mut c);
-        self.limit.give_back(k.saturating_sub(c.n));
+        self.limit.settle(k, c.n);
         self.limit.check();
         status
     }
@@ -155,12 +167,32 @@ mod tests {
         assert_eq!(l.reserve(64), 64);
         assert_eq!(l.reserve(64), 36);
         assert_eq!(l.reserve(64), 0);
-        l.give_back(10);
-        assert!(!{
-            l.check();
-            l.reached()
-        });
+        // The first poll got all 64; the second only 26 of its 36.
+        l.settle(64, 64);
+        l.settle(36, 26);
+        l.check();
+        assert!(!l.reached());
         assert_eq!(l.reserve(64), 10);
+        l.settle(10, 10);
+        l.check();
+        assert!(l.reached());
+    }
+
+    #[test]
+    fn not_reached_while_another_queue_may_give_frames_back() {
+        let l = CountLimit::new(100);
+        let a = l.reserve(64);
+        let b = l.reserve(64);
+        assert_eq!((a, b), (64, 36));
+        l.settle(a, a);
+        // `left` is 0, but queue b's 36 are not received yet.
+        l.check();
+        assert!(!l.reached(), "b may still give frames back");
+        l.settle(b, 20);
+        l.check();
+        assert!(!l.reached());
+        assert_eq!(l.reserve(64), 16);
+        l.settle(16, 16);
         l.check();
         assert!(l.reached());
     }

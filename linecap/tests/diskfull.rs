@@ -272,6 +272,9 @@ fn a_disk_filling_mid_capture_is_logged_promptly_with_the_path() {
         line.contains(&cap.display().to_string()) && line.contains("No space left on device"),
         "the line names the file and the cause: {line}"
     );
+    // The supervisor looks at the drop counters once a second: give it one
+    // look after the drops began before stopping.
+    std::thread::sleep(Duration::from_millis(1500));
     signal(&child, "INT");
     let status = child.wait().unwrap();
     guard.disarm();

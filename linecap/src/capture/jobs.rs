@@ -10,7 +10,7 @@
 //! (its manifest says `"state": "stopped"`) and reports the series done.
 //!
 //! Limits: at most `max_jobs` jobs run at once (`--max-jobs`), never more
-//! than the worker's [`MAX_JOBS`]; each costs one ring per queue.
+//! than the worker's `linecap_dataplane::worker::MAX_JOBS`; each costs one ring per queue.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime};
 use linecap_dataplane::counters::SharedCounters;
 use linecap_dataplane::jobctl::{Epoch, LaneCommand, LaneSender};
 use linecap_dataplane::ring::{self, RingConfig};
-use linecap_dataplane::worker::MAX_JOBS;
 use linecap_writer::series::{FileSeries, SeriesConfig, SeriesCounters};
 use serde::Deserialize;
 
@@ -344,6 +343,19 @@ impl Jobs {
             };
             JobError::bad(field, m)
         })?;
+        let nq = self.shape.queues.len().max(1) as u64;
+        // Checked before anything is made (no directory left by a refusal).
+        if let Some(b) = req.budget_bytes
+            && let Some(c) = req.rotate_bytes.or(self.shape.series.rotate_bytes)
+            && b / nq < 2 * c
+        {
+            return Err(JobError::bad(
+                "budget_bytes",
+                format!(
+                    "{b} bytes over {nq} queues must leave each at least twice the rotation size ({c})"
+                ),
+            ));
+        }
         std::fs::create_dir_all(&config.out).map_err(|e| {
             JobError::bad(
                 "directory",
@@ -356,7 +368,6 @@ impl Jobs {
             v["state"] = "running".into();
             v
         };
-        let nq = self.shape.queues.len().max(1) as u64;
         let final_capture = Arc::new(Mutex::new(None));
         let mut queues = Vec::new();
         let mut commands = Vec::new();
@@ -409,17 +420,6 @@ impl Jobs {
                 policies,
             });
             queues.push(jq);
-        }
-        if let Some(b) = req.budget_bytes
-            && let Some(c) = req.rotate_bytes.or(self.shape.series.rotate_bytes)
-            && b / nq < 2 * c
-        {
-            return Err(JobError::bad(
-                "budget_bytes",
-                format!(
-                    "{b} bytes over {nq} queues must leave each at least twice the rotation size ({c})"
-                ),
-            ));
         }
         // Writers first, so the rings are drained from the first batch on.
         {
@@ -655,9 +655,6 @@ fn request_config(req: &JobRequest, out: PathBuf) -> Result<JobConfig, JobError>
         anonymize,
         mac_key: req.mac_key.clone(),
     };
-    if MAX_JOBS == 0 {
-        return Err(JobError::conflict("no job slots"));
-    }
     spec.config("").map_err(|e| {
         let m = format!("{e:#}");
         let field = if m.starts_with("anonymize key") {

@@ -91,9 +91,12 @@ mod dpdk {
             .allowlist_function("rte_eth_dev_configure|rte_eth_dev_info_get|rte_eth_dev_socket_id")
             .allowlist_function("rte_eth_rx_queue_setup|rte_eth_tx_queue_setup")
             .allowlist_function("rte_eth_dev_start|rte_eth_dev_stop|rte_eth_dev_close")
+            .allowlist_function("rte_eth_dev_rx_queue_stop")
             .allowlist_function("rte_eth_dev_get_port_by_name|rte_eth_dev_count_avail")
             .allowlist_function("rte_eth_promiscuous_enable|rte_eth_stats_get")
-            .allowlist_function("rte_eth_xstats_get_names|rte_eth_xstats_get")
+            .allowlist_function(
+                "rte_eth_xstats_get_names|rte_eth_xstats_get|rte_eth_xstats_get_by_id",
+            )
             .allowlist_function("rte_eth_dev_adjust_nb_rx_tx_desc|rte_eth_dev_rss_hash_conf_get")
             .allowlist_type("lc_mbuf_layout")
             .allowlist_var("RTE_ETH_.*|RTE_MAX_ETHPORTS|RTE_ETHDEV_QUEUE_STAT_CNTRS")

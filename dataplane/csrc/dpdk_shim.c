@@ -63,3 +63,15 @@ uint64_t lc_rdtsc(void)
 {
 	return rte_rdtsc();
 }
+
+int lc_rxq_first_int(uint16_t port, uint16_t queue)
+{
+	if (port >= RTE_MAX_ETHPORTS || queue >= RTE_MAX_QUEUES_PER_PORT)
+		return -1;
+	void **data = rte_eth_fp_ops[port].rxq.data;
+	if (data == NULL || data[queue] == NULL)
+		return -1;
+	int v;
+	memcpy(&v, data[queue], sizeof v);
+	return v;
+}

@@ -32,5 +32,11 @@ void lc_pktmbuf_free(struct rte_mbuf *m);
 unsigned lc_lcore_id(void);
 int lc_errno(void);
 uint64_t lc_rdtsc(void);
+/* The first int of the PMD's private receive-queue struct of (port, queue),
+ * as rte_eth_rx_burst finds it (rte_eth_fp_ops[port].rxq.data[queue]); -1
+ * when there is none. For net_af_packet (22.11) that int is the queue's
+ * AF_PACKET socket: the caller must check that it is one (SO_DOMAIN, bound
+ * interface) before using it. */
+int lc_rxq_first_int(uint16_t port, uint16_t queue);
 
 #endif

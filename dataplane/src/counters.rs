@@ -55,6 +55,8 @@ counters! {
     ring_full_bytes,
     /// Ring-full drops not (yet) carried in the `lctr` of a written record (at the end of a capture: the loss after its last record, which no record can carry).
     lctr_pending,
+    /// Loss counted outside the worker (AF_XDP: the XDP program's `not_redirected`, the interface's drops) that was folded into the `lctr` of the following records.
+    lctr_outside,
     /// Times the worker waited for the writer (backpressure mode; not a drop).
     backpressure_waits,
     /// Frames longer than an ERF record can hold, kept cut to fit (not a drop).
@@ -75,6 +77,12 @@ counters! {
     nic_iface_rx_packets,
     /// Frames the port reported delivered (DPDK `ipackets`; cross-check, not a drop).
     nic_port_rx_packets,
+    /// Of `source_nic`: this queue's own drops from the PMD's per-queue extended statistics (DPDK).
+    nic_queue_dropped,
+    /// Of `source_nic`: drops of the kernel packet socket behind a net_af_packet queue (`tp_drops`).
+    nic_socket_dropped,
+    /// Frames that reached that socket, taken or dropped (`tp_packets`; cross-check, not a drop).
+    nic_socket_packets,
     /// Frames that parsed as IPv4/IPv6 (not a drop; the `parsed_*` counters stay 0 when nothing needs the parse).
     parsed_ip,
     /// Frames without an IP header (not a drop).

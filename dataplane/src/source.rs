@@ -65,12 +65,27 @@ pub struct NicDrops {
     pub iface_rx_packets: u64,
     /// Frames the port says it delivered (`ipackets`; cross-check).
     pub port_rx_packets: u64,
+    /// This queue's own drops from the PMD's per-queue extended statistics
+    /// (on the PMDs where that counter is a drop disjoint from the port
+    /// counters; see docs/architecture.md, "DPDK").
+    pub queue_dropped: u64,
+    /// net_af_packet: frames the kernel packet socket behind this queue
+    /// dropped because its ring was full (`PACKET_STATISTICS` `tp_drops`).
+    pub socket_dropped: u64,
+    /// net_af_packet: frames that reached that socket, taken or dropped
+    /// (`tp_packets`; cross-check, not a drop).
+    pub socket_packets: u64,
 }
 
 impl NicDrops {
     /// All drops.
     pub fn total(&self) -> u64 {
-        self.imissed + self.ierrors + self.rx_nombuf + self.iface_dropped
+        self.imissed
+            + self.ierrors
+            + self.rx_nombuf
+            + self.iface_dropped
+            + self.queue_dropped
+            + self.socket_dropped
     }
 }
 
@@ -95,6 +110,25 @@ pub trait RxQueue {
     /// queues: yes, the kernel has them and would drop them uncounted;
     /// files: no, stopping means stopping).
     fn drain_on_stop(&self) -> bool {
+        false
+    }
+
+    /// Whether the worker should poll this queue without ever sleeping when
+    /// it is idle (spin, then yield). DPDK queues: a frame's TSC stamp is
+    /// taken when `rx_burst` returns it, so a sleeping worker would add its
+    /// sleep (50 µs plus timer slack) to the stamps; DPDK lcores busy-poll.
+    fn busy_poll(&self) -> bool {
+        false
+    }
+
+    /// Stop frames from entering this queue at the end of a capture, after
+    /// the worker drained what was there (DPDK: `rte_eth_dev_rx_queue_stop`,
+    /// or a drop-all filter on net_af_packet's socket). Returns whether the
+    /// queue can still be read, so the worker drains it once more: frames
+    /// that arrived between the first drain and the stop are then read and
+    /// counted, not freed uncounted. Default: nothing to stop (the caller
+    /// cut the inflow itself, as the AF_XDP pipeline does).
+    fn stop_inflow(&mut self) -> bool {
         false
     }
 

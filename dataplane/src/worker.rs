@@ -240,7 +240,7 @@ impl Lane {
         let mut polls: u32 = 0;
         while (start.elapsed().as_nanos() as u64) < limit_ns && !aborted() {
             polls = polls.saturating_add(1);
-            idle_wait(polls);
+            idle_wait(polls, false);
             if self.producer.acquire() {
                 self.local.backpressure_waits += 1;
                 return true;
@@ -354,6 +354,10 @@ fn copy_queue_fields(job: &mut WorkerCounters, queue: &WorkerCounters, base: &Wo
     job.nic_iface_dropped = queue.nic_iface_dropped - base.nic_iface_dropped;
     job.nic_iface_rx_packets = queue.nic_iface_rx_packets - base.nic_iface_rx_packets;
     job.nic_port_rx_packets = queue.nic_port_rx_packets - base.nic_port_rx_packets;
+    job.nic_queue_dropped = queue.nic_queue_dropped - base.nic_queue_dropped;
+    job.nic_socket_dropped = queue.nic_socket_dropped - base.nic_socket_dropped;
+    job.nic_socket_packets = queue.nic_socket_packets - base.nic_socket_packets;
+    job.lctr_outside = queue.lctr_outside - base.lctr_outside;
 }
 
 /// One queue's worker: one source, one optional flow table, and one lane
@@ -376,7 +380,16 @@ pub struct Worker {
     parse: bool,
     /// Jobs added and removed at runtime (the control API), read per burst.
     control: Option<LaneControl>,
+    /// Loss on this queue counted outside the worker (AF_XDP: the XDP
+    /// program's `not_redirected`, the interface's drops), read on the
+    /// stats tick and folded into the next record's `lctr`.
+    outside_loss: Option<OutsideLoss>,
+    /// Its latest reading.
+    outside_now: u64,
 }
+
+/// Reads a queue's loss counted outside the worker (monotonic, frames).
+pub type OutsideLoss = Box<dyn Fn() -> u64 + Send>;
 
 impl Worker {
     /// A worker with one job writing into `producer` and publishing into
@@ -394,7 +407,18 @@ impl Worker {
             flows: None,
             parse: false,
             control: None,
+            outside_loss: None,
+            outside_now: 0,
         }
+    }
+
+    /// Fold the loss `probe` reads (counted outside the worker, e.g. by the
+    /// supervisor from the XDP program's map and the interface's counters;
+    /// it must only grow) into the `lctr` of the queue's next records. Read
+    /// on the stats tick and at the end, never per packet.
+    pub fn with_outside_loss(mut self, probe: OutsideLoss) -> Self {
+        self.outside_loss = Some(probe);
+        self
     }
 
     /// Whether any job or the flow table needs each frame parsed.
@@ -542,21 +566,17 @@ impl Worker {
         stop: &AtomicBool,
     ) -> WorkerExit {
         let mut idle_polls: u32 = 0;
+        let busy = rx.busy_poll();
         let exit = loop {
             if stop.load(Ordering::Relaxed) {
                 if rx.drain_on_stop() {
-                    // Read what the kernel already queued (bounded: the
-                    // caller stopped the inflow before raising `stop`).
-                    let mut idle = 0;
-                    for _ in 0..DRAIN_POLLS_MAX {
-                        match self.poll_once(rx, clock) {
-                            RxStatus::Frames(_) => idle = 0,
-                            RxStatus::Idle if idle < 3 => {
-                                idle += 1;
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
-                            RxStatus::Idle | RxStatus::Ended => break,
-                        }
+                    // Read what the kernel already queued (bounded), then
+                    // stop the queue's inflow and read once more what came
+                    // in between, so nothing that reached the queue is
+                    // freed uncounted; the final counter read is in finish().
+                    self.drain(rx, clock);
+                    if rx.stop_inflow() {
+                        self.drain(rx, clock);
                     }
                 }
                 break WorkerExit::Stopped;
@@ -566,13 +586,28 @@ impl Worker {
                 RxStatus::Frames(_) => idle_polls = 0,
                 RxStatus::Idle => {
                     idle_polls = idle_polls.saturating_add(1);
-                    idle_wait(idle_polls);
+                    idle_wait(idle_polls, busy);
                 }
                 RxStatus::Ended => break WorkerExit::SourceEnded,
             }
         };
         self.finish(rx);
         exit
+    }
+
+    /// Poll until the queue stays idle for 3 ms (at most DRAIN_POLLS_MAX polls).
+    fn drain<R: RxQueue, C: Clock>(&mut self, rx: &mut R, clock: &C) {
+        let mut idle = 0;
+        for _ in 0..DRAIN_POLLS_MAX {
+            match self.poll_once(rx, clock) {
+                RxStatus::Frames(_) => idle = 0,
+                RxStatus::Idle if idle < 3 => {
+                    idle += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                RxStatus::Idle | RxStatus::Ended => break,
+            }
+        }
     }
 
     /// One burst: poll the source, flush on the tick, publish counters.
@@ -593,6 +628,7 @@ impl Worker {
         if self.now_ns.saturating_sub(self.refreshed_ns) >= STATS_REFRESH_NS {
             self.refreshed_ns = self.now_ns;
             rx.refresh();
+            self.read_outside();
         }
         if let Some(f) = self.flows.as_mut() {
             f.after_burst(self.now_ns, status);
@@ -615,9 +651,16 @@ impl Worker {
             f.publish();
         }
         rx.refresh();
+        self.read_outside();
         self.publish(rx);
         for lane in self.lanes.iter_mut() {
             lane.producer.close();
+        }
+    }
+
+    fn read_outside(&mut self) {
+        if let Some(p) = &self.outside_loss {
+            self.outside_now = self.outside_now.max(p());
         }
     }
 
@@ -633,6 +676,14 @@ impl Worker {
                 lane.lost_since_batch += nic_new;
             }
         }
+        let outside_new = self.outside_now.saturating_sub(self.queue.lctr_outside);
+        if outside_new > 0 {
+            for lane in self.lanes.iter_mut() {
+                lane.lost_since_record += outside_new;
+                lane.lost_since_batch += outside_new;
+            }
+            self.queue.lctr_outside = self.outside_now;
+        }
         self.queue.source_unsupported = drops.unsupported;
         self.queue.source_nic = drops.nic;
         let nic = rx.nic_drops();
@@ -642,6 +693,9 @@ impl Worker {
         self.queue.nic_iface_dropped = nic.iface_dropped;
         self.queue.nic_iface_rx_packets = nic.iface_rx_packets;
         self.queue.nic_port_rx_packets = nic.port_rx_packets;
+        self.queue.nic_queue_dropped = nic.queue_dropped;
+        self.queue.nic_socket_dropped = nic.socket_dropped;
+        self.queue.nic_socket_packets = nic.socket_packets;
         for lane in self.lanes.iter_mut() {
             lane.publish(&self.queue);
         }
@@ -764,11 +818,12 @@ impl Flows {
 }
 
 /// Spin, then yield, then sleep briefly: an idle queue costs little CPU and a
-/// busy one never enters the kernel to wait.
-fn idle_wait(idle_polls: u32) {
+/// busy one never enters the kernel to wait. A busy-poll queue (DPDK) never
+/// sleeps: it spins, then yields.
+fn idle_wait(idle_polls: u32, busy: bool) {
     if idle_polls < 64 {
         std::hint::spin_loop();
-    } else if idle_polls < 128 {
+    } else if idle_polls < 128 || busy {
         std::thread::yield_now();
     } else {
         std::thread::sleep(Duration::from_micros(50));
@@ -890,6 +945,104 @@ mod tests {
         assert_eq!(snap.ring_packets, 200);
         assert_eq!(snap.batches, 4);
         assert_eq!(snap.ring_full_packets, 0);
+    }
+
+    /// issue 14: loss counted outside the worker (AF_XDP's XDP stage and
+    /// interface, read by the supervisor) is read on the stats tick and at
+    /// the end, carried in the lctr of the next record once, and what came
+    /// after the last record stays pending.
+    #[test]
+    fn outside_loss_is_carried_in_lctr_once() {
+        use std::sync::atomic::AtomicU64;
+        let (w, mut c, shared) = setup(8, WorkerConfig::new(0));
+        let cell = Arc::new(AtomicU64::new(0));
+        let probe = cell.clone();
+        let mut w = w.with_outside_loss(Box::new(move || probe.load(Ordering::Relaxed)));
+        let clock = ManualClock::new(0);
+        let mut src = ListSource::new(vec![(100, 1), (100, 2), (100, 3)], 1);
+        w.poll_once(&mut src, &clock); // frame 1
+        cell.store(40, Ordering::Relaxed);
+        // Not read before the stats tick: frame 2 carries nothing.
+        clock.set(STATS_REFRESH_NS / 2);
+        w.poll_once(&mut src, &clock);
+        // On the tick the 40 are read: frame 3 carries them.
+        clock.set(STATS_REFRESH_NS + 1);
+        w.poll_once(&mut src, &clock);
+        // A reading that goes down is ignored (the probe must only grow).
+        cell.store(30, Ordering::Relaxed);
+        clock.set(3 * STATS_REFRESH_NS);
+        w.poll_once(&mut src, &clock);
+        cell.store(45, Ordering::Relaxed);
+        w.finish(&mut src);
+        let lctrs: Vec<u16> = drain(&mut c)
+            .iter()
+            .flat_map(|(_, r)| records(r).into_iter().map(|h| h.lctr))
+            .collect();
+        // The records were written before the tick's read, except frame 3
+        // which was written in the same poll, before the counters were
+        // published: the 40 wait for a later record, so they are pending.
+        assert_eq!(lctrs.iter().map(|&l| u64::from(l)).sum::<u64>(), 0);
+        let k = shared.snapshot();
+        assert_eq!(k.lctr_outside, 45);
+        assert_eq!(k.lctr_pending, 45);
+        // A later record carries all of it.
+        let mut src2 = ListSource::new(vec![(100, 9)], 1);
+        let (w2, mut c2, _) = setup(8, WorkerConfig::new(0));
+        let cell2 = Arc::new(AtomicU64::new(7));
+        let probe2 = cell2.clone();
+        let mut w2 = w2.with_outside_loss(Box::new(move || probe2.load(Ordering::Relaxed)));
+        clock.set(10 * STATS_REFRESH_NS);
+        w2.poll_once(&mut ListSource::new(vec![], 1), &clock);
+        w2.poll_once(&mut src2, &clock);
+        w2.finish(&mut src2);
+        let hs: Vec<u16> = drain(&mut c2)
+            .iter()
+            .flat_map(|(_, r)| records(r).into_iter().map(|h| h.lctr))
+            .collect();
+        assert_eq!(hs, vec![7]);
+    }
+
+    /// issue 14: on a stop, a live queue is drained, its inflow stopped,
+    /// and drained again when it can still be read: frames that arrived
+    /// between the first drain and the stop are read, not lost.
+    #[test]
+    fn stop_drains_stops_the_inflow_and_drains_again() {
+        struct Stoppable {
+            inner: ListSource,
+            late: Vec<(usize, u64)>,
+            stopped: bool,
+        }
+        impl RxQueue for Stoppable {
+            fn poll_burst<S: FrameSink>(&mut self, max: usize, sink: &mut S) -> RxStatus {
+                match self.inner.poll_burst(max, sink) {
+                    RxStatus::Ended => RxStatus::Idle,
+                    s => s,
+                }
+            }
+            fn drops(&self) -> SourceDrops {
+                SourceDrops::default()
+            }
+            fn drain_on_stop(&self) -> bool {
+                true
+            }
+            fn stop_inflow(&mut self) -> bool {
+                // What reached the queue before its inflow was cut.
+                self.stopped = true;
+                self.inner.frames.extend(self.late.drain(..));
+                true
+            }
+        }
+        let (mut w, _c, shared) = setup(8, WorkerConfig::new(0));
+        let clock = ManualClock::new(0);
+        let mut src = Stoppable {
+            inner: ListSource::new(vec![(100, 1), (100, 2)], 1),
+            late: vec![(100, 3), (100, 4), (100, 5)],
+            stopped: false,
+        };
+        let stop = AtomicBool::new(true);
+        assert_eq!(w.run(&mut src, &clock, &stop), WorkerExit::Stopped);
+        assert!(src.stopped);
+        assert_eq!(shared.snapshot().rx_packets, 5);
     }
 
     #[test]

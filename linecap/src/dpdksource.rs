@@ -105,7 +105,7 @@ pub fn hugepages_free() -> u64 {
 }
 
 #[cfg(feature = "dpdk")]
-pub use imp::{DpdkQueue, open, shutdown};
+pub use imp::{DpdkQueue, open, shutdown, stop_note};
 
 #[cfg(feature = "dpdk")]
 mod imp {
@@ -179,7 +179,7 @@ mod imp {
             if i.pmd_timestamps_us {
                 "from the PMD (µs)"
             } else {
-                "from the TSC, one per burst"
+                "from the TSC, one read per frame, mapped to CLOCK_REALTIME (re-anchored every 100 ms, steps of at most 1 ms)"
             }
         );
         if let Some(path) = &spec.inject {
@@ -221,10 +221,40 @@ mod imp {
             .queues()
             .into_iter()
             .map(|q| {
+                eprintln!(
+                    "linecap: DPDK port {name} queue {}: drops read from {}",
+                    q.queue(),
+                    q.drop_sources()
+                );
                 let label = format!("dpdk:{name}:{}", q.queue());
                 (q, label)
             })
             .collect())
+    }
+
+    /// How a queue's inflow was stopped at the end, for the log.
+    pub fn stop_note(q: &DpdkQueue) -> String {
+        use linecap_dataplane::dpdk::StopMethod;
+        let what = match q.stop_method() {
+            StopMethod::Running => "not stopped (the worker ended first)".to_string(),
+            StopMethod::QueueStop => "rx queue stopped (rte_eth_dev_rx_queue_stop)".to_string(),
+            StopMethod::SocketFilter(e) => format!(
+                "rx queue stop refused by the PMD ({}); inflow stopped by a drop-all filter on its packet socket, then drained",
+                linecap_dataplane::dpdk::eal::strerror(*e)
+            ),
+            StopMethod::Refused(e) => format!(
+                "rx queue stop refused by the PMD ({}); drained until idle",
+                linecap_dataplane::dpdk::eal::strerror(*e)
+            ),
+            StopMethod::Failed(e) => format!(
+                "rx queue stop refused by the PMD, and the socket filter failed ({e}); drained until idle"
+            ),
+        };
+        format!(
+            "DPDK port {} queue {}: {what}",
+            q.port().info().port_id,
+            q.queue()
+        )
     }
 
     /// End of the process's DPDK use: wait for self-test injectors, then

@@ -52,6 +52,12 @@ pub struct XdpLive {
     /// Drops the interface counted before XDP (in stage `nic`; on the
     /// interface's first queue).
     pub iface_drops: u64,
+    /// Of these, what the queue's worker may fold into `lctr`: every
+    /// `not_redirected`, and the interface's drops where they are a plain
+    /// counter (not on veth in native mode, where they are `rx_dropped`
+    /// minus the sockets' drops read at another moment, so a reading can
+    /// be transiently high; a loss folded into a record cannot be taken back).
+    pub lctr_foldable: u64,
 }
 
 /// The running endpoint; stops when dropped.
@@ -233,6 +239,8 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             ("ierrors", s.worker.nic_ierrors),
             ("rx_nombuf", s.worker.nic_rx_nombuf),
             ("iface_dropped", s.worker.nic_iface_dropped),
+            ("queue_dropped", s.worker.nic_queue_dropped),
+            ("socket_dropped", s.worker.nic_socket_dropped),
         ] {
             nic.push((format!("{},counter=\"{counter}\"", q(s)), v as f64));
         }
@@ -241,7 +249,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         &mut o,
         "linecap_nic_dropped_packets_total",
         "counter",
-        "The nic stage's drops by the counter that reported them (DPDK rte_eth_stats, the bound kernel interface); per port, on the port's first queue.",
+        "The nic stage's drops by the counter that reported them (DPDK rte_eth_stats and the bound kernel interface, per port on the port's first queue; per-queue xstats and net_af_packet's socket drops on their own queue).",
         &nic,
     );
     family(

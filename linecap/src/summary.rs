@@ -113,15 +113,21 @@ pub fn print(r: &CaptureReport) {
     let (ring_full, pending): (u64, u64) = r.queues.iter().fold((0, 0), |a, q| {
         (
             a.0 + q.worker.ring_full_packets,
-            a.1 + q.worker.lctr_pending,
+            a.1 + q.worker.lctr_pending
+                + (q.iface_drops + q.xdp_not_redirected()).saturating_sub(q.worker.lctr_outside),
         )
     });
     if ring_full > 0 {
         println!(
-            "ring full: {ring_full} frames dropped because the writer fell behind (drop:ring); the ERF \
-             lctr of the following records carries {}, {pending} came after the last record and are \
-             only in this report",
-            ring_full - pending
+            "ring full: {ring_full} frames dropped because the writer fell behind (drop:ring)"
+        );
+    }
+    // issue 14: lctr carries every loss of the queue (nic, xdp, ring full),
+    // except what came after the queue's last record.
+    if pending > 0 {
+        println!(
+            "lctr: {pending} frames lost after the last record of their queue are only in this report \
+             (no later record's lctr carries them)"
         );
     }
     // Queue-level facts are the same in every job's lines: print them once.
@@ -175,6 +181,12 @@ pub fn print(r: &CaptureReport) {
                 } else {
                     String::new()
                 }
+            );
+        }
+        if q.source.starts_with("dpdk:") && w.nic_socket_packets + w.nic_queue_dropped > 0 {
+            println!(
+                "q{}: DPDK queue: own drops {} (per-queue xstats); packet socket reached by {}, dropped {} (ring full)",
+                q.queue, w.nic_queue_dropped, w.nic_socket_packets, w.nic_socket_dropped
             );
         }
     }
@@ -367,7 +379,13 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
             "rx_packets": w.rx_packets, "rx_bytes": w.rx_bytes,
             "rx_captured_bytes": w.rx_captured_bytes, "ring_packets": w.ring_packets,
             "batches": w.batches, "ring_full_bytes": w.ring_full_bytes,
-            "frames_cut": w.frames_cut, "lctr_pending": w.lctr_pending, "backpressure_waits": w.backpressure_waits, "parsed_ip": w.parsed_ip,
+            "frames_cut": w.frames_cut,
+            // issue 14: loss after the queue's last record, which no lctr
+            // carries: the worker's own, and what the supervisor counted
+            // (XDP stage, interface) beyond what was folded into lctr.
+            "lctr_pending": w.lctr_pending
+                + (q.iface_drops + q.xdp_not_redirected()).saturating_sub(w.lctr_outside),
+            "lctr_outside": w.lctr_outside, "backpressure_waits": w.backpressure_waits, "parsed_ip": w.parsed_ip,
             "parsed_non_ip": w.parsed_non_ip, "parsed_truncated": w.parsed_truncated,
             "parsed_malformed": w.parsed_malformed,
         },
@@ -384,6 +402,8 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
             "imissed": w.nic_imissed, "ierrors": w.nic_ierrors, "rx_nombuf": w.nic_rx_nombuf,
             "iface_dropped": w.nic_iface_dropped, "iface_rx_packets": w.nic_iface_rx_packets,
             "port_rx_packets": w.nic_port_rx_packets,
+            "queue_dropped": w.nic_queue_dropped,
+            "socket_dropped": w.nic_socket_dropped, "socket_packets": w.nic_socket_packets,
             // issue 14: the two parts of dropped.nic.
             "socket_or_port": w.source_nic, "iface": q.iface_drops,
         }),

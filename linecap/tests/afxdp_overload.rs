@@ -4,7 +4,9 @@
 //! tcpreplay's exact count, every stage balances, the XDP program's count
 //! agrees with the socket's, no drop is counted twice (veth's `rx_dropped`
 //! is not added on top of the socket's drops), and the `lctr` sums in the
-//! files equal the drops the report gives for the queue.
+//! files (plus the loss after the last record, `lctr_pending`) equal every
+//! drop the report gives for the queue: socket, interface, XDP stage and
+//! ring full.
 //!
 //! Needs root: `#[ignore]`d, run by `.ci/privileged-tests`.
 
@@ -123,9 +125,15 @@ fn overload(mode: &str) {
     .map(|k| d[k].as_u64().unwrap())
     .sum();
     assert_eq!(written + dropped, sent, "{q:#}");
-    // The files say what is missing: Σ lctr + what no later record carried.
+    // The files say what is missing: Σ lctr + what no later record carried
+    // = every drop of the queue (socket, interface, XDP stage, ring full).
     let pending = q["worker"]["lctr_pending"].as_u64().unwrap();
-    assert_eq!(lctr_sum(&out) + pending, socket + ring_full, "{q:#}");
+    let xdp = d["xdp"].as_u64().unwrap();
+    assert_eq!(
+        lctr_sum(&out) + pending,
+        socket + iface + xdp + ring_full,
+        "{q:#}"
+    );
     drop(veth);
 }
 

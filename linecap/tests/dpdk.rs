@@ -504,3 +504,347 @@ fn net_af_packet_on_a_veth_accounts_for_500k_frames() {
             .all(|f| f.2.len() == 128 && f.2[12..14] == [0x88, 0xb5])
     );
 }
+
+/// The packet generator (`bench gen`), built next to linecap
+/// (`cargo build -p bench`; `.ci/privileged-tests` does it first).
+fn bench_bin() -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_linecap")).with_file_name("bench");
+    assert!(
+        p.exists(),
+        "{} is missing: build the generator first (cargo build -p bench)",
+        p.display()
+    );
+    p
+}
+
+/// Run `bench gen` on vB in the sending namespace; its JSON report.
+fn generate(veth: &VethPair, args: &[&str]) -> serde_json::Value {
+    let out = veth
+        .in_send("timeout")
+        .arg("120")
+        .arg(bench_bin())
+        .args(["gen", "-i", "vB", "--json", "-"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench gen {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench gen JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A counter of vB (the sending end), from `ip -s -j link`.
+fn send_counter(veth: &VethPair, dir: &str, field: &str) -> u64 {
+    let o =
+        run_ok(Command::new("ip").args(["-n", &veth.ns_send, "-s", "-j", "link", "show", "vB"]));
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    v[0]["stats64"][dir][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stats64.{dir}.{field} in {o}"))
+}
+
+/// (sequence number, ns timestamp, lctr) of every generator frame in the
+/// files of one queue, in file order; and the manifests' clock names.
+fn seq_frames(dir: &Path) -> (Vec<(u64, u64)>, u64, Vec<String>) {
+    let mut got = Vec::new();
+    let mut lctr = 0u64;
+    let mut clocks = Vec::new();
+    for f in files_with(dir, ".erf") {
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        let man: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(f.with_file_name(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        clocks.push(man["clock"].as_str().unwrap_or("?").to_string());
+        let mut r = CaptureReader::open(&f).unwrap();
+        let mut p = Packet::default();
+        while r.next(&mut p).unwrap() {
+            lctr += u64::from(p.lctr);
+            // bench gen's synthetic frames: UDP to port 4789, sequence at 42..50.
+            if p.data.len() >= 50
+                && p.data[12..14] == [0x08, 0x00]
+                && p.data[36..38] == [0x12, 0xb5]
+            {
+                got.push((
+                    u64::from_be_bytes(p.data[42..50].try_into().unwrap()),
+                    p.ts_ns,
+                ));
+            }
+        }
+    }
+    (got, lctr, clocks)
+}
+
+/// Start a DPDK capture of vA through net_af_packet with `ring` frames in
+/// the packet socket's ring, uncompressed files; returns once it is ready.
+fn start_af_packet(
+    veth: &VethPair,
+    out: &Path,
+    json: &Path,
+    ring: u32,
+    extra: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let dev =
+        format!("dpdk:net_af_packet0,iface=vA,framecnt={ring},framesz=2048,blocksz=4096,qpairs=1");
+    spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args(["capture", "--no-metrics", "--no-compress"])
+            .args(["--source", &dev, "--duration", "100"])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .arg("--report-json")
+            .arg(json),
+        "ready: capturing",
+    )
+}
+
+/// Stop the capture with SIGINT; its stderr lines.
+fn stop_capture(
+    mut child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+) -> Vec<String> {
+    let mut guard = KillOnDrop::new(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    guard.disarm();
+    let err: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{status}: {err:#?}");
+    err
+}
+
+const STEADY_FRAMES: u64 = 100_000;
+const STEADY_PPS: u64 = 5_000;
+
+#[test]
+#[ignore = "needs root: network namespaces and a veth (run by .ci/privileged-tests)"]
+fn net_af_packet_stamps_every_frame_at_a_steady_rate() {
+    require_root();
+    let tmp = tmpdir();
+    let veth = VethPair::new("dpdk-ts", 1);
+    let out = tmp.path().join("cap");
+    let json = tmp.path().join("r.json");
+    let (child, rx) = start_af_packet(&veth, &out, &json, 8192, &[]);
+    let mut guard = KillOnDrop::new(&child);
+    // The reference: tcpdump on vA stamps each frame as the kernel receives
+    // it, in the sender's context (veth), i.e. the sender's pacing as it was
+    // achieved on this machine. (On vB it would see nothing: bench gen's
+    // AF_PACKET socket bypasses the qdisc, and with it the packet taps.)
+    let sent_pcap = tmp.path().join("sent.pcap");
+    let (tcpdump, _td) = spawn_until(
+        veth.in_cap("tcpdump")
+            .args([
+                "-i",
+                "vA",
+                "-Q",
+                "in",
+                "-n",
+                "--time-stamp-precision=nano",
+                "-w",
+            ])
+            .arg(&sent_pcap)
+            .args(["udp", "port", "4789"]),
+        "listening on",
+    );
+    let mut td_guard = KillOnDrop::new(&tcpdump);
+    let g = generate(
+        &veth,
+        &[
+            "--size",
+            "64",
+            "--flows",
+            "1",
+            "--batch",
+            "1",
+            "--pps",
+            &STEADY_PPS.to_string(),
+            "--count",
+            &STEADY_FRAMES.to_string(),
+        ],
+    );
+    assert_eq!(g["sent"], STEADY_FRAMES, "{g:#}");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&tcpdump, "INT");
+    let mut tcpdump = tcpdump;
+    tcpdump.wait().unwrap();
+    td_guard.disarm();
+    guard.disarm();
+    let err = stop_capture(child, rx);
+    assert!(
+        err.iter()
+            .any(|l| l.contains("queue 0: rx queue stop refused by the PMD (Operation not supported); inflow stopped by a drop-all filter")),
+        "{err:#?}"
+    );
+    let r = report(&json);
+    assert_balanced(&r);
+    let (got, lctr, clocks) = seq_frames(&out);
+    assert!(
+        !clocks.is_empty() && clocks.iter().all(|c| c == "tsc"),
+        "{clocks:?}"
+    );
+    assert_eq!(
+        got.len() as u64,
+        STEADY_FRAMES,
+        "every frame captured: {:#}",
+        r["queues"][0]
+    );
+    assert_eq!(lctr, 0);
+    assert!(
+        got.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "frames out of send order"
+    );
+    let back = got.windows(2).filter(|w| w[1].1 < w[0].1).count();
+    assert_eq!(back, 0, "timestamps went backwards {back} times");
+    let mut ts: Vec<u64> = got.iter().map(|g| g.1).collect();
+    ts.dedup();
+    assert_eq!(
+        ts.len() as u64,
+        STEADY_FRAMES,
+        "every frame has its own timestamp"
+    );
+    let mut gaps: Vec<u64> = got.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    let pacing = 1_000_000_000 / STEADY_PPS;
+    let mean = (got[got.len() - 1].1 - got[0].1) / (got.len() as u64 - 1);
+    eprintln!(
+        "net_af_packet: median gap {median} ns, mean {mean} ns (pacing {pacing} ns), p1 {} ns, p99 {} ns",
+        gaps[gaps.len() / 100],
+        gaps[gaps.len() * 99 / 100]
+    );
+    // The sender's gaps as the kernel received them, frame by frame.
+    let mut sent_ts = vec![0u64; STEADY_FRAMES as usize];
+    let mut rd = CaptureReader::open(&sent_pcap).unwrap();
+    let mut p = Packet::default();
+    let mut n_sent = 0u64;
+    while rd.next(&mut p).unwrap() {
+        if p.data.len() >= 50 {
+            let seq = u64::from_be_bytes(p.data[42..50].try_into().unwrap());
+            if let Some(t) = sent_ts.get_mut(seq as usize) {
+                *t = p.ts_ns;
+                n_sent += 1;
+            }
+        }
+    }
+    assert!(
+        n_sent * 10 >= STEADY_FRAMES * 9,
+        "tcpdump saw only {n_sent} frames arrive"
+    );
+    let mut sgaps: Vec<u64> = sent_ts
+        .windows(2)
+        .filter(|w| w[0] != 0 && w[1] >= w[0])
+        .map(|w| w[1] - w[0])
+        .collect();
+    sgaps.sort_unstable();
+    let sent_median = sgaps[sgaps.len() / 2];
+    let mut errs: Vec<u64> = got
+        .windows(2)
+        .filter_map(|w| {
+            let (a, b) = (sent_ts[w[0].0 as usize], sent_ts[w[1].0 as usize]);
+            (a != 0 && b != 0 && b >= a).then(|| (w[1].1 - w[0].1).abs_diff(b - a))
+        })
+        .collect();
+    errs.sort_unstable();
+    eprintln!(
+        "net_af_packet: sender's median gap {sent_median} ns (p1 {} ns, p99 {} ns); |captured gap - sent gap|: median {} ns, p99 {} ns",
+        sgaps[sgaps.len() / 100],
+        sgaps[sgaps.len() * 99 / 100],
+        errs[errs.len() / 2],
+        errs[errs.len() * 99 / 100]
+    );
+    assert!(
+        median.abs_diff(sent_median) * 10 <= sent_median,
+        "captured median gap {median} ns is not within 10 % of the sender's {sent_median} ns"
+    );
+    assert!(
+        mean.abs_diff(pacing) * 10 <= pacing,
+        "mean gap {mean} ns is not within 10 % of the sender's {pacing} ns"
+    );
+    drop(veth);
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and a veth (run by .ci/privileged-tests)"]
+fn net_af_packet_overload_counts_every_frame_once() {
+    require_root();
+    let tmp = tmpdir();
+    let veth = VethPair::new("dpdk-ov", 1);
+    let out = tmp.path().join("cap");
+    let json = tmp.path().join("r.json");
+    // A 64-frame socket ring and a writer slowed to 2 ms a batch: the
+    // socket overflows (its drops) and the worker's ring fills (ring_full).
+    let (child, rx) = start_af_packet(&veth, &out, &json, 64, &["--fault-writer-delay-ms", "2"]);
+    let mut guard = KillOnDrop::new(&child);
+    let g = generate(
+        &veth,
+        &["--size", "64", "--flows", "16", "--count", "300000"],
+    );
+    let sent = g["sent"].as_u64().unwrap();
+    assert_eq!(sent, 300_000, "{g:#}");
+    // Nothing was lost between the two ends of the veth (vB's tx_dropped:
+    // frames vA's backlog refused), so every frame sent reached vA.
+    assert_eq!(send_counter(&veth, "tx", "dropped"), 0);
+    guard.disarm();
+    let err = stop_capture(child, rx);
+    let r = report(&json);
+    assert_balanced(&r);
+    let q = &r["queues"][0];
+    eprintln!("net_af_packet overload: sent {sent}, report {q:#}");
+    assert_eq!(
+        q["seen"].as_u64(),
+        Some(sent),
+        "seen = the generator's exact count: {q:#}"
+    );
+    let nic = &q["nic"];
+    // The packet socket saw every frame vA received, each taken or dropped.
+    assert_eq!(nic["socket_packets"].as_u64(), Some(sent), "{q:#}");
+    assert_eq!(nic["iface_rx_packets"].as_u64(), Some(sent), "{q:#}");
+    let socket = nic["socket_dropped"].as_u64().unwrap();
+    let d = &q["dropped"];
+    let ring_full = d["ring_full"].as_u64().unwrap();
+    assert!(socket > 0, "the socket's ring never overflowed: {q:#}");
+    // Each drop once, at the stage where it happened: here only the socket
+    // dropped at the nic stage (the port and vA counted none).
+    assert_eq!(d["nic"].as_u64(), Some(socket), "{q:#}");
+    assert_eq!(nic["socket_or_port"].as_u64(), Some(socket), "{q:#}");
+    let written = q["written"].as_u64().unwrap();
+    let dropped: u64 = [
+        "filter",
+        "sample",
+        "source",
+        "nic",
+        "xdp",
+        "ring_full",
+        "writer",
+        "after_count",
+    ]
+    .iter()
+    .map(|k| d[k].as_u64().unwrap())
+    .sum();
+    assert_eq!(written + dropped, sent, "{q:#}");
+    // The files say what is missing: Σ lctr + what came after the last record.
+    let (got, lctr, _) = seq_frames(&out);
+    assert_eq!(got.len() as u64, written);
+    let pending = q["worker"]["lctr_pending"].as_u64().unwrap();
+    assert_eq!(lctr + pending, socket + ring_full, "{q:#}");
+    // And `linecap read --stats` says the same from the files alone.
+    let stats = run_ok(linecap().arg("read").arg(&out).arg("--stats"));
+    assert!(
+        stats.contains(&format!("loss recorded in ERF lctr: {lctr} packets")),
+        "{stats}"
+    );
+    assert!(
+        err.iter().any(|l| l.contains("drop-all filter")),
+        "{err:#?}"
+    );
+    drop(veth);
+}

@@ -10,8 +10,15 @@
 //! The port's drop counters (`rte_eth_stats`: imissed, ierrors, rx_nombuf;
 //! plus the kernel interface's own drop counters for vdevs bound to an
 //! `iface=`) are read on the worker's stats tick by the port's first queue,
-//! which carries them in the accounting: DPDK counts them per port, not per
-//! queue.
+//! which carries them in the accounting: DPDK counts them per port. Each
+//! queue also reads its own drops where the PMD has them per queue: the
+//! per-queue extended statistic of the PMDs in [`PER_QUEUE_DROP_XSTATS`],
+//! and on net_af_packet the queue's kernel socket ([`super::pktsock`]).
+//!
+//! At the end of a capture each queue stops its inflow
+//! ([`RxQueue::stop_inflow`]): `rte_eth_dev_rx_queue_stop` where the PMD has
+//! it, else (net_af_packet) a drop-all filter on the queue's socket; the
+//! worker then drains the queue and the last counter read is final.
 
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
@@ -23,6 +30,52 @@ use crate::source::{Frame, FrameSink, NicDrops, RxQueue, RxStatus, SourceDrops};
 
 /// Most mbufs one `rx_burst` returns (the worker asks for at most this).
 pub const BURST_MAX: usize = 64;
+
+/// PMDs whose per-queue extended statistic named here (`{q}` is the queue)
+/// is a receive drop of that queue alone, disjoint from the port counters
+/// linecap adds (imissed, ierrors, rx_nombuf), so it can be counted on its
+/// queue without counting a frame twice:
+///
+/// - `net_ixgbe`: `rx_q{q}_errors` is `q_errors[q]`, the queue's QPRDC
+///   register (frames dropped because the queue had no free descriptor);
+///   the port's imissed is MPC (packet buffer full) and ierrors are CRC and
+///   length errors: disjoint.
+///
+/// Not listed, so the port counters on the first queue are used: `net_i40e`
+/// and `net_ice` (no per-queue drop counter; their drops are port-level
+/// `rx_discards`, in imissed), `net_mlx5` (its `rx_q{q}_errors` are the
+/// queue's software `idropped`, which it also counts in the port's
+/// rx_nombuf; `rx_out_of_buffer` is port-level, in imissed), and the
+/// software PMDs (net_null, net_ring, net_pcap: no drops; net_af_packet:
+/// `rx_q{q}_errors` is always 0, its socket is read instead).
+pub const PER_QUEUE_DROP_XSTATS: &[(&str, &str)] = &[("net_ixgbe", "rx_q{q}_errors")];
+
+/// The per-queue drop statistic's name for `driver`'s queue `q`, if it has one.
+pub fn per_queue_drop_xstat(driver: &str, q: u16) -> Option<String> {
+    PER_QUEUE_DROP_XSTATS
+        .iter()
+        .find(|(d, _)| *d == driver)
+        .map(|(_, pat)| pat.replace("{q}", &q.to_string()))
+}
+
+/// How a queue's inflow was stopped at the end of the capture.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StopMethod {
+    /// Not stopped (yet).
+    #[default]
+    Running,
+    /// `rte_eth_dev_rx_queue_stop` succeeded.
+    QueueStop,
+    /// The PMD refused the queue stop (the errno); a drop-all filter on
+    /// the queue's kernel socket stopped the inflow (net_af_packet).
+    SocketFilter(i32),
+    /// The PMD refused the queue stop (the errno) and has no socket to
+    /// filter: the inflow is whatever the PMD makes (net_null, net_ring,
+    /// net_pcap generate or replay frames only when polled).
+    Refused(i32),
+    /// The queue stop was refused and filtering the socket failed.
+    Failed(String),
+}
 
 /// A port's settings, fixed at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -399,6 +452,7 @@ impl Port {
             iface_dropped: s.iface_dropped.saturating_sub(b.iface_dropped),
             iface_rx_packets: s.iface_rx_packets.saturating_sub(b.iface_rx_packets),
             port_rx_packets: s.ipackets.saturating_sub(b.ipackets),
+            ..NicDrops::default()
         }
     }
 
@@ -427,22 +481,78 @@ impl Port {
         } else {
             (0, 0)
         };
+        let names = self.xstat_names();
         (0..self.cfg.queues)
-            .map(|q| DpdkQueue {
-                port: self.clone(),
-                port_id: self.id,
-                queue: q,
-                layout,
-                ts_off,
-                ts_flag,
-                clock: TscClock::new(self.eal.tsc_hz()),
-                burst: [std::ptr::null_mut(); BURST_MAX],
-                carries_port_drops: q == 0,
-                drops: NicDrops::default(),
-                registered: false,
-                multi_seg: 0,
+            .map(|q| {
+                let xstat = per_queue_drop_xstat(&self.info.driver, q)
+                    .and_then(|n| names.iter().position(|x| *x == n).map(|i| (n, i as u64)));
+                let (sock, sock_note) = match (&*self.info.driver, self.cfg.iface.as_deref()) {
+                    ("net_af_packet", Some(ifname)) => {
+                        // SAFETY: the port is started with this rx queue set up.
+                        let fd = unsafe { sys::lc_rxq_first_int(self.id, q) };
+                        match super::pktsock::PacketSocket::check(fd, ifname) {
+                            Ok(s) => (Some(s), None),
+                            Err(e) => (None, Some(e)),
+                        }
+                    }
+                    _ => (None, None),
+                };
+                let mut dq = DpdkQueue {
+                    port: self.clone(),
+                    port_id: self.id,
+                    queue: q,
+                    layout,
+                    ts_off,
+                    ts_flag,
+                    clock: TscClock::new(self.eal.tsc_hz()),
+                    burst: [std::ptr::null_mut(); BURST_MAX],
+                    carries_port_drops: q == 0,
+                    drops: NicDrops::default(),
+                    registered: false,
+                    multi_seg: 0,
+                    xstat: xstat.map(|(n, id)| (n, id, 0)),
+                    sock,
+                    sock_note,
+                    stop: StopMethod::Running,
+                };
+                if let Some((_, id, base)) = dq.xstat.as_mut() {
+                    *base = self.xstat_by_id(*id).unwrap_or(0);
+                }
+                dq
             })
             .collect()
+    }
+
+    /// The names of the port's extended statistics, in id order.
+    fn xstat_names(&self) -> Vec<String> {
+        // SAFETY: a null buffer with size 0 asks for the count only.
+        let n = unsafe { sys::rte_eth_xstats_get_names(self.id, std::ptr::null_mut(), 0) };
+        if n <= 0 {
+            return Vec::new();
+        }
+        let mut v: Vec<sys::rte_eth_xstat_name> = vec![Default::default(); n as usize];
+        // SAFETY: v has room for n names; the port is valid while self lives.
+        let got = unsafe { sys::rte_eth_xstats_get_names(self.id, v.as_mut_ptr(), n as u32) };
+        if got <= 0 {
+            return Vec::new();
+        }
+        v.truncate(got.min(n) as usize);
+        v.iter()
+            .map(|x| {
+                // SAFETY: DPDK writes NUL-terminated names into the 64-byte array.
+                unsafe { CStr::from_ptr(x.name.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    /// One extended statistic by id.
+    fn xstat_by_id(&self, id: u64) -> Option<u64> {
+        let mut v = 0u64;
+        // SAFETY: one id in, one value out; the port is valid while self lives.
+        let rc = unsafe { sys::rte_eth_xstats_get_by_id(self.id, &id, &mut v, 1) };
+        (rc == 1).then_some(v)
     }
 
     /// Send `frames` out of transmit queue `queue` (the net_ring self-test:
@@ -587,6 +697,13 @@ pub struct DpdkQueue {
     drops: NicDrops,
     registered: bool,
     multi_seg: u64,
+    /// The queue's own drop statistic: (name, xstat id, value at start).
+    xstat: Option<(String, u64, u64)>,
+    /// net_af_packet: the queue's kernel socket.
+    sock: Option<super::pktsock::PacketSocket>,
+    /// Why the socket is not read, when it should have been.
+    sock_note: Option<String>,
+    stop: StopMethod,
 }
 
 // SAFETY: the mbuf pointers in `burst` are only valid within one poll_burst
@@ -609,6 +726,36 @@ impl DpdkQueue {
     /// not expected: scatter is not enabled).
     pub fn multi_seg(&self) -> u64 {
         self.multi_seg
+    }
+
+    /// Where this queue's drops are read from, for the start-up line.
+    pub fn drop_sources(&self) -> String {
+        let mut v = Vec::new();
+        if self.carries_port_drops {
+            v.push("port counters (imissed, ierrors, rx_nombuf)".to_string());
+            if self.port.cfg.iface.is_some() {
+                v.push("the kernel interface's rx_dropped/rx_missed_errors/rx_fifo_errors".into());
+            }
+        }
+        if let Some((n, _, _)) = &self.xstat {
+            v.push(format!("xstat {n}"));
+        }
+        if self.sock.is_some() {
+            v.push("its packet socket's PACKET_STATISTICS".into());
+        }
+        if let Some(e) = &self.sock_note {
+            v.push(format!("NOT its packet socket ({e})"));
+        }
+        if v.is_empty() {
+            "none of its own (the port's are on queue 0)".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
+    /// How the inflow was stopped at the end ([`StopMethod::Running`] before).
+    pub fn stop_method(&self) -> &StopMethod {
+        &self.stop
     }
 }
 
@@ -692,12 +839,60 @@ impl RxQueue for DpdkQueue {
     fn refresh(&mut self) {
         self.clock.resync();
         if self.carries_port_drops {
+            let own = (
+                self.drops.queue_dropped,
+                self.drops.socket_dropped,
+                self.drops.socket_packets,
+            );
             self.drops = self.port.drops();
+            (
+                self.drops.queue_dropped,
+                self.drops.socket_dropped,
+                self.drops.socket_packets,
+            ) = own;
+        }
+        if let Some((_, id, base)) = &self.xstat
+            && let Some(v) = self.port.xstat_by_id(*id)
+        {
+            self.drops.queue_dropped = v.saturating_sub(*base);
+        }
+        if let Some(s) = self.sock.as_mut() {
+            s.read();
+            (self.drops.socket_packets, self.drops.socket_dropped) = s.counts();
         }
     }
 
     fn drain_on_stop(&self) -> bool {
         true
+    }
+
+    fn busy_poll(&self) -> bool {
+        true
+    }
+
+    fn stop_inflow(&mut self) -> bool {
+        // SAFETY: the port is started with this rx queue; only this thread
+        // polls it, and it does not poll while the call runs.
+        let rc = unsafe { sys::rte_eth_dev_rx_queue_stop(self.port_id, self.queue) };
+        if rc == 0 {
+            // The PMD released the queue's ring: nothing more to read.
+            self.stop = StopMethod::QueueStop;
+            return false;
+        }
+        match self.sock.as_mut().map(|s| s.block_all()) {
+            Some(Ok(())) => {
+                self.stop = StopMethod::SocketFilter(rc.saturating_abs());
+                true
+            }
+            Some(Err(e)) => {
+                self.stop = StopMethod::Failed(e);
+                true
+            }
+            None => {
+                self.stop = StopMethod::Refused(rc.saturating_abs());
+                false
+            }
+        }
     }
 }
 

@@ -152,6 +152,18 @@ impl<R: RxQueue> RxQueue for Limited<'_, R> {
         self.inner.drain_on_stop()
     }
 
+    fn stop_inflow(&mut self) -> bool {
+        self.inner.stop_inflow()
+    }
+
+    fn busy_poll(&self) -> bool {
+        self.inner.busy_poll()
+    }
+
+    fn clock_source(&self) -> &'static str {
+        self.inner.clock_source()
+    }
+
     fn error(&self) -> Option<String> {
         self.inner.error()
     }

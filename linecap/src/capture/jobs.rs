@@ -597,6 +597,7 @@ impl Jobs {
                             .not_redirected
                             .saturating_sub(jq.xdp_base.not_redirected),
                         iface_drops: now.iface_drops.saturating_sub(jq.xdp_base.iface_drops),
+                        lctr_foldable: now.lctr_foldable.saturating_sub(jq.xdp_base.lctr_foldable),
                     }
                 });
                 QueueReport {

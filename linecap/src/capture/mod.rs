@@ -194,6 +194,19 @@ pub fn run_capture_with(
             ifs.join(", "),
             w.workers.len()
         );
+    } else {
+        let dpdk: Vec<&str> = w
+            .workers
+            .iter()
+            .map(|(_, q)| q.label.as_str())
+            .filter(|l| l.starts_with("dpdk:"))
+            .collect();
+        if !dpdk.is_empty() {
+            eprintln!(
+                "linecap: ready: capturing on {}; SIGINT/SIGTERM to stop",
+                dpdk.join(", ")
+            );
+        }
     }
     let limit = cfg.max_frames.map(count::CountLimit::new);
     // issue 14: per queue, the socket's own drop count (the first job's

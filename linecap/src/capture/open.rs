@@ -101,9 +101,16 @@ pub(super) fn refresh_xdp_live(
         } else {
             0
         };
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = crate::metrics::XdpLive {
-            not_redirected: now.not_redirected.saturating_sub(b.not_redirected),
+        let not_redirected = now.not_redirected.saturating_sub(b.not_redirected);
+        let derived = att.list[*a].driver() == "veth" && att.list[*a].native();
+        let mut l = slot.lock().unwrap_or_else(|e| e.into_inner());
+        *l = crate::metrics::XdpLive {
+            not_redirected,
             iface_drops: iface,
+            // Never less than before: the worker folds only increases.
+            lctr_foldable: l
+                .lctr_foldable
+                .max(not_redirected + if derived { 0 } else { iface }),
         };
     }
 }

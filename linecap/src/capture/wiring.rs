@@ -222,13 +222,20 @@ pub(super) fn build(
         }
     }
     let mut workers = Vec::new();
-    for (q, lanes) in queues.into_iter().zip(lanes) {
+    for (qi, (q, lanes)) in queues.into_iter().zip(lanes).enumerate() {
         let flow_counters = lines
             .iter()
             .find(|r| r.queue_id == q.id)
             .and_then(|r| r.flows.clone());
         let producer = flow_counters.as_ref().and_then(|_| flow_producers.pop());
-        let worker = worker_for(cfg, &q, lanes, worker_stop, producer, flow_counters)?;
+        let mut worker = worker_for(cfg, &q, lanes, worker_stop, producer, flow_counters)?;
+        // issue 14: AF_XDP loss counted by the supervisor (XDP stage, the
+        // interface) goes into the lctr of the queue's next records too.
+        if let Some(live) = xdp_live.get(qi).cloned().flatten() {
+            worker = worker.with_outside_loss(Box::new(move || {
+                live.lock().unwrap_or_else(|e| e.into_inner()).lctr_foldable
+            }));
+        }
         workers.push((worker, q));
     }
     Ok(Wiring {

@@ -114,7 +114,7 @@ pub trait RxQueue {
     }
 
     /// Whether the worker should poll this queue without ever sleeping when
-    /// it is idle (spin, then yield). DPDK queues: a frame's TSC stamp is
+    /// it is idle (it spins, then yields). DPDK queues: a frame's TSC stamp is
     /// taken when `rx_burst` returns it, so a sleeping worker would add its
     /// sleep (50 µs plus timer slack) to the stamps; DPDK lcores busy-poll.
     fn busy_poll(&self) -> bool {

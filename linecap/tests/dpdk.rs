@@ -594,8 +594,14 @@ fn start_af_packet(
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let dev =
         format!("dpdk:net_af_packet0,iface=vA,framecnt={ring},framesz=2048,blocksz=4096,qpairs=1");
+    // At nice -15: the TSC stamp is taken when the worker polls, so it is
+    // only as steady as the worker's core; on a probe host that core is the
+    // worker's alone, on this shared 2-vCPU test VM it is not (other builds
+    // preempt it for milliseconds, and the frames of that time get stamps
+    // microseconds apart).
     spawn_until(
-        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+        veth.in_cap("nice")
+            .args(["-n", "-15", env!("CARGO_BIN_EXE_linecap")])
             .args(["capture", "--no-metrics", "--no-compress"])
             .args(["--source", &dev, "--duration", "100"])
             .args(extra)

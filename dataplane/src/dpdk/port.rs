@@ -905,3 +905,26 @@ impl Drop for DpdkQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::per_queue_drop_xstat;
+
+    #[test]
+    fn per_queue_drop_statistics_only_where_they_are_disjoint() {
+        assert_eq!(
+            per_queue_drop_xstat("net_ixgbe", 3).as_deref(),
+            Some("rx_q3_errors")
+        );
+        // mlx5's rx_qN_errors overlap rx_nombuf; af_packet's are always 0.
+        for d in [
+            "net_mlx5",
+            "net_i40e",
+            "net_ice",
+            "net_af_packet",
+            "net_null",
+        ] {
+            assert_eq!(per_queue_drop_xstat(d, 0), None, "{d}");
+        }
+    }
+}

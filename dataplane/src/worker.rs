@@ -1030,7 +1030,7 @@ mod tests {
             fn stop_inflow(&mut self) -> bool {
                 // What reached the queue before its inflow was cut.
                 self.stopped = true;
-                self.inner.frames.extend(self.late.drain(..));
+                self.inner.frames.append(&mut self.late);
                 true
             }
         }

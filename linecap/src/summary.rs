@@ -114,7 +114,8 @@ pub fn print(r: &CaptureReport) {
         (
             a.0 + q.worker.ring_full_packets,
             a.1 + q.worker.lctr_pending
-                + (q.iface_drops + q.xdp_not_redirected()).saturating_sub(q.worker.lctr_outside),
+                + (q.iface_drops + q.xdp_not_redirected()).saturating_sub(q.worker.lctr_outside)
+                + q.writer.lctr_pending,
         )
     });
     if ring_full > 0 {
@@ -122,8 +123,8 @@ pub fn print(r: &CaptureReport) {
             "ring full: {ring_full} frames dropped because the writer fell behind (drop:ring)"
         );
     }
-    // issue 14: lctr carries every loss of the queue (nic, xdp, ring full),
-    // except what came after the queue's last record.
+    // issue 14: lctr carries every loss of the queue (nic, xdp, ring full,
+    // writer), except what came after the queue's last record.
     if pending > 0 {
         println!(
             "lctr: {pending} frames lost after the last record of their queue are only in this report \
@@ -384,7 +385,8 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
             // carries: the worker's own, and what the supervisor counted
             // (XDP stage, interface) beyond what was folded into lctr.
             "lctr_pending": w.lctr_pending
-                + (q.iface_drops + q.xdp_not_redirected()).saturating_sub(w.lctr_outside),
+                + (q.iface_drops + q.xdp_not_redirected()).saturating_sub(w.lctr_outside)
+                + f.lctr_pending,
             "lctr_outside": w.lctr_outside, "backpressure_waits": w.backpressure_waits, "parsed_ip": w.parsed_ip,
             "parsed_non_ip": w.parsed_non_ip, "parsed_truncated": w.parsed_truncated,
             "parsed_malformed": w.parsed_malformed,
@@ -394,6 +396,7 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
             "bytes_erf": f.bytes_erf, "bytes_file": f.bytes_file,
             "files_closed": f.files_closed, "files_deleted": f.files_deleted,
             "drop_batches": f.drop_batches,
+            "lctr_carried": f.lctr_carried, "lctr_pending": f.lctr_pending,
         },
         "input_truncated_bytes": q.input_truncated_bytes,
         "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected, "no_meta": x.no_meta})),

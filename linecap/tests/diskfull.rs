@@ -181,11 +181,13 @@ fn writing_resumes_when_space_is_freed_mid_capture() {
         "no complete file before the disk filled"
     );
     let mut freed_packets = 0;
+    let mut freed_lctr = 0u64;
     for f in &before {
         let mut r = CaptureReader::open(f).unwrap();
         let mut p = Packet::default();
         while r.next(&mut p).unwrap() {
             freed_packets += 1;
+            freed_lctr += u64::from(p.lctr);
         }
         std::fs::remove_file(f).unwrap();
         let _ = std::fs::remove_file(PathBuf::from(format!("{}.json", f.display())));
@@ -213,6 +215,21 @@ fn writing_resumes_when_space_is_freed_mid_capture() {
     let on_disk = read_everything(&out);
     assert!(on_disk > 0);
     assert_eq!(on_disk + freed_packets, written, "{q:#}");
+    // issue 14: the writer's drops are in the data too: the lctr of the
+    // records written after them (plus what came after the last record).
+    let mut lctr = freed_lctr;
+    for f in files_with(&out, ".erf") {
+        let mut r = CaptureReader::open(&f).unwrap();
+        let mut p = Packet::default();
+        while r.next(&mut p).unwrap() {
+            lctr += u64::from(p.lctr);
+        }
+    }
+    let d = &q["dropped"];
+    let lost = d["writer"].as_u64().unwrap() + d["ring_full"].as_u64().unwrap();
+    let pending = q["worker"]["lctr_pending"].as_u64().unwrap();
+    assert!(q["writer"]["lctr_carried"].as_u64().unwrap() > 0, "{q:#}");
+    assert_eq!(lctr + pending, lost, "{q:#}");
 }
 
 /// A disk that fills during a live capture is said on stderr when it

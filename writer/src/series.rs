@@ -242,6 +242,13 @@ pub struct SeriesCounters {
     pub parts_removed: u64,
     /// Leftover `.part` files that could not be recovered (left as they are).
     pub parts_failed: u64,
+    /// Loss carried in the `lctr` of later records because a batch could
+    /// not be written (issue 14): its frames, and the loss its records'
+    /// own `lctr` carried.
+    pub lctr_carried: u64,
+    /// Such loss not (yet) carried in any record's `lctr` (at the end: the
+    /// loss after the series' last written record).
+    pub lctr_pending: u64,
 }
 
 /// Room kept in the byte budget for the manifest of the open file (a
@@ -270,8 +277,46 @@ pub struct FileSeries {
     last_error: Option<String>,
     /// Write failures are logged when they start, then at most every 10 s.
     err_log: crate::lograte::RateLimit,
+    /// A copy of a batch whose first records carry earlier writer drops in
+    /// their `lctr` (used only after a failed write; kept to reuse its memory).
+    scratch: Vec<u8>,
     /// The index thread (declared last: dropped after `Drop::drop` completed the file).
     index: Option<crate::indexer::IndexFeed>,
+}
+
+/// Add up to `loss` to the `lctr` of the ERF records in `records`, from the
+/// first on, each saturating at 65535 (the rest goes to the following
+/// records); returns how much was added. Stops at a record that does not
+/// parse (none should: the worker wrote them).
+fn carry_lctr(records: &mut [u8], loss: u64) -> u64 {
+    let mut left = loss;
+    let mut off = 0usize;
+    while left > 0 && off + 16 <= records.len() {
+        let rlen = usize::from(u16::from_be_bytes([records[off + 10], records[off + 11]]));
+        if rlen < 16 || off + rlen > records.len() {
+            break;
+        }
+        let cur = u16::from_be_bytes([records[off + 12], records[off + 13]]);
+        let add = left.min(u64::from(u16::MAX - cur)) as u16;
+        records[off + 12..off + 14].copy_from_slice(&(cur + add).to_be_bytes());
+        left -= u64::from(add);
+        off += rlen;
+    }
+    loss - left
+}
+
+/// The sum of the `lctr` of the ERF records in `records`.
+fn lctr_sum(records: &[u8]) -> u64 {
+    let (mut sum, mut off) = (0u64, 0usize);
+    while off + 16 <= records.len() {
+        let rlen = usize::from(u16::from_be_bytes([records[off + 10], records[off + 11]]));
+        if rlen < 16 {
+            break;
+        }
+        sum += u64::from(u16::from_be_bytes([records[off + 12], records[off + 13]]));
+        off += rlen;
+    }
+    sum
 }
 
 /// How often a failing series logs again.
@@ -349,6 +394,7 @@ impl FileSeries {
             counters,
             last_error,
             err_log: crate::lograte::RateLimit::new(ERROR_LOG_EVERY),
+            scratch: Vec::new(),
         })
     }
 
@@ -398,8 +444,24 @@ impl FileSeries {
         if meta.rotate_before() {
             self.complete_current();
         }
-        match self.try_write(meta, records) {
+        // issue 14: frames of batches that could not be written are carried
+        // in the lctr of the next records written, like every other loss.
+        let given = records;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let (records, carried) = if self.counters.lctr_pending > 0 {
+            scratch.clear();
+            scratch.extend_from_slice(records);
+            let carried = carry_lctr(&mut scratch, self.counters.lctr_pending);
+            (&scratch[..], carried)
+        } else {
+            (records, 0)
+        };
+        let r = self.try_write(meta, records, carried);
+        self.scratch = scratch;
+        match r {
             Ok(()) => {
+                self.counters.lctr_pending -= carried;
+                self.counters.lctr_carried += carried;
                 if self.cfg.rotate_bytes.is_some_and(|max| {
                     self.cur
                         .as_ref()
@@ -412,6 +474,8 @@ impl FileSeries {
             Err(e) => {
                 self.counters.drop_packets += meta.packets;
                 self.counters.drop_batches += 1;
+                // The batch's frames, and the loss its records carried.
+                self.counters.lctr_pending += meta.packets + lctr_sum(given);
                 // Name the file (or, when none could be opened, the directory).
                 let at = self.cur.as_ref().map_or(&self.cfg.dir, |c| &c.hidden);
                 let msg = format!("{}: {e}", at.display());
@@ -572,7 +636,7 @@ impl FileSeries {
         }
     }
 
-    fn try_write(&mut self, meta: &BatchMeta, records: &[u8]) -> io::Result<()> {
+    fn try_write(&mut self, meta: &BatchMeta, records: &[u8], carried: u64) -> io::Result<()> {
         if let Some(budget) = self.cfg.budget_bytes {
             self.make_room(budget, records.len() as u64)?;
         }
@@ -614,7 +678,7 @@ impl FileSeries {
         m.bytes_erf += records.len() as u64;
         m.bytes_file += bytes.len() as u64;
         m.batches += 1;
-        m.lost_packets += meta.lost_before;
+        m.lost_packets += meta.lost_before + carried;
         let c = &mut self.counters;
         c.batches += 1;
         c.packets += meta.packets;
@@ -1016,9 +1080,47 @@ mod tests {
         // Space (here: the directory) comes back: writing resumes.
         fs::create_dir_all(dir.path().join("q")).unwrap();
         let (m3, r3) = batch(2, 5, 3_000, false);
+        assert_eq!(s.counters().lctr_pending, 5);
         s.write_batch(&m3, &r3).unwrap();
         s.close_current().unwrap();
         assert_eq!(s.counters().packets, 10);
+        // issue 14: the 5 lost frames are in the lctr of the next record
+        // written, and in that file's manifest; the caller's batch is untouched.
+        assert_eq!(
+            (s.counters().lctr_carried, s.counters().lctr_pending),
+            (5, 0)
+        );
+        assert_eq!(erf::Record::parse_header(&r3).unwrap().lctr, 0);
+        let f = fs::read_dir(dir.path().join("q"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".erf.lz4"))
+            .expect("the file written after the directory came back");
+        let data = lz4_flex::frame::FrameDecoder::new(fs::File::open(&f).unwrap());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut { data }, &mut bytes).unwrap();
+        let lctrs: Vec<u16> = bytes
+            .chunks(erf::ETH_RECORD_OVERHEAD + 60)
+            .map(|r| erf::Record::parse_header(r).unwrap().lctr)
+            .collect();
+        assert_eq!(lctrs, vec![5, 0, 0, 0, 0]);
+        let man: serde_json::Value =
+            serde_json::from_slice(&fs::read(crate::names::manifest_path(&f)).unwrap()).unwrap();
+        assert_eq!(man["lost_packets"], 5);
+    }
+
+    #[test]
+    fn carried_writer_loss_saturates_per_record() {
+        let (_, mut r) = batch(0, 3, 1, false);
+        assert_eq!(carry_lctr(&mut r, 70_000), 70_000);
+        let l: Vec<u16> = r
+            .chunks(erf::ETH_RECORD_OVERHEAD + 60)
+            .map(|x| erf::Record::parse_header(x).unwrap().lctr)
+            .collect();
+        assert_eq!(l, vec![65_535, 4_465, 0]);
+        // More than the records can hold: what is left stays pending.
+        let (_, mut r) = batch(0, 1, 1, false);
+        assert_eq!(carry_lctr(&mut r, 70_000), 65_535);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 /* See dpdk_shim.h. */
 #include <string.h>
+#include <sys/uio.h>
+#include <linux/if_packet.h>
 
 #include <rte_cycles.h>
 #include <rte_errno.h>
@@ -74,4 +76,57 @@ int lc_rxq_first_int(uint16_t port, uint16_t queue)
 	int v;
 	memcpy(&v, data[queue], sizeof v);
 	return v;
+}
+
+/* The leading fields of net_af_packet's struct pkt_rx_queue. */
+struct lc_afp_rxq {
+	int sockfd;
+	struct iovec *rd;
+	uint8_t *map;
+	unsigned int framecount;
+	unsigned int framenum;
+};
+
+static struct lc_afp_rxq *lc_afp_rxq(uint16_t port, uint16_t queue)
+{
+	if (port >= RTE_MAX_ETHPORTS || queue >= RTE_MAX_QUEUES_PER_PORT)
+		return NULL;
+	void **data = rte_eth_fp_ops[port].rxq.data;
+	if (data == NULL)
+		return NULL;
+	return data[queue];
+}
+
+int lc_afp_check(uint16_t port, uint16_t queue)
+{
+	struct lc_afp_rxq *q = lc_afp_rxq(port, queue);
+	if (q == NULL || q->rd == NULL || q->map == NULL || q->framecount == 0 ||
+	    q->framenum >= q->framecount)
+		return -1;
+	size_t len = q->rd[0].iov_len;
+	if (q->rd[0].iov_base != (void *)q->map || len < TPACKET2_HDRLEN)
+		return -1;
+	if (q->framecount > 1 && (uint8_t *)q->rd[1].iov_base != q->map + len)
+		return -1;
+	if ((uint8_t *)q->rd[q->framecount - 1].iov_base != q->map + (size_t)(q->framecount - 1) * len)
+		return -1;
+	return 0;
+}
+
+uint16_t lc_afp_peek_stamps(uint16_t port, uint16_t queue, uint64_t *ts, uint16_t max)
+{
+	struct lc_afp_rxq *q = lc_afp_rxq(port, queue);
+	unsigned int n = q->framecount, at = q->framenum;
+	uint16_t i;
+	for (i = 0; i < max; i++) {
+		struct tpacket2_hdr *h = q->rd[at].iov_base;
+		/* The kernel publishes the slot (and its header) with the status. */
+		uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+		if ((st & TP_STATUS_USER) == 0)
+			break;
+		ts[i] = (uint64_t)h->tp_sec * 1000000000u + h->tp_nsec;
+		if (++at >= n)
+			at = 0;
+	}
+	return i;
 }

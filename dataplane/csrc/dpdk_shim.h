@@ -38,5 +38,17 @@ uint64_t lc_rdtsc(void);
  * AF_PACKET socket: the caller must check that it is one (SO_DOMAIN, bound
  * interface) before using it. */
 int lc_rxq_first_int(uint16_t port, uint16_t queue);
+/* net_af_packet (DPDK 22.11): the PMD's receive queue starts with
+ * { int sockfd; struct iovec *rd; uint8_t *map; unsigned framecount;
+ * unsigned framenum; } (the same in every release since 2014). Returns 0
+ * when the queue of (port, queue) looks like that: rd[0] starts at map,
+ * the slots are iov_len apart, framenum < framecount. */
+int lc_afp_check(uint16_t port, uint16_t queue);
+/* net_af_packet: the kernel's receive stamps (TPACKET_V2 tp_sec/tp_nsec,
+ * CLOCK_REALTIME, in ns) of the frames waiting in the queue's ring from the
+ * PMD's next slot on, up to `max`: exactly the frames (in order) that an
+ * rx_burst of at most the returned count will hand out. Call only on the
+ * thread that polls the queue, and only after lc_afp_check succeeded. */
+uint16_t lc_afp_peek_stamps(uint16_t port, uint16_t queue, uint64_t *ts, uint16_t max);
 
 #endif

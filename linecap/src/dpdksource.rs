@@ -178,6 +178,8 @@ mod imp {
             },
             if i.pmd_timestamps_us {
                 "from the PMD (µs)"
+            } else if i.driver == "net_af_packet" {
+                "from the kernel's receive stamp in each queue's packet socket ring (else the TSC: see each queue's line)"
             } else {
                 "from the TSC, one read per frame, mapped to CLOCK_REALTIME (re-anchored every 100 ms, steps of at most 1 ms)"
             }

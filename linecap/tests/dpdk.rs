@@ -9,7 +9,10 @@
 //! - net_null: SIGTERM stops the ports, flushes, cleans up the EAL;
 //! - bad input gives clear errors;
 //! - as root (`#[ignore]`, run by `.ci/privileged-tests`): net_af_packet on a
-//!   veth inside the test's own namespaces, 500 k frames all accounted for; and
+//!   veth inside the test's own namespaces, 500 k frames all accounted for;
+//!   100 k frames from `bench gen` at a steady rate, each with its own
+//!   timestamp (the kernel's receive stamp), never backwards, the gaps the
+//!   kernel's; overload (seen = the generator's count, lctr = the drops); and
 //!   a capture on hugepages (`vm.nr_hugepages` is restored afterwards).
 //!
 //! The unprivileged tests run DPDK with `--no-huge` (no hugepages are
@@ -594,14 +597,8 @@ fn start_af_packet(
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let dev =
         format!("dpdk:net_af_packet0,iface=vA,framecnt={ring},framesz=2048,blocksz=4096,qpairs=1");
-    // At nice -15: the TSC stamp is taken when the worker polls, so it is
-    // only as steady as the worker's core; on a probe host that core is the
-    // worker's alone, on this shared 2-vCPU test VM it is not (other builds
-    // preempt it for milliseconds, and the frames of that time get stamps
-    // microseconds apart).
     spawn_until(
-        veth.in_cap("nice")
-            .args(["-n", "-15", env!("CARGO_BIN_EXE_linecap")])
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
             .args(["capture", "--no-metrics", "--no-compress"])
             .args(["--source", &dev, "--duration", "100"])
             .args(extra)
@@ -693,8 +690,11 @@ fn net_af_packet_stamps_every_frame_at_a_steady_rate() {
     let r = report(&json);
     assert_balanced(&r);
     let (got, lctr, clocks) = seq_frames(&out);
+    // The kernel's receive stamp of each frame, read from the ring (so the
+    // stamps do not depend on when the worker ran: on this shared 2-vCPU VM
+    // TSC stamps taken at poll time came out in bursts).
     assert!(
-        !clocks.is_empty() && clocks.iter().all(|c| c == "tsc"),
+        !clocks.is_empty() && clocks.iter().all(|c| c == "packet-socket"),
         "{clocks:?}"
     );
     assert_eq!(
@@ -770,6 +770,13 @@ fn net_af_packet_stamps_every_frame_at_a_steady_rate() {
     assert!(
         median.abs_diff(sent_median) * 10 <= sent_median,
         "captured median gap {median} ns is not within 10 % of the sender's {sent_median} ns"
+    );
+    // Frame by frame the gaps are the kernel's (tcpdump reads the same
+    // receive stamp): at most 1 µs apart for 99 % of them.
+    assert!(
+        errs[errs.len() * 99 / 100] <= 1_000,
+        "captured gaps differ from the kernel's arrival gaps (p99 {} ns)",
+        errs[errs.len() * 99 / 100]
     );
     assert!(
         mean.abs_diff(pacing) * 10 <= pacing,

@@ -511,6 +511,13 @@ impl Port {
                     registered: false,
                     multi_seg: 0,
                     xstat: xstat.map(|(n, id)| (n, id, 0)),
+                    // The kernel's receive stamp of each frame in the ring,
+                    // when the queue is net_af_packet's as linecap knows it.
+                    // SAFETY: the port is started with this rx queue set up;
+                    // the check only reads the PMD's queue struct.
+                    kstamps: sock.is_some() && unsafe { sys::lc_afp_check(self.id, q) } == 0,
+                    kts: [0; BURST_MAX],
+                    last_ts: 0,
                     sock,
                     sock_note,
                     stop: StopMethod::Running,
@@ -699,6 +706,12 @@ pub struct DpdkQueue {
     multi_seg: u64,
     /// The queue's own drop statistic: (name, xstat id, value at start).
     xstat: Option<(String, u64, u64)>,
+    /// net_af_packet: stamp frames with the kernel's receive time from the
+    /// ring's TPACKET_V2 header (read just before each rx_burst).
+    kstamps: bool,
+    kts: [u64; BURST_MAX],
+    /// The last stamp given (kernel stamps: never backwards per queue).
+    last_ts: u64,
     /// net_af_packet: the queue's kernel socket.
     sock: Option<super::pktsock::PacketSocket>,
     /// Why the socket is not read, when it should have been.
@@ -746,11 +759,19 @@ impl DpdkQueue {
         if let Some(e) = &self.sock_note {
             v.push(format!("NOT its packet socket ({e})"));
         }
-        if v.is_empty() {
+        let drops = if v.is_empty() {
             "none of its own (the port's are on queue 0)".into()
         } else {
             v.join(", ")
-        }
+        };
+        let clock = if self.kstamps {
+            "the kernel's receive stamp in its packet socket's ring (manifest clock packet-socket)"
+        } else if self.ts_flag != 0 {
+            "the PMD's (manifest clock pmd)"
+        } else {
+            "one TSC read per frame (manifest clock tsc)"
+        };
+        format!("{drops}; timestamps: {clock}")
     }
 
     /// How the inflow was stopped at the end ([`StopMethod::Running`] before).
@@ -770,7 +791,23 @@ impl RxQueue for DpdkQueue {
             unsafe { sys::rte_thread_register() };
             self.registered = true;
         }
-        let want = max.min(BURST_MAX) as u16;
+        let mut want = max.min(BURST_MAX) as u16;
+        let mut k = 0usize;
+        if self.kstamps {
+            // SAFETY: lc_afp_check accepted this queue's layout; only this
+            // thread polls the queue, so the PMD's next slot cannot move
+            // during the call; kts has room for `want` stamps.
+            k = usize::from(unsafe {
+                sys::lc_afp_peek_stamps(self.port_id, self.queue, self.kts.as_mut_ptr(), want)
+            });
+            // Ask for exactly the frames whose stamps were read (the ring
+            // hands them out in order); frames that arrive meanwhile wait
+            // for the next burst, so every frame gets its kernel stamp.
+            if k == 0 {
+                return RxStatus::Idle;
+            }
+            want = k as u16;
+        }
         // SAFETY: the port is started with this rx queue, which only this
         // thread polls; `burst` has room for `want` pointers.
         let n = unsafe { sys::lc_rx_burst(self.port_id, self.queue, self.burst.as_mut_ptr(), want) }
@@ -779,7 +816,7 @@ impl RxQueue for DpdkQueue {
             return RxStatus::Idle;
         }
         let l = self.layout;
-        for &m in &self.burst[..n] {
+        for (i, &m) in self.burst[..n].iter().enumerate() {
             let b = m as *const u8;
             // SAFETY: `m` is an mbuf the PMD just handed us, valid until we
             // free it below; the offsets come from the C compiler's
@@ -794,7 +831,13 @@ impl RxQueue for DpdkQueue {
                     (b.add(l.ol_flags as usize) as *const u64).read_unaligned(),
                 )
             };
-            let ts_ns = if ol_flags & self.ts_flag != 0 {
+            let ts_ns = if i < k {
+                // The kernel's CLOCK_REALTIME receive stamp: never backwards
+                // on the queue (a clock step back holds it).
+                let t = self.kts[i].max(self.last_ts);
+                self.last_ts = t;
+                t
+            } else if ol_flags & self.ts_flag != 0 {
                 // SAFETY: the flag says the PMD wrote the u64 dynamic field
                 // at this offset (looked up from DPDK's registry).
                 let us = unsafe { (b.add(self.ts_off) as *const u64).read_unaligned() };
@@ -833,7 +876,13 @@ impl RxQueue for DpdkQueue {
     }
 
     fn clock_source(&self) -> &'static str {
-        if self.ts_flag != 0 { "pmd" } else { "tsc" }
+        if self.kstamps {
+            "packet-socket"
+        } else if self.ts_flag != 0 {
+            "pmd"
+        } else {
+            "tsc"
+        }
     }
 
     fn refresh(&mut self) {

@@ -33,7 +33,7 @@ pub fn capture(mut a: CaptureArgs, matches: &ArgMatches) -> anyhow::Result<i32> 
             .as_ref()
             .expect("--api is on when the registry exists");
         let server = crate::api::ApiServer::start(a, rt, info)?;
-        eprintln!("linecap: control API on {}", server.describe());
+        tracing::info!("control API on {}", server.describe());
         Ok(Box::new(server))
     };
     let report = crate::capture::run_capture_with(&cfg, &signals, Some(&api_start));

@@ -199,8 +199,8 @@ pub fn start(
     roots: Vec<(String, PathBuf)>,
 ) -> anyhow::Result<(Arc<Shipper>, ShipHooks)> {
     if let Some(t) = &cfg.s3 {
-        eprintln!(
-            "linecap: ship: to s3://{}/{} at {} ({} threads{})",
+        tracing::info!(
+            "ship: to s3://{}/{} at {} ({} threads{})",
             t.bucket,
             t.prefix,
             t.endpoint,
@@ -222,8 +222,8 @@ pub fn start(
 /// Drain and stop; print what is left.
 pub fn finish(shipper: &Shipper) -> ShipReport {
     let r = shipper.finish();
-    eprintln!(
-        "linecap: ship: {} files ({} bytes) shipped this run; {} files ({} bytes) left for the next start{}",
+    tracing::info!(
+        "ship: {} files ({} bytes) shipped this run; {} files ({} bytes) left for the next start{}",
         r.files_shipped,
         r.bytes_shipped,
         r.left_files,
@@ -235,14 +235,14 @@ pub fn finish(shipper: &Shipper) -> ShipReport {
         }
     );
     for n in &r.left_names {
-        eprintln!("linecap: ship:   left: {n}");
+        tracing::info!("ship: left: {n}");
     }
     if !r.failures.is_empty() {
         let f: Vec<String> = r.failures.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        eprintln!("linecap: ship: failed attempts: {}", f.join(" "));
+        tracing::warn!("ship: failed attempts: {}", f.join(" "));
     }
     if let Some(e) = &r.last_error {
-        eprintln!("linecap: ship: last error: {e}");
+        tracing::warn!("ship: last error: {e}");
     }
     r
 }

@@ -189,8 +189,8 @@ pub fn run_capture_with(
     become_user(cfg)?;
     if !att.list.is_empty() {
         let ifs: Vec<&str> = att.list.iter().map(|a| a.ifname()).collect();
-        eprintln!(
-            "linecap: ready: capturing on {} ({} queues); SIGINT/SIGTERM to stop",
+        tracing::info!(
+            "ready: capturing on {} ({} queues); SIGINT/SIGTERM to stop",
             ifs.join(", "),
             w.workers.len()
         );
@@ -292,12 +292,12 @@ fn start_metrics(
     let ship_metrics = cfg.ship.as_ref().map(|s| s.metrics.clone());
     match MetricsServer::start(m.addr, probes, ship_metrics) {
         Ok(server) => {
-            eprintln!("linecap: metrics on http://{}/metrics", server.addr());
+            tracing::info!("metrics on http://{}/metrics", server.addr());
             Ok(Some(server))
         }
         Err(e) if !m.required => {
-            eprintln!(
-                "linecap: warning: {e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
+            tracing::warn!(
+                "{e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
             );
             Ok(None)
         }
@@ -318,8 +318,8 @@ fn become_user(cfg: &CaptureConfig) -> anyhow::Result<()> {
             .with_context(|| format!("giving {} to {user}", d.display()))?;
     }
     crate::privileges::drop_privileges(user, crate::privileges::CAPTURE_KEEP)?;
-    eprintln!(
-        "linecap: running as {user} (uid {}) with CAP_NET_ADMIN, CAP_BPF, CAP_IPC_LOCK",
+    tracing::info!(
+        "running as {user} (uid {}) with CAP_NET_ADMIN, CAP_BPF, CAP_IPC_LOCK",
         t.uid
     );
     Ok(())

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use super::{QueueReport, WriterInput};
 use crate::config::JobConfig;
-use crate::metrics::XdpLive;
+use crate::metrics::{ProbeTable, QueueProbe, XdpLive};
 use linecap_dataplane::afxdp::XdpQueueStats;
 
 /// How long an add or a stop may wait for the workers and writers.
@@ -144,6 +144,8 @@ pub struct Shape {
     pub job_root: PathBuf,
     /// Flow tracking follows the first job: it cannot be stopped.
     pub flows_on_first_job: bool,
+    /// What `/metrics` reads: a job added or stopped here changes it.
+    pub probes: Arc<ProbeTable>,
 }
 
 /// One (job, queue): the handles its counters are read through.
@@ -372,6 +374,7 @@ impl Jobs {
         let mut queues = Vec::new();
         let mut commands = Vec::new();
         let mut inputs = Vec::new();
+        let mut probes = Vec::new();
         for q in &self.shape.queues {
             let (producer, consumer) = ring::ring(self.shape.ring).map_err(|e| JobError {
                 status: 503,
@@ -406,6 +409,17 @@ impl Jobs {
                     *x.lock().unwrap_or_else(|e| e.into_inner())
                 }),
             };
+            probes.push(QueueProbe {
+                xdp: q.xdp.clone(),
+                xdp_base: jq.xdp_base,
+                ..QueueProbe::new(
+                    &config.name,
+                    q.id,
+                    jq.worker.clone(),
+                    jq.writer.clone(),
+                    consumer.probe(),
+                )
+            });
             inputs.push(WriterInput::runtime(
                 consumer,
                 series,
@@ -454,6 +468,9 @@ impl Jobs {
             queues,
             final_capture,
         });
+        // On /metrics from the next scrape (the workers run it by the time
+        // this answer is sent).
+        self.shape.probes.add(probes);
         drop(reg);
         self.wait_applied(epoch)?;
         Ok(config.name)
@@ -507,6 +524,7 @@ impl Jobs {
         job.state = JobState::Stopped;
         job.stopped = Some(SystemTime::now());
         job.info = info;
+        self.shape.probes.stopped(name);
         drop(reg);
         self.wait_applied(epoch)?;
         let end = Instant::now() + APPLY_TIMEOUT;

@@ -1037,18 +1037,30 @@ fn run_hook(sh: &Shared, d: &DirState, f: &Completed) -> Result<(), S3Error> {
 /// `linecap ship --test`: put a probe object, read it back, delete it.
 /// Each step's outcome, in order; the first failure ends the test.
 pub fn self_test(cfg: &ShipConfig) -> Vec<(String, Result<String, String>)> {
+    self_test_steps(cfg)
+        .into_iter()
+        .map(|(step, r)| (step, r.map_err(|e| describe(&e))))
+        .collect()
+}
+
+/// [`self_test`] with each failure's kind kept (the control API answers
+/// 503 when the store cannot be reached, 502 when it answered with an error).
+pub fn self_test_steps(cfg: &ShipConfig) -> Vec<(String, Result<String, S3Error>)> {
     let mut out = Vec::new();
     let Some(t) = &cfg.s3 else {
         out.push((
             "config".into(),
-            Err("no --ship s3://BUCKET/PREFIX given".into()),
+            Err(S3Error {
+                kind: FailKind::Local,
+                detail: "no --ship s3://BUCKET/PREFIX given".into(),
+            }),
         ));
         return out;
     };
     let c = match S3Client::new(t, None) {
         Ok(c) => c,
         Err(e) => {
-            out.push(("config".into(), Err(describe(&e))));
+            out.push(("config".into(), Err(e)));
             return out;
         }
     };
@@ -1066,7 +1078,7 @@ pub fn self_test(cfg: &ShipConfig) -> Vec<(String, Result<String, String>)> {
         .repeat(64);
     let mut step = |name: &str, r: Result<String, S3Error>| -> bool {
         let ok = r.is_ok();
-        out.push((name.to_string(), r.map_err(|e| describe(&e))));
+        out.push((name.to_string(), r));
         ok
     };
     if !step(

@@ -414,6 +414,13 @@ fn query_answer(ctx: &Ctx, query: &str) -> Answer {
         )
         .into();
     };
+    // A directory removed since (a stopped job's, by the operator) is not
+    // an error: the answer is over what is left, as `linecap query` over
+    // the directories that exist.
+    let dirs: Vec<_> = dirs.into_iter().filter(|d| d.is_dir()).collect();
+    if dirs.is_empty() {
+        return Reply::error(404, None, "the job's directories are gone").into();
+    }
     let prepared = crate::query::prepare(
         &dirs,
         expr.as_deref().unwrap_or(""),
@@ -759,6 +766,53 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `Write` the test can read back after the writer is dropped.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_end_with_the_trailers_and_decode_back() {
+        let sink = Shared::default();
+        let mut c = Chunked {
+            inner: Box::new(sink.clone()),
+            chunked: true,
+        };
+        c.write_all(b"hello").unwrap();
+        assert_eq!(
+            c.write(b"").unwrap(),
+            0,
+            "an empty write is no chunk (it would end the body)"
+        );
+        c.write_all(&[7u8; 300]).unwrap();
+        c.finish(2, 1).unwrap();
+        let raw = sink.0.lock().unwrap().clone();
+        assert!(raw.starts_with(b"5\r\nhello\r\n12c\r\n"));
+        assert!(raw.ends_with(b"0\r\nLinecap-Matched: 2\r\nLinecap-Errors: 1\r\n\r\n"));
+        let mut http = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        http.extend_from_slice(&raw);
+        let a = crate::ctl::parse_response(&http).unwrap();
+        assert_eq!(a.body.len(), 305);
+        // HTTP/1.0: the bytes as they are, no trailers.
+        let sink = Shared::default();
+        let mut c = Chunked {
+            inner: Box::new(sink.clone()),
+            chunked: false,
+        };
+        c.write_all(b"abc").unwrap();
+        c.finish(1, 0).unwrap();
+        assert_eq!(sink.0.lock().unwrap().as_slice(), b"abc");
+    }
 
     #[test]
     fn percent_escapes_decode() {

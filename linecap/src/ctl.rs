@@ -565,6 +565,66 @@ pub fn run(a: CtlArgs) -> anyhow::Result<i32> {
 mod tests {
     use super::*;
 
+    /// Serve `answer` once on a unix socket; the request is read first.
+    fn serve_once(answer: &'static [u8]) -> (tempfile::TempDir, ApiListen) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s");
+        let l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            s.write_all(answer).unwrap();
+        });
+        (d, ApiListen::Unix(p))
+    }
+
+    #[test]
+    fn a_streamed_answer_is_decoded_with_its_trailers_and_a_cut_one_is_an_error() {
+        let (_d, api) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nLinecap-Matched: 5\r\nLinecap-Errors: 0\r\n\r\n",
+        );
+        let mut out = Vec::new();
+        let a = request_stream(&api, None, "/v1/query", &mut out).unwrap();
+        assert_eq!(
+            (a.status, out.as_slice(), a.bytes),
+            (200, b"abcde".as_slice(), 5)
+        );
+        assert_eq!(
+            a.trailers,
+            [
+                ("linecap-matched".to_string(), "5".to_string()),
+                ("linecap-errors".to_string(), "0".to_string())
+            ]
+        );
+        // No last chunk: the server cut the answer short.
+        let (_d, api) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
+        let mut out = Vec::new();
+        assert!(request_stream(&api, None, "/v1/query", &mut out).is_err());
+        // An error's JSON body is kept apart, not written to the output.
+        let (_d, api) = serve_once(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\n{}");
+        let mut out = Vec::new();
+        let a = request_stream(&api, None, "/v1/query", &mut out).unwrap();
+        assert_eq!((a.status, a.error_body.as_slice()), (400, b"{}".as_slice()));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn query_paths_escape_the_expression() {
+        let p = query_path(
+            "host 10.0.0.1 and port 53",
+            Some("15m ago"),
+            None,
+            linecap_reader::output::OutFormat::PcapNg,
+            Some("dns"),
+        );
+        assert_eq!(
+            p,
+            "/v1/query?expr=host+10.0.0.1+and+port+53&after=15m+ago&format=pcapng&job=dns"
+        );
+    }
+
     #[test]
     fn responses_parse_with_length_or_chunks() {
         let a = parse_response(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}junk").unwrap();

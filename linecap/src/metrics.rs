@@ -477,3 +477,68 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linecap_dataplane::ring::{self, HugePages, RingConfig};
+
+    fn probe(job: &str, packets: u64) -> (QueueProbe, ring::Producer, ring::Consumer) {
+        let (p, c) = ring::ring(RingConfig {
+            slots: 2,
+            batch_bytes: 64 * 1024,
+            hugepages: HugePages::Never,
+        })
+        .unwrap();
+        let writer = Arc::new(Mutex::new(SeriesCounters {
+            packets,
+            ..Default::default()
+        }));
+        let probe = QueueProbe::new(
+            job,
+            0,
+            Arc::new(SharedCounters::default()),
+            writer,
+            c.probe(),
+        );
+        (probe, p, c)
+    }
+
+    fn written(text: &str, job: &str) -> Option<String> {
+        let key = format!("linecap_written_packets_total{{capture_job=\"{job}\",queue=\"0\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key).map(str::to_string))
+    }
+
+    #[test]
+    fn added_jobs_appear_stopped_ones_keep_counters_and_the_oldest_stopped_leave() {
+        let (main, _p0, _c0) = probe("main", 7);
+        let t = ProbeTable::new(vec![main], 2);
+        let mut keep = Vec::new();
+        for (i, job) in ["a", "b", "c"].iter().enumerate() {
+            let (p, prod, cons) = probe(job, 10 + i as u64);
+            keep.push((prod, cons));
+            t.add(vec![p]);
+        }
+        let text = render(&t.snapshot(), 0.0);
+        assert_eq!(written(&text, "b").as_deref(), Some("11"));
+        assert_eq!(text.matches("linecap_ring_capacity_slots{").count(), 4);
+        // Stopped: the counter stays, the ring gauges go.
+        t.stopped("a");
+        let text = render(&t.snapshot(), 0.0);
+        assert_eq!(written(&text, "a").as_deref(), Some("10"));
+        assert!(!text.contains("linecap_ring_capacity_slots{capture_job=\"a\""));
+        assert!(!text.contains("linecap_ring_occupancy_slots{capture_job=\"a\""));
+        // Three stopped, two kept: "a", the first stopped, leaves.
+        t.stopped("b");
+        t.stopped("c");
+        let text = render(&t.snapshot(), 0.0);
+        assert_eq!(written(&text, "a"), None);
+        assert_eq!(written(&text, "b").as_deref(), Some("11"));
+        assert_eq!(written(&text, "c").as_deref(), Some("12"));
+        assert_eq!(written(&text, "main").as_deref(), Some("7"));
+        // A second stop of the same job changes nothing.
+        t.stopped("c");
+        assert_eq!(t.snapshot().len(), 3);
+    }
+}

@@ -185,6 +185,8 @@ pub struct ShipHooks {
     pub may_delete: linecap_writer::series::MayDelete,
     /// Prometheus text appended to `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Ship a job added while capturing: `(job, its output directory)`.
+    pub add_root: Arc<dyn Fn(&str, &std::path::Path) -> Result<(), String> + Send + Sync>,
 }
 
 impl std::fmt::Debug for ShipHooks {
@@ -216,9 +218,11 @@ pub fn start(
     let shipper = Arc::new(Shipper::start(cfg, roots, pin).map_err(anyhow::Error::msg)?);
     let hook = shipper.retention_hook();
     let m = shipper.clone();
+    let r = shipper.clone();
     let hooks = ShipHooks {
         may_delete: linecap_writer::series::MayDelete(hook),
         metrics: Arc::new(move || linecap_ship::shipper::metrics_text(&m)),
+        add_root: Arc::new(move |job, dir| r.add_root(job, dir)),
     };
     Ok((shipper, hooks))
 }

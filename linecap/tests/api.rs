@@ -788,6 +788,65 @@ fn storage_test_answers_200_from_seaweedfs_502_for_a_missing_bucket_and_503_when
         let (r, _) = stop(c);
         assert_balanced(&r);
     }
+
+    // A job added through the API is shipped like the jobs of the start,
+    // and its manifests say which clock stamped its records.
+    let dir = d.path().join("runtime");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = start_env(
+        &dir,
+        4000,
+        &[
+            "--ship",
+            "s3://caps/rt",
+            "--ship-endpoint",
+            &endpoint,
+            "--ship-probe",
+            "p1",
+            "-C",
+            "64K",
+            "--ship-drain-timeout",
+            "10",
+        ],
+        &keys,
+    );
+    let (st, v) = call(
+        &c,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "one", "directory": "one", "filter": "udp src port 1025"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (st, v) = call(&c, "DELETE", "/v1/jobs/one", None);
+    assert_eq!(st, 200, "{v}");
+    let local = files_with(&dir.join("one"), ".erf.lz4");
+    assert!(!local.is_empty());
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(files_with(&dir.join("one"), ".json")[0].clone()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["clock"], "synthetic", "{manifest}");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shipped = w
+            .list("rt/p1/one/q00/")
+            .iter()
+            .filter(|(k, _)| k.ends_with(".erf.lz4"))
+            .count();
+        if shipped == local.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{shipped} of {} files of the runtime job shipped: {:?}",
+            local.len(),
+            w.list("rt/")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (r, _) = stop(c);
+    assert_balanced(&r);
 }
 
 /// One scrape of `/metrics`.

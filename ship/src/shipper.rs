@@ -94,8 +94,9 @@ struct Shared {
     cfg: ShipConfig,
     client: Option<S3Client>,
     /// The capture jobs' output directories: (job, dir); queue directories
-    /// `qNN/` inside are found as they appear.
-    roots: Vec<(String, std::path::PathBuf)>,
+    /// `qNN/` inside are found as they appear. Jobs added while capturing
+    /// add theirs ([`Shipper::add_root`]).
+    roots: Mutex<Vec<(String, std::path::PathBuf)>>,
     /// Queue directories found so far (append-only).
     dirs: Mutex<Vec<Arc<DirState>>>,
     /// Held for a whole discovery, so a journal is opened (and compacted) once.
@@ -187,7 +188,7 @@ impl Shipper {
         };
         let shared = Arc::new(Shared {
             client,
-            roots,
+            roots: Mutex::new(roots),
             dirs: Mutex::new(Vec::new()),
             discovering: Mutex::new(()),
             counters: ShipCounters::default(),
@@ -247,6 +248,19 @@ impl Shipper {
             shared,
             threads: Mutex::new(threads),
         })
+    }
+
+    /// Ship `dir` too: the output directory of job `job`, added while
+    /// capturing (the control API). Its queue directories are found now
+    /// and as they appear; an error is a journal that cannot be opened.
+    pub fn add_root(&self, job: &str, dir: &Path) -> Result<(), String> {
+        {
+            let mut roots = lock(&self.shared.roots);
+            if !roots.iter().any(|(_, d)| d == dir) {
+                roots.push((job.to_string(), dir.to_path_buf()));
+            }
+        }
+        discover(&self.shared)
     }
 
     /// The counters.
@@ -375,7 +389,8 @@ struct Completed {
 /// Find queue directories (`qNN`) under the roots and open their journals.
 fn discover(sh: &Shared) -> Result<(), String> {
     let _one = lock(&sh.discovering);
-    for (job, root) in &sh.roots {
+    let roots = lock(&sh.roots).clone();
+    for (job, root) in &roots {
         let Ok(rd) = fs::read_dir(root) else {
             continue;
         };

@@ -128,6 +128,8 @@ pub struct QueueInfo {
     pub live: bool,
     /// AF_XDP queues: the drops before the socket, refreshed by the supervisor.
     pub xdp: Option<Arc<Mutex<XdpLive>>>,
+    /// Where its timestamps come from (into every manifest, as at start).
+    pub clock: &'static str,
 }
 
 /// Everything a job added at runtime needs, fixed at start.
@@ -146,6 +148,9 @@ pub struct Shape {
     pub flows_on_first_job: bool,
     /// What `/metrics` reads: a job added or stopped here changes it.
     pub probes: Arc<ProbeTable>,
+    /// The shipper, when shipping: a new job's files are shipped (and kept
+    /// by retention until they are) like those of the jobs of the start.
+    pub ship: Option<crate::ship::ShipHooks>,
 }
 
 /// One (job, queue): the handles its counters are read through.
@@ -387,6 +392,8 @@ impl Jobs {
                 rotate_files: req.rotate_files.or(self.shape.series.rotate_files),
                 compress: self.shape.series.compress,
                 capture: Some(info.clone()),
+                clock: Some(q.clock.into()),
+                may_delete: self.shape.ship.as_ref().map(|s| s.may_delete.clone()),
                 ..SeriesConfig::new(config.out.join(format!("q{:02}", q.id)), q.id)
             })
             .map_err(|e| {
@@ -472,6 +479,11 @@ impl Jobs {
         // this answer is sent).
         self.shape.probes.add(probes);
         drop(reg);
+        if let Some(ship) = &self.shape.ship
+            && let Err(e) = (ship.add_root)(&config.name, &config.out)
+        {
+            tracing::warn!("job {}: its files will not be shipped: {e}", config.name);
+        }
         self.wait_applied(epoch)?;
         Ok(config.name)
     }

@@ -152,6 +152,7 @@ pub fn run_capture_with(
                     label: q.label.clone(),
                     live: !matches!(q.source, open::QueueSource::File(_)),
                     xdp: xdp_live[qi].clone(),
+                    clock: q.source.clock_source(),
                 });
                 w.workers.push((worker.with_control(control), q));
             }
@@ -168,6 +169,7 @@ pub fn run_capture_with(
                 job_root: api.job_root.clone(),
                 flows_on_first_job: cfg.flows.is_some(),
                 probes: probe_table.clone(),
+                ship: cfg.ship.clone(),
             };
             let rt = Arc::new(crate::capture::jobs::Jobs::new(
                 shape, epoch, lanes, senders,

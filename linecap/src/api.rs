@@ -229,13 +229,10 @@ impl Reply {
 fn serve(ctx: &Ctx, mut req: tiny_http::Request) {
     let reply = match route(ctx, &mut req) {
         Answer::Reply(r) => r,
-        Answer::Query(q) => match start_query(ctx, req, *q) {
-            Ok(()) => return,
-            Err((req, r)) => {
-                respond(req, r);
-                return;
-            }
-        },
+        Answer::Query(q) => {
+            start_query(ctx, req, *q);
+            return;
+        }
     };
     respond(req, reply);
 }
@@ -461,11 +458,7 @@ impl Drop for QuerySlot {
 /// Hand a planned query to a thread of its own (it inherits the API
 /// thread's housekeeping cores), which streams the answer; the API thread
 /// is free again at once. More than [`QUERIES_MAX`] at once: 503.
-fn start_query(
-    ctx: &Ctx,
-    req: tiny_http::Request,
-    q: QueryAnswer,
-) -> Result<(), (tiny_http::Request, Reply)> {
+fn start_query(ctx: &Ctx, req: tiny_http::Request, q: QueryAnswer) {
     if ctx.queries.fetch_add(1, Ordering::SeqCst) >= QUERIES_MAX {
         ctx.queries.fetch_sub(1, Ordering::SeqCst);
         let mut r = Reply::error(
@@ -474,7 +467,8 @@ fn start_query(
             format!("{QUERIES_MAX} queries are being answered, the most at once: try again"),
         );
         r.retry_after = Some(1);
-        return Err((req, r));
+        respond(req, r);
+        return;
     }
     let slot = QuerySlot(ctx.queries.clone());
     let spawned = std::thread::Builder::new()
@@ -486,7 +480,6 @@ fn start_query(
     if let Err(e) = spawned {
         tracing::warn!("control API: cannot start a query thread: {e}");
     }
-    Ok(())
 }
 
 /// Write the answer as a chunked HTTP/1.1 body (HTTP/1.0: to the end of

@@ -186,8 +186,11 @@ pub struct ShipHooks {
     /// Prometheus text appended to `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
     /// Ship a job added while capturing: `(job, its output directory)`.
-    pub add_root: Arc<dyn Fn(&str, &std::path::Path) -> Result<(), String> + Send + Sync>,
+    pub add_root: AddRoot,
 }
+
+/// [`ShipHooks::add_root`]: an error is a journal that cannot be opened.
+pub type AddRoot = Arc<dyn Fn(&str, &std::path::Path) -> Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for ShipHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -962,3 +962,52 @@ fn a_job_added_through_the_api_is_on_metrics_and_keeps_its_final_counters_once_s
     let (r, _) = stop(c);
     assert_balanced(&r);
 }
+
+#[test]
+fn at_most_two_queries_stream_at_once_and_a_client_that_leaves_frees_its_slot() {
+    use std::io::{Read, Write};
+    let d = tempfile::tempdir().unwrap();
+    let c = start(d.path(), 40_000, &[]);
+    // Enough packets that an answer cannot fit in the socket's buffers.
+    std::thread::sleep(Duration::from_secs(2));
+    let sock = match &c.api {
+        ApiListen::Unix(p) => p.clone(),
+        ApiListen::Tcp(_) => unreachable!(),
+    };
+    let ask = || {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        write!(
+            s,
+            "GET /v1/query?format=pcap HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .unwrap();
+        s
+    };
+    // Two clients that do not read: their answers stall, holding both slots.
+    let mut stalled = vec![ask(), ask()];
+    for s in &mut stalled {
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, body, _) = api_query(&c, "/v1/query?expr=udp");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(st, 503, "{v}");
+    // The other routes are still answered.
+    assert_eq!(call(&c, "GET", "/v1/status", None).0, 200);
+    // They leave: their threads see the closed connection and end.
+    drop(stalled);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _, trailers) = api_query(&c, "/v1/query?expr=udp%20src%20port%201025");
+        if st == 200 {
+            assert!(trailers.iter().any(|(k, _)| k == "linecap-matched"));
+            break;
+        }
+        assert!(Instant::now() < end, "the slots were never freed ({st})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (r, _) = stop(c);
+    assert_balanced(&r);
+}

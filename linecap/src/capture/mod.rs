@@ -120,7 +120,12 @@ pub fn run_capture_with(
         &xdp_live,
         &worker_stop,
     )?;
-    let metrics = start_metrics(cfg, std::mem::take(&mut w.probes))?;
+    // What /metrics reads: the jobs of the start, and those the API adds.
+    let probe_table = Arc::new(crate::metrics::ProbeTable::new(
+        std::mem::take(&mut w.probes),
+        cfg.max_jobs.max(cfg.jobs.len()),
+    ));
+    let metrics = start_metrics(cfg, probe_table.clone())?;
     // The control API: a mailbox per worker, an inbox per writer thread,
     // and the registry of jobs (issue 15).
     let mut writer_inboxes: Vec<Option<std::sync::mpsc::Receiver<WriterInput>>> =
@@ -147,6 +152,7 @@ pub fn run_capture_with(
                     label: q.label.clone(),
                     live: !matches!(q.source, open::QueueSource::File(_)),
                     xdp: xdp_live[qi].clone(),
+                    clock: q.source.clock_source(),
                 });
                 w.workers.push((worker.with_control(control), q));
             }
@@ -162,6 +168,8 @@ pub fn run_capture_with(
                 max_jobs: cfg.max_jobs.max(cfg.jobs.len()),
                 job_root: api.job_root.clone(),
                 flows_on_first_job: cfg.flows.is_some(),
+                probes: probe_table.clone(),
+                ship: cfg.ship.clone(),
             };
             let rt = Arc::new(crate::capture::jobs::Jobs::new(
                 shape, epoch, lanes, senders,
@@ -284,7 +292,7 @@ pub fn run_capture_with(
 /// the default one is a warning when busy.
 fn start_metrics(
     cfg: &CaptureConfig,
-    probes: Vec<crate::metrics::QueueProbe>,
+    probes: Arc<crate::metrics::ProbeTable>,
 ) -> anyhow::Result<Option<MetricsServer>> {
     let Some(m) = &cfg.metrics else {
         return Ok(None);

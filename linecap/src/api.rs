@@ -5,7 +5,13 @@
 //! - `GET /v1/status`: sources, queues, cores, jobs with their counters,
 //!   files and bytes per output directory, uptime;
 //! - `GET /v1/jobs`, `POST /v1/jobs`, `GET /v1/jobs/{name}`,
-//!   `DELETE /v1/jobs/{name}`.
+//!   `DELETE /v1/jobs/{name}`;
+//! - `GET /v1/query?expr=&after=&before=&format=&job=`: the answer of
+//!   `linecap query` over the jobs' directories (the same function writes
+//!   both, `query::write_answer`), streamed in chunks by a thread of its own
+//!   (at most [`QUERIES_MAX`] at once), so the answer is never held whole;
+//! - `POST /v1/storage/test`: `linecap ship --test` against the capture's
+//!   shipping target.
 //!
 //! Served by `tiny_http` (already in the tree for `/metrics`; it listens on
 //! unix sockets too) on two threads of their own, never on a capture core:
@@ -14,12 +20,12 @@
 //! document needs `Authorization: Bearer TOKEN` when a token is configured
 //! (compared in constant time); a TCP listener always needs one.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -28,6 +34,8 @@ use subtle::ConstantTimeEq;
 
 pub use crate::apiconfig::{ApiArgs, ApiConfig, ApiListen, DEFAULT_SOCKET, load_token};
 use crate::capture::jobs::{CaptureInfo, Job, JobError, JobRequest, JobState, Jobs};
+use crate::query::QueryError;
+use linecap_reader::output::OutFormat;
 
 /// The OpenAPI 3 document of this API (kept in `docs/api/`).
 pub const OPENAPI: &str = include_str!("../../docs/api/openapi.json");
@@ -36,6 +44,15 @@ pub const OPENAPI: &str = include_str!("../../docs/api/openapi.json");
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
 /// Threads answering requests.
 const API_THREADS: usize = 2;
+/// Queries streamed at once (each on a thread of its own); more get 503.
+pub const QUERIES_MAX: usize = 2;
+/// Bytes of a streamed answer sent per chunk.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// `POST /v1/storage/test`: runs the store's self-test and gives the HTTP
+/// status and JSON to answer with (made by `commands.rs` from the shipping
+/// configuration, so this module needs nothing of `ship`).
+pub type StorageTest = Arc<dyn Fn() -> (u16, Value) + Send + Sync>;
 
 /// The running API; stops (and removes its socket) when dropped.
 pub struct ApiServer {
@@ -47,7 +64,12 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Bind and start answering.
-    pub fn start(cfg: &ApiConfig, jobs: Arc<Jobs>, info: CaptureInfo) -> anyhow::Result<Self> {
+    pub fn start(
+        cfg: &ApiConfig,
+        jobs: Arc<Jobs>,
+        info: CaptureInfo,
+        storage: Option<StorageTest>,
+    ) -> anyhow::Result<Self> {
         let server = match &cfg.listen {
             ApiListen::Tcp(a) => tiny_http::Server::http(a)
                 .map_err(|e| anyhow::anyhow!("--api {a}: cannot listen: {e}"))?,
@@ -86,6 +108,9 @@ impl ApiServer {
             jobs,
             info,
             token: cfg.token.clone(),
+            storage,
+            storage_busy: AtomicBool::new(false),
+            queries: Arc::new(AtomicUsize::new(0)),
         });
         let threads = (0..API_THREADS)
             .map(|i| {
@@ -138,6 +163,30 @@ struct Ctx {
     jobs: Arc<Jobs>,
     info: CaptureInfo,
     token: Option<String>,
+    /// The store's self-test, when shipping to S3 is configured.
+    storage: Option<StorageTest>,
+    /// A storage test is running (one at a time).
+    storage_busy: AtomicBool,
+    /// Queries being streamed.
+    queries: Arc<AtomicUsize>,
+}
+
+/// What a request gets: a JSON answer, or a query answer to stream.
+enum Answer {
+    Reply(Reply),
+    Query(Box<QueryAnswer>),
+}
+
+impl From<Reply> for Answer {
+    fn from(r: Reply) -> Self {
+        Answer::Reply(r)
+    }
+}
+
+/// A query, planned and checked, to stream.
+struct QueryAnswer {
+    prepared: crate::query::Prepared,
+    format: OutFormat,
 }
 
 /// An answer: status and JSON body (or a static document).
@@ -145,6 +194,7 @@ struct Reply {
     status: u16,
     body: Vec<u8>,
     allow: Option<&'static str>,
+    retry_after: Option<u32>,
 }
 
 impl Reply {
@@ -153,6 +203,7 @@ impl Reply {
             status,
             body: serde_json::to_vec_pretty(v).unwrap_or_default(),
             allow: None,
+            retry_after: None,
         }
     }
     fn error(status: u16, field: Option<&str>, message: impl Into<String>) -> Self {
@@ -176,7 +227,17 @@ impl Reply {
 }
 
 fn serve(ctx: &Ctx, mut req: tiny_http::Request) {
-    let reply = route(ctx, &mut req);
+    let reply = match route(ctx, &mut req) {
+        Answer::Reply(r) => r,
+        Answer::Query(q) => {
+            start_query(ctx, req, *q);
+            return;
+        }
+    };
+    respond(req, reply);
+}
+
+fn respond(req: tiny_http::Request, reply: Reply) {
     let mut resp = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
     let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).ok();
     if let Some(h) = header("Content-Type", "application/json") {
@@ -187,6 +248,12 @@ fn serve(ctx: &Ctx, mut req: tiny_http::Request) {
     }
     if reply.status == 401
         && let Some(h) = header("WWW-Authenticate", "Bearer realm=\"linecap\"")
+    {
+        resp.add_header(h);
+    }
+    if let Some(h) = reply
+        .retry_after
+        .and_then(|s| header("Retry-After", &s.to_string()))
     {
         resp.add_header(h);
     }
@@ -214,9 +281,9 @@ fn authorized(ctx: &Ctx, req: &tiny_http::Request) -> bool {
     bool::from(a.ct_eq(b)) && given.len() == token.len()
 }
 
-fn route(ctx: &Ctx, req: &mut tiny_http::Request) -> Reply {
+fn route(ctx: &Ctx, req: &mut tiny_http::Request) -> Answer {
     let url = req.url().to_string();
-    let (path, _query) = url.split_once('?').unwrap_or((&url, ""));
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = req.method().clone();
     use tiny_http::Method::{Delete, Get, Post};
     if path == "/v1/openapi.json" {
@@ -225,19 +292,32 @@ fn route(ctx: &Ctx, req: &mut tiny_http::Request) -> Reply {
                 status: 200,
                 body: OPENAPI.as_bytes().to_vec(),
                 allow: None,
+                retry_after: None,
             },
             _ => Reply::method_not_allowed("GET"),
-        };
+        }
+        .into();
     }
     if !authorized(ctx, req) {
         return Reply::error(
             401,
             None,
             "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-        );
+        )
+        .into();
     }
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match segments.as_slice() {
+    if segments == ["v1", "query"] {
+        return match method {
+            Get => query_answer(ctx, query),
+            _ => Reply::method_not_allowed("GET").into(),
+        };
+    }
+    let reply = match segments.as_slice() {
+        ["v1", "storage", "test"] => match method {
+            Post => storage_test(ctx),
+            _ => Reply::method_not_allowed("POST"),
+        },
         ["v1", "status"] => match method {
             Get => Reply::json(200, &status(ctx)),
             _ => Reply::method_not_allowed("GET"),
@@ -272,7 +352,250 @@ fn route(ctx: &Ctx, req: &mut tiny_http::Request) -> Reply {
             }
         }
         _ => Reply::error(404, None, format!("no route {path}; see /v1/openapi.json")),
+    };
+    reply.into()
+}
+
+/// The query parameters `GET /v1/query` takes.
+const QUERY_PARAMS: [&str; 5] = ["expr", "after", "before", "format", "job"];
+
+/// `GET /v1/query`: check the parameters and plan the query (every refusal
+/// is a 4xx naming the parameter, before any packet byte is sent).
+fn query_answer(ctx: &Ctx, query: &str) -> Answer {
+    let mut got: [Option<String>; QUERY_PARAMS.len()] = Default::default();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let Some(i) = QUERY_PARAMS.iter().position(|p| *p == k) else {
+            return Reply::error(
+                400,
+                Some(k.as_ref()),
+                format!(
+                    "unknown query parameter {k:?}: give {}",
+                    QUERY_PARAMS.join(", ")
+                ),
+            )
+            .into();
+        };
+        if got[i].is_some() {
+            return Reply::error(400, Some(k.as_ref()), format!("{k} is given twice")).into();
+        }
+        got[i] = Some(v.into_owned());
     }
+    let [expr, after, before, format, job] = got;
+    let format = match format.as_deref().unwrap_or("pcap").parse::<OutFormat>() {
+        Ok(f) => f,
+        Err(e) => return Reply::error(400, Some("format"), e).into(),
+    };
+    // The directories: the named job's, or every job's (running or stopped).
+    let dirs: Option<Vec<std::path::PathBuf>> = ctx.jobs.with(|all| {
+        let mut dirs = Vec::new();
+        for j in all
+            .iter()
+            .filter(|j| job.as_ref().is_none_or(|n| *n == j.config.name))
+        {
+            for d in j.config.dirs() {
+                if !dirs.iter().any(|x: &std::path::PathBuf| x == d) {
+                    dirs.push(d.to_path_buf());
+                }
+            }
+        }
+        (!dirs.is_empty()).then_some(dirs)
+    });
+    let Some(dirs) = dirs else {
+        return Reply::error(
+            404,
+            Some("job"),
+            format!(
+                "no capture job named {:?}",
+                job.as_deref().unwrap_or_default()
+            ),
+        )
+        .into();
+    };
+    // A directory removed since (a stopped job's, by the operator) is not
+    // an error: the answer is over what is left, as `linecap query` over
+    // the directories that exist.
+    let dirs: Vec<_> = dirs.into_iter().filter(|d| d.is_dir()).collect();
+    if dirs.is_empty() {
+        return Reply::error(404, None, "the job's directories are gone").into();
+    }
+    let prepared = crate::query::prepare(
+        &dirs,
+        expr.as_deref().unwrap_or(""),
+        after.as_deref(),
+        before.as_deref(),
+        crate::query::now_ns(),
+    );
+    match prepared {
+        Ok(prepared) => Answer::Query(Box::new(QueryAnswer { prepared, format })),
+        Err(QueryError::Param { param, message }) => {
+            Reply::error(400, Some(param), format!("{param}: {message}")).into()
+        }
+        Err(QueryError::NoFiles(m)) => Reply::error(404, None, m).into(),
+        Err(QueryError::Inputs(m)) => {
+            Reply::error(500, None, format!("listing the capture directories: {m}")).into()
+        }
+    }
+}
+
+/// The media type and file name extension of an answer.
+fn media(format: OutFormat) -> (&'static str, &'static str) {
+    match format {
+        OutFormat::Pcap => ("application/vnd.tcpdump.pcap", "pcap"),
+        OutFormat::PcapNg => ("application/x-pcapng", "pcapng"),
+        OutFormat::Erf => ("application/octet-stream", "erf"),
+    }
+}
+
+/// Decrements the count of running queries when the query's thread ends.
+struct QuerySlot(Arc<AtomicUsize>);
+
+impl Drop for QuerySlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Hand a planned query to a thread of its own (it inherits the API
+/// thread's housekeeping cores), which streams the answer; the API thread
+/// is free again at once. More than [`QUERIES_MAX`] at once: 503.
+fn start_query(ctx: &Ctx, req: tiny_http::Request, q: QueryAnswer) {
+    if ctx.queries.fetch_add(1, Ordering::SeqCst) >= QUERIES_MAX {
+        ctx.queries.fetch_sub(1, Ordering::SeqCst);
+        let mut r = Reply::error(
+            503,
+            None,
+            format!("{QUERIES_MAX} queries are being answered, the most at once: try again"),
+        );
+        r.retry_after = Some(1);
+        respond(req, r);
+        return;
+    }
+    let slot = QuerySlot(ctx.queries.clone());
+    let spawned = std::thread::Builder::new()
+        .name("lc-api-query".into())
+        .spawn(move || {
+            let _slot = slot;
+            stream_query(req, q);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("control API: cannot start a query thread: {e}");
+    }
+}
+
+/// Write the answer as a chunked HTTP/1.1 body (HTTP/1.0: to the end of
+/// the connection). The end says how it went in two trailers,
+/// `Linecap-Matched` (packets) and `Linecap-Errors` (files that could not
+/// be read, as `linecap query` reports them); an answer cut short by an
+/// error has no last chunk, so the client sees it is incomplete.
+fn stream_query(req: tiny_http::Request, q: QueryAnswer) {
+    let http10 = *req.http_version() == tiny_http::HTTPVersion(1, 0);
+    let (ct, ext) = media(q.format);
+    let mut raw = req.into_writer();
+    let head = format!(
+        "HTTP/1.{} 200 OK\r\nContent-Type: {ct}\r\nContent-Disposition: attachment; \
+         filename=\"linecap-query.{ext}\"\r\n{}Connection: close\r\n\r\n",
+        u8::from(!http10),
+        if http10 {
+            ""
+        } else {
+            "Transfer-Encoding: chunked\r\nTrailer: Linecap-Matched, Linecap-Errors\r\n"
+        }
+    );
+    if raw.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let body = std::io::BufWriter::with_capacity(
+        CHUNK_BYTES,
+        Chunked {
+            inner: raw,
+            chunked: !http10,
+        },
+    );
+    let done = match crate::query::write_answer(q.prepared, body, q.format) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!("control API: a query answer was cut short: {e}");
+            return;
+        }
+    };
+    for e in &done.stats.errors {
+        tracing::warn!("control API: query: {e}");
+    }
+    let Ok(mut body) = done.out.into_inner() else {
+        return;
+    };
+    if let Err(e) = body.finish(done.matched, done.stats.errors.len()) {
+        tracing::info!("control API: a query answer was cut short: {e}");
+    }
+}
+
+/// HTTP/1.1 chunked transfer coding over the raw connection: each write is
+/// one chunk (a `BufWriter` in front makes them [`CHUNK_BYTES`]).
+struct Chunked {
+    inner: Box<dyn Write + Send>,
+    chunked: bool,
+}
+
+impl Chunked {
+    /// The last chunk and the trailers.
+    fn finish(&mut self, matched: u64, errors: usize) -> std::io::Result<()> {
+        if self.chunked {
+            write!(
+                self.inner,
+                "0\r\nLinecap-Matched: {matched}\r\nLinecap-Errors: {errors}\r\n\r\n"
+            )?;
+        }
+        self.inner.flush()
+    }
+}
+
+impl Write for Chunked {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.chunked {
+            write!(self.inner, "{:x}\r\n", buf.len())?;
+            self.inner.write_all(buf)?;
+            self.inner.write_all(b"\r\n")?;
+        } else {
+            self.inner.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Clears the "storage test running" flag however the test ends.
+struct Busy<'a>(&'a AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `POST /v1/storage/test`: put, read back and delete a probe object in the
+/// shipping target (one test at a time).
+fn storage_test(ctx: &Ctx) -> Reply {
+    let Some(test) = &ctx.storage else {
+        return Reply::error(
+            409,
+            None,
+            "shipping is not configured: start the capture with --ship s3://BUCKET/PREFIX \
+             (or a profile with a [ship] url)",
+        );
+    };
+    if ctx.storage_busy.swap(true, Ordering::SeqCst) {
+        let mut r = Reply::error(503, None, "a storage test is running: try again");
+        r.retry_after = Some(1);
+        return r;
+    }
+    let _busy = Busy(&ctx.storage_busy);
+    let (status, v) = test();
+    Reply::json(status, &v)
 }
 
 fn one_job(ctx: &Ctx, name: &str, status: u16) -> Reply {
@@ -436,6 +759,53 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `Write` the test can read back after the writer is dropped.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_end_with_the_trailers_and_decode_back() {
+        let sink = Shared::default();
+        let mut c = Chunked {
+            inner: Box::new(sink.clone()),
+            chunked: true,
+        };
+        c.write_all(b"hello").unwrap();
+        assert_eq!(
+            c.write(b"").unwrap(),
+            0,
+            "an empty write is no chunk (it would end the body)"
+        );
+        c.write_all(&[7u8; 300]).unwrap();
+        c.finish(2, 1).unwrap();
+        let raw = sink.0.lock().unwrap().clone();
+        assert!(raw.starts_with(b"5\r\nhello\r\n12c\r\n"));
+        assert!(raw.ends_with(b"0\r\nLinecap-Matched: 2\r\nLinecap-Errors: 1\r\n\r\n"));
+        let mut http = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        http.extend_from_slice(&raw);
+        let a = crate::ctl::parse_response(&http).unwrap();
+        assert_eq!(a.body.len(), 305);
+        // HTTP/1.0: the bytes as they are, no trailers.
+        let sink = Shared::default();
+        let mut c = Chunked {
+            inner: Box::new(sink.clone()),
+            chunked: false,
+        };
+        c.write_all(b"abc").unwrap();
+        c.finish(1, 0).unwrap();
+        assert_eq!(sink.0.lock().unwrap().as_slice(), b"abc");
+    }
 
     #[test]
     fn percent_escapes_decode() {

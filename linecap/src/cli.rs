@@ -124,12 +124,17 @@ pub struct CaptureArgs {
     )]
     pub out: Vec<PathBuf>,
     /// Keep the first SNAPLEN bytes of each frame (the wire length is kept); 0: the whole frame.
-    #[arg(short = 's', long, value_name = "SNAPLEN")]
+    #[arg(
+        short = 's',
+        long,
+        value_name = "SNAPLEN",
+        allow_negative_numbers = true
+    )]
     pub snaplen: Option<u32>,
     /// Stop after COUNT frames were received, over all queues together and before any filter
     /// (tcpdump counts after its filter). The capture then ends as on SIGINT; frames a live NIC
     /// had already delivered are counted as `after_count` drops, so every frame is accounted for.
-    #[arg(short = 'c', long, value_name = "COUNT")]
+    #[arg(short = 'c', long, value_name = "COUNT", allow_negative_numbers = true)]
     pub count: Option<u64>,
     /// Start a new file once the current one holds FILE_SIZE: millions of bytes as in tcpdump
     /// (-C 100 = 100,000,000 bytes), or with a K/M/G suffix (powers of 1024).
@@ -138,14 +143,20 @@ pub struct CaptureArgs {
         long,
         value_name = "FILE_SIZE",
         value_parser = parse_file_size,
+        allow_negative_numbers = true,
         conflicts_with = "rotate_bytes"
     )]
     pub file_size: Option<u64>,
     /// Start a new file at every multiple of SECONDS of packet time (aligned, like tcpdump -G).
-    #[arg(short = 'G', long, value_name = "SECONDS")]
+    #[arg(
+        short = 'G',
+        long,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
     pub rotate_seconds: Option<u64>,
     /// Keep at most N complete files per queue, deleting the oldest.
-    #[arg(short = 'W', long, value_name = "N")]
+    #[arg(short = 'W', long, value_name = "N", allow_negative_numbers = true)]
     pub rotate_files: Option<u32>,
     /// After set-up (XDP attached, sockets bound, output directories made and given to USER),
     /// run as USER with only CAP_NET_ADMIN, CAP_BPF and CAP_IPC_LOCK.
@@ -158,6 +169,7 @@ pub struct CaptureArgs {
         long,
         value_name = "BUFFER_SIZE",
         value_parser = parse_buffer_size,
+        allow_negative_numbers = true,
         conflicts_with = "ring_slots"
     )]
     pub buffer_size: Option<u64>,
@@ -194,12 +206,12 @@ pub struct CaptureArgs {
     pub spread: u32,
     /// Start a new file once the current one holds SIZE bytes (K, M, G suffixes; a bare number
     /// is bytes). See also -C.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_negative_numbers = true)]
     pub rotate_bytes: Option<u64>,
     /// Keep each output directory within SIZE bytes (shared evenly by the jobs and queues
     /// writing into it): the oldest complete files are deleted to make room for new data
     /// (stenographer/n2disk style recycling).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_negative_numbers = true)]
     pub disk_budget: Option<u64>,
     /// Write plain ERF (.erf) instead of LZ4 frames (.erf.lz4).
     #[arg(long)]

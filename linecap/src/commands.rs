@@ -1,6 +1,8 @@
 //! The commands that are not a module of their own: `capture` (profile,
 //! layering, validation, run, report) and `anonymize`.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::ArgMatches;
 
@@ -22,18 +24,24 @@ pub fn capture(mut a: CaptureArgs, matches: &ArgMatches) -> anyhow::Result<i32> 
                         .iter()
                         .map(|j| (j.name.clone(), j.out.clone()))
                         .collect(),
+                    &cfg.housekeeping,
                 )
             })
             .transpose()?;
     cfg.ship = shipping.as_ref().map(|(_, h)| h.clone());
     let signals = stop_on_signals()?;
     let api_cfg = cfg.api.clone();
+    // POST /v1/storage/test: the shipper's store, tested as `ship --test` does.
+    let storage: Option<crate::api::StorageTest> = shipping.as_ref().map(|(s, _)| {
+        let ship_cfg = s.config().clone();
+        Arc::new(move || crate::ship::storage_test(&ship_cfg)) as crate::api::StorageTest
+    });
     let api_start = move |rt, info| -> anyhow::Result<Box<dyn std::any::Any>> {
         let a = api_cfg
             .as_ref()
             .expect("--api is on when the registry exists");
-        let server = crate::api::ApiServer::start(a, rt, info)?;
-        eprintln!("linecap: control API on {}", server.describe());
+        let server = crate::api::ApiServer::start(a, rt, info, storage.clone())?;
+        tracing::info!("control API on {}", server.describe());
         Ok(Box::new(server))
     };
     let report = crate::capture::run_capture_with(&cfg, &signals, Some(&api_start));

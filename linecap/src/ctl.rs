@@ -1,11 +1,11 @@
-//! `linecap ctl`: the control API's client (status, jobs, add, stop).
+//! `linecap ctl`: the control API's client (status, jobs, add, stop, query).
 //!
 //! A small HTTP/1.1 client written here rather than a crate: the API's
 //! default listener is a unix socket, which the blocking HTTP clients in
 //! the tree (none) and on crates.io (ureq) do not speak; one request per
 //! connection with `Connection: close` is all it needs.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,13 +23,19 @@ EXAMPLES:
   linecap ctl jobs
   linecap ctl job add dns /data/dns --filter 'udp port 53'
   linecap ctl job rm dns
+  linecap ctl query 'udp port 53' --after '15m ago' -w dns.pcap
+  linecap ctl query --job dns -F pcapng -w - 'host 10.1.2.3' | tshark -r -
+  linecap ctl storage-test
   linecap ctl --api 127.0.0.1:9465 --api-token /etc/linecap/api.token status
 
 The same with curl:
   curl --unix-socket /run/linecap/api.sock http://linecap/v1/status
   curl -H \"Authorization: Bearer $(cat /etc/linecap/api.token)\" http://127.0.0.1:9465/v1/jobs
   curl -X POST -H 'Content-Type: application/json' --unix-socket /run/linecap/api.sock \\
-       -d '{\"name\":\"dns\",\"directory\":\"dns\",\"filter\":\"udp port 53\"}' http://linecap/v1/jobs")]
+       -d '{\"name\":\"dns\",\"directory\":\"dns\",\"filter\":\"udp port 53\"}' http://linecap/v1/jobs
+  curl --unix-socket /run/linecap/api.sock -G --data-urlencode 'expr=udp port 53' \\
+       --data-urlencode 'after=15m ago' -o dns.pcap http://linecap/v1/query
+  curl -X POST --unix-socket /run/linecap/api.sock http://linecap/v1/storage/test")]
 pub struct CtlArgs {
     /// Where the capture's API listens (as its --api).
     #[arg(
@@ -58,6 +64,31 @@ pub enum CtlCommand {
     /// Add or stop a job.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Find packets in the capture's files, fresh ones included (as `linecap query` over the
+    /// jobs' directories; the answer streams from GET /v1/query).
+    Query {
+        /// tcpdump filter expression (several words are joined; none: every packet).
+        #[arg(value_name = "EXPR")]
+        expr: Vec<String>,
+        /// Write the packets here (`-` = standard output).
+        #[arg(short = 'w', long, value_name = "OUT")]
+        write: PathBuf,
+        /// Only packets at or after this time (as `linecap query --after`; relative times
+        /// count back from the probe's clock).
+        #[arg(long, value_name = "T")]
+        after: Option<String>,
+        /// Only packets before this time.
+        #[arg(long, value_name = "T")]
+        before: Option<String>,
+        /// Output format: pcap (nanosecond), pcapng (one interface per queue) or erf.
+        #[arg(short = 'F', long, default_value = "pcap")]
+        format: linecap_reader::output::OutFormat,
+        /// Only this job's directories (default: every job's).
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+    },
+    /// Test the capture's shipping target (put, read back, delete a probe object).
+    StorageTest,
 }
 
 /// `linecap ctl job`.
@@ -112,6 +143,234 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// A connection to the API.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
+fn connect(api: &ApiListen, read_timeout: Duration) -> anyhow::Result<Box<dyn Conn>> {
+    Ok(match api {
+        ApiListen::Unix(p) => {
+            let s = std::os::unix::net::UnixStream::connect(p).with_context(|| {
+                format!(
+                    "connecting to unix:{} (is a capture running with --api?)",
+                    p.display()
+                )
+            })?;
+            s.set_read_timeout(Some(read_timeout))?;
+            Box::new(s)
+        }
+        ApiListen::Tcp(a) => {
+            let s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(5))
+                .with_context(|| format!("connecting to {a} (is a capture running with --api?)"))?;
+            s.set_read_timeout(Some(read_timeout))?;
+            Box::new(s)
+        }
+    })
+}
+
+/// How long a query answer may pause between two reads (a query scanning
+/// much data for few matches sends its chunks slowly).
+const QUERY_READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest header line or trailer read.
+const LINE_BYTES_MAX: u64 = 16 * 1024;
+
+/// What a streamed answer ended with.
+pub struct Streamed {
+    /// HTTP status.
+    pub status: u16,
+    /// The body when the status is not 200 (a JSON error); empty otherwise.
+    pub error_body: Vec<u8>,
+    /// Body bytes written to the output (status 200).
+    pub bytes: u64,
+    /// Trailers of a chunked answer (names in lower case).
+    pub trailers: Vec<(String, String)>,
+}
+
+fn read_line<R: BufRead>(r: &mut R) -> anyhow::Result<String> {
+    let mut line = Vec::new();
+    Read::take(&mut *r, LINE_BYTES_MAX).read_until(b'\n', &mut line)?;
+    if !line.ends_with(b"\n") {
+        bail!("the API's answer ended in the middle of a line");
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+/// GET `path` and stream a 200 answer's body into `out` as it arrives
+/// (chunked, by length, or to the end); any other status's body is kept
+/// in `error_body`. A chunked answer without its last chunk is an error
+/// (the server cut it short).
+pub fn request_stream(
+    api: &ApiListen,
+    token: Option<&str>,
+    path: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<Streamed> {
+    let mut head =
+        format!("GET {path} HTTP/1.1\r\nHost: linecap\r\nConnection: close\r\nTE: trailers\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut conn = connect(api, QUERY_READ_TIMEOUT)?;
+    conn.write_all(head.as_bytes())?;
+    let mut r = std::io::BufReader::with_capacity(1 << 16, conn);
+    let status_line = read_line(&mut r)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("the API's answer has no status line: {status_line:?}"))?;
+    let (mut chunked, mut len) = (false, None);
+    loop {
+        let l = read_line(&mut r)?;
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            } else if k == "content-length" {
+                len = v.parse::<u64>().ok();
+            }
+        }
+    }
+    let mut error_body = Vec::new();
+    let sink: &mut dyn Write = if status == 200 { out } else { &mut error_body };
+    let mut bytes = 0u64;
+    let mut trailers = Vec::new();
+    if chunked {
+        loop {
+            let l = read_line(&mut r)?;
+            let size = u64::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16)
+                .with_context(|| format!("the API's answer has a bad chunk size {l:?}"))?;
+            if size == 0 {
+                loop {
+                    let t = read_line(&mut r)?;
+                    if t.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = t.split_once(':') {
+                        trailers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                break;
+            }
+            let n = std::io::copy(&mut (&mut r).take(size), sink)?;
+            if n != size {
+                bail!("the API's answer was cut short after {} bytes", bytes + n);
+            }
+            bytes += n;
+            if !read_line(&mut r)?.is_empty() {
+                bail!("the API's answer has a chunk without its end");
+            }
+        }
+    } else if let Some(len) = len {
+        bytes = std::io::copy(&mut (&mut r).take(len), sink)?;
+        if bytes != len {
+            bail!("the API's answer was cut short after {bytes} of {len} bytes");
+        }
+    } else {
+        bytes = std::io::copy(&mut r, sink)?;
+    }
+    sink.flush()?;
+    Ok(Streamed {
+        status,
+        error_body,
+        bytes,
+        trailers,
+    })
+}
+
+/// `/v1/query?...` for these arguments.
+pub fn query_path(
+    expr: &str,
+    after: Option<&str>,
+    before: Option<&str>,
+    format: linecap_reader::output::OutFormat,
+    job: Option<&str>,
+) -> String {
+    use linecap_reader::output::OutFormat;
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("expr", expr);
+    if let Some(a) = after {
+        q.append_pair("after", a);
+    }
+    if let Some(b) = before {
+        q.append_pair("before", b);
+    }
+    q.append_pair(
+        "format",
+        match format {
+            OutFormat::Pcap => "pcap",
+            OutFormat::PcapNg => "pcapng",
+            OutFormat::Erf => "erf",
+        },
+    );
+    if let Some(j) = job {
+        q.append_pair("job", j);
+    }
+    format!("/v1/query?{}", q.finish())
+}
+
+/// Print an error answer as `ctl` does.
+fn print_error(method: &str, path: &str, status: u16, body: &[u8]) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let msg = v["error"]["message"].as_str().unwrap_or("(no message)");
+    match v["error"]["field"].as_str() {
+        Some(f) => eprintln!("linecap ctl: {method} {path}: {status} (field {f}): {msg}"),
+        None => eprintln!("linecap ctl: {method} {path}: {status}: {msg}"),
+    }
+}
+
+/// `linecap ctl query`: stream the answer into OUT; exit 1 when the
+/// capture could not read a file (as `linecap query`) or refused.
+fn run_query(
+    api: &ApiListen,
+    token: Option<&str>,
+    path: &str,
+    write: &std::path::Path,
+) -> anyhow::Result<i32> {
+    let mut out: Box<dyn Write> = if write.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout().lock(),
+        ))
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(write)
+                .with_context(|| format!("creating {}", write.display()))?,
+        ))
+    };
+    let a = request_stream(api, token, path, &mut out)?;
+    drop(out);
+    if a.status != 200 {
+        print_error("GET", path, a.status, &a.error_body);
+        if write.as_os_str() != "-" {
+            let _ = std::fs::remove_file(write);
+        }
+        return Ok(1);
+    }
+    let trailer = |k: &str| {
+        a.trailers
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    let errors = trailer("linecap-errors").unwrap_or(0);
+    if let Some(n) = trailer("linecap-matched") {
+        eprintln!("linecap ctl: {n} packets ({} bytes)", a.bytes);
+    }
+    if errors > 0 {
+        eprintln!(
+            "linecap ctl: the capture could not read {errors} file(s) for this answer (its log names them)"
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
 /// Send one request and read the whole answer.
 pub fn request(
     api: &ApiListen,
@@ -132,29 +391,11 @@ pub fn request(
     }
     head.push_str("\r\n");
     let mut raw = Vec::new();
-    let timeout = Some(Duration::from_secs(30));
-    match api {
-        ApiListen::Unix(p) => {
-            let mut s = std::os::unix::net::UnixStream::connect(p).with_context(|| {
-                format!(
-                    "connecting to unix:{} (is a capture running with --api?)",
-                    p.display()
-                )
-            })?;
-            s.set_read_timeout(timeout)?;
-            s.write_all(head.as_bytes())?;
-            s.write_all(body.unwrap_or_default())?;
-            s.read_to_end(&mut raw)?;
-        }
-        ApiListen::Tcp(a) => {
-            let mut s = std::net::TcpStream::connect_timeout(a, Duration::from_secs(5))
-                .with_context(|| format!("connecting to {a} (is a capture running with --api?)"))?;
-            s.set_read_timeout(timeout)?;
-            s.write_all(head.as_bytes())?;
-            s.write_all(body.unwrap_or_default())?;
-            s.read_to_end(&mut raw)?;
-        }
-    }
+    // A storage test may wait on a slow store (its own timeouts are shorter).
+    let mut s = connect(api, Duration::from_secs(60))?;
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.unwrap_or_default())?;
+    s.read_to_end(&mut raw)?;
     parse_response(&raw)
 }
 
@@ -220,7 +461,27 @@ pub fn run(a: CtlArgs) -> anyhow::Result<i32> {
         .map(crate::apiconfig::load_token)
         .transpose()?;
     let token = token.as_deref();
+    if let CtlCommand::Query {
+        expr,
+        write,
+        after,
+        before,
+        format,
+        job,
+    } = &a.command
+    {
+        let path = query_path(
+            &expr.join(" "),
+            after.as_deref(),
+            before.as_deref(),
+            *format,
+            job.as_deref(),
+        );
+        return run_query(&a.api, token, &path, write);
+    }
     let (method, path, body) = match &a.command {
+        CtlCommand::Query { .. } => unreachable!("answered above"),
+        CtlCommand::StorageTest => ("POST", "/v1/storage/test".to_string(), None),
         CtlCommand::Status => ("GET", "/v1/status".to_string(), None),
         CtlCommand::Jobs => ("GET", "/v1/jobs".to_string(), None),
         CtlCommand::Job(JobCommand::Rm { name }) => ("DELETE", format!("/v1/jobs/{name}"), None),
@@ -270,13 +531,10 @@ pub fn run(a: CtlArgs) -> anyhow::Result<i32> {
     let ans = request(&a.api, token, method, &path, body.as_deref())?;
     let v: Value = serde_json::from_slice(&ans.body).unwrap_or(Value::Null);
     if !(200..300).contains(&ans.status) {
-        let msg = v["error"]["message"].as_str().unwrap_or("(no message)");
-        match v["error"]["field"].as_str() {
-            Some(f) => eprintln!(
-                "linecap ctl: {} {path}: {} (field {f}): {msg}",
-                method, ans.status
-            ),
-            None => eprintln!("linecap ctl: {} {path}: {}: {msg}", method, ans.status),
+        print_error(method, &path, ans.status, &ans.body);
+        // The storage test's failure carries the steps: show them too.
+        if v.get("steps").is_some() {
+            println!("{}", serde_json::to_string_pretty(&v)?);
         }
         return Ok(1);
     }
@@ -306,6 +564,66 @@ pub fn run(a: CtlArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serve `answer` once on a unix socket; the request is read first.
+    fn serve_once(answer: &'static [u8]) -> (tempfile::TempDir, ApiListen) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s");
+        let l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            s.write_all(answer).unwrap();
+        });
+        (d, ApiListen::Unix(p))
+    }
+
+    #[test]
+    fn a_streamed_answer_is_decoded_with_its_trailers_and_a_cut_one_is_an_error() {
+        let (_d, api) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nLinecap-Matched: 5\r\nLinecap-Errors: 0\r\n\r\n",
+        );
+        let mut out = Vec::new();
+        let a = request_stream(&api, None, "/v1/query", &mut out).unwrap();
+        assert_eq!(
+            (a.status, out.as_slice(), a.bytes),
+            (200, b"abcde".as_slice(), 5)
+        );
+        assert_eq!(
+            a.trailers,
+            [
+                ("linecap-matched".to_string(), "5".to_string()),
+                ("linecap-errors".to_string(), "0".to_string())
+            ]
+        );
+        // No last chunk: the server cut the answer short.
+        let (_d, api) = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
+        let mut out = Vec::new();
+        assert!(request_stream(&api, None, "/v1/query", &mut out).is_err());
+        // An error's JSON body is kept apart, not written to the output.
+        let (_d, api) = serve_once(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\n{}");
+        let mut out = Vec::new();
+        let a = request_stream(&api, None, "/v1/query", &mut out).unwrap();
+        assert_eq!((a.status, a.error_body.as_slice()), (400, b"{}".as_slice()));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn query_paths_escape_the_expression() {
+        let p = query_path(
+            "host 10.0.0.1 and port 53",
+            Some("15m ago"),
+            None,
+            linecap_reader::output::OutFormat::PcapNg,
+            Some("dns"),
+        );
+        assert_eq!(
+            p,
+            "/v1/query?expr=host+10.0.0.1+and+port+53&after=15m+ago&format=pcapng&job=dns"
+        );
+    }
 
     #[test]
     fn responses_parse_with_length_or_chunks() {

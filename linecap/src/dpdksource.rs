@@ -140,7 +140,7 @@ mod imp {
                 );
             }
             let args = eal_args(specs, free, hugepages == HugePages::Never)?;
-            eprintln!("linecap: DPDK EAL arguments: {}", args.join(" "));
+            tracing::info!("DPDK EAL arguments: {}", args.join(" "));
             Eal::init(&args).map_err(|e| anyhow::anyhow!("DPDK: {e}"))?
         };
         let pc = PortConfig {
@@ -158,8 +158,8 @@ mod imp {
         };
         let port = Port::open(eal, &pc).map_err(anyhow::Error::msg)?;
         let i = port.info();
-        eprintln!(
-            "linecap: DPDK port {} ({}, port {}): {} queue(s), {} descriptors, {} mbufs each, {}, timestamps {}",
+        tracing::info!(
+            "DPDK port {} ({}, port {}): {} queue(s), {} descriptors, {} mbufs each, {}, timestamps {}",
             spec.port_name(),
             i.driver,
             i.port_id,
@@ -207,13 +207,10 @@ mod imp {
                             .map(|(_, f)| f.as_slice());
                         match port.inject(q, mine, deadline) {
                             Ok(n) => sent += n,
-                            Err(e) => eprintln!("linecap: self-test injection: {e}"),
+                            Err(e) => tracing::warn!("self-test injection: {e}"),
                         }
                     }
-                    eprintln!(
-                        "linecap: self-test: injected {sent} of {} frames",
-                        frames.len()
-                    );
+                    tracing::info!("self-test: injected {sent} of {} frames", frames.len());
                 })
                 .context("spawning the injection thread")?;
             INJECTORS.lock().unwrap_or_else(|e| e.into_inner()).push(h);
@@ -270,9 +267,9 @@ mod imp {
             let _ = h.join();
         }
         match eal::cleanup() {
-            Ok(true) => eprintln!("linecap: DPDK ports stopped, EAL cleaned up"),
+            Ok(true) => tracing::info!("DPDK ports stopped, EAL cleaned up"),
             Ok(false) => {}
-            Err(e) => eprintln!("linecap: warning: {e}"),
+            Err(e) => tracing::warn!("{e}"),
         }
     }
 }

@@ -7,7 +7,11 @@
 //! directory), drops beginning at a stage, a file deleted by `-W` or the
 //! disk budget, the exporter failing. Never per packet: the capture workers
 //! count, and the supervisor (`droplog`) logs when a counter starts moving.
-//! The final summary table is not a log: it stays plain text on stdout.
+//! Start-up facts (XDP mode, DPDK ports, where the API and metrics listen,
+//! the user the capture runs as) and warnings about the configuration are
+//! logged too. Not logs: a command's own answer (the final summary table on
+//! stdout, the counts `read`, `query`, `flows` and `process` print at the end
+//! and their `linecap: error: …` lines) stays plain text, as tcpdump's do.
 
 use std::io::IsTerminal;
 

@@ -38,10 +38,104 @@ pub struct QueueProbe {
     pub writer: Arc<Mutex<SeriesCounters>>,
     /// The flow table's counters, when flows are tracked.
     pub flows: Option<Arc<Mutex<FlowCounters>>>,
-    /// The ring's fill level.
-    pub ring: RingProbe,
+    /// The ring's fill level (`None` once the job stopped: its ring is freed).
+    pub ring: Option<RingProbe>,
     /// AF_XDP queues: drops before the socket, refreshed twice a second.
     pub xdp: Option<Arc<Mutex<XdpLive>>>,
+    /// The queue's drops before the socket when the job joined it (jobs
+    /// added through the control API count from then on).
+    pub xdp_base: XdpLive,
+}
+
+impl QueueProbe {
+    /// A probe of a job's queue.
+    pub fn new(
+        job: &str,
+        queue: u32,
+        worker: Arc<SharedCounters>,
+        writer: Arc<Mutex<SeriesCounters>>,
+        ring: RingProbe,
+    ) -> Self {
+        QueueProbe {
+            job: job.to_string(),
+            queue,
+            worker,
+            writer,
+            flows: None,
+            ring: Some(ring),
+            xdp: None,
+            xdp_base: XdpLive::default(),
+        }
+    }
+}
+
+/// What the endpoint reads: a probe per (job, queue) for the jobs given at
+/// start and those the control API adds while the capture runs. Bounded:
+/// at most `--max-jobs` jobs run at once, and of the stopped jobs (whose
+/// final counters stay) the `stopped_kept_max` most recent are kept, the
+/// oldest leaving first. Locked by a scrape and by an add or a stop, never
+/// by the capture path.
+pub struct ProbeTable {
+    inner: Mutex<Probes>,
+    stopped_kept_max: usize,
+}
+
+struct Probes {
+    /// (probe, when its job stopped: the stop's sequence number).
+    probes: Vec<(QueueProbe, Option<u64>)>,
+    stops: u64,
+}
+
+impl ProbeTable {
+    /// The probes of the jobs the capture starts with.
+    pub fn new(probes: Vec<QueueProbe>, stopped_kept_max: usize) -> Self {
+        ProbeTable {
+            inner: Mutex::new(Probes {
+                probes: probes.into_iter().map(|p| (p, None)).collect(),
+                stops: 0,
+            }),
+            stopped_kept_max,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Probes> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A job added while capturing: its probes, one per queue.
+    pub fn add(&self, probes: Vec<QueueProbe>) {
+        self.lock()
+            .probes
+            .extend(probes.into_iter().map(|p| (p, None)));
+    }
+
+    /// Job `job` stopped: its counters stay as they ended, its ring gauge
+    /// goes (the ring is freed); beyond `stopped_kept_max` stopped jobs the
+    /// oldest one's series leave the endpoint.
+    pub fn stopped(&self, job: &str) {
+        let mut t = self.lock();
+        t.stops += 1;
+        let seq = t.stops;
+        for (p, stopped) in t.probes.iter_mut().filter(|(p, _)| p.job == job) {
+            p.ring = None;
+            stopped.get_or_insert(seq);
+        }
+        loop {
+            let mut seqs: Vec<u64> = t.probes.iter().filter_map(|(_, s)| *s).collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            if seqs.len() <= self.stopped_kept_max {
+                break;
+            }
+            let oldest = seqs[0];
+            t.probes.retain(|(_, s)| *s != Some(oldest));
+        }
+    }
+
+    /// The probes now (cheap clones of the handles).
+    pub fn snapshot(&self) -> Vec<QueueProbe> {
+        self.lock().probes.iter().map(|(p, _)| p.clone()).collect()
+    }
 }
 
 /// Drops an AF_XDP queue has before its socket, since the capture started.
@@ -68,11 +162,12 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Bind `addr` and serve the probes' counters from a thread.
+    /// Bind `addr` and serve the probes' counters from a thread (the table
+    /// is read at every scrape, so jobs added later appear).
     /// `extra` (the shipper's metrics) is appended to every answer.
     pub fn start(
         addr: SocketAddr,
-        probes: Vec<QueueProbe>,
+        probes: Arc<ProbeTable>,
         extra: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     ) -> anyhow::Result<Self> {
         let server = tiny_http::Server::http(addr)
@@ -94,7 +189,7 @@ impl MetricsServer {
                         continue;
                     };
                     let resp = if req.url() == "/metrics" || req.url().starts_with("/metrics?") {
-                        let mut body = render(&probes, start_s);
+                        let mut body = render(&probes.snapshot(), start_s);
                         if let Some(x) = &extra {
                             body.push_str(&x());
                         }
@@ -157,7 +252,8 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         writer: SeriesCounters,
         flows: Option<FlowCounters>,
         occupancy: u64,
-        capacity: u64,
+        /// `None` once the job stopped (its ring is gone).
+        capacity: Option<u64>,
         xdp: XdpLive,
     }
     let snaps: Vec<Snap> = probes
@@ -174,10 +270,18 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             xdp: p
                 .xdp
                 .as_ref()
-                .map(|x| *x.lock().unwrap_or_else(|e| e.into_inner()))
+                .map(|x| {
+                    let now = *x.lock().unwrap_or_else(|e| e.into_inner());
+                    XdpLive {
+                        not_redirected: now
+                            .not_redirected
+                            .saturating_sub(p.xdp_base.not_redirected),
+                        iface_drops: now.iface_drops.saturating_sub(p.xdp_base.iface_drops),
+                    }
+                })
                 .unwrap_or_default(),
-            occupancy: p.ring.occupancy(),
-            capacity: p.ring.capacity(),
+            occupancy: p.ring.as_ref().map_or(0, RingProbe::occupancy),
+            capacity: p.ring.as_ref().map(RingProbe::capacity),
         })
         .collect();
     let q = |s: &Snap| format!("capture_job=\"{}\",queue=\"{}\"", s.job, s.queue);
@@ -285,15 +389,22 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         &mut o,
         "linecap_ring_occupancy_slots",
         "gauge",
-        "Batches waiting in the queue's ring for the writer.",
-        &per(&|s| s.occupancy as f64),
+        "Batches waiting in the queue's ring for the writer (running jobs).",
+        &snaps
+            .iter()
+            .filter(|s| s.capacity.is_some())
+            .map(|s| (q(s), s.occupancy as f64))
+            .collect::<Vec<_>>(),
     );
     family(
         &mut o,
         "linecap_ring_capacity_slots",
         "gauge",
-        "Slots of the queue's ring.",
-        &per(&|s| s.capacity as f64),
+        "Slots of the queue's ring (running jobs).",
+        &snaps
+            .iter()
+            .filter_map(|s| s.capacity.map(|c| (q(s), c as f64)))
+            .collect::<Vec<_>>(),
     );
     family(
         &mut o,
@@ -373,4 +484,69 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linecap_dataplane::ring::{self, HugePages, RingConfig};
+
+    fn probe(job: &str, packets: u64) -> (QueueProbe, ring::Producer, ring::Consumer) {
+        let (p, c) = ring::ring(RingConfig {
+            slots: 2,
+            batch_bytes: 64 * 1024,
+            hugepages: HugePages::Never,
+        })
+        .unwrap();
+        let writer = Arc::new(Mutex::new(SeriesCounters {
+            packets,
+            ..Default::default()
+        }));
+        let probe = QueueProbe::new(
+            job,
+            0,
+            Arc::new(SharedCounters::default()),
+            writer,
+            c.probe(),
+        );
+        (probe, p, c)
+    }
+
+    fn written(text: &str, job: &str) -> Option<String> {
+        let key = format!("linecap_written_packets_total{{capture_job=\"{job}\",queue=\"0\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key).map(str::to_string))
+    }
+
+    #[test]
+    fn added_jobs_appear_stopped_ones_keep_counters_and_the_oldest_stopped_leave() {
+        let (main, _p0, _c0) = probe("main", 7);
+        let t = ProbeTable::new(vec![main], 2);
+        let mut keep = Vec::new();
+        for (i, job) in ["a", "b", "c"].iter().enumerate() {
+            let (p, prod, cons) = probe(job, 10 + i as u64);
+            keep.push((prod, cons));
+            t.add(vec![p]);
+        }
+        let text = render(&t.snapshot(), 0.0);
+        assert_eq!(written(&text, "b").as_deref(), Some("11"));
+        assert_eq!(text.matches("linecap_ring_capacity_slots{").count(), 4);
+        // Stopped: the counter stays, the ring gauges go.
+        t.stopped("a");
+        let text = render(&t.snapshot(), 0.0);
+        assert_eq!(written(&text, "a").as_deref(), Some("10"));
+        assert!(!text.contains("linecap_ring_capacity_slots{capture_job=\"a\""));
+        assert!(!text.contains("linecap_ring_occupancy_slots{capture_job=\"a\""));
+        // Three stopped, two kept: "a", the first stopped, leaves.
+        t.stopped("b");
+        t.stopped("c");
+        let text = render(&t.snapshot(), 0.0);
+        assert_eq!(written(&text, "a"), None);
+        assert_eq!(written(&text, "b").as_deref(), Some("11"));
+        assert_eq!(written(&text, "c").as_deref(), Some("12"));
+        assert_eq!(written(&text, "main").as_deref(), Some("7"));
+        // A second stop of the same job changes nothing.
+        t.stopped("c");
+        assert_eq!(t.snapshot().len(), 3);
+    }
 }

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use linecap_dataplane::policy::bpf::Filter;
 use linecap_reader::output::{OutFormat, PacketWriter};
-use linecap_reader::query::{FileMode, QueryExec, Window, plan};
-use linecap_reader::query_expr::prune_terms;
+use linecap_reader::query::{FileMode, QueryExec, QueryPlan, QueryStats, Window, plan};
+use linecap_reader::query_expr::{Term, prune_terms};
 use linecap_reader::read::Packet;
 use linecap_writer::indexer::{self, IndexState};
 use linecap_writer::names;
@@ -80,7 +80,8 @@ pub fn split_inputs(args: &[String]) -> (Vec<PathBuf>, String) {
     )
 }
 
-fn now_ns() -> u64 {
+/// Now, ns since the Unix epoch (relative times count back from it).
+pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -213,6 +214,11 @@ impl Matcher {
 
 /// Compile `expr` (empty: every packet); the error names the expression.
 pub fn compile(expr: &str) -> anyhow::Result<Matcher> {
+    compile_expr(expr).map_err(|e| anyhow::anyhow!("filter expression: {e}"))
+}
+
+/// [`compile`], the error as libpcap says it.
+fn compile_expr(expr: &str) -> Result<Matcher, String> {
     if expr.trim().is_empty() {
         return Ok(Matcher::All);
     }
@@ -221,7 +227,7 @@ pub fn compile(expr: &str) -> anyhow::Result<Matcher> {
         // libpcap's optimiser refuses an expression that can match nothing;
         // for a query that is a valid question with an empty answer.
         Err(e) if e.to_string().contains("rejects all packets") => Ok(Matcher::Nothing),
-        Err(e) => Err(anyhow::anyhow!("filter expression: {e}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -237,6 +243,158 @@ pub fn open_output(path: &Path) -> anyhow::Result<Box<dyn Write>> {
     Ok(Box::new(BufWriter::with_capacity(1 << 20, f)))
 }
 
+/// A bad query argument: the parameter at fault (`expr`, `after`,
+/// `before`), or no capture file to read. Said before any output byte is
+/// written; the CLI names the flag, the API the query parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// An argument that does not parse or compile.
+    Param {
+        /// `expr`, `after` or `before`.
+        param: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The inputs hold no capture file.
+    NoFiles(String),
+    /// An input could not be listed.
+    Inputs(String),
+}
+
+impl QueryError {
+    /// The message as the command line says it (flags by their names).
+    pub fn cli_message(&self) -> String {
+        match self {
+            QueryError::Param {
+                param: "expr",
+                message,
+            } => format!("filter expression: {message}"),
+            QueryError::Param { param, message } => format!("--{param}: {message}"),
+            QueryError::NoFiles(m) | QueryError::Inputs(m) => m.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.cli_message())
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+/// A query planned and ready to write: everything that can be refused has
+/// been checked (the time bounds, the expression, the inputs' files).
+/// `linecap query` and the API's `GET /v1/query` both make one with
+/// [`prepare`] and write it with [`write_answer`], so they give the same bytes.
+pub struct Prepared {
+    /// The plan (files per stream, what each file's index gave).
+    pub plan: QueryPlan,
+    /// The window, ns.
+    pub window: Window,
+    /// The index terms of the expression (for `--explain`).
+    pub term: Term,
+    /// The compiled expression.
+    pub filter: Matcher,
+    /// pcapng interface names, one per stream (`DIR/qNN`).
+    pub iface_names: Vec<String>,
+}
+
+/// Plan a query over `inputs`: `after`/`before` as `--after/--before`
+/// (relative times against `now_ns`), `expr` a tcpdump expression (empty:
+/// every packet).
+pub fn prepare(
+    inputs: &[PathBuf],
+    expr: &str,
+    after: Option<&str>,
+    before: Option<&str>,
+    now_ns: u64,
+) -> Result<Prepared, QueryError> {
+    let mut w = Window::default();
+    if let Some(a) = after {
+        w.after = parse_time(a, now_ns).map_err(|message| QueryError::Param {
+            param: "after",
+            message,
+        })?;
+    }
+    if let Some(b) = before {
+        w.before = parse_time(b, now_ns).map_err(|message| QueryError::Param {
+            param: "before",
+            message,
+        })?;
+    }
+    let filter = compile_expr(expr).map_err(|message| QueryError::Param {
+        param: "expr",
+        message,
+    })?;
+    let term = prune_terms(expr);
+    let plan = plan(inputs, w, &term).map_err(|e| QueryError::Inputs(e.to_string()))?;
+    if plan.streams.iter().all(Vec::is_empty) {
+        return Err(QueryError::NoFiles(format!(
+            "no capture files found in {inputs:?}"
+        )));
+    }
+    let iface_names = plan
+        .streams
+        .iter()
+        .map(|s| {
+            s.first().map_or(String::new(), |f| {
+                let name = f.path.file_name().unwrap_or_default().to_string_lossy();
+                match names::parse(&name) {
+                    Some((q, _)) => format!(
+                        "{}/q{q:02}",
+                        f.path.parent().unwrap_or(Path::new("")).display()
+                    ),
+                    None => f.path.display().to_string(),
+                }
+            })
+        })
+        .collect();
+    Ok(Prepared {
+        plan,
+        window: w,
+        term,
+        filter,
+        iface_names,
+    })
+}
+
+/// What writing an answer found.
+pub struct Written<W> {
+    /// Packets written.
+    pub matched: u64,
+    /// What the plan's execution read (its `errors` are files it could not read).
+    pub stats: QueryStats,
+    /// The output, flushed.
+    pub out: W,
+}
+
+/// Write the answer of `p` to `out` in `format`, packet by packet (nothing
+/// is held but the block being read): the one writer of `linecap query -w`
+/// and `GET /v1/query`.
+pub fn write_answer<W: Write>(
+    p: Prepared,
+    out: W,
+    format: OutFormat,
+) -> std::io::Result<Written<W>> {
+    let mut writer = PacketWriter::with_interfaces(out, format, &p.iface_names)?;
+    let filter = p.filter;
+    let mut exec = QueryExec::new(p.plan, |data: &[u8], wire: u32| filter.matches(data, wire));
+    let mut pkt = Packet::default();
+    let mut n = 0u64;
+    while let Some(stream) = exec.next(&mut pkt) {
+        n += 1;
+        writer.write_on(&pkt, stream as u32)?;
+    }
+    let mut out = writer.finish()?;
+    out.flush()?;
+    Ok(Written {
+        matched: n,
+        stats: exec.stats().clone(),
+        out,
+    })
+}
+
 /// Run `linecap query`; exit code 1 when a file could not be read.
 pub fn run_query(a: QueryArgs) -> anyhow::Result<i32> {
     let (inputs, expr) = split_inputs(&a.args);
@@ -249,15 +407,16 @@ pub fn run_query(a: QueryArgs) -> anyhow::Result<i32> {
     if a.write.is_none() && !a.count && !a.list_files && !a.explain {
         bail!("nothing to do: give -w OUT (or -w -), --count, --list-files or --explain");
     }
-    let w = window(&a.after, &a.before)?;
-    let filter = compile(&expr)?;
-    let term = prune_terms(&expr);
-    let qplan = plan(&inputs, w, &term)?;
-    let total_files: usize = qplan.streams.iter().map(Vec::len).sum();
-    if total_files == 0 {
-        bail!("no capture files found in {inputs:?}");
-    }
-    for f in qplan.streams.iter().flatten() {
+    let p = prepare(
+        &inputs,
+        &expr,
+        a.after.as_deref(),
+        a.before.as_deref(),
+        now_ns(),
+    )
+    .map_err(|e| anyhow::anyhow!(e.cli_message()))?;
+    let (w, term) = (p.window, &p.term);
+    for f in p.plan.streams.iter().flatten() {
         if let FileMode::Scan(why) = &f.mode {
             let open = f
                 .path
@@ -280,7 +439,7 @@ pub fn run_query(a: QueryArgs) -> anyhow::Result<i32> {
             "plan: window [{}, {}) ns; index terms: {term:?}",
             w.after, w.before
         );
-        for f in qplan.streams.iter().flatten() {
+        for f in p.plan.streams.iter().flatten() {
             let what = match &f.mode {
                 FileMode::PrunedByTime => "pruned by time (index header only)".to_string(),
                 FileMode::Indexed { blocks, total } => {
@@ -293,7 +452,7 @@ pub fn run_query(a: QueryArgs) -> anyhow::Result<i32> {
     }
     if a.list_files {
         let mut out = std::io::stdout().lock();
-        for f in qplan.streams.iter().flatten() {
+        for f in p.plan.streams.iter().flatten() {
             let read = match &f.mode {
                 FileMode::PrunedByTime => false,
                 FileMode::Indexed { blocks, .. } => !blocks.is_empty(),
@@ -307,45 +466,14 @@ pub fn run_query(a: QueryArgs) -> anyhow::Result<i32> {
             return Ok(0);
         }
     }
-    let iface_names: Vec<String> = qplan
-        .streams
-        .iter()
-        .map(|s| {
-            s.first().map_or(String::new(), |f| {
-                let name = f.path.file_name().unwrap_or_default().to_string_lossy();
-                match names::parse(&name) {
-                    Some((q, _)) => format!(
-                        "{}/q{q:02}",
-                        f.path.parent().unwrap_or(Path::new("")).display()
-                    ),
-                    None => f.path.display().to_string(),
-                }
-            })
-        })
-        .collect();
-    let mut writer = match &a.write {
-        Some(p) => Some(PacketWriter::with_interfaces(
-            open_output(p)?,
-            a.format,
-            &iface_names,
-        )?),
-        None => None,
-    };
     let started = std::time::Instant::now();
-    let mut exec = QueryExec::new(qplan, |data: &[u8], wire: u32| filter.matches(data, wire));
-    let mut pkt = Packet::default();
-    let mut n = 0u64;
-    while let Some(stream) = exec.next(&mut pkt) {
-        n += 1;
-        if let Some(w) = writer.as_mut() {
-            w.write_on(&pkt, stream as u32)
-                .context("writing the output")?;
-        }
-    }
-    if let Some(w) = writer {
-        w.finish().context("writing the output")?;
-    }
-    let st = exec.stats().clone();
+    // Without -w the packets are counted, not written (a sink).
+    let out: Box<dyn Write> = match &a.write {
+        Some(path) => open_output(path)?,
+        None => Box::new(std::io::sink()),
+    };
+    let done = write_answer(p, out, a.format).context("writing the output")?;
+    let (n, st) = (done.matched, done.stats);
     if a.count {
         println!("{n}");
     }

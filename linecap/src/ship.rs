@@ -185,7 +185,12 @@ pub struct ShipHooks {
     pub may_delete: linecap_writer::series::MayDelete,
     /// Prometheus text appended to `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Ship a job added while capturing: `(job, its output directory)`.
+    pub add_root: AddRoot,
 }
+
+/// [`ShipHooks::add_root`]: an error is a journal that cannot be opened.
+pub type AddRoot = Arc<dyn Fn(&str, &std::path::Path) -> Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for ShipHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,14 +198,17 @@ impl std::fmt::Debug for ShipHooks {
     }
 }
 
-/// Start shipping the jobs' output directories.
+/// Start shipping the jobs' output directories; every shipper thread first
+/// moves onto `housekeeping` (the capture's housekeeping cores; empty: left
+/// where it starts).
 pub fn start(
     cfg: ShipConfig,
     roots: Vec<(String, PathBuf)>,
+    housekeeping: &[usize],
 ) -> anyhow::Result<(Arc<Shipper>, ShipHooks)> {
     if let Some(t) = &cfg.s3 {
-        eprintln!(
-            "linecap: ship: to s3://{}/{} at {} ({} threads{})",
+        tracing::info!(
+            "ship: to s3://{}/{} at {} ({} threads{})",
             t.bucket,
             t.prefix,
             t.endpoint,
@@ -209,21 +217,108 @@ pub fn start(
                 .map_or(String::new(), |b| format!(", capped at {b} B/s"))
         );
     }
-    let shipper = Arc::new(Shipper::start(cfg, roots, None).map_err(anyhow::Error::msg)?);
+    let pin = pin_to(housekeeping)?;
+    let shipper = Arc::new(Shipper::start(cfg, roots, pin).map_err(anyhow::Error::msg)?);
     let hook = shipper.retention_hook();
     let m = shipper.clone();
+    let r = shipper.clone();
     let hooks = ShipHooks {
         may_delete: linecap_writer::series::MayDelete(hook),
         metrics: Arc::new(move || linecap_ship::shipper::metrics_text(&m)),
+        add_root: Arc::new(move |job, dir| r.add_root(job, dir)),
     };
     Ok((shipper, hooks))
+}
+
+/// A shipper thread's pinning to the housekeeping cores (the shipper is
+/// started before the capture moves its main thread there, so its threads
+/// do not inherit it). A core that cannot be used is refused here, at start.
+fn pin_to(cores: &[usize]) -> anyhow::Result<Option<linecap_ship::shipper::PinFn>> {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    if cores.is_empty() {
+        return Ok(None);
+    }
+    let mut set = CpuSet::new();
+    for &c in cores {
+        set.set(c)
+            .map_err(|e| anyhow::anyhow!("--housekeeping-cores {cores:?}: {e}"))?;
+    }
+    let cores = cores.to_vec();
+    let pin: linecap_ship::shipper::PinFn = Arc::new(move |i| {
+        if let Err(e) = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+            tracing::warn!(
+                "ship: thread {i} cannot move onto the housekeeping cores {cores:?}: {e}"
+            );
+        }
+    });
+    Ok(Some(pin))
+}
+
+/// `POST /v1/storage/test` of the control API: `linecap ship --test`'s
+/// steps against `cfg`'s store, as (HTTP status, JSON): 200 when every
+/// step passed, 503 when the store could not be reached (DNS, TCP, TLS,
+/// timeout), 502 when it answered with an error (credentials, bucket,
+/// permission, checksum, 5xx), 409 when only a --post-rotate command is
+/// configured (no store to test).
+pub fn storage_test(cfg: &ShipConfig) -> (u16, serde_json::Value) {
+    use linecap_ship::s3::FailKind;
+    use serde_json::json;
+    let Some(t) = &cfg.s3 else {
+        return (
+            409,
+            json!({"error": {"status": 409, "field": null, "message":
+                "shipping runs a --post-rotate command only: there is no object store to test \
+                 (give --ship s3://BUCKET/PREFIX)"}}),
+        );
+    };
+    let started = std::time::Instant::now();
+    let steps = linecap_ship::shipper::self_test_steps(cfg);
+    let seconds = started.elapsed().as_secs_f64();
+    let failed = steps
+        .iter()
+        .find_map(|(step, r)| r.as_ref().err().map(|e| (step, e)));
+    let list: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|(step, r)| match r {
+            Ok(m) => json!({"step": step, "ok": true, "message": m}),
+            Err(e) => {
+                json!({"step": step, "ok": false, "message": linecap_ship::shipper::describe(e)})
+            }
+        })
+        .collect();
+    let target = json!({
+        "bucket": t.bucket, "prefix": t.prefix, "endpoint": t.endpoint, "region": t.region,
+    });
+    match failed {
+        None => (
+            200,
+            json!({"ok": true, "target": target, "steps": list, "seconds": seconds}),
+        ),
+        Some((step, e)) => {
+            let status = match e.kind {
+                FailKind::Dns | FailKind::Tcp | FailKind::Tls | FailKind::Timeout => 503,
+                _ => 502,
+            };
+            let message = format!(
+                "storage test failed at {step}: {}",
+                linecap_ship::shipper::describe(e)
+            );
+            (
+                status,
+                json!({
+                    "error": {"status": status, "field": null, "message": message},
+                    "ok": false, "target": target, "steps": list, "seconds": seconds,
+                }),
+            )
+        }
+    }
 }
 
 /// Drain and stop; print what is left.
 pub fn finish(shipper: &Shipper) -> ShipReport {
     let r = shipper.finish();
-    eprintln!(
-        "linecap: ship: {} files ({} bytes) shipped this run; {} files ({} bytes) left for the next start{}",
+    tracing::info!(
+        "ship: {} files ({} bytes) shipped this run; {} files ({} bytes) left for the next start{}",
         r.files_shipped,
         r.bytes_shipped,
         r.left_files,
@@ -235,14 +330,14 @@ pub fn finish(shipper: &Shipper) -> ShipReport {
         }
     );
     for n in &r.left_names {
-        eprintln!("linecap: ship:   left: {n}");
+        tracing::info!("ship: left: {n}");
     }
     if !r.failures.is_empty() {
         let f: Vec<String> = r.failures.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        eprintln!("linecap: ship: failed attempts: {}", f.join(" "));
+        tracing::warn!("ship: failed attempts: {}", f.join(" "));
     }
     if let Some(e) = &r.last_error {
-        eprintln!("linecap: ship: last error: {e}");
+        tracing::warn!("ship: last error: {e}");
     }
     r
 }

@@ -1,9 +1,13 @@
 //! The control API against a live capture (a paced synthetic source, which
 //! numbers its frames): authentication, jobs added and stopped while frames
 //! flow, exact per-job accounting, and bad requests that leave the capture
-//! untouched. The veth version (AF_XDP, the generator) is in `afxdp.rs`.
+//! untouched; `/v1/query` and `linecap ctl query` against `linecap query`
+//! and tcpdump; `/v1/storage/test` against SeaweedFS; runtime jobs on
+//! `/metrics`. The veth version (AF_XDP, the generator) is in `api_veth.rs`.
 
 mod common;
+#[path = "../../ship/tests/common/weed.rs"]
+mod weed;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -40,9 +44,21 @@ fn token_file(dir: &Path, mode: u32) -> PathBuf {
 
 /// A capture of 4 synthetic flows at `pps`, with the API on a socket.
 fn start(dir: &Path, pps: u64, extra: &[&str]) -> Capture {
+    start_env(dir, pps, extra, &[])
+}
+
+/// [`start`] with environment variables (the S3 keys); `--metrics` in
+/// `extra` replaces the default `--no-metrics`.
+fn start_env(dir: &Path, pps: u64, extra: &[&str], env: &[(&str, &str)]) -> Capture {
     let sock = dir.join("api.sock");
     let tok = token_file(dir, 0o600);
+    let metrics = if extra.contains(&"--metrics") {
+        None
+    } else {
+        Some("--no-metrics")
+    };
     let child = linecap()
+        .envs(env.iter().copied())
         .args(["capture", "--source", &format!("synth:64:4:-:{pps}")])
         .arg("--out")
         .arg(dir.join("main"))
@@ -50,15 +66,9 @@ fn start(dir: &Path, pps: u64, extra: &[&str]) -> Capture {
         .arg(format!("unix:{}", sock.display()))
         .arg("--api-token")
         .arg(&tok)
-        .args([
-            "--duration",
-            "60",
-            "--flush-ms",
-            "20",
-            "--no-metrics",
-            "--report-json",
-        ])
+        .args(["--duration", "60", "--flush-ms", "20", "--report-json"])
         .arg(dir.join("report.json"))
+        .args(metrics)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -508,6 +518,496 @@ fn schemathesis_finds_no_server_error_and_no_response_off_the_schema() {
         "{text}"
     );
     // The capture went on and still balances.
+    let (r, _) = stop(c);
+    assert_balanced(&r);
+}
+
+/// Now, as epoch seconds with 9 decimals (a `--before` both sides read alike).
+fn epoch_arg(ns: u64) -> String {
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// GET a query over the API: (status, body, trailers).
+fn api_query(c: &Capture, path: &str) -> (u16, Vec<u8>, Vec<(String, String)>) {
+    let mut body = Vec::new();
+    let a = linecap::ctl::request_stream(&c.api, Some(TOKEN), path, &mut body).unwrap();
+    if a.status != 200 {
+        body = a.error_body;
+    }
+    (a.status, body, a.trailers)
+}
+
+fn frame_count_tshark(file: &Path) -> usize {
+    run_ok(
+        std::process::Command::new("tshark")
+            .args(["-n", "-T", "fields", "-e", "frame.number", "-r"])
+            .arg(file),
+    )
+    .lines()
+    .count()
+}
+
+#[test]
+fn query_over_the_api_and_ctl_is_byte_for_byte_linecap_query_and_tcpdump_agrees() {
+    let d = tempfile::tempdir().unwrap();
+    let c = start(d.path(), 5000, &[]);
+    let main = d.path().join("main");
+    let one = d.path().join("one");
+    let (st, v) = call(
+        &c,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "one", "directory": "one", "filter": "udp src port 1025"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Everything before this instant is on disk (flushes every 20 ms), and
+    // still in the open files: nothing has rotated (-C is 1 GiB by default).
+    let before = epoch_arg(now_ns() - 500_000_000);
+    assert!(
+        files_with(&main, ".erf.lz4").is_empty(),
+        "a file was completed: the test wants the open one"
+    );
+    let sock = match &c.api {
+        ApiListen::Unix(p) => p.clone(),
+        ApiListen::Tcp(_) => unreachable!(),
+    };
+    let cases: [(&str, &str, Option<&str>, Vec<&Path>); 4] = [
+        // (expr, format, job, the directories linecap query gets)
+        (
+            "udp src port 1025 or udp src port 1026",
+            "pcap",
+            None,
+            vec![&main, &one],
+        ),
+        ("udp src port 1027", "pcap", Some("main"), vec![&main]),
+        ("", "pcapng", None, vec![&main, &one]),
+        ("udp", "erf", Some("one"), vec![&one]),
+    ];
+    for (expr, fmt, job, dirs) in &cases {
+        let tag = format!("{fmt}-{}", job.unwrap_or("all"));
+        let path = linecap::ctl::query_path(expr, None, Some(&before), fmt.parse().unwrap(), *job);
+        let (st, body, trailers) = api_query(&c, &path);
+        assert_eq!(st, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        let matched: u64 = trailers
+            .iter()
+            .find(|(k, _)| k == "linecap-matched")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("a Linecap-Matched trailer");
+        assert!(
+            matched > 100,
+            "{tag}: only {matched} packets: fresh data missing?"
+        );
+        assert!(trailers.contains(&("linecap-errors".into(), "0".into())));
+        // linecap query on the same directories, the same arguments.
+        let cli_out = d.path().join(format!("cli-{tag}"));
+        let mut q = linecap();
+        q.arg("query")
+            .args(dirs.iter())
+            .args(["--before", &before, "-F", fmt, "-w"])
+            .arg(&cli_out);
+        if !expr.is_empty() {
+            q.arg(*expr);
+        }
+        run_ok(&mut q);
+        let cli = std::fs::read(&cli_out).unwrap();
+        assert!(body == cli, "{tag}: /v1/query differs from linecap query");
+        // linecap ctl query, written to a file and to standard output.
+        let ctl_out = d.path().join(format!("ctl-{tag}"));
+        let mut ctl = linecap();
+        ctl.arg("ctl")
+            .arg("--api")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--api-token")
+            .arg(d.path().join("api.token"))
+            .args(["query", "--before", &before, "-F", fmt, "-w"])
+            .arg(&ctl_out)
+            .args(job.iter().flat_map(|j| ["--job", j]))
+            .args(expr.split_whitespace());
+        run_ok(&mut ctl);
+        assert!(
+            std::fs::read(&ctl_out).unwrap() == cli,
+            "{tag}: ctl query differs from linecap query"
+        );
+        if *fmt == "pcap" {
+            let mut ctl = linecap();
+            ctl.arg("ctl")
+                .arg("--api")
+                .arg(format!("unix:{}", sock.display()))
+                .arg("--api-token")
+                .arg(d.path().join("api.token"))
+                .args(["query", "--before", &before, "-w", "-"])
+                .args(job.iter().flat_map(|j| ["--job", j]))
+                .args(expr.split_whitespace());
+            let o = run(&mut ctl);
+            assert!(o.status.success());
+            assert!(o.stdout == cli, "{tag}: ctl query -w - differs");
+            // tshark reads the answer; tcpdump on the full read-back of the
+            // window finds as many frames.
+            let full = d.path().join(format!("full-{tag}.pcap"));
+            run_ok(
+                linecap()
+                    .arg("read")
+                    .args(dirs.iter())
+                    .args(["--include-partial", "--before", &before, "-w"])
+                    .arg(&full),
+            );
+            let reference = run_ok(
+                std::process::Command::new("tcpdump")
+                    .args(["-q", "-n", "-r"])
+                    .arg(&full)
+                    .arg(*expr),
+            )
+            .lines()
+            .count();
+            assert_eq!(frame_count_tshark(&cli_out), reference, "{tag}");
+            assert_eq!(reference as u64, matched, "{tag}");
+        }
+    }
+
+    // Bad arguments: 400 naming the parameter, nothing streamed.
+    for (path, status, field) in [
+        ("/v1/query?format=pcapx", 400, Some("format")),
+        ("/v1/query?after=yesterday", 400, Some("after")),
+        ("/v1/query?before=2026-13-01T00:00:00Z", 400, Some("before")),
+        ("/v1/query?expr=tcp%20port", 400, Some("expr")),
+        ("/v1/query?expr=udp&expr=tcp", 400, Some("expr")),
+        ("/v1/query?colour=red", 400, Some("colour")),
+        ("/v1/query?job=nosuch", 404, Some("job")),
+    ] {
+        let (st, body, _) = api_query(&c, path);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (st, v["error"]["field"].as_str()),
+            (status, field),
+            "{path}: {v}"
+        );
+    }
+    assert_eq!(call(&c, "POST", "/v1/query", None).0, 405);
+    assert_eq!(call_raw(&c, None, "GET", "/v1/query", None).0, 401);
+    let out = run(linecap()
+        .arg("ctl")
+        .arg("--api")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--api-token")
+        .arg(d.path().join("api.token"))
+        .args(["query", "-w"])
+        .arg(d.path().join("bad.pcap"))
+        .args(["tcp", "port"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("400 (field expr)"), "{err}");
+    assert!(!d.path().join("bad.pcap").exists());
+    // Not configured: the storage test says so.
+    let (st, v) = call(&c, "POST", "/v1/storage/test", None);
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not configured"),
+        "{v}"
+    );
+    let (r, _) = stop(c);
+    assert_balanced(&r);
+}
+
+#[test]
+fn storage_test_answers_200_from_seaweedfs_502_for_a_missing_bucket_and_503_when_unreachable() {
+    let d = tempfile::tempdir().unwrap();
+    let w = weed::Weed::start(&d.path().join("weed"), "caps", true);
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", weed::ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", weed::SECRET_KEY),
+    ];
+    let endpoint = w.endpoint();
+    for (bucket, endpoint, status) in [
+        ("caps", endpoint.as_str(), 200),
+        ("nosuchbucket", endpoint.as_str(), 502),
+        // Port 1 on loopback: nothing listens, the connection is refused.
+        ("caps", "http://127.0.0.1:1", 503),
+    ] {
+        let dir = d.path().join(format!("c{status}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("s3://{bucket}/api-test");
+        let c = start_env(
+            &dir,
+            1000,
+            &[
+                "--ship",
+                &url,
+                "--ship-endpoint",
+                endpoint,
+                "--ship-drain-timeout",
+                "2",
+            ],
+            &keys,
+        );
+        let (st, v) = call(&c, "POST", "/v1/storage/test", None);
+        assert_eq!(st, status, "{v}");
+        assert_eq!(v["target"]["bucket"], bucket, "{v}");
+        match status {
+            200 => {
+                assert_eq!(v["ok"], true);
+                let steps: Vec<&str> = v["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["step"].as_str().unwrap())
+                    .collect();
+                assert_eq!(steps, ["put", "read back", "delete", "check deleted"]);
+                // The probe object is gone again.
+                assert!(w.list("api-test").is_empty(), "{:?}", w.list("api-test"));
+            }
+            502 => {
+                let m = v["error"]["message"].as_str().unwrap();
+                assert!(m.contains("at put") && m.contains("bucket"), "{v}");
+            }
+            _ => {
+                let m = v["error"]["message"].as_str().unwrap();
+                assert!(m.contains("TCP"), "{v}");
+            }
+        }
+        // linecap ctl storage-test says the same, with its exit status.
+        let sock = dir.join("api.sock");
+        let out = run(linecap()
+            .arg("ctl")
+            .arg("--api")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--api-token")
+            .arg(dir.join("api.token"))
+            .arg("storage-test"));
+        assert_eq!(out.status.success(), status == 200, "{out:?}");
+        let (r, _) = stop(c);
+        assert_balanced(&r);
+    }
+
+    // A job added through the API is shipped like the jobs of the start,
+    // and its manifests say which clock stamped its records.
+    let dir = d.path().join("runtime");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = start_env(
+        &dir,
+        4000,
+        &[
+            "--ship",
+            "s3://caps/rt",
+            "--ship-endpoint",
+            &endpoint,
+            "--ship-probe",
+            "p1",
+            "-C",
+            "64K",
+            "--ship-drain-timeout",
+            "10",
+        ],
+        &keys,
+    );
+    let (st, v) = call(
+        &c,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "one", "directory": "one", "filter": "udp src port 1025"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (st, v) = call(&c, "DELETE", "/v1/jobs/one", None);
+    assert_eq!(st, 200, "{v}");
+    let local = files_with(&dir.join("one"), ".erf.lz4");
+    assert!(!local.is_empty());
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(files_with(&dir.join("one"), ".json")[0].clone()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["clock"], "synthetic", "{manifest}");
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shipped = w
+            .list("rt/p1/one/q00/")
+            .iter()
+            .filter(|(k, _)| k.ends_with(".erf.lz4"))
+            .count();
+        if shipped == local.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{shipped} of {} files of the runtime job shipped: {:?}",
+            local.len(),
+            w.list("rt/")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (r, _) = stop(c);
+    assert_balanced(&r);
+}
+
+/// One scrape of `/metrics`.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of `name{labels}` (labels as written, in order).
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_job_added_through_the_api_is_on_metrics_and_keeps_its_final_counters_once_stopped() {
+    let d = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let c = start(d.path(), 4000, &["--metrics", &addr]);
+    let end = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < end, "/metrics never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let l1 = r#"capture_job="one",queue="0""#;
+    assert_eq!(
+        sample(&scrape(&addr), "linecap_written_packets_total", l1),
+        None
+    );
+    let (st, v) = call(
+        &c,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "one", "directory": "one", "filter": "udp src port 1025"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    std::thread::sleep(Duration::from_millis(800));
+    let text = scrape(&addr);
+    let promtool = |text: &str| {
+        let mut p = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian prometheus) is needed: .ci/setup installs it");
+        use std::io::Write;
+        p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let o = p.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    promtool(&text);
+    let written = sample(&text, "linecap_written_packets_total", l1).expect("job one on /metrics");
+    assert!(written > 0.0, "{text}");
+    let filtered = sample(
+        &text,
+        "linecap_dropped_packets_total",
+        &format!("{l1},stage=\"filter\""),
+    )
+    .unwrap();
+    assert!(filtered > written, "3 of 4 flows are filtered out: {text}");
+    assert!(sample(&text, "linecap_ring_capacity_slots", l1).is_some());
+    // Stopped: the final counters stay (equal to the API's), the ring goes.
+    let (st, stopped) = call(&c, "DELETE", "/v1/jobs/one", None);
+    assert_eq!(st, 200, "{stopped}");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        let text = scrape(&addr);
+        promtool(&text);
+        assert_eq!(
+            sample(&text, "linecap_written_packets_total", l1),
+            Some(stopped["written"].as_u64().unwrap() as f64),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "linecap_received_packets_total", l1),
+            Some(stopped["seen"].as_u64().unwrap() as f64),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "linecap_ring_capacity_slots", l1), None);
+        // The main job goes on.
+        assert!(
+            sample(
+                &text,
+                "linecap_written_packets_total",
+                r#"capture_job="main",queue="0""#
+            )
+            .unwrap()
+                > 0.0
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (r, _) = stop(c);
+    assert_balanced(&r);
+}
+
+#[test]
+fn at_most_two_queries_stream_at_once_and_a_client_that_leaves_frees_its_slot() {
+    use std::io::{Read, Write};
+    let d = tempfile::tempdir().unwrap();
+    let c = start(d.path(), 40_000, &[]);
+    // Enough packets that an answer cannot fit in the socket's buffers.
+    std::thread::sleep(Duration::from_secs(2));
+    let sock = match &c.api {
+        ApiListen::Unix(p) => p.clone(),
+        ApiListen::Tcp(_) => unreachable!(),
+    };
+    let ask = || {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        write!(
+            s,
+            "GET /v1/query?format=pcap HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .unwrap();
+        s
+    };
+    // Two clients that do not read: their answers stall, holding both slots.
+    let mut stalled = vec![ask(), ask()];
+    for s in &mut stalled {
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, body, _) = api_query(&c, "/v1/query?expr=udp");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(st, 503, "{v}");
+    // The other routes are still answered.
+    assert_eq!(call(&c, "GET", "/v1/status", None).0, 200);
+    // They leave: their threads see the closed connection and end.
+    drop(stalled);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _, trailers) = api_query(&c, "/v1/query?expr=udp%20src%20port%201025");
+        if st == 200 {
+            assert!(trailers.iter().any(|(k, _)| k == "linecap-matched"));
+            break;
+        }
+        assert!(Instant::now() < end, "the slots were never freed ({st})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (r, _) = stop(c);
     assert_balanced(&r);
 }

@@ -255,6 +255,78 @@ fn writer_and_metrics_threads_run_on_the_housekeeping_cores_and_workers_on_their
     assert_eq!(on("lc-metrics"), ["0"], "{seen:?}");
 }
 
+/// Issue 15: the control API's threads (and tiny_http's, which they start)
+/// and the shipper's threads run on the housekeeping cores too: every
+/// thread but the workers does.
+#[test]
+fn api_and_shipper_threads_run_on_the_housekeeping_cores() {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(n >= 2, "this test needs 2 CPUs, the machine has {n}");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let mut child = linecap()
+        .args([
+            "capture",
+            "-i",
+            "synth:200:10:-:5000",
+            "--cores",
+            "1",
+            "--housekeeping-cores",
+            "0",
+            "--no-metrics",
+            "--duration",
+            "4",
+            // A store on a port where nothing listens: the shipper's
+            // threads start (and retry); the capture is not affected.
+            "--ship",
+            "s3://caps/hk",
+            "--ship-endpoint",
+            "http://127.0.0.1:1",
+            "--ship-drain-timeout",
+            "0",
+        ])
+        .arg("--api")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("-w")
+        .arg(dir.path().join("cap"))
+        .env("AWS_ACCESS_KEY_ID", "hk")
+        .env("AWS_SECRET_ACCESS_KEY", "hk")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = common::KillOnDrop::new(&child);
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        seen = thread_cpus(child.id());
+        let has = |p: &str| seen.iter().any(|(c, _)| c.starts_with(p));
+        if has("lc-worker") && has("lc-api-") && has("ship-s3") && has("lc-writer") {
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    guard.disarm();
+    assert!(status.success());
+    let on = |p: &str| -> Vec<&str> {
+        seen.iter()
+            .filter(|(c, _)| c.starts_with(p))
+            .map(|(_, cpus)| cpus.as_str())
+            .collect()
+    };
+    assert_eq!(on("lc-worker"), ["1"], "{seen:?}");
+    assert_eq!(on("lc-api-"), ["0", "0"], "{seen:?}");
+    assert_eq!(on("ship-s3"), ["0", "0"], "{seen:?}");
+    let elsewhere: Vec<_> = seen
+        .iter()
+        .filter(|(c, cpus)| !c.starts_with("lc-worker") && cpus != "0")
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "off the housekeeping cores: {elsewhere:?}"
+    );
+}
+
 #[test]
 fn a_rotation_size_below_the_batch_is_honoured_and_said() {
     let dir = tempfile::tempdir().unwrap();

@@ -273,3 +273,64 @@ fn log_format_json_and_a_bad_level_named() {
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("--log-level"), "{e}");
 }
+
+/// A negative number given to a numeric flag (`-G -1`) is refused naming
+/// that flag, not taken for an unknown flag `-1`.
+#[test]
+fn a_negative_number_names_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, long) in [
+        ("-G", "--rotate-seconds"),
+        ("-C", "--file-size"),
+        ("-W", "--rotate-files"),
+        ("-c", "--count"),
+        ("-s", "--snaplen"),
+        ("-B", "--buffer-size"),
+    ] {
+        let o = run(linecap()
+            .args(["capture", "-i", "file:/nonexistent.pcap", "-w"])
+            .arg(dir.path().join("out"))
+            .args([flag, "-1"]));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {e}");
+        assert!(
+            e.contains(long) && e.contains("'-1'") && !e.contains("unexpected argument"),
+            "{flag}: {e}"
+        );
+        assert!(!dir.path().join("out").exists(), "{flag}: {e}");
+    }
+}
+
+/// Start-up facts are log events: with `--log-format json` the line saying
+/// where metrics listen is a JSON object at level INFO.
+#[test]
+fn start_up_lines_are_log_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(linecap()
+        .args([
+            "--log-format",
+            "json",
+            "capture",
+            "--source",
+            "synth:200:10:1000",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("cap"))
+        .args(["--metrics", "127.0.0.1:0"]));
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    let ev = e
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|x| panic!("{x}: {l}"))
+        })
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("metrics on http://127.0.0.1:"))
+        })
+        .unwrap_or_else(|| panic!("no metrics log event: {e}"));
+    assert_eq!(ev["level"], "INFO", "{ev}");
+    assert!(!e.contains("linecap: metrics on"), "a plain line too: {e}");
+}

@@ -14,6 +14,11 @@
 //! Key, VLAN stack and fragment rules are those of `wire::flow`. Bytes are
 //! wire lengths without FCS.
 //!
+//! Each flow gets an application label (`app`, `app_method`: the compiled-in
+//! rules of `wire::applabel`, as `linecap flows` and the live exporters
+//! label) from its protocol, ports and first payload head each way, kept with
+//! the flow's state; the raw heads are columns too, for relabelling.
+//!
 //! Each flow gets the `domain` its responder's (else its initiator's) address
 //! was resolved from by a DNS response seen earlier on the series and still
 //! within its TTL when the flow started (see [`crate::dnsproc`]).
@@ -21,6 +26,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use linecap_wire::applabel::{Classifier, FirstPayload, Label, PayloadHead};
 use linecap_wire::flow::{FlowKey, IpFamily, Parsed, VlanStack};
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +64,63 @@ pub struct Acc {
     pub a_initiated: bool,
     /// The name the responder's address was resolved from.
     pub domain: Option<String>,
+    /// The first payload head a→b, b→a (`len` 0: none yet).
+    #[serde(default)]
+    pub heads: [Head; 2],
+}
+
+/// One direction's first payload head as saved: payload size and the
+/// captured first bytes (at most 4).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Payload bytes of that packet (0: no payload seen).
+    pub len: u32,
+    /// Its captured first bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Head {
+    fn of(p: &PayloadHead) -> Head {
+        Head {
+            len: p.len,
+            bytes: p.bytes[..usize::from(p.captured).min(4)].to_vec(),
+        }
+    }
+
+    fn payload_head(&self) -> PayloadHead {
+        PayloadHead::new(self.len, &self.bytes)
+    }
+
+    fn hex(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(8);
+        for b in &self.bytes {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+}
+
+/// The compiled-in rules, parsed once per process (a unit test of
+/// `wire::applabel` proves they parse; if they did not, flows are `unknown`).
+fn classifier() -> Option<&'static Classifier> {
+    static C: std::sync::OnceLock<Option<Classifier>> = std::sync::OnceLock::new();
+    C.get_or_init(|| Classifier::builtin().ok()).as_ref()
+}
+
+/// The flow's label, as `dataplane::applabel::label_with` gives it for a live
+/// flow record (a non-first fragment flow has no ports and no payload).
+fn label(k: &FlowKey, f: &Acc) -> Label {
+    let Some(c) = classifier() else {
+        return Label::UNKNOWN;
+    };
+    if k.is_fragment() {
+        return c.classify(k.proto(), 0, 0, &PayloadHead::NONE, &PayloadHead::NONE);
+    }
+    let fp = FirstPayload {
+        dir: [f.heads[0].payload_head(), f.heads[1].payload_head()],
+    };
+    c.classify_flow(k.proto(), k.port_a(), k.port_b(), &fp)
 }
 
 /// A flow key as saved.
@@ -200,6 +263,12 @@ const COLUMNS: &[Column] = &[
     col("initiator", ColType::Str),
     col("end_reason", ColType::Str),
     col("domain", ColType::Str),
+    col("app", ColType::Str),
+    col("app_method", ColType::Str),
+    col("first_bytes_a_to_b", ColType::Str),
+    col("first_len_a_to_b", ColType::I64),
+    col("first_bytes_b_to_a", ColType::Str),
+    col("first_len_b_to_a", ColType::I64),
 ];
 
 /// A row; "a" is the lexically smaller `"addr|port"` (the reference tables' rule).
@@ -215,6 +284,7 @@ fn row(context: &str, k: &FlowKey, f: &Acc, reason: &str) -> Row {
         v.join(".")
     };
     let initiator = if f.a_initiated != swap { "a" } else { "b" };
+    let l = label(k, f);
     Row {
         ts_ns: f.first_ns,
         cells: vec![
@@ -236,6 +306,12 @@ fn row(context: &str, k: &FlowKey, f: &Acc, reason: &str) -> Row {
             initiator.to_string().into(),
             reason.to_string().into(),
             f.domain.clone().into(),
+            l.name.to_string().into(),
+            l.method.name().to_string().into(),
+            f.heads[d0].hex().into(),
+            u64::from(f.heads[d0].len).into(),
+            f.heads[d1].hex().into(),
+            u64::from(f.heads[d1].len).into(),
         ],
     }
 }
@@ -331,6 +407,9 @@ impl Processor for Flows {
         f.pkts[d] += 1;
         f.bytes[d] += u64::from(rec.wire_len);
         f.cap[d] += rec.data.len() as u64;
+        if f.heads[d].len == 0 && info.payload.len != 0 {
+            f.heads[d] = Head::of(&info.payload);
+        }
         st.open.insert(k, f);
     }
 
@@ -350,6 +429,13 @@ impl Processor for Flows {
                     } else {
                         m.a_initiated
                     };
+                    // The earlier part's first payloads come first.
+                    let f_first = f.first_ns < m.first_ns;
+                    for (mh, fh) in m.heads.iter_mut().zip(&f.heads) {
+                        if fh.len != 0 && (mh.len == 0 || f_first) {
+                            *mh = fh.clone();
+                        }
+                    }
                     m.first_ns = m.first_ns.min(f.first_ns);
                     m.last_ns = m.last_ns.max(f.last_ns);
                     for i in 0..2 {

@@ -94,8 +94,9 @@ struct Shared {
     cfg: ShipConfig,
     client: Option<S3Client>,
     /// The capture jobs' output directories: (job, dir); queue directories
-    /// `qNN/` inside are found as they appear.
-    roots: Vec<(String, std::path::PathBuf)>,
+    /// `qNN/` inside are found as they appear. Jobs added while capturing
+    /// add theirs ([`Shipper::add_root`]).
+    roots: Mutex<Vec<(String, std::path::PathBuf)>>,
     /// Queue directories found so far (append-only).
     dirs: Mutex<Vec<Arc<DirState>>>,
     /// Held for a whole discovery, so a journal is opened (and compacted) once.
@@ -187,7 +188,7 @@ impl Shipper {
         };
         let shared = Arc::new(Shared {
             client,
-            roots,
+            roots: Mutex::new(roots),
             dirs: Mutex::new(Vec::new()),
             discovering: Mutex::new(()),
             counters: ShipCounters::default(),
@@ -247,6 +248,19 @@ impl Shipper {
             shared,
             threads: Mutex::new(threads),
         })
+    }
+
+    /// Ship `dir` too: the output directory of job `job`, added while
+    /// capturing (the control API). Its queue directories are found now
+    /// and as they appear; an error is a journal that cannot be opened.
+    pub fn add_root(&self, job: &str, dir: &Path) -> Result<(), String> {
+        {
+            let mut roots = lock(&self.shared.roots);
+            if !roots.iter().any(|(_, d)| d == dir) {
+                roots.push((job.to_string(), dir.to_path_buf()));
+            }
+        }
+        discover(&self.shared)
     }
 
     /// The counters.
@@ -375,7 +389,8 @@ struct Completed {
 /// Find queue directories (`qNN`) under the roots and open their journals.
 fn discover(sh: &Shared) -> Result<(), String> {
     let _one = lock(&sh.discovering);
-    for (job, root) in &sh.roots {
+    let roots = lock(&sh.roots).clone();
+    for (job, root) in &roots {
         let Ok(rd) = fs::read_dir(root) else {
             continue;
         };
@@ -1037,18 +1052,30 @@ fn run_hook(sh: &Shared, d: &DirState, f: &Completed) -> Result<(), S3Error> {
 /// `linecap ship --test`: put a probe object, read it back, delete it.
 /// Each step's outcome, in order; the first failure ends the test.
 pub fn self_test(cfg: &ShipConfig) -> Vec<(String, Result<String, String>)> {
+    self_test_steps(cfg)
+        .into_iter()
+        .map(|(step, r)| (step, r.map_err(|e| describe(&e))))
+        .collect()
+}
+
+/// [`self_test`] with each failure's kind kept (the control API answers
+/// 503 when the store cannot be reached, 502 when it answered with an error).
+pub fn self_test_steps(cfg: &ShipConfig) -> Vec<(String, Result<String, S3Error>)> {
     let mut out = Vec::new();
     let Some(t) = &cfg.s3 else {
         out.push((
             "config".into(),
-            Err("no --ship s3://BUCKET/PREFIX given".into()),
+            Err(S3Error {
+                kind: FailKind::Local,
+                detail: "no --ship s3://BUCKET/PREFIX given".into(),
+            }),
         ));
         return out;
     };
     let c = match S3Client::new(t, None) {
         Ok(c) => c,
         Err(e) => {
-            out.push(("config".into(), Err(describe(&e))));
+            out.push(("config".into(), Err(e)));
             return out;
         }
     };
@@ -1066,7 +1093,7 @@ pub fn self_test(cfg: &ShipConfig) -> Vec<(String, Result<String, String>)> {
         .repeat(64);
     let mut step = |name: &str, r: Result<String, S3Error>| -> bool {
         let ok = r.is_ok();
-        out.push((name.to_string(), r.map_err(|e| describe(&e))));
+        out.push((name.to_string(), r));
         ok
     };
     if !step(

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use super::{QueueReport, WriterInput};
 use crate::config::JobConfig;
-use crate::metrics::XdpLive;
+use crate::metrics::{ProbeTable, QueueProbe, XdpLive};
 use linecap_dataplane::afxdp::XdpQueueStats;
 
 /// How long an add or a stop may wait for the workers and writers.
@@ -128,6 +128,8 @@ pub struct QueueInfo {
     pub live: bool,
     /// AF_XDP queues: the drops before the socket, refreshed by the supervisor.
     pub xdp: Option<Arc<Mutex<XdpLive>>>,
+    /// Where its timestamps come from (into every manifest, as at start).
+    pub clock: &'static str,
 }
 
 /// Everything a job added at runtime needs, fixed at start.
@@ -144,6 +146,11 @@ pub struct Shape {
     pub job_root: PathBuf,
     /// Flow tracking follows the first job: it cannot be stopped.
     pub flows_on_first_job: bool,
+    /// What `/metrics` reads: a job added or stopped here changes it.
+    pub probes: Arc<ProbeTable>,
+    /// The shipper, when shipping: a new job's files are shipped (and kept
+    /// by retention until they are) like those of the jobs of the start.
+    pub ship: Option<crate::ship::ShipHooks>,
 }
 
 /// One (job, queue): the handles its counters are read through.
@@ -372,6 +379,7 @@ impl Jobs {
         let mut queues = Vec::new();
         let mut commands = Vec::new();
         let mut inputs = Vec::new();
+        let mut probes = Vec::new();
         for q in &self.shape.queues {
             let (producer, consumer) = ring::ring(self.shape.ring).map_err(|e| JobError {
                 status: 503,
@@ -384,6 +392,8 @@ impl Jobs {
                 rotate_files: req.rotate_files.or(self.shape.series.rotate_files),
                 compress: self.shape.series.compress,
                 capture: Some(info.clone()),
+                clock: Some(q.clock.into()),
+                may_delete: self.shape.ship.as_ref().map(|s| s.may_delete.clone()),
                 ..SeriesConfig::new(config.out.join(format!("q{:02}", q.id)), q.id)
             })
             .map_err(|e| {
@@ -406,6 +416,17 @@ impl Jobs {
                     *x.lock().unwrap_or_else(|e| e.into_inner())
                 }),
             };
+            probes.push(QueueProbe {
+                xdp: q.xdp.clone(),
+                xdp_base: jq.xdp_base,
+                ..QueueProbe::new(
+                    &config.name,
+                    q.id,
+                    jq.worker.clone(),
+                    jq.writer.clone(),
+                    consumer.probe(),
+                )
+            });
             inputs.push(WriterInput::runtime(
                 consumer,
                 series,
@@ -454,7 +475,15 @@ impl Jobs {
             queues,
             final_capture,
         });
+        // On /metrics from the next scrape (the workers run it by the time
+        // this answer is sent).
+        self.shape.probes.add(probes);
         drop(reg);
+        if let Some(ship) = &self.shape.ship
+            && let Err(e) = (ship.add_root)(&config.name, &config.out)
+        {
+            tracing::warn!("job {}: its files will not be shipped: {e}", config.name);
+        }
         self.wait_applied(epoch)?;
         Ok(config.name)
     }
@@ -507,6 +536,7 @@ impl Jobs {
         job.state = JobState::Stopped;
         job.stopped = Some(SystemTime::now());
         job.info = info;
+        self.shape.probes.stopped(name);
         drop(reg);
         self.wait_applied(epoch)?;
         let end = Instant::now() + APPLY_TIMEOUT;

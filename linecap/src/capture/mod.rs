@@ -120,7 +120,12 @@ pub fn run_capture_with(
         &xdp_live,
         &worker_stop,
     )?;
-    let metrics = start_metrics(cfg, std::mem::take(&mut w.probes))?;
+    // What /metrics reads: the jobs of the start, and those the API adds.
+    let probe_table = Arc::new(crate::metrics::ProbeTable::new(
+        std::mem::take(&mut w.probes),
+        cfg.max_jobs.max(cfg.jobs.len()),
+    ));
+    let metrics = start_metrics(cfg, probe_table.clone())?;
     // The control API: a mailbox per worker, an inbox per writer thread,
     // and the registry of jobs (issue 15).
     let mut writer_inboxes: Vec<Option<std::sync::mpsc::Receiver<WriterInput>>> =
@@ -147,6 +152,7 @@ pub fn run_capture_with(
                     label: q.label.clone(),
                     live: !matches!(q.source, open::QueueSource::File(_)),
                     xdp: xdp_live[qi].clone(),
+                    clock: q.source.clock_source(),
                 });
                 w.workers.push((worker.with_control(control), q));
             }
@@ -162,6 +168,8 @@ pub fn run_capture_with(
                 max_jobs: cfg.max_jobs.max(cfg.jobs.len()),
                 job_root: api.job_root.clone(),
                 flows_on_first_job: cfg.flows.is_some(),
+                probes: probe_table.clone(),
+                ship: cfg.ship.clone(),
             };
             let rt = Arc::new(crate::capture::jobs::Jobs::new(
                 shape, epoch, lanes, senders,
@@ -189,8 +197,8 @@ pub fn run_capture_with(
     become_user(cfg)?;
     if !att.list.is_empty() {
         let ifs: Vec<&str> = att.list.iter().map(|a| a.ifname()).collect();
-        eprintln!(
-            "linecap: ready: capturing on {} ({} queues); SIGINT/SIGTERM to stop",
+        tracing::info!(
+            "ready: capturing on {} ({} queues); SIGINT/SIGTERM to stop",
             ifs.join(", "),
             w.workers.len()
         );
@@ -297,7 +305,7 @@ pub fn run_capture_with(
 /// the default one is a warning when busy.
 fn start_metrics(
     cfg: &CaptureConfig,
-    probes: Vec<crate::metrics::QueueProbe>,
+    probes: Arc<crate::metrics::ProbeTable>,
 ) -> anyhow::Result<Option<MetricsServer>> {
     let Some(m) = &cfg.metrics else {
         return Ok(None);
@@ -305,12 +313,12 @@ fn start_metrics(
     let ship_metrics = cfg.ship.as_ref().map(|s| s.metrics.clone());
     match MetricsServer::start(m.addr, probes, ship_metrics) {
         Ok(server) => {
-            eprintln!("linecap: metrics on http://{}/metrics", server.addr());
+            tracing::info!("metrics on http://{}/metrics", server.addr());
             Ok(Some(server))
         }
         Err(e) if !m.required => {
-            eprintln!(
-                "linecap: warning: {e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
+            tracing::warn!(
+                "{e:#}; capturing without metrics (give --metrics ADDR to make this an error)"
             );
             Ok(None)
         }
@@ -331,8 +339,8 @@ fn become_user(cfg: &CaptureConfig) -> anyhow::Result<()> {
             .with_context(|| format!("giving {} to {user}", d.display()))?;
     }
     crate::privileges::drop_privileges(user, crate::privileges::CAPTURE_KEEP)?;
-    eprintln!(
-        "linecap: running as {user} (uid {}) with CAP_NET_ADMIN, CAP_BPF, CAP_IPC_LOCK",
+    tracing::info!(
+        "running as {user} (uid {}) with CAP_NET_ADMIN, CAP_BPF, CAP_IPC_LOCK",
         t.uid
     );
     Ok(())

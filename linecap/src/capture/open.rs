@@ -180,7 +180,7 @@ pub(super) fn open_queues(
                 };
                 let mut a = XdpAttachment::attach(ifname, cfg.xdp.mode, cfg.xdp.threaded_napi)?;
                 if let Some(why) = a.native_refused() {
-                    eprintln!("linecap: {ifname}: native XDP refused ({why}); using generic mode");
+                    tracing::warn!("{ifname}: native XDP refused ({why}); using generic mode");
                 }
                 let ai = att.list.len();
                 // issue 14: baselines before any socket can receive.
@@ -212,8 +212,8 @@ pub(super) fn open_queues(
                     } else {
                         "copy mode".to_string()
                     };
-                    eprintln!(
-                        "linecap: {ifname}: XDP {} mode, AF_XDP {zc}, queues {list:?}, UMEM on {}",
+                    tracing::info!(
+                        "{ifname}: XDP {} mode, AF_XDP {zc}, queues {list:?}, UMEM on {}",
                         if a.native() { "native" } else { "generic" },
                         if b.hugepages {
                             "hugepages"

@@ -173,13 +173,15 @@ pub(super) fn build(
             let flow_counters = (j == 0 && cfg.flows.is_some())
                 .then(|| Arc::new(Mutex::new(FlowCounters::default())));
             probes.push(QueueProbe {
-                job: job.name.clone(),
-                queue: q.id,
-                worker: shared.clone(),
-                writer: wcounters.clone(),
                 flows: flow_counters.clone(),
-                ring: consumer.probe(),
                 xdp: xdp_live[qi].clone(),
+                ..QueueProbe::new(
+                    &job.name,
+                    q.id,
+                    shared.clone(),
+                    wcounters.clone(),
+                    consumer.probe(),
+                )
             });
             let n = writer_inputs.len();
             let live = !matches!(q.source, QueueSource::File(_));

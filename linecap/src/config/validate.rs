@@ -44,6 +44,80 @@ pub fn host_checks(a: &CaptureArgs) -> anyhow::Result<()> {
 
 /// The configuration `a` means, on any host (no host checks).
 pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
+    let sources = sources(a)?;
+    let sizes = sizes(a)?;
+    check_threads_and_times(a)?;
+    let duration = a
+        .duration
+        .map(|d| {
+            anyhow::ensure!(
+                d.is_finite() && d > 0.0,
+                "--duration must be a positive number of seconds"
+            );
+            Duration::try_from_secs_f64(d)
+                .map_err(|_| anyhow::anyhow!("--duration {d} is out of range"))
+        })
+        .transpose()?;
+    if let Some(c) = a.count {
+        anyhow::ensure!(c >= 1, "-c/--count must be at least 1");
+    }
+    let jobs = jobs(a)?;
+    let (api, max_jobs) = a.api.config(jobs.len(), &jobs[0].out)?;
+    let queue_dirs = queue_dirs(a)?;
+    // The flow tables see what the first job keeps: its sampling rate goes
+    // into every flow record.
+    let flow_sampling = jobs[0].policies.sample.map(|s| s.rate());
+    Ok(CaptureConfig {
+        user: a.user.clone(),
+        disk_budget: a.disk_budget,
+        ship: None,
+        writer_delay: a
+            .fault_writer_delay_ms
+            .map(|ms| Duration::from_secs_f64(ms.clamp(0.0, 10_000.0) / 1000.0)),
+        jobs,
+        sources,
+        spread: a.spread,
+        rotate_bytes: sizes.rotate_bytes,
+        rotate_seconds: a.rotate_seconds,
+        rotate_files: a.rotate_files,
+        compress: !a.no_compress,
+        batch_bytes: sizes.batch_bytes,
+        ring_slots: sizes.ring_slots,
+        writer_threads: a.writer_threads,
+        hugepages: a.hugepages,
+        flush_ns: a.flush_ms.saturating_mul(1_000_000),
+        duration,
+        drop_when_full: a.drop_when_full,
+        xdp: XdpOptions {
+            mode: a.xdp_mode,
+            ring_entries: a.xsk_ring,
+            zero_copy: a.zero_copy,
+            threaded_napi: !a.no_threaded_napi,
+        },
+        metrics: metrics(a)?,
+        flows: if a.flows || a.flow.exports() {
+            Some(FlowConfig {
+                capacity: a.flow.capacity,
+                timeouts: a.flow.timeouts()?,
+                export: linecap_flowexport::ExportConfig {
+                    sampling_rate: flow_sampling,
+                    ..a.flow.export_config(1 << 16)
+                },
+            })
+        } else {
+            None
+        },
+        cores: core_list(&a.cores),
+        housekeeping: core_list(&a.housekeeping_cores),
+        queue_dirs,
+        max_frames: a.count,
+        api,
+        max_jobs,
+    })
+}
+
+/// `-i`/`--source`, else the profile's; DPDK options applied.
+fn sources(a: &CaptureArgs) -> anyhow::Result<Vec<SourceSpec>> {
     let mut sources = a
         .interfaces
         .iter()
@@ -62,6 +136,17 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         !sources.is_empty(),
         "no source: give -i IFACE (or --source SPEC, or --profile)"
     );
+    Ok(sources)
+}
+
+/// Batch, rotation size and ring, which depend on each other.
+struct Sizes {
+    batch_bytes: usize,
+    rotate_bytes: Option<u64>,
+    ring_slots: usize,
+}
+
+fn sizes(a: &CaptureArgs) -> anyhow::Result<Sizes> {
     anyhow::ensure!(
         a.batch_bytes >= limits::BATCH_BYTES_MIN,
         "--batch-bytes must be at least 64K (one ERF record can be 64 KiB), got {}",
@@ -95,8 +180,8 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
             );
             let slots = (1u64 << (63 - n.leading_zeros())).min(limits::RING_SLOTS_MAX as u64);
             if slots * batch_bytes as u64 != b {
-                eprintln!(
-                    "linecap: -B {b}: each queue's ring holds {slots} batches of {batch_bytes} bytes \
+                tracing::warn!(
+                    "-B {b}: each queue's ring holds {slots} batches of {batch_bytes} bytes \
                      ({} bytes; a power of two of batches)",
                     slots * batch_bytes as u64
                 );
@@ -112,6 +197,15 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         limits::RING_SLOTS_MIN,
         limits::RING_SLOTS_MAX
     );
+    Ok(Sizes {
+        batch_bytes,
+        rotate_bytes,
+        ring_slots,
+    })
+}
+
+/// Writer threads, XSK ring, cores, rotation counts and times, spread.
+fn check_threads_and_times(a: &CaptureArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=limits::WRITER_THREADS_MAX).contains(&a.writer_threads),
         "--writer-threads must be 1..={}, got {}",
@@ -149,17 +243,12 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         limits::SPREAD_MAX,
         a.spread
     );
-    let duration = a
-        .duration
-        .map(|d| {
-            anyhow::ensure!(
-                d.is_finite() && d > 0.0,
-                "--duration must be a positive number of seconds"
-            );
-            Duration::try_from_secs_f64(d)
-                .map_err(|_| anyhow::anyhow!("--duration {d} is out of range"))
-        })
-        .transpose()?;
+    Ok(())
+}
+
+/// The main job (`-w`, the trailing expression and the policy flags), then
+/// every `--job`.
+fn jobs(a: &CaptureArgs) -> anyhow::Result<Vec<JobConfig>> {
     let filter = if a.expression.is_empty() {
         a.filter.clone()
     } else {
@@ -167,9 +256,6 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
     };
     // tcpdump's -s 0: the whole frame.
     let snaplen = a.snaplen.filter(|&n| n != 0);
-    if let Some(c) = a.count {
-        anyhow::ensure!(c >= 1, "-c/--count must be at least 1");
-    }
     let mut jobs = Vec::new();
     if let Some(out) = a.out.first() {
         let main = JobSpec {
@@ -201,7 +287,11 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         jobs.push(j.config(&format!("--job {}: ", j.name))?);
     }
     validate_jobs(&jobs)?;
-    let (api, max_jobs) = a.api.config(jobs.len(), &jobs[0].out)?;
+    Ok(jobs)
+}
+
+/// `--queue-dirs`: every entry an output directory, every directory used.
+fn queue_dirs(a: &CaptureArgs) -> anyhow::Result<Option<Vec<usize>>> {
     let queue_dirs = a.queue_dirs.as_ref().map(|m| m.0.clone());
     if let Some(m) = &queue_dirs {
         let n = a.out.len();
@@ -223,77 +313,31 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
             );
         }
     }
-    // The flow tables see what the first job keeps: its sampling rate goes
-    // into every flow record.
-    let flow_sampling = jobs[0].policies.sample.map(|s| s.rate());
-    Ok(CaptureConfig {
-        user: a.user.clone(),
-        disk_budget: a.disk_budget,
-        ship: None,
-        writer_delay: a
-            .fault_writer_delay_ms
-            .map(|ms| Duration::from_secs_f64(ms.clamp(0.0, 10_000.0) / 1000.0)),
-        jobs,
-        sources,
-        spread: a.spread,
-        rotate_bytes,
-        rotate_seconds: a.rotate_seconds,
-        rotate_files: a.rotate_files,
-        compress: !a.no_compress,
-        batch_bytes,
-        ring_slots,
-        writer_threads: a.writer_threads,
-        hugepages: a.hugepages,
-        flush_ns: a.flush_ms.saturating_mul(1_000_000),
-        duration,
-        drop_when_full: a.drop_when_full,
-        xdp: XdpOptions {
-            mode: a.xdp_mode,
-            ring_entries: a.xsk_ring,
-            zero_copy: a.zero_copy,
-            threaded_napi: !a.no_threaded_napi,
-        },
-        metrics: if a.no_metrics {
-            None
-        } else {
-            let addr = a
-                .metrics
-                .unwrap_or(std::net::SocketAddr::from(limits::METRICS_DEFAULT_ADDR));
-            anyhow::ensure!(
-                addr.ip().is_loopback() || a.metrics_allow_remote,
-                "--metrics {addr}: not a loopback address; the endpoint has no authentication, \
-                 give --metrics-allow-remote to serve it there anyway"
-            );
-            anyhow::ensure!(
-                a.metrics_hold.is_finite()
-                    && (0.0..=limits::METRICS_HOLD_MAX_S).contains(&a.metrics_hold),
-                "--metrics-hold must be 0 to 3600 seconds"
-            );
-            Some(MetricsConfig {
-                addr,
-                required: a.metrics.is_some(),
-                hold: Duration::from_secs_f64(a.metrics_hold),
-            })
-        },
-        flows: if a.flows || a.flow.exports() {
-            Some(FlowConfig {
-                capacity: a.flow.capacity,
-                timeouts: a.flow.timeouts()?,
-                export: linecap_flowexport::ExportConfig {
-                    sampling_rate: flow_sampling,
-                    ..a.flow.export_config(1 << 16)
-                },
-            })
-        } else {
-            None
-        },
-        cores: core_list(&a.cores),
-        housekeeping: core_list(&a.housekeeping_cores),
-        queue_dirs,
-        max_frames: a.count,
-        api,
-        max_jobs,
-    })
+    Ok(queue_dirs)
+}
+
+/// `--metrics` / `--no-metrics`: loopback unless allowed, the hold bounded.
+fn metrics(a: &CaptureArgs) -> anyhow::Result<Option<MetricsConfig>> {
+    if a.no_metrics {
+        return Ok(None);
+    }
+    let addr = a
+        .metrics
+        .unwrap_or(std::net::SocketAddr::from(limits::METRICS_DEFAULT_ADDR));
+    anyhow::ensure!(
+        addr.ip().is_loopback() || a.metrics_allow_remote,
+        "--metrics {addr}: not a loopback address; the endpoint has no authentication, \
+         give --metrics-allow-remote to serve it there anyway"
+    );
+    anyhow::ensure!(
+        a.metrics_hold.is_finite() && (0.0..=limits::METRICS_HOLD_MAX_S).contains(&a.metrics_hold),
+        "--metrics-hold must be 0 to 3600 seconds"
+    );
+    Ok(Some(MetricsConfig {
+        addr,
+        required: a.metrics.is_some(),
+        hold: Duration::from_secs_f64(a.metrics_hold),
+    }))
 }
 
 impl JobSpec {
@@ -355,8 +399,8 @@ fn rotation_batch(batch: u64, batch_given: bool, rotate: Option<u64>, flag: &str
         batch
     };
     if r < batch {
-        eprintln!(
-            "linecap: {flag} {r} is smaller than a batch ({batch} bytes{}): every file holds \
+        tracing::warn!(
+            "{flag} {r} is smaller than a batch ({batch} bytes{}): every file holds \
              one batch (files complete after each batch)",
             if batch_given {
                 ", --batch-bytes"

@@ -220,8 +220,8 @@ mod imp {
             .queues()
             .into_iter()
             .map(|q| {
-                eprintln!(
-                    "linecap: DPDK port {name} queue {}: drops read from {}",
+                tracing::info!(
+                    "DPDK port {name} queue {}: drops read from {}",
                     q.queue(),
                     q.drop_sources()
                 );

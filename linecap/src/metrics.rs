@@ -277,6 +277,7 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
                             .not_redirected
                             .saturating_sub(p.xdp_base.not_redirected),
                         iface_drops: now.iface_drops.saturating_sub(p.xdp_base.iface_drops),
+                        lctr_foldable: now.lctr_foldable.saturating_sub(p.xdp_base.lctr_foldable),
                     }
                 })
                 .unwrap_or_default(),

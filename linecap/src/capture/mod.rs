@@ -210,8 +210,8 @@ pub fn run_capture_with(
             .filter(|l| l.starts_with("dpdk:"))
             .collect();
         if !dpdk.is_empty() {
-            eprintln!(
-                "linecap: ready: capturing on {}; SIGINT/SIGTERM to stop",
+            tracing::info!(
+                "ready: capturing on {}; SIGINT/SIGTERM to stop",
                 dpdk.join(", ")
             );
         }

@@ -240,7 +240,7 @@ fn worker_thread(
         #[cfg(feature = "dpdk")]
         QueueSource::Dpdk(mut src) => {
             out.after_count = run_limited(&mut worker, &mut *src, &clock, stop, limit);
-            eprintln!("linecap: {}", crate::dpdksource::stop_note(&src));
+            tracing::info!("{}", crate::dpdksource::stop_note(&src));
             (src.error(), 0)
         }
     };

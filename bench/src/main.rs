@@ -135,6 +135,10 @@ pub struct Opts {
     /// gets (veth: seconds of traffic per trial).
     #[arg(long, default_value_t = 2.0, value_name = "S")]
     pub seconds: f64,
+    /// applabel: also count instructions per packet, heads off and on, under
+    /// `valgrind --tool=callgrind` (repeatable whatever else the machine does).
+    #[arg(long)]
+    pub callgrind: bool,
     /// Directory for SUITE.json and SUITE.csv (and the veth plot).
     #[arg(long, default_value = "target/bench-results", value_name = "DIR")]
     pub out: PathBuf,
@@ -170,6 +174,8 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("gen") => std::process::exit(pktgen::main(args[1..].to_vec())),
         Some("seqcheck") => std::process::exit(seqcheck::main(args[1..].to_vec())),
+        // The child `bench applabel --callgrind` runs under valgrind.
+        Some("applabel-count") => std::process::exit(applabel::count_child(&args[1..])),
         #[cfg(feature = "dpdk")]
         Some("dpdk-rx") => {
             // The child process `bench dpdk` spawns (EAL initialises once per process).

@@ -171,7 +171,7 @@ fn callgrind_ir(mode: &str, packets: u64, dir: &std::path::Path) -> Result<u64, 
             l.strip_prefix("summary:")
                 .or_else(|| l.strip_prefix("totals:"))
         })
-        .and_then(|v| v.trim().split_whitespace().next()?.parse().ok())
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| format!("{}: no summary line", out.display()))
 }
 

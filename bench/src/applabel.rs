@@ -58,14 +58,14 @@ fn table() -> FlowTable {
     .expect("flow table")
 }
 
-/// ns per packet of the flow path for about `seconds`; the table after.
-fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
-    let mut sink = Sink {
+/// The flow path's state: sink (table, burst) and the synthetic source.
+fn setup(heads: bool) -> (Sink, SyntheticSource<RealtimeClock>) {
+    let sink = Sink {
         table: table(),
         burst: Vec::with_capacity(64),
         heads,
     };
-    let mut src = SyntheticSource::new(
+    let src = SyntheticSource::new(
         SyntheticConfig {
             frame_len: 64,
             flows: FLOWS,
@@ -75,22 +75,30 @@ fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
         RealtimeClock,
     )
     .expect("synthetic source");
-    let mut poll = |sink: &mut Sink| {
-        src.poll_burst(64, sink);
-        let Sink { table, burst, .. } = sink;
-        table.update_burst(burst);
-        burst.clear();
-        table.take_expired(&mut |_| {});
-    };
+    (sink, src)
+}
+
+/// One burst: receive, parse, update the table, expire.
+fn poll(src: &mut SyntheticSource<RealtimeClock>, sink: &mut Sink) {
+    src.poll_burst(64, sink);
+    let Sink { table, burst, .. } = sink;
+    table.update_burst(burst);
+    burst.clear();
+    table.take_expired(&mut |_| {});
+}
+
+/// ns per packet of the flow path for about `seconds`; the table after.
+fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
+    let (mut sink, mut src) = setup(heads);
     while sink.table.counters().packets < u64::from(FLOWS) {
-        poll(&mut sink);
+        poll(&mut src, &mut sink);
     }
     let before = sink.table.counters().packets;
     let deadline = Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut polls = 0u64;
     loop {
-        poll(&mut sink);
+        poll(&mut src, &mut sink);
         polls += 1;
         if polls.is_multiple_of(256) && start.elapsed() >= deadline {
             break;
@@ -105,28 +113,10 @@ fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
 /// The flow path for exactly `packets` packets after the warm-up (every
 /// flow seen once): the work `applabel-count` does under callgrind.
 fn run_packets(heads: bool, packets: u64) -> u64 {
-    let mut sink = Sink {
-        table: table(),
-        burst: Vec::with_capacity(64),
-        heads,
-    };
-    let mut src = SyntheticSource::new(
-        SyntheticConfig {
-            frame_len: 64,
-            flows: FLOWS,
-            count: None,
-            pps: None,
-        },
-        RealtimeClock,
-    )
-    .expect("synthetic source");
+    let (mut sink, mut src) = setup(heads);
     let target = u64::from(FLOWS) + packets;
     while sink.table.counters().packets < target {
-        src.poll_burst(64, &mut sink);
-        let Sink { table, burst, .. } = &mut sink;
-        table.update_burst(burst);
-        burst.clear();
-        table.take_expired(&mut |_| {});
+        poll(&mut src, &mut sink);
     }
     sink.table.counters().packets
 }

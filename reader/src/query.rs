@@ -139,10 +139,18 @@ fn read_header(path: &Path) -> Result<wix::Header, String> {
             format!("{}: {e}", p.display())
         }
     })?;
-    let mut h = [0u8; wix::HEADER_LEN];
-    f.read_exact_at(&mut h, 0)
-        .map_err(|_| format!("{}: index truncated", p.display()))?;
-    wix::decode_header(&h).map_err(|e| format!("{}: {e}", p.display()))
+    // Version 1 headers are shorter: read what there is, up to the longest.
+    let mut h = [0u8; wix::HEADER_LEN_MAX];
+    let mut got = 0;
+    while got < h.len() {
+        match f.read_at(&mut h[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
+    }
+    wix::decode_header(&h[..got]).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// Choose blocks of `ix` for `term`: a superset of the blocks holding a
@@ -178,17 +186,28 @@ fn mark_flows(ix: &Index, flows: impl Iterator<Item = u32>, base: &[bool]) -> Ve
     v
 }
 
+/// `base` with the blocks of posting lists (block numbers) added.
+fn mark_blocks(blocks: impl Iterator<Item = u32>, base: &[bool]) -> Vec<bool> {
+    let mut v = base.to_vec();
+    for b in blocks {
+        if let Some(x) = v.get_mut(b as usize) {
+            *x = true;
+        }
+    }
+    v
+}
+
 fn eval(ix: &Index, t: &Term, wild: &[bool], l4wild: &[bool]) -> Vec<bool> {
     let n = ix.blocks.len();
     match t {
         Term::All => vec![true; n],
         Term::Host(a) => {
-            let flows = ix
+            let blocks = ix
                 .addrs
                 .binary_search_by(|(x, _)| x.cmp(a))
-                .map(|i| ix.addrs[i].1.clone())
+                .map(|i| ix.addrs[i].1.as_slice())
                 .unwrap_or_default();
-            mark_flows(ix, flows.into_iter(), wild)
+            mark_blocks(blocks.iter().copied(), wild)
         }
         Term::Net(a, bits) => {
             let mask = match *bits {
@@ -197,19 +216,19 @@ fn eval(ix: &Index, t: &Term, wild: &[bool], l4wild: &[bool]) -> Vec<bool> {
             };
             let base = (u128::from_be_bytes(*a) & mask).to_be_bytes();
             let start = ix.addrs.partition_point(|(x, _)| *x < base);
-            let flows = ix.addrs[start..]
+            let blocks = ix.addrs[start..]
                 .iter()
                 .take_while(|(x, _)| in_net(x, a, *bits))
                 .flat_map(|(_, l)| l.iter().copied());
-            mark_flows(ix, flows, wild)
+            mark_blocks(blocks, wild)
         }
         Term::Port(lo, hi) => {
             let start = ix.ports.partition_point(|(p, _)| p < lo);
-            let flows = ix.ports[start..]
+            let blocks = ix.ports[start..]
                 .iter()
                 .take_while(|(p, _)| p <= hi)
                 .flat_map(|(_, l)| l.iter().copied());
-            mark_flows(ix, flows, l4wild)
+            mark_blocks(blocks, l4wild)
         }
         Term::Proto(p) => {
             let flows = ix

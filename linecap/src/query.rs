@@ -385,7 +385,31 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
     let mut dirs: Vec<PathBuf> = a.inputs.iter().filter(|p| p.is_dir()).cloned().collect();
     let mut sizes = wix::Sections::default();
     let (mut index_bytes, mut data_bytes, mut indexed) = (0u64, 0u64, 0u64);
-    for path in streams.into_iter().flatten() {
+    let files: Vec<PathBuf> = streams.into_iter().flatten().collect();
+    for path in &files {
+        if let Some(d) = path.parent()
+            && !dirs.iter().any(|x| x == d)
+        {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    // Strays first: a rebuilt index is written under the same hidden name.
+    let mut strays = 0u64;
+    for d in &dirs {
+        match indexer::remove_stray_tmp(d, None) {
+            Ok(gone) => {
+                for g in &gone {
+                    eprintln!("{}: stray index file removed", g.display());
+                }
+                strays += gone.len() as u64;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("linecap: error: {e}");
+            }
+        }
+    }
+    for path in files {
         let name = path
             .file_name()
             .unwrap_or_default()
@@ -394,11 +418,6 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
         // Only linecap's complete ERF files carry an index.
         if names::parse(&name).is_none() || name.starts_with('.') {
             continue;
-        }
-        if let Some(d) = path.parent()
-            && !dirs.iter().any(|x| x == d)
-        {
-            dirs.push(d.to_path_buf());
         }
         let why = match indexer::load_index(&path) {
             IndexState::Good(_) if a.force => "rebuilt (--force)".to_string(),
@@ -436,21 +455,6 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
                     data_bytes += h.data_bytes;
                     indexed += 1;
                 }
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("linecap: error: {e}");
-            }
-        }
-    }
-    let mut strays = 0u64;
-    for d in &dirs {
-        match indexer::remove_stray_tmp(d, None) {
-            Ok(gone) => {
-                for g in &gone {
-                    eprintln!("{}: stray index file removed", g.display());
-                }
-                strays += gone.len() as u64;
             }
             Err(e) => {
                 failed += 1;

@@ -34,7 +34,7 @@ pub const MAGIC: [u8; 8] = *b"LCAPIDX\0";
 /// Layout version this code writes (and the newest it reads).
 pub const VERSION: u16 = 2;
 /// Bytes of the fixed header of [`VERSION`] 2.
-pub const HEADER_LEN: usize = 84;
+pub const HEADER_LEN: usize = 88;
 /// Bytes of the fixed header of version 1 (still read).
 pub const HEADER_LEN_V1: usize = 72;
 /// The most header bytes any readable version has: read this many (or the
@@ -260,12 +260,15 @@ pub struct Sections {
     pub ports: u64,
     /// Version 1 only: the shared lists section (0 in version 2).
     pub lists: u64,
+    /// Version 2: the blocks holding a wild packet and those holding a
+    /// wild or L4-wild packet (two block lists).
+    pub wild: u64,
 }
 
 impl Sections {
     /// All sections together (the file less its header and trailer).
     pub fn total(&self) -> u64 {
-        self.blocks + self.flows + self.addrs + self.ports + self.lists
+        self.blocks + self.flows + self.addrs + self.ports + self.lists + self.wild
     }
 }
 
@@ -547,6 +550,25 @@ impl Index {
             .map_or(u32::MAX, |i| i as u32)
     }
 
+    /// The blocks holding a wild packet, and those holding a wild or an
+    /// L4-wild packet (ascending).
+    pub fn wild_blocks(&self) -> (Vec<u32>, Vec<u32>) {
+        let (mut w, mut l4) = (Vec::new(), Vec::new());
+        for f in &self.flows {
+            if f.key.is_wild() {
+                w.extend_from_slice(&f.blocks);
+                l4.extend_from_slice(&f.blocks);
+            } else if f.key.flags & key_flags::L4_WILD != 0 {
+                l4.extend_from_slice(&f.blocks);
+            }
+        }
+        for v in [&mut w, &mut l4] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        (w, l4)
+    }
+
     fn block_ts(&self, list: &[u32], last: bool) -> u64 {
         let b = if last { list.last() } else { list.first() };
         b.and_then(|&b| self.blocks.get(b as usize))
@@ -627,10 +649,15 @@ impl Index {
             put_blocks(&mut ports, list);
             prev_p = *p;
         }
+        // Wild blocks, so `host`/`port` terms need not walk the flows.
+        let (w, l4) = self.wild_blocks();
+        let mut wild = Vec::new();
+        put_blocks(&mut wild, &w);
+        put_blocks(&mut wild, &l4);
         let (ts_min, ts_max) = self.ts_range();
         let packets: u64 = self.blocks.iter().map(|b| b.records as u64).sum();
         let mut o = Vec::with_capacity(
-            HEADER_LEN + blocks.len() + flows.len() + addrs.len() + ports.len() + 4,
+            HEADER_LEN + blocks.len() + flows.len() + addrs.len() + ports.len() + wild.len() + 4,
         );
         o.extend_from_slice(&MAGIC);
         o.extend_from_slice(&VERSION.to_le_bytes());
@@ -651,11 +678,12 @@ impl Index {
                 flows.len() as u32,
                 addrs.len() as u32,
                 ports.len() as u32,
+                wild.len() as u32,
             ],
         );
         let hcrc = crc32(&o[..HEADER_LEN - 4]);
         o.extend_from_slice(&hcrc.to_le_bytes());
-        for s in [&blocks, &flows, &addrs, &ports] {
+        for s in [&blocks, &flows, &addrs, &ports, &wild] {
             o.extend_from_slice(s);
         }
         let crc = crc32(&o);
@@ -700,11 +728,12 @@ fn decode_v2(b: &[u8], h: &Header) -> Option<Index> {
             pos: 0,
         }
     };
-    let (mut rb, mut rf, mut ra, mut rp) = (
+    let (mut rb, mut rf, mut ra, mut rp, mut rw) = (
         section(s.blocks),
         section(s.flows),
         section(s.addrs),
         section(s.ports),
+        section(s.wild),
     );
     // Every entry takes at least one byte: bound the allocations by the data.
     if h.n_blocks as usize > rb.left()
@@ -838,14 +867,190 @@ fn decode_v2(b: &[u8], h: &Header) -> Option<Index> {
     if !rf.done() {
         return None;
     }
-    Some(Index {
+    let ix = Index {
         flags: h.flags,
         data_bytes: h.data_bytes,
         blocks,
         flows,
         addrs,
         ports,
-    })
+    };
+    // The wild section must say what the flows say.
+    let (w, l4) = (
+        get_blocks(&mut rw, h.n_blocks)?,
+        get_blocks(&mut rw, h.n_blocks)?,
+    );
+    if !rw.done() || (w, l4) != ix.wild_blocks() {
+        return None;
+    }
+    Some(ix)
+}
+
+/// A version 2 index read for one query: the header and the block table
+/// decoded, the address and port sections walked on demand without
+/// building their lists, the flows never touched. Opening checks the
+/// whole file's checksum as [`Index::decode`] does.
+pub struct IndexView<'a> {
+    b: &'a [u8],
+    h: Header,
+    /// The block table.
+    pub blocks: Vec<BlockEntry>,
+}
+
+impl<'a> IndexView<'a> {
+    /// Open a version 2 index; `Err(Version(1))` for version 1 (decode it
+    /// whole with [`Index::decode`]).
+    pub fn open(b: &'a [u8]) -> Result<IndexView<'a>, IndexError> {
+        let h = decode_header(b)?;
+        if (b.len() as u64) < h.file_len() {
+            return Err(IndexError::Truncated);
+        }
+        if b.len() as u64 != h.file_len() {
+            return Err(IndexError::Inconsistent);
+        }
+        let body = b.len() - 4;
+        if crc32(&b[..body]) != u32_at(b, body) {
+            return Err(IndexError::Checksum);
+        }
+        if h.version != VERSION {
+            return Err(IndexError::Version(h.version));
+        }
+        let mut rb = Rd {
+            b: &b[usize::from(h.header_len)..][..h.sections.blocks as usize],
+            pos: 0,
+        };
+        if h.n_blocks as usize > rb.left() {
+            return Err(IndexError::Inconsistent);
+        }
+        let mut blocks = Vec::with_capacity(h.n_blocks as usize);
+        let (mut end, mut prev_ts) = (0u64, 0u64);
+        let bad = IndexError::Inconsistent;
+        for _ in 0..h.n_blocks {
+            let offset = end.wrapping_add(rb.var().ok_or(bad)?);
+            let len = rb.var32().ok_or(bad)?;
+            let erf_len = rb.var32().ok_or(bad)?;
+            let ts_min = prev_ts.wrapping_add(unzz(rb.var().ok_or(bad)?) as u64);
+            let ts_max = ts_min.wrapping_add(rb.var().ok_or(bad)?);
+            let records = rb.var32().ok_or(bad)?;
+            blocks.push(BlockEntry {
+                offset,
+                len,
+                erf_len,
+                ts_min,
+                ts_max,
+                records,
+            });
+            end = offset.wrapping_add(u64::from(len));
+            prev_ts = ts_min;
+        }
+        if !rb.done() {
+            return Err(bad);
+        }
+        Ok(IndexView { b, h, blocks })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.h
+    }
+
+    fn section(&self, which: usize) -> Rd<'a> {
+        let s = &self.h.sections;
+        let lens = [s.blocks, s.flows, s.addrs, s.ports, s.wild];
+        let start = usize::from(self.h.header_len) + lens[..which].iter().sum::<u64>() as usize;
+        Rd {
+            b: &self.b[start..start + lens[which] as usize],
+            pos: 0,
+        }
+    }
+
+    /// The union of the block lists of the addresses `pick` accepts;
+    /// `stop` ends the walk early (addresses ascend).
+    pub fn addr_blocks(
+        &self,
+        pick: impl Fn(&[u8; 16]) -> bool,
+        stop: impl Fn(&[u8; 16]) -> bool,
+    ) -> Result<Vec<u32>, IndexError> {
+        let mut r = self.section(2);
+        let mut prev = [0u8; 16];
+        let mut out = Vec::new();
+        let bad = IndexError::Inconsistent;
+        for _ in 0..self.h.n_addrs {
+            let p = usize::from(r.u8().ok_or(bad)?);
+            if p > 16 {
+                return Err(bad);
+            }
+            let mut a = prev;
+            a[p..].copy_from_slice(r.bytes(16 - p).ok_or(bad)?);
+            if stop(&a) {
+                break;
+            }
+            if pick(&a) {
+                out.extend(get_blocks(&mut r, self.h.n_blocks).ok_or(bad)?);
+            } else {
+                skip_blocks(&mut r).ok_or(bad)?;
+            }
+            prev = a;
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The union of the block lists of the ports in `lo..=hi`.
+    pub fn port_blocks(&self, lo: u16, hi: u16) -> Result<Vec<u32>, IndexError> {
+        let mut r = self.section(3);
+        let mut prev = 0u16;
+        let mut out = Vec::new();
+        let bad = IndexError::Inconsistent;
+        for _ in 0..self.h.n_ports {
+            let d = u16::try_from(r.var().ok_or(bad)?).map_err(|_| bad)?;
+            let p = prev.checked_add(d).ok_or(bad)?;
+            if p > hi {
+                break;
+            }
+            if p >= lo {
+                out.extend(get_blocks(&mut r, self.h.n_blocks).ok_or(bad)?);
+            } else {
+                skip_blocks(&mut r).ok_or(bad)?;
+            }
+            prev = p;
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The blocks holding a wild packet, and those holding a wild or an
+    /// L4-wild packet.
+    pub fn wild_blocks(&self) -> Result<(Vec<u32>, Vec<u32>), IndexError> {
+        let mut r = self.section(4);
+        let n = self.h.n_blocks;
+        let bad = IndexError::Inconsistent;
+        Ok((
+            get_blocks(&mut r, n).ok_or(bad)?,
+            get_blocks(&mut r, n).ok_or(bad)?,
+        ))
+    }
+}
+
+/// Step over a block list without building it.
+fn skip_blocks(r: &mut Rd<'_>) -> Option<()> {
+    let head = r.var()?;
+    let n = head >> 1;
+    if n == 0 {
+        return Some(());
+    }
+    r.var()?;
+    if head & 1 == 1 {
+        let k = usize::try_from(r.var()?).ok()?;
+        r.bytes(k)?;
+    } else {
+        for _ in 1..n {
+            r.var()?;
+        }
+    }
+    Some(())
 }
 
 // ---- version 1 (read only) ----------------------------------------------
@@ -1036,6 +1241,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header, IndexError> {
             addrs: u64::from(h.n_addrs) * ADDR_LEN_V1 as u64,
             ports: u64::from(h.n_ports) * PORT_LEN_V1 as u64,
             lists: u64::from(u32_at(b, 64)),
+            wild: 0,
         }
     } else {
         Sections {
@@ -1044,6 +1250,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header, IndexError> {
             addrs: u64::from(u32_at(b, 72)),
             ports: u64::from(u32_at(b, 76)),
             lists: 0,
+            wild: u64::from(u32_at(b, 80)),
         }
     };
     Ok(h)
@@ -1370,6 +1577,27 @@ mod tests {
                 assert!(Index::decode(&bad).is_err(), "flip at {at}");
             }
         }
+    }
+
+    #[test]
+    fn the_view_answers_as_the_whole_index() {
+        let (ix, _, _) = sample();
+        let bytes = ix.encode();
+        let v = IndexView::open(&bytes).unwrap();
+        assert_eq!(v.blocks, ix.blocks);
+        for (a, l) in &ix.addrs {
+            assert_eq!(&v.addr_blocks(|x| x == a, |x| x > a).unwrap(), l);
+        }
+        for (p, l) in &ix.ports {
+            assert_eq!(&v.port_blocks(*p, *p).unwrap(), l);
+        }
+        assert!(
+            v.addr_blocks(|x| x[15] == 77, |_| false)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(v.port_blocks(0, u16::MAX).unwrap(), vec![0, 1, 2]);
+        assert_eq!(v.wild_blocks().unwrap(), (vec![1], vec![1]));
     }
 
     #[test]

@@ -370,14 +370,33 @@ impl Drop for Run {
         // stenographer's stenotype child runs as its own process in the
         // namespace: deleting the namespace does not stop it, so stop
         // every process still inside it (they are all ours: it is new).
-        if let Ok(pids) = sh(Command::new("ip").args(["netns", "pids", &self.ns])) {
+        // Wait (at most 5 s) until they are gone: a stenotype still exiting
+        // writes into the directory removed below.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = sh(Command::new("ip").args(["netns", "pids", &self.ns])).unwrap_or_default();
+            if pids.trim().is_empty() || Instant::now() > deadline {
+                break;
+            }
             for p in pids.split_whitespace() {
                 let _ = Command::new("kill").args(["-KILL", p]).status();
             }
+            std::thread::sleep(Duration::from_millis(100));
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            // Retried: gigabytes of capture must not be left in /tmp.
+            for _ in 0..5 {
+                match std::fs::remove_dir_all(&self.dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    _ => break,
+                }
+            }
+            if self.dir.exists() {
+                eprintln!("bench query: could not remove {}", self.dir.display());
+            }
         }
     }
 }

@@ -305,5 +305,16 @@ fn query_suite_runs_briefly_and_the_three_answers_agree() {
     // No namespace or process of the suite's is left behind.
     let ns = ok(Command::new("ip").args(["netns", "list"]));
     assert!(!ns.contains("lcq-"), "{ns}");
+    // Nor its work directory (the captures): lcq-PID of a process now gone.
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("lcq-") {
+            assert!(
+                Path::new(&format!("/proc/{pid}")).exists(),
+                "{} was left behind",
+                e.path().display()
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -475,7 +475,7 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
     println!(
         "index bytes: {index_bytes} for {data_bytes} data bytes in {indexed} files ({:.3} %): \
          blocks {} ({:.3} %), flows {} ({:.3} %), addresses {} ({:.3} %), ports {} ({:.3} %), \
-         v1 lists {}, headers and trailers {}",
+         wild {}, v1 lists {}, headers and trailers {}",
         pct(index_bytes),
         sizes.blocks,
         pct(sizes.blocks),
@@ -485,6 +485,7 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
         pct(sizes.addrs),
         sizes.ports,
         pct(sizes.ports),
+        sizes.wild,
         sizes.lists,
         index_bytes.saturating_sub(sizes.total()),
     );
@@ -503,6 +504,7 @@ fn add_sizes(s: &mut wix::Sections, h: &wix::Header) {
     s.addrs += h.sections.addrs;
     s.ports += h.sections.ports;
     s.lists += h.sections.lists;
+    s.wild += h.sections.wild;
 }
 
 #[cfg(test)]

@@ -58,14 +58,14 @@ fn table() -> FlowTable {
     .expect("flow table")
 }
 
-/// ns per packet of the flow path for about `seconds`; the table after.
-fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
-    let mut sink = Sink {
+/// The flow path's state: sink (table, burst) and the synthetic source.
+fn setup(heads: bool) -> (Sink, SyntheticSource<RealtimeClock>) {
+    let sink = Sink {
         table: table(),
         burst: Vec::with_capacity(64),
         heads,
     };
-    let mut src = SyntheticSource::new(
+    let src = SyntheticSource::new(
         SyntheticConfig {
             frame_len: 64,
             flows: FLOWS,
@@ -75,22 +75,30 @@ fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
         RealtimeClock,
     )
     .expect("synthetic source");
-    let mut poll = |sink: &mut Sink| {
-        src.poll_burst(64, sink);
-        let Sink { table, burst, .. } = sink;
-        table.update_burst(burst);
-        burst.clear();
-        table.take_expired(&mut |_| {});
-    };
+    (sink, src)
+}
+
+/// One burst: receive, parse, update the table, expire.
+fn poll(src: &mut SyntheticSource<RealtimeClock>, sink: &mut Sink) {
+    src.poll_burst(64, sink);
+    let Sink { table, burst, .. } = sink;
+    table.update_burst(burst);
+    burst.clear();
+    table.take_expired(&mut |_| {});
+}
+
+/// ns per packet of the flow path for about `seconds`; the table after.
+fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
+    let (mut sink, mut src) = setup(heads);
     while sink.table.counters().packets < u64::from(FLOWS) {
-        poll(&mut sink);
+        poll(&mut src, &mut sink);
     }
     let before = sink.table.counters().packets;
     let deadline = Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut polls = 0u64;
     loop {
-        poll(&mut sink);
+        poll(&mut src, &mut sink);
         polls += 1;
         if polls.is_multiple_of(256) && start.elapsed() >= deadline {
             break;
@@ -100,6 +108,75 @@ fn run_once(heads: bool, seconds: f64) -> (f64, FlowTable) {
     let n = sink.table.counters().packets - before;
     assert_eq!(sink.table.counters().active, u64::from(FLOWS));
     (el * 1e9 / n as f64, sink.table)
+}
+
+/// The flow path for exactly `packets` packets after the warm-up (every
+/// flow seen once): the work `applabel-count` does under callgrind.
+fn run_packets(heads: bool, packets: u64) -> u64 {
+    let (mut sink, mut src) = setup(heads);
+    let target = u64::from(FLOWS) + packets;
+    while sink.table.counters().packets < target {
+        poll(&mut src, &mut sink);
+    }
+    sink.table.counters().packets
+}
+
+/// `bench applabel-count on|off PACKETS`: the child `--callgrind` runs.
+pub fn count_child(args: &[String]) -> i32 {
+    let heads = match args.first().map(String::as_str) {
+        Some("on") => true,
+        Some("off") => false,
+        _ => {
+            eprintln!("usage: bench applabel-count on|off PACKETS");
+            return 2;
+        }
+    };
+    let Some(n) = args.get(1).and_then(|a| a.parse::<u64>().ok()) else {
+        eprintln!("usage: bench applabel-count on|off PACKETS");
+        return 2;
+    };
+    println!("{}", run_packets(heads, n));
+    0
+}
+
+/// Instructions of one `applabel-count` run under callgrind.
+fn callgrind_ir(mode: &str, packets: u64, dir: &std::path::Path) -> Result<u64, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = dir.join(format!("callgrind.{mode}.{packets}"));
+    let st = std::process::Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(&exe)
+        .args(["applabel-count", mode, &packets.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("valgrind: {e} (apt install valgrind)"))?;
+    if !st.success() {
+        return Err(format!("valgrind exited {st}"));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("{}: no summary line", out.display()))
+}
+
+/// Instructions per packet, off and on, from two run lengths each (the
+/// difference cancels set-up and warm-up).
+fn callgrind_per_packet(o: &Opts) -> Result<(f64, f64), String> {
+    let dir = o.out.join("applabel-callgrind");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (short, long) = (100_000u64, 600_000u64);
+    let per = |mode: &str| -> Result<f64, String> {
+        let a = callgrind_ir(mode, short, &dir)?;
+        let b = callgrind_ir(mode, long, &dir)?;
+        Ok(b.saturating_sub(a) as f64 / (long - short) as f64)
+    };
+    Ok((per("off")?, per("on")?))
 }
 
 pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
@@ -156,8 +233,22 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         "  runs off {off:.1?}\n  runs on  {on:.1?}\n  labelled known: {known}/{}",
         recs.len()
     );
+    let mut ir = serde_json::Value::Null;
+    if o.callgrind {
+        match callgrind_per_packet(o) {
+            Ok((off_ir, on_ir)) => {
+                let share = (on_ir - off_ir) / on_ir;
+                println!(
+                    "  callgrind instructions/packet: off {off_ir:.1}, on {on_ir:.1}, heads share {:.2}%",
+                    share * 100.0
+                );
+                ir = serde_json::json!({"off_ir_per_packet": off_ir, "on_ir_per_packet": on_ir, "heads_share_ir": share});
+            }
+            Err(e) => println!("  callgrind: {e}"),
+        }
+    }
     vec![serde_json::json!({
-        "suite": "applabel", "frame_bytes": 64, "flows": FLOWS,
+        "suite": "applabel", "frame_bytes": 64, "flows": FLOWS, "callgrind": ir,
         "off_ns_per_packet_median_of_5": off_ns, "on_ns_per_packet_median_of_5": on_ns,
         "heads_share": heads_share, "label_ns_per_flow_median_of_5": label_ns,
         "label_share_10pkt": share10,

@@ -19,6 +19,7 @@ mod pipeline;
 mod pktgen;
 mod plot;
 mod policy;
+mod query;
 mod seqcheck;
 mod soak;
 mod veth;
@@ -95,6 +96,12 @@ pub const SUITES: &[Suite] = &[
         run: soak::suite,
     },
     Suite {
+        name: "query",
+        about: "(root) --bytes of Zipf random-payload traffic captured by linecap and stenographer; 5-tuple and host queries: linecap query vs read|tcpdump vs stenoread",
+        in_all: false,
+        run: query::suite,
+    },
+    Suite {
         name: "veth",
         about: "(root) zero-loss rate search: linecap AF_XDP, tcpdump, netsniff-ng, stenotype on a multi-queue veth, bench gen as generator; plot",
         in_all: false,
@@ -112,6 +119,7 @@ Suites:
   policy    Crypto-PAn, BPF, sampling costs
   memory    peak RSS over a short and a 10x longer capture
   veth      (root) zero-loss throughput search per capture tool on a veth; plot
+  query     (root) linecap query vs full scan vs stenoread on the same traffic (--bytes 4G)
   soak      (root) long run through a veth with rotation and a file ring (--seconds 600)
   dpdk      (built with --features dpdk) testpmd vs linecap on net_null
   all       pipeline, worker, flows, writer, memory
@@ -135,6 +143,10 @@ pub struct Opts {
     /// gets (veth: seconds of traffic per trial).
     #[arg(long, default_value_t = 2.0, value_name = "S")]
     pub seconds: f64,
+    /// applabel: also count instructions per packet, heads off and on, under
+    /// `valgrind --tool=callgrind` (repeatable whatever else the machine does).
+    #[arg(long)]
+    pub callgrind: bool,
     /// Directory for SUITE.json and SUITE.csv (and the veth plot).
     #[arg(long, default_value = "target/bench-results", value_name = "DIR")]
     pub out: PathBuf,
@@ -163,6 +175,34 @@ pub struct Opts {
     /// soak: the generator's rate, frames/s (IMIX) for the whole run.
     #[arg(long, default_value_t = 50_000, value_name = "PPS")]
     pub soak_pps: u64,
+    /// query: ERF bytes (frames + 18 B each) to send and capture; K/M/G
+    /// suffixes (powers of 1024). The figure uses 4G.
+    #[arg(long, default_value = "32M", value_name = "BYTES", value_parser = parse_bytes)]
+    pub bytes: u64,
+    /// query: flows in the Zipf model.
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    pub query_flows: usize,
+    /// query: the sender's rate, frames/s.
+    #[arg(long, default_value_t = 100_000, value_name = "PPS")]
+    pub query_pps: u64,
+    /// query: runs of each query (the median is printed).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub runs: usize,
+}
+
+/// `--bytes`: a number with an optional K/M/G suffix (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .filter(|&n| n >= 1 << 20)
+        .ok_or_else(|| format!("--bytes: {s:?} is not a size of at least 1M (like 64M or 4G)"))
 }
 
 fn main() {
@@ -170,6 +210,11 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("gen") => std::process::exit(pktgen::main(args[1..].to_vec())),
         Some("seqcheck") => std::process::exit(seqcheck::main(args[1..].to_vec())),
+        // The child `bench applabel --callgrind` runs under valgrind.
+        Some("applabel-count") => std::process::exit(applabel::count_child(&args[1..])),
+        // The sender `bench query` runs inside its namespace.
+        Some("query-send") => std::process::exit(query::send_main(args[1..].to_vec())),
+        Some("query-pcap") => std::process::exit(query::pcap_main(args[1..].to_vec())),
         #[cfg(feature = "dpdk")]
         Some("dpdk-rx") => {
             // The child process `bench dpdk` spawns (EAL initialises once per process).
@@ -246,6 +291,15 @@ fn check(o: &Opts) -> Result<(), String> {
             "--max-pps must be 50000..=100000000, got {}",
             o.max_pps
         ));
+    }
+    if !(1..=100_000_000).contains(&o.query_pps) || !(1..=10_000_000).contains(&o.query_flows) {
+        return Err(format!(
+            "--query-pps must be 1..=100000000 and --query-flows 1..=10000000, got {} and {}",
+            o.query_pps, o.query_flows
+        ));
+    }
+    if !(1..=50).contains(&o.runs) {
+        return Err(format!("--runs must be 1..=50, got {}", o.runs));
     }
     if o.steps > 12 {
         return Err(format!("--steps must be at most 12, got {}", o.steps));

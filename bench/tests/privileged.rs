@@ -261,3 +261,60 @@ fn veth_suite_runs_briefly_and_writes_json_csv_and_plot() {
     assert!(!ns.contains("lcbc-") && !ns.contains("lcbs-"), "{ns}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+#[ignore = "needs root, AF_XDP, stenographer, tcpdump: run by .ci/privileged-tests"]
+fn query_suite_runs_briefly_and_the_three_answers_agree() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("lcgt-query-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = bench()
+        .args([
+            "query",
+            "--bytes",
+            "8M",
+            "--runs",
+            "1",
+            "--query-flows",
+            "2000",
+        ])
+        .arg("--out")
+        .arg(&dir)
+        .env("LINECAP_BIN", linecap_bin())
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("query.json")).unwrap()).unwrap();
+    let rows = doc["results"].as_array().unwrap();
+    // 2 queries x 2 windows x 3 tools, and the summary.
+    assert_eq!(rows.len(), 13, "{said}");
+    for r in &rows[..12] {
+        assert!(r["error"].is_null(), "{r:#}");
+        assert_eq!(
+            r["counts_agree"], true,
+            "linecap query, the scan and stenoread differ: {said}"
+        );
+        assert!(r["frames"].as_u64().unwrap() > 0, "{r:#}");
+    }
+    let s = &rows[12];
+    assert!(s["linecap_index_bytes"].as_u64().unwrap() > 0, "{s:#}");
+    assert!(!said.contains("MISMATCH"), "{said}");
+    // No namespace or process of the suite's is left behind.
+    let ns = ok(Command::new("ip").args(["netns", "list"]));
+    assert!(!ns.contains("lcq-"), "{ns}");
+    // Nor its work directory (the captures): lcq-PID of a process now gone.
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("lcq-") {
+            assert!(
+                Path::new(&format!("/proc/{pid}")).exists(),
+                "{} was left behind",
+                e.path().display()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -381,6 +381,37 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
     );
     family(
         &mut o,
+        "linecap_index_files_total",
+        "counter",
+        "Per-file indexes (NAME.idx) written at rotation.",
+        &per(&|s| s.writer.index_written as f64),
+    );
+    family(
+        &mut o,
+        "linecap_index_bytes_total",
+        "counter",
+        "Bytes of the per-file indexes written at rotation.",
+        &per(&|s| s.writer.index_bytes as f64),
+    );
+    let mut ixerr = Vec::new();
+    for s in &snaps {
+        for (reason, v) in [
+            ("io", s.writer.index_errors),
+            ("behind", s.writer.index_skipped),
+            ("over_budget", s.writer.index_over_budget),
+        ] {
+            ixerr.push((format!("{},reason=\"{reason}\"", q(s)), v as f64));
+        }
+    }
+    family(
+        &mut o,
+        "linecap_index_errors_total",
+        "counter",
+        "Files left without an index at rotation, by reason: a write error (io), the index thread fell behind (behind), larger than the disk budget's room (over_budget). linecap index DIR builds them.",
+        &ixerr,
+    );
+    family(
+        &mut o,
         "linecap_batches_total",
         "counter",
         "Batches the worker handed to the writer.",

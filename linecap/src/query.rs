@@ -12,6 +12,7 @@ use linecap_reader::output::{OutFormat, PacketWriter};
 use linecap_reader::query::{FileMode, QueryExec, QueryPlan, QueryStats, Window, plan};
 use linecap_reader::query_expr::{Term, prune_terms};
 use linecap_reader::read::Packet;
+use linecap_wire::index as wix;
 use linecap_writer::indexer::{self, IndexState};
 use linecap_writer::names;
 
@@ -502,12 +503,41 @@ pub fn run_query(a: QueryArgs) -> anyhow::Result<i32> {
     Ok(i32::from(!st.errors.is_empty()))
 }
 
-/// Run `linecap index`: build every missing or damaged index; exit 1 when
-/// one could not be built.
+/// Run `linecap index`: remove stray `.NAME.idx.tmp` files, build every
+/// missing, damaged or older-version index; print the sizes (the breakdown
+/// by section, against the data bytes); exit 1 when one could not be built.
 pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
     let streams = linecap_reader::merge::plan(&a.inputs, false)?;
     let (mut ok, mut built, mut failed) = (0u64, 0u64, 0u64);
-    for path in streams.into_iter().flatten() {
+    // Directories seen: the inputs and every data file's.
+    let mut dirs: Vec<PathBuf> = a.inputs.iter().filter(|p| p.is_dir()).cloned().collect();
+    let mut sizes = wix::Sections::default();
+    let (mut index_bytes, mut data_bytes, mut indexed) = (0u64, 0u64, 0u64);
+    let files: Vec<PathBuf> = streams.into_iter().flatten().collect();
+    for path in &files {
+        if let Some(d) = path.parent()
+            && !dirs.iter().any(|x| x == d)
+        {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    // Strays first: a rebuilt index is written under the same hidden name.
+    let mut strays = 0u64;
+    for d in &dirs {
+        match indexer::remove_stray_tmp(d, None) {
+            Ok(gone) => {
+                for g in &gone {
+                    eprintln!("{}: stray index file removed", g.display());
+                }
+                strays += gone.len() as u64;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("linecap: error: {e}");
+            }
+        }
+    }
+    for path in files {
         let name = path
             .file_name()
             .unwrap_or_default()
@@ -518,11 +548,20 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
             continue;
         }
         let why = match indexer::load_index(&path) {
-            IndexState::Good(_) if !a.force => {
-                ok += 1;
-                continue;
-            }
-            IndexState::Good(_) => "rebuilt (--force)".to_string(),
+            IndexState::Good(_) if a.force => "rebuilt (--force)".to_string(),
+            IndexState::Good(_) => match index_header(&path) {
+                Some(h) if h.version < wix::VERSION => format!("was version {}", h.version),
+                _ => {
+                    ok += 1;
+                    if let Some(h) = index_header(&path) {
+                        add_sizes(&mut sizes, &h);
+                        index_bytes += h.file_len();
+                        data_bytes += h.data_bytes;
+                        indexed += 1;
+                    }
+                    continue;
+                }
+            },
             IndexState::Missing => "was missing".to_string(),
             IndexState::Damaged(e) => format!("was damaged ({e})"),
         };
@@ -538,6 +577,12 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
                     "{}: index built, {bytes} bytes: {why}",
                     indexer::index_path(&path).display()
                 );
+                if let Some(h) = index_header(&path) {
+                    add_sizes(&mut sizes, &h);
+                    index_bytes += h.file_len();
+                    data_bytes += h.data_bytes;
+                    indexed += 1;
+                }
             }
             Err(e) => {
                 failed += 1;
@@ -545,8 +590,49 @@ pub fn run_index(a: IndexArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    println!("indexes: {ok} intact, {built} built, {failed} failed");
+    println!(
+        "indexes: {ok} intact, {built} built, {failed} failed, {strays} stray .idx.tmp removed"
+    );
+    let pct = |x: u64| {
+        if data_bytes == 0 {
+            0.0
+        } else {
+            100.0 * x as f64 / data_bytes as f64
+        }
+    };
+    println!(
+        "index bytes: {index_bytes} for {data_bytes} data bytes in {indexed} files ({:.3} %): \
+         blocks {} ({:.3} %), flows {} ({:.3} %), addresses {} ({:.3} %), ports {} ({:.3} %), \
+         wild {}, v1 lists {}, headers and trailers {}",
+        pct(index_bytes),
+        sizes.blocks,
+        pct(sizes.blocks),
+        sizes.flows,
+        pct(sizes.flows),
+        sizes.addrs,
+        pct(sizes.addrs),
+        sizes.ports,
+        pct(sizes.ports),
+        sizes.wild,
+        sizes.lists,
+        index_bytes.saturating_sub(sizes.total()),
+    );
     Ok(i32::from(failed > 0))
+}
+
+/// The header of `data`'s index, if it reads.
+fn index_header(data: &Path) -> Option<wix::Header> {
+    let b = std::fs::read(indexer::index_path(data)).ok()?;
+    wix::decode_header(&b).ok()
+}
+
+fn add_sizes(s: &mut wix::Sections, h: &wix::Header) {
+    s.blocks += h.sections.blocks;
+    s.flows += h.sections.flows;
+    s.addrs += h.sections.addrs;
+    s.ports += h.sections.ports;
+    s.lists += h.sections.lists;
+    s.wild += h.sections.wild;
 }
 
 #[cfg(test)]

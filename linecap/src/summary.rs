@@ -80,6 +80,33 @@ pub fn print(r: &CaptureReport) {
             t[8]
         );
     }
+    let ix: [u64; 5] = r.queues.iter().fold([0; 5], |a, q| {
+        [
+            a[0] + q.writer.index_written,
+            a[1] + q.writer.index_bytes,
+            a[2] + q.writer.index_errors,
+            a[3] + q.writer.index_skipped + q.writer.index_over_budget,
+            a[4] + q.writer.index_tmp_removed,
+        ]
+    });
+    if ix.iter().sum::<u64>() > 0 {
+        println!(
+            "indexes: {} written ({} bytes{}), {} write errors, {} given up (behind or over the budget's room), {} stray .idx.tmp removed",
+            ix[0],
+            ix[1],
+            if t[8] > 0 {
+                format!(
+                    ", {:.3} % of the file bytes",
+                    100.0 * ix[1] as f64 / t[8] as f64
+                )
+            } else {
+                String::new()
+            },
+            ix[2],
+            ix[3],
+            ix[4]
+        );
+    }
     let parse: [u64; 4] = r.queues.iter().fold([0; 4], |a, q| {
         [
             a[0] + q.worker.parsed_ip,
@@ -397,6 +424,11 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
             "files_closed": f.files_closed, "files_deleted": f.files_deleted,
             "drop_batches": f.drop_batches,
             "lctr_carried": f.lctr_carried, "lctr_pending": f.lctr_pending,
+            "index": {
+                "files": f.index_written, "bytes": f.index_bytes, "errors": f.index_errors,
+                "behind": f.index_skipped, "over_budget": f.index_over_budget,
+                "stray_tmp_removed": f.index_tmp_removed,
+            },
         },
         "input_truncated_bytes": q.input_truncated_bytes,
         "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected, "no_meta": x.no_meta})),

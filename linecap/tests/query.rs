@@ -260,12 +260,22 @@ fn a_missing_truncated_or_corrupt_index_is_scanned_around_and_repaired() {
     assert!(err.contains("truncated"), "{err}");
     assert!(err.contains("checksum"), "{err}");
     assert_eq!(err.matches("scanning the whole file").count(), 3, "{err}");
+    // A crash between writing an index and renaming it leaves a stray.
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let stray = files[0].with_file_name(format!(".{name}.idx.tmp"));
+    std::fs::write(&stray, b"half an index").unwrap();
     // Repair; a second run has nothing to do.
     let o = run_ok(linecap().arg("index").arg(&cap));
     assert!(
-        o.contains(&format!("{} intact, 3 built, 0 failed", files.len() - 3)),
+        o.contains(&format!(
+            "{} intact, 3 built, 0 failed, 1 stray .idx.tmp removed",
+            files.len() - 3
+        )),
         "{o}"
     );
+    assert!(!stray.exists());
+    // The sizes, by section, against the data.
+    assert!(o.contains("index bytes: ") && o.contains("flows "), "{o}");
     let o = run_ok(linecap().arg("index").arg(&cap));
     assert!(
         o.contains(&format!("{} intact, 0 built", files.len())),

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use linecap_wire::erf::Record;
 use linecap_wire::index::{self as wix, FLAG_LZ4, Index, key_flags};
-use linecap_writer::indexer::{self, IndexState};
+use linecap_writer::indexer;
 
 use crate::merge;
 use crate::query_expr::{Term, in_net};
@@ -139,10 +139,18 @@ fn read_header(path: &Path) -> Result<wix::Header, String> {
             format!("{}: {e}", p.display())
         }
     })?;
-    let mut h = [0u8; wix::HEADER_LEN];
-    f.read_exact_at(&mut h, 0)
-        .map_err(|_| format!("{}: index truncated", p.display()))?;
-    wix::decode_header(&h).map_err(|e| format!("{}: {e}", p.display()))
+    // Version 1 headers are shorter: read what there is, up to the longest.
+    let mut h = [0u8; wix::HEADER_LEN_MAX];
+    let mut got = 0;
+    while got < h.len() {
+        match f.read_at(&mut h[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
+    }
+    wix::decode_header(&h[..got]).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// Choose blocks of `ix` for `term`: a superset of the blocks holding a
@@ -178,17 +186,28 @@ fn mark_flows(ix: &Index, flows: impl Iterator<Item = u32>, base: &[bool]) -> Ve
     v
 }
 
+/// `base` with the blocks of posting lists (block numbers) added.
+fn mark_blocks(blocks: impl Iterator<Item = u32>, base: &[bool]) -> Vec<bool> {
+    let mut v = base.to_vec();
+    for b in blocks {
+        if let Some(x) = v.get_mut(b as usize) {
+            *x = true;
+        }
+    }
+    v
+}
+
 fn eval(ix: &Index, t: &Term, wild: &[bool], l4wild: &[bool]) -> Vec<bool> {
     let n = ix.blocks.len();
     match t {
         Term::All => vec![true; n],
         Term::Host(a) => {
-            let flows = ix
+            let blocks = ix
                 .addrs
                 .binary_search_by(|(x, _)| x.cmp(a))
-                .map(|i| ix.addrs[i].1.clone())
+                .map(|i| ix.addrs[i].1.as_slice())
                 .unwrap_or_default();
-            mark_flows(ix, flows.into_iter(), wild)
+            mark_blocks(blocks.iter().copied(), wild)
         }
         Term::Net(a, bits) => {
             let mask = match *bits {
@@ -197,19 +216,19 @@ fn eval(ix: &Index, t: &Term, wild: &[bool], l4wild: &[bool]) -> Vec<bool> {
             };
             let base = (u128::from_be_bytes(*a) & mask).to_be_bytes();
             let start = ix.addrs.partition_point(|(x, _)| *x < base);
-            let flows = ix.addrs[start..]
+            let blocks = ix.addrs[start..]
                 .iter()
                 .take_while(|(x, _)| in_net(x, a, *bits))
                 .flat_map(|(_, l)| l.iter().copied());
-            mark_flows(ix, flows, wild)
+            mark_blocks(blocks, wild)
         }
         Term::Port(lo, hi) => {
             let start = ix.ports.partition_point(|(p, _)| p < lo);
-            let flows = ix.ports[start..]
+            let blocks = ix.ports[start..]
                 .iter()
                 .take_while(|(p, _)| p <= hi)
                 .flat_map(|(_, l)| l.iter().copied());
-            mark_flows(ix, flows, l4wild)
+            mark_blocks(blocks, l4wild)
         }
         Term::Proto(p) => {
             let flows = ix
@@ -243,6 +262,97 @@ fn eval(ix: &Index, t: &Term, wild: &[bool], l4wild: &[bool]) -> Vec<bool> {
             a.iter().zip(&b).map(|(x, y)| *x || *y).collect()
         }
     }
+}
+
+/// Whether evaluating `t` walks the flow table (proto and VLAN terms).
+fn needs_flows(t: &Term) -> bool {
+    match t {
+        Term::Proto(_) | Term::Vlan(_) => true,
+        Term::And(a, b) | Term::Or(a, b) => needs_flows(a) || needs_flows(b),
+        _ => false,
+    }
+}
+
+/// `t` without the flow-table terms that an `and` with a posting-list term
+/// makes unnecessary (`tcp and host X` picks the blocks of `host X`): the
+/// blocks chosen stay a superset, the exact filter does the rest.
+fn cheap_term(t: &Term) -> Term {
+    match t {
+        Term::And(a, b) => {
+            let (a, b) = (cheap_term(a), cheap_term(b));
+            match (needs_flows(&a), needs_flows(&b)) {
+                (true, false) => b,
+                (false, true) => a,
+                _ => Term::And(Box::new(a), Box::new(b)),
+            }
+        }
+        Term::Or(a, b) => Term::Or(Box::new(cheap_term(a)), Box::new(cheap_term(b))),
+        t => t.clone(),
+    }
+}
+
+/// [`choose_blocks`] through an [`wix::IndexView`], for terms that need no
+/// flow table. A section that does not walk (not possible once the
+/// checksums held, short of a bug) chooses every block.
+fn choose_blocks_view(v: &wix::IndexView<'_>, t: &Term) -> Vec<bool> {
+    let n = v.blocks.len();
+    let Ok((w, l4)) = v.wild_blocks() else {
+        return vec![true; n];
+    };
+    let mark = |list: Vec<u32>| -> Vec<bool> {
+        let mut m = vec![false; n];
+        for b in list {
+            if let Some(x) = m.get_mut(b as usize) {
+                *x = true;
+            }
+        }
+        m
+    };
+    let (wild, l4wild) = (mark(w), mark(l4));
+    eval_view(v, t, &wild, &l4wild).unwrap_or_else(|_| vec![true; n])
+}
+
+fn eval_view(
+    v: &wix::IndexView<'_>,
+    t: &Term,
+    wild: &[bool],
+    l4wild: &[bool],
+) -> Result<Vec<bool>, wix::IndexError> {
+    let n = v.blocks.len();
+    Ok(match t {
+        Term::Host(a) => mark_blocks(v.addr_blocks(|x| x == a, |x| x > a)?.into_iter(), wild),
+        Term::Net(a, bits) => {
+            let bits = *bits;
+            let mask = match bits {
+                0 => 0,
+                b => u128::MAX << (128 - u32::from(b.min(128))),
+            };
+            let last = (u128::from_be_bytes(*a) | !mask).to_be_bytes();
+            mark_blocks(
+                v.addr_blocks(|x| in_net(x, a, bits), |x| *x > last)?
+                    .into_iter(),
+                wild,
+            )
+        }
+        Term::Port(lo, hi) => mark_blocks(v.port_blocks(*lo, *hi)?.into_iter(), l4wild),
+        Term::And(a, b) => {
+            let (a, b) = (
+                eval_view(v, a, wild, l4wild)?,
+                eval_view(v, b, wild, l4wild)?,
+            );
+            a.iter().zip(&b).map(|(x, y)| *x && *y).collect()
+        }
+        Term::Or(a, b) => {
+            let (a, b) = (
+                eval_view(v, a, wild, l4wild)?,
+                eval_view(v, b, wild, l4wild)?,
+            );
+            a.iter().zip(&b).map(|(x, y)| *x || *y).collect()
+        }
+        // All, and (not reached: `needs_flows` sent them to the whole
+        // index) proto/vlan terms: every block.
+        _ => vec![true; n],
+    })
 }
 
 /// Plan a query over `inputs` (directories or files).
@@ -295,13 +405,50 @@ fn plan_file(path: PathBuf, window: Window, term: &Term) -> FilePlan {
     if h.packets == 0 || !window.meets(h.ts_min, h.ts_max) {
         return mk(FileMode::PrunedByTime, wix::HEADER_LEN as u64);
     }
-    let ix = match indexer::load_index(&path) {
-        IndexState::Good(ix) => ix,
-        IndexState::Missing => return mk(FileMode::Scan("no index".into()), 0),
-        IndexState::Damaged(e) => return mk(FileMode::Scan(e), wix::HEADER_LEN as u64),
-    };
     let read = h.file_len() + wix::HEADER_LEN as u64;
-    let chosen = choose_blocks(&ix, term);
+    // Version 2: the block table and the posting lists the term needs,
+    // without decoding the flows (unless a proto/vlan term needs them).
+    let ipath = indexer::index_path(&path);
+    let bytes = match std::fs::read(&ipath) {
+        Ok(b) => b,
+        Err(e) => {
+            return mk(
+                FileMode::Scan(format!("{}: {e}", ipath.display())),
+                wix::HEADER_LEN as u64,
+            );
+        }
+    };
+    let cheap = cheap_term(term);
+    let (ix, chosen) = match wix::IndexView::open(&bytes) {
+        Ok(view) if !needs_flows(&cheap) => {
+            let chosen = choose_blocks_view(&view, &cheap);
+            let ix = Box::new(Index {
+                flags: view.header().flags,
+                data_bytes: view.header().data_bytes,
+                blocks: view.blocks,
+                ..Index::default()
+            });
+            (ix, chosen)
+        }
+        Ok(_) | Err(wix::IndexError::Version(1)) => match Index::decode(&bytes) {
+            Ok(ix) => {
+                let chosen = choose_blocks(&ix, term);
+                (Box::new(ix), chosen)
+            }
+            Err(e) => {
+                return mk(
+                    FileMode::Scan(format!("{}: {e}", ipath.display())),
+                    wix::HEADER_LEN as u64,
+                );
+            }
+        },
+        Err(e) => {
+            return mk(
+                FileMode::Scan(format!("{}: {e}", ipath.display())),
+                wix::HEADER_LEN as u64,
+            );
+        }
+    };
     let blocks = ix
         .blocks
         .iter()

@@ -128,24 +128,41 @@ impl IndexBuilder {
             })
             .collect();
         flows.sort_unstable_by_key(|f| f.key);
+        // Posting lists hold block numbers: `host X` and `port N` pick
+        // blocks without going through the flows.
         let mut addrs: HashMap<[u8; 16], Vec<u32>> = HashMap::new();
         let mut ports: HashMap<u16, Vec<u32>> = HashMap::new();
-        for (i, f) in flows.iter().enumerate() {
+        for f in &flows {
             let k = &f.key;
             if k.is_wild() {
                 continue;
             }
-            let i = i as u32;
-            addrs.entry(k.addr_a).or_default().push(i);
+            addrs
+                .entry(k.addr_a)
+                .or_default()
+                .extend_from_slice(&f.blocks);
             if k.addr_b != k.addr_a {
-                addrs.entry(k.addr_b).or_default().push(i);
+                addrs
+                    .entry(k.addr_b)
+                    .or_default()
+                    .extend_from_slice(&f.blocks);
             }
             if k.flags & key_flags::PORTS != 0 {
-                ports.entry(k.port_a).or_default().push(i);
+                ports
+                    .entry(k.port_a)
+                    .or_default()
+                    .extend_from_slice(&f.blocks);
                 if k.port_b != k.port_a {
-                    ports.entry(k.port_b).or_default().push(i);
+                    ports
+                        .entry(k.port_b)
+                        .or_default()
+                        .extend_from_slice(&f.blocks);
                 }
             }
+        }
+        for l in addrs.values_mut().chain(ports.values_mut()) {
+            l.sort_unstable();
+            l.dedup();
         }
         let mut addrs: Vec<_> = addrs.into_iter().collect();
         addrs.sort_unstable();
@@ -329,6 +346,11 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Write `index` for the data file `data`: `.NAME.idx.tmp`, then renamed
 /// to `NAME.idx`. Returns the index's size.
 pub fn write_index(data: &Path, index: &Index, mode: u32, sync: bool) -> io::Result<u64> {
+    write_index_bytes(data, &index.encode(), mode, sync)
+}
+
+/// Write encoded index `bytes` for `data` (hidden, then renamed).
+fn write_index_bytes(data: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<u64> {
     let visible = index_path(data);
     // `.NAME.idx.tmp`, not `.part`: readers take hidden `.part` files for
     // open capture files.
@@ -336,7 +358,6 @@ pub fn write_index(data: &Path, index: &Index, mode: u32, sync: bool) -> io::Res
         ".{}.tmp",
         visible.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let bytes = index.encode();
     let res = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -344,7 +365,7 @@ pub fn write_index(data: &Path, index: &Index, mode: u32, sync: bool) -> io::Res
             .truncate(true)
             .mode(mode)
             .open(&hidden)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         if sync {
             f.sync_data()?;
         }
@@ -361,6 +382,40 @@ pub fn write_index(data: &Path, index: &Index, mode: u32, sync: bool) -> io::Res
     Ok(bytes.len() as u64)
 }
 
+/// Whether `name` is a hidden index that was never renamed into view
+/// (`.NAME.idx.tmp`: a crash between writing and renaming).
+pub fn is_stray_tmp(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".idx.tmp")
+}
+
+/// Remove the stray `.NAME.idx.tmp` files directly in `dir` (a crash
+/// between writing an index and renaming it). The data file's index is then
+/// missing, which `linecap index` repairs and queries scan around. Returns
+/// the files removed. With `queue`, only that queue's (a directory may be
+/// shared by several queues' series, whose index threads may be writing).
+pub fn remove_stray_tmp(dir: &Path, queue: Option<u32>) -> io::Result<Vec<PathBuf>> {
+    let mut gone = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = queue.is_none_or(|q| crate::names::parse(&name).is_some_and(|(nq, _)| nq == q));
+        if is_stray_tmp(&name) && ours {
+            let p = e.path();
+            match fs::remove_file(&p) {
+                Ok(()) => gone.push(p),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!("{}: {err}", p.display()),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(gone)
+}
+
 /// Counts of one index thread.
 #[derive(Debug, Default)]
 pub struct IndexStats {
@@ -373,6 +428,9 @@ pub struct IndexStats {
     pub skipped: AtomicU64,
     /// Indexes that could not be written.
     pub errors: AtomicU64,
+    /// Indexes larger than the room a byte budget kept for them (not
+    /// written; the file is scanned).
+    pub over_budget: AtomicU64,
     /// The last error's message.
     pub last_error: Mutex<Option<String>>,
 }
@@ -388,6 +446,8 @@ enum Msg {
         data: PathBuf,
         data_bytes: u64,
         flags: u32,
+        /// Largest index allowed (the room a byte budget kept for it).
+        max_bytes: Option<u64>,
     },
 }
 
@@ -405,6 +465,11 @@ pub struct IndexFeed {
     /// The open file's index is given up (the thread fell behind).
     lost: bool,
     stats: Arc<IndexStats>,
+    /// Held by the thread from "is the data file still there?" until its
+    /// index is in place, and by the series while it deletes a file and its
+    /// index: an index is never written for a file just deleted (which
+    /// would briefly put bytes on disk that no budget counts).
+    files: Arc<Mutex<()>>,
 }
 
 impl IndexFeed {
@@ -414,6 +479,8 @@ impl IndexFeed {
         let (pool_tx, pool) = mpsc::sync_channel::<Vec<u8>>(FEED_DEPTH + 2);
         let stats = Arc::new(IndexStats::default());
         let st = stats.clone();
+        let files = Arc::new(Mutex::new(()));
+        let files_t = files.clone();
         let handle = std::thread::Builder::new().name(name).spawn(move || {
             let mut b = IndexBuilder::new();
             while let Ok(m) = rx.recv() {
@@ -431,17 +498,23 @@ impl IndexFeed {
                         data,
                         data_bytes,
                         flags,
+                        max_bytes,
                     } => {
                         let ix = b.finish(flags, data_bytes);
-                        // The file-count ring may have deleted the file
-                        // already: leave no index of a file that is gone.
+                        let bytes = ix.encode();
+                        let _held = files_t.lock().unwrap_or_else(|e| e.into_inner());
+                        // The file-count ring or the budget may have deleted
+                        // the file already: leave no index of a file that is gone.
                         if !data.exists() {
                             continue;
                         }
-                        match write_index(&data, &ix, mode, sync) {
-                            Ok(_) if !data.exists() => {
-                                let _ = fs::remove_file(index_path(&data));
-                            }
+                        if max_bytes.is_some_and(|max| bytes.len() as u64 > max) {
+                            // Larger than the room the budget kept: given
+                            // up, the file is scanned.
+                            st.over_budget.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        match write_index_bytes(&data, &bytes, mode, sync) {
                             Ok(n) => {
                                 st.written.fetch_add(1, Ordering::Relaxed);
                                 st.bytes.fetch_add(n, Ordering::Relaxed);
@@ -462,7 +535,13 @@ impl IndexFeed {
             handle: Some(handle),
             lost: false,
             stats,
+            files,
         })
+    }
+
+    /// Hold this while deleting a data file and its index (see the field).
+    pub fn lock_files(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The thread's counts.
@@ -505,7 +584,9 @@ impl IndexFeed {
 
     /// The data file is complete under its visible name `data` (`data_bytes`
     /// long): write its index, unless it was given up.
-    pub fn complete(&mut self, data: &Path, data_bytes: u64, lz4: bool) {
+    /// With `max_bytes`, an index larger than that is not written (a byte
+    /// budget kept that much room for it).
+    pub fn complete(&mut self, data: &Path, data_bytes: u64, lz4: bool, max_bytes: Option<u64>) {
         if self.lost {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             self.lost = false;
@@ -516,6 +597,7 @@ impl IndexFeed {
             data: data.to_path_buf(),
             data_bytes,
             flags: if lz4 { FLAG_LZ4 } else { 0 },
+            max_bytes,
         });
     }
 }
@@ -605,6 +687,31 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_index_tmp_is_removed_at_start_for_its_queue_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir
+            .path()
+            .join(".q00-00000003-20261202T000000.000000000Z.erf.lz4.idx.tmp");
+        let theirs = dir
+            .path()
+            .join(".q01-00000003-20261202T000000.000000000Z.erf.lz4.idx.tmp");
+        let other = dir.path().join(".something.tmp");
+        for p in [&ours, &theirs, &other] {
+            fs::write(p, b"half an index").unwrap();
+        }
+        let s = FileSeries::new(SeriesConfig::new(dir.path().into(), 0)).unwrap();
+        assert_eq!(s.counters().index_tmp_removed, 1);
+        assert!(!ours.exists(), "queue 0's stray index is removed");
+        assert!(theirs.exists(), "queue 1's is not queue 0's to remove");
+        assert!(other.exists());
+        drop(s);
+        // `linecap index` removes every stray in the directory.
+        let gone = remove_stray_tmp(dir.path(), None).unwrap();
+        assert_eq!(gone, vec![theirs.clone()]);
+        assert!(!theirs.exists() && other.exists());
+    }
+
+    #[test]
     fn the_series_writes_an_index_equal_to_one_built_from_the_file() {
         for compress in [true, false] {
             let dir = tempfile::tempdir().unwrap();
@@ -635,9 +742,12 @@ mod tests {
             };
             assert_eq!(ix.blocks.len(), 20);
             assert_eq!(ix.blocks.iter().map(|b| b.records).sum::<u32>(), 200);
-            // 5 sources × 2 ports.
+            // 5 sources × 2 ports; port 53's flows are in all 20 blocks.
             assert_eq!(ix.flows.len(), 10);
-            assert_eq!(ix.ports.iter().find(|(p, _)| *p == 53).unwrap().1.len(), 5);
+            assert_eq!(ix.ports.iter().find(|(p, _)| *p == 53).unwrap().1.len(), 20);
+            // Source 10.0.0.0 sends batches 0, 5, 10 and 15.
+            let a = ix.addrs.iter().find(|(a, _)| a[15] == 0).unwrap();
+            assert_eq!(a.1, vec![0, 5, 10, 15]);
             let rebuilt = build_for_file(&data[0]).unwrap();
             if compress {
                 assert_eq!(&rebuilt, ix.as_ref());

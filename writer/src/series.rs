@@ -71,9 +71,9 @@ pub struct SeriesConfig {
     /// `xdp-ktime`, `tsc`, `file`), copied into every manifest as `clock`.
     pub clock: Option<String>,
     /// Write `NAME.idx` next to each complete file, built by an index
-    /// thread fed with the batches (see [`crate::indexer`]). Not with a byte
-    /// budget: the budget could not count indexes written after the fact, so
-    /// a budgeted series writes none (`linecap index` builds them later).
+    /// thread fed with the batches (see [`crate::indexer`]). With a byte
+    /// budget, each file counts [`index_reserve`] for its index from the
+    /// moment it completes, and an index larger than that is not written.
     pub index: bool,
     /// Asked before the file-count ring or the byte budget deletes a complete
     /// file (the shipper: "is it shipped?"). A file it refuses is kept, and
@@ -249,6 +249,27 @@ pub struct SeriesCounters {
     /// Such loss not (yet) carried in any record's `lctr` (at the end: the
     /// loss after the series' last written record).
     pub lctr_pending: u64,
+    /// Stray `.NAME.idx.tmp` files (a crash between writing an index and
+    /// renaming it) removed at start; `linecap index` builds those indexes.
+    pub index_tmp_removed: u64,
+    /// Indexes written by the index thread (as of the last batch).
+    pub index_written: u64,
+    /// Bytes of those indexes.
+    pub index_bytes: u64,
+    /// Files whose index was given up: the index thread fell behind.
+    pub index_skipped: u64,
+    /// Indexes that could not be written (an I/O error).
+    pub index_errors: u64,
+    /// Indexes not written because they were larger than the room the
+    /// byte budget kept for them.
+    pub index_over_budget: u64,
+}
+
+/// Room a byte budget keeps for the index of a file of `data_bytes`: 2 %
+/// and 1 KiB (version 2 indexes measured 0.1-1.5 % of the data,
+/// `docs/benchmarks.md`). An index that would be larger is not written.
+pub fn index_reserve(data_bytes: u64) -> u64 {
+    data_bytes / 50 + 1024
 }
 
 /// Room kept in the byte budget for the manifest of the open file (a
@@ -353,6 +374,10 @@ impl FileSeries {
                 }
             }
         }
+        match crate::indexer::remove_stray_tmp(&cfg.dir, Some(cfg.queue)) {
+            Ok(gone) => counters.index_tmp_removed = gone.len() as u64,
+            Err(e) => last_error = Some(format!("removing stray index files: {e}")),
+        }
         let mut existing: Vec<(u64, PathBuf)> = fs::read_dir(&cfg.dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -371,11 +396,13 @@ impl FileSeries {
             .into_iter()
             .map(|(_, p)| {
                 let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
-                let bytes = size(&p) + size(&names::manifest_path(&p));
+                let bytes = size(&p)
+                    + size(&names::manifest_path(&p))
+                    + size(&crate::indexer::index_path(&p));
                 (p, bytes)
             })
             .collect();
-        let index = match cfg.index && cfg.budget_bytes.is_none() {
+        let index = match cfg.index {
             true => Some(crate::indexer::IndexFeed::spawn(
                 format!("index-q{}", cfg.queue),
                 cfg.file_mode,
@@ -422,6 +449,39 @@ impl FileSeries {
         self.last_error.take()
     }
 
+    /// Copy the index thread's counts into [`SeriesCounters`] (five relaxed
+    /// loads; once per batch).
+    fn refresh_index_counters(&mut self) {
+        if let Some(f) = &self.index {
+            let st = f.stats();
+            let c = &mut self.counters;
+            c.index_written = st.written.load(std::sync::atomic::Ordering::Relaxed);
+            c.index_bytes = st.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            c.index_skipped = st.skipped.load(std::sync::atomic::Ordering::Relaxed);
+            c.index_errors = st.errors.load(std::sync::atomic::Ordering::Relaxed);
+            c.index_over_budget = st.over_budget.load(std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Complete the open file, wait for the index thread to write the
+    /// indexes asked for, and take its final counts (at the end of a
+    /// capture, so the final report has them). The series writes no more
+    /// indexes afterwards.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let res = self.close_current();
+        if let Some(f) = self.index.take() {
+            let st = f.stats().clone();
+            drop(f); // joins the thread
+            let c = &mut self.counters;
+            c.index_written = st.written.load(std::sync::atomic::Ordering::Relaxed);
+            c.index_bytes = st.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            c.index_skipped = st.skipped.load(std::sync::atomic::Ordering::Relaxed);
+            c.index_errors = st.errors.load(std::sync::atomic::Ordering::Relaxed);
+            c.index_over_budget = st.over_budget.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        res
+    }
+
     /// The index thread's counts (`None` without indexing).
     pub fn index_stats(&self) -> Option<&std::sync::Arc<crate::indexer::IndexStats>> {
         self.index.as_ref().map(|f| f.stats())
@@ -441,6 +501,7 @@ impl FileSeries {
         if meta.packets == 0 {
             return Ok(());
         }
+        self.refresh_index_counters();
         if meta.rotate_before() {
             self.complete_current();
         }
@@ -564,6 +625,8 @@ impl FileSeries {
             return Ok(None);
         };
         self.complete_bytes -= bytes;
+        // Not while the index thread is putting this file's index in place.
+        let _held = self.index.as_ref().map(|f| f.lock_files());
         let _ = fs::remove_file(names::manifest_path(&old));
         let _ = fs::remove_file(crate::indexer::index_path(&old));
         match fs::remove_file(&old) {
@@ -597,9 +660,11 @@ impl FileSeries {
         };
         let header = if self.cfg.compress { 7 } else { 0 };
         let completion = if self.cfg.compress { 8 } else { 0 } + MANIFEST_RESERVE_BYTES;
+        let indexed = self.index.is_some();
         loop {
             let open = self.cur.as_ref().map_or(header, |c| c.manifest.bytes_file);
-            let need = open + batch + completion;
+            let data = open + batch + completion;
+            let need = data + if indexed { index_reserve(data) } else { 0 };
             if self.complete_bytes + need <= budget {
                 return Ok(());
             }
@@ -778,9 +843,19 @@ impl FileSeries {
         let dir = self.cfg.dir.clone();
         let tracked = match fs::rename(&cur.hidden, &cur.visible) {
             Ok(()) => {
-                // issue 20: the index thread writes NAME.idx now the data is complete.
+                // issue 20: the index thread writes NAME.idx now the data is
+                // complete; with a budget, within the room kept for it.
+                let max = self
+                    .cfg
+                    .budget_bytes
+                    .map(|_| index_reserve(cur.manifest.bytes_file));
                 if let Some(f) = self.index.as_mut() {
-                    f.complete(&cur.visible, cur.manifest.bytes_file, self.cfg.compress);
+                    f.complete(
+                        &cur.visible,
+                        cur.manifest.bytes_file,
+                        self.cfg.compress,
+                        max,
+                    );
                 }
                 cur.visible.clone()
             }
@@ -792,9 +867,15 @@ impl FileSeries {
         // In view (or tracked hidden): from now on the file is the rings' to
         // delete, even if its manifest cannot be written.
         self.counters.files_closed += u64::from(tracked == cur.visible);
+        // With a budget and an index thread, the file counts the room kept
+        // for its index (never less than the index: a larger one is not written).
+        let reserve = match (self.index.is_some(), self.cfg.budget_bytes) {
+            (true, Some(_)) if tracked == cur.visible => index_reserve(cur.manifest.bytes_file),
+            _ => 0,
+        };
         self.complete
-            .push_back((tracked.clone(), cur.manifest.bytes_file));
-        self.complete_bytes += cur.manifest.bytes_file;
+            .push_back((tracked.clone(), cur.manifest.bytes_file + reserve));
+        self.complete_bytes += cur.manifest.bytes_file + reserve;
         if tracked == cur.visible {
             match write_manifest(
                 &cur.visible,
@@ -1201,7 +1282,11 @@ mod tests {
                 s.write_batch(&m, &r).unwrap();
                 let used = dir_bytes(dir.path());
                 assert!(used <= budget, "{used} > {budget} after batch {seq}");
-                assert_eq!(used, s.disk_bytes(), "the series' count is the disk's");
+                // The series counts the room kept for indexes not yet written.
+                assert!(
+                    used <= s.disk_bytes(),
+                    "the series counts less than the disk holds"
+                );
             }
             s.close_current().unwrap();
             assert!(dir_bytes(dir.path()) <= budget);
@@ -1218,6 +1303,21 @@ mod tests {
             assert_eq!(seqs, want, "compress={compress}");
             // A restart counts the files already there against the budget.
             drop(s);
+            // Indexes are written within the budget too (issue 20).
+            let names: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            let data = names
+                .iter()
+                .filter(|n| !n.starts_with('.') && (n.ends_with(".erf") || n.ends_with(".lz4")))
+                .count();
+            let idx = names.iter().filter(|n| n.ends_with(".idx")).count();
+            assert!(
+                data > 0 && idx == data,
+                "{data} data files, {idx} indexes: {names:?}"
+            );
+            assert!(dir_bytes(dir.path()) <= budget);
             let mut s = FileSeries::new(cfg).unwrap();
             assert_eq!(s.disk_bytes(), dir_bytes(dir.path()));
             for seq in 60..70 {

@@ -79,7 +79,9 @@ impl WriterInput {
         {
             self.series.set_capture(info);
         }
-        if let Err(e) = self.series.close_current() {
+        // Completes the last file and waits for its index (so the final
+        // report counts it).
+        if let Err(e) = self.series.finish() {
             self.error(errors, format!("closing the last file: {e}"));
         }
         *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = *self.series.counters();

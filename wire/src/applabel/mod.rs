@@ -59,8 +59,8 @@ impl PayloadHead {
     pub fn new(len: u32, data: &[u8]) -> PayloadHead {
         let mut bytes = [0u8; 4];
         let n = data.len().min(4).min(len as usize);
-        for (b, d) in bytes.iter_mut().zip(data.iter().take(n)) {
-            *b = *d;
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..n), data.get(..n)) {
+            dst.copy_from_slice(src);
         }
         PayloadHead {
             len,

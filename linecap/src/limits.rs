@@ -42,3 +42,7 @@ pub const WRITE_TEST_BYTES_MAX: u64 = 1 << 30;
 pub const USER_NAME_MAX: usize = 32;
 /// Longest interface name (the kernel's IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
+
+/// The largest `-c` (2^40 - 1 frames, about 3 hours at 100 Mpps): the
+/// count shares one atomic word with the frames reserved by polls.
+pub const COUNT_MAX: u64 = (1 << 40) - 1;

@@ -13,23 +13,34 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use linecap_dataplane::source::{Frame, FrameSink, NicDrops, RxQueue, RxStatus, SourceDrops};
 
+/// Bits of [`CountLimit`]'s state word that hold the frames left; the bits
+/// above hold the frames reserved by polls under way.
+const LEFT_BITS: u32 = 40;
+const LEFT_MASK: u64 = (1 << LEFT_BITS) - 1;
+const _: () = assert!(crate::limits::COUNT_MAX == LEFT_MASK);
+/// The most one poll reserves (the rest of the word, 2^24 frames, bounds
+/// all polls under way together; bursts are far smaller).
+const RESERVE_MAX: u64 = 1 << 16;
+
 /// The frames left to receive, shared by every queue.
+///
+/// One atomic word holds both the frames left and the frames reserved by
+/// polls still under way, so "none left and none outstanding" is one load:
+/// with two atomics a look could read `left == 0`, then another queue give
+/// frames back and settle, then read `outstanding == 0`, and stop the capture
+/// with frames still to receive (seen as a `-c 100` capture ending at 63).
 #[derive(Debug)]
 pub struct CountLimit {
-    left: AtomicU64,
-    /// Frames reserved by polls still under way: the limit is reached only
-    /// when none are left *and* no poll may still give some back (another
-    /// queue's reservation that its poll did not fill).
-    outstanding: AtomicU64,
+    /// `left | outstanding << LEFT_BITS`.
+    state: AtomicU64,
     reached: AtomicBool,
 }
 
 impl CountLimit {
-    /// A limit of `count` frames.
+    /// A limit of `count` frames (at most `limits::COUNT_MAX`; validation refuses more).
     pub fn new(count: u64) -> Self {
         CountLimit {
-            left: AtomicU64::new(count),
-            outstanding: AtomicU64::new(0),
+            state: AtomicU64::new(count.min(LEFT_MASK)),
             reached: AtomicBool::new(count == 0),
         }
     }
@@ -41,31 +52,31 @@ impl CountLimit {
 
     /// Take up to `want` frames of what is left; returns how many.
     fn reserve(&self, want: u64) -> u64 {
-        // Counted as outstanding before `left` moves, so `check` never sees
-        // the frames gone from `left` and not yet in `outstanding`.
-        self.outstanding.fetch_add(want, Ordering::SeqCst);
+        let want = want.min(RESERVE_MAX);
         let prev = self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
-                Some(l - l.min(want))
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                let (left, out) = (s & LEFT_MASK, s >> LEFT_BITS);
+                let got = left.min(want);
+                Some((left - got) | ((out + got) << LEFT_BITS))
             })
             .unwrap_or(0);
-        let got = prev.min(want);
-        self.outstanding.fetch_sub(want - got, Ordering::SeqCst);
-        got
+        (prev & LEFT_MASK).min(want)
     }
 
     /// The poll that reserved `k` received `n` of them: give back the rest.
     fn settle(&self, k: u64, n: u64) {
         let back = k.saturating_sub(n);
-        if back > 0 {
-            self.left.fetch_add(back, Ordering::SeqCst);
-        }
-        self.outstanding.fetch_sub(k, Ordering::SeqCst);
+        let _ = self
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                let (left, out) = (s & LEFT_MASK, s >> LEFT_BITS);
+                Some((left + back).min(LEFT_MASK) | (out.saturating_sub(k) << LEFT_BITS))
+            });
     }
 
     fn check(&self) {
-        if self.left.load(Ordering::SeqCst) == 0 && self.outstanding.load(Ordering::SeqCst) == 0 {
+        if self.state.load(Ordering::SeqCst) == 0 {
             self.reached.store(true, Ordering::Relaxed);
         }
     }
@@ -188,6 +199,34 @@ mod tests {
         l.settle(10, 10);
         l.check();
         assert!(l.reached());
+    }
+
+    /// Four threads reserve, receive part and settle until the limit is
+    /// reached: together they receive exactly the limit, never less.
+    #[test]
+    fn threads_together_receive_exactly_the_limit() {
+        for round in 0..50u64 {
+            let l = CountLimit::new(1000 + round);
+            let got = AtomicU64::new(0);
+            std::thread::scope(|s| {
+                for t in 0..4u64 {
+                    let (l, got) = (&l, &got);
+                    s.spawn(move || {
+                        let mut i = t;
+                        while !l.reached() {
+                            let k = l.reserve(64);
+                            // Receive 0..=k frames, varying.
+                            let n = if k == 0 { 0 } else { (i * 7919) % (k + 1) };
+                            i += 1;
+                            got.fetch_add(n, Ordering::SeqCst);
+                            l.settle(k, n);
+                            l.check();
+                        }
+                    });
+                }
+            });
+            assert_eq!(got.load(Ordering::SeqCst), 1000 + round);
+        }
     }
 
     #[test]

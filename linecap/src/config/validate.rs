@@ -60,6 +60,11 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         .transpose()?;
     if let Some(c) = a.count {
         anyhow::ensure!(c >= 1, "-c/--count must be at least 1");
+        anyhow::ensure!(
+            c <= limits::COUNT_MAX,
+            "-c/--count must be at most {}, got {c}",
+            limits::COUNT_MAX
+        );
     }
     let jobs = jobs(a)?;
     let (api, max_jobs) = a.api.config(jobs.len(), &jobs[0].out)?;

@@ -33,12 +33,7 @@ pub fn label(r: &FlowRecord) -> Label {
 
 /// The label of `r` by the rules in `c`.
 pub fn label_with(c: &Classifier, r: &FlowRecord) -> Label {
-    let k = &r.key;
-    if k.is_fragment() {
-        // A non-first fragment flow has no ports and no L4 header.
-        return c.classify(k.proto(), 0, 0, &Default::default(), &Default::default());
-    }
-    c.classify_flow(k.proto(), k.port_a(), k.port_b(), &r.first_payload)
+    c.classify_key(&r.key, &r.first_payload)
 }
 
 /// `HHHHHHHH/LEN` of one direction's first payload (the captured bytes in

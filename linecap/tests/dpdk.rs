@@ -830,19 +830,7 @@ fn net_af_packet_overload_counts_every_frame_once() {
     assert_eq!(d["nic"].as_u64(), Some(socket), "{q:#}");
     assert_eq!(nic["socket_or_port"].as_u64(), Some(socket), "{q:#}");
     let written = q["written"].as_u64().unwrap();
-    let dropped: u64 = [
-        "filter",
-        "sample",
-        "source",
-        "nic",
-        "xdp",
-        "ring_full",
-        "writer",
-        "after_count",
-    ]
-    .iter()
-    .map(|k| d[k].as_u64().unwrap())
-    .sum();
+    let dropped = common::dropped_sum(q);
     assert_eq!(written + dropped, sent, "{q:#}");
     // The files say what is missing: Σ lctr + what came after the last record.
     let (got, lctr, _) = seq_frames(&out);

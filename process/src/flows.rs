@@ -108,19 +108,16 @@ fn classifier() -> Option<&'static Classifier> {
     C.get_or_init(|| Classifier::builtin().ok()).as_ref()
 }
 
-/// The flow's label, as `dataplane::applabel::label_with` gives it for a live
-/// flow record (a non-first fragment flow has no ports and no payload).
+/// The flow's label, by the same rule as a live flow record's
+/// ([`Classifier::classify_key`]).
 fn label(k: &FlowKey, f: &Acc) -> Label {
     let Some(c) = classifier() else {
         return Label::UNKNOWN;
     };
-    if k.is_fragment() {
-        return c.classify(k.proto(), 0, 0, &PayloadHead::NONE, &PayloadHead::NONE);
-    }
     let fp = FirstPayload {
         dir: [f.heads[0].payload_head(), f.heads[1].payload_head()],
     };
-    c.classify_flow(k.proto(), k.port_a(), k.port_b(), &fp)
+    c.classify_key(k, &fp)
 }
 
 /// A flow key as saved.

@@ -98,24 +98,30 @@ pub fn report(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// Every counted drop of one queue line of the report, over all stages.
+pub fn dropped_sum(q: &serde_json::Value) -> u64 {
+    let d = &q["dropped"];
+    [
+        "filter",
+        "sample",
+        "source",
+        "nic",
+        "xdp",
+        "ring_full",
+        "writer",
+        "after_count",
+    ]
+    .iter()
+    .map(|k| d[k].as_u64().unwrap())
+    .sum()
+}
+
 /// Assert received = written + every counted drop, per queue and per stage.
 pub fn assert_balanced(r: &serde_json::Value) {
     assert_eq!(r["balanced"], true, "{r:#}");
     for q in r["queues"].as_array().unwrap() {
         let d = &q["dropped"];
-        let dropped: u64 = [
-            "filter",
-            "sample",
-            "source",
-            "nic",
-            "xdp",
-            "ring_full",
-            "writer",
-            "after_count",
-        ]
-        .iter()
-        .map(|k| d[k].as_u64().unwrap())
-        .sum();
+        let dropped = dropped_sum(q);
         assert_eq!(
             q["seen"].as_u64().unwrap(),
             q["written"].as_u64().unwrap() + dropped,

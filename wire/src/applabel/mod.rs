@@ -264,6 +264,17 @@ impl Classifier {
         self.classify(proto, port_a, port_b, &fp.dir[0], &fp.dir[1])
     }
 
+    /// Name the flow of `key` from its [`FirstPayload`]: a non-first
+    /// fragment flow has no ports and no L4 header, so only its protocol
+    /// counts. The one rule for live records, `linecap flows` and
+    /// `linecap process`.
+    pub fn classify_key(&self, key: &crate::flow::FlowKey, fp: &FirstPayload) -> Label {
+        if key.is_fragment() {
+            return self.classify(key.proto(), 0, 0, &PayloadHead::NONE, &PayloadHead::NONE);
+        }
+        self.classify_flow(key.proto(), key.port_a(), key.port_b(), fp)
+    }
+
     fn rule_matches(
         &self,
         r: &Rule,

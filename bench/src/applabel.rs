@@ -39,7 +39,7 @@ impl FrameSink for Sink {
         };
         if let Parsed::Ip(info) = parsed {
             self.burst.push(BurstPacket::new(
-                info,
+                &info,
                 f.ts_ns,
                 f.wire_len,
                 f.data.len() as u32,
@@ -139,15 +139,20 @@ pub fn count_child(args: &[String]) -> i32 {
     0
 }
 
-/// Instructions of one `applabel-count` run under callgrind.
-fn callgrind_ir(mode: &str, packets: u64, dir: &std::path::Path) -> Result<u64, String> {
+/// Instructions of one run of a bench child (`child` + PACKETS) under callgrind.
+pub(crate) fn callgrind_ir(
+    child: &[&str],
+    packets: u64,
+    dir: &std::path::Path,
+) -> Result<u64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = dir.join(format!("callgrind.{mode}.{packets}"));
+    let out = dir.join(format!("callgrind.{}.{packets}", child.join(".")));
     let st = std::process::Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(&exe)
-        .args(["applabel-count", mode, &packets.to_string()])
+        .args(child)
+        .arg(packets.to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
@@ -172,8 +177,8 @@ fn callgrind_per_packet(o: &Opts) -> Result<(f64, f64), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let (short, long) = (100_000u64, 600_000u64);
     let per = |mode: &str| -> Result<f64, String> {
-        let a = callgrind_ir(mode, short, &dir)?;
-        let b = callgrind_ir(mode, long, &dir)?;
+        let a = callgrind_ir(&["applabel-count", mode], short, &dir)?;
+        let b = callgrind_ir(&["applabel-count", mode], long, &dir)?;
         Ok(b.saturating_sub(a) as f64 / (long - short) as f64)
     };
     Ok((per("off")?, per("on")?))

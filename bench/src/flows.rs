@@ -130,7 +130,7 @@ fn run_linecap(flows: u64, infos: &[PacketInfo], seq: &[u32], seconds: f64) -> R
     let mut burst = Vec::with_capacity(BURST);
     let mut sink = |_: &linecap_dataplane::flowtable::FlowRecord| {};
     for info in infos {
-        burst.push(BurstPacket::new(*info, 1, 64, 64));
+        burst.push(BurstPacket::new(info, 1, 64, 64));
         if burst.len() == BURST {
             t.update_burst(&burst);
             burst.clear();
@@ -147,7 +147,7 @@ fn run_linecap(flows: u64, infos: &[PacketInfo], seq: &[u32], seconds: f64) -> R
         for chunk in seq.chunks(BURST) {
             let t0 = Instant::now();
             for &id in chunk {
-                burst.push(BurstPacket::new(infos[id as usize], ts, 64, 64));
+                burst.push(BurstPacket::new(&infos[id as usize], ts, 64, 64));
             }
             t.update_burst(&burst);
             t.take_expired(&mut sink);
@@ -263,7 +263,7 @@ fn run_churn(live: u64, seconds: f64) -> (Run, u64, u64) {
                 base += 1;
             }
             let id = base + rng.below(live);
-            burst.push(BurstPacket::new(packet(id, id & 1 == 0), ts, 64, 64));
+            burst.push(BurstPacket::new(&packet(id, id & 1 == 0), ts, 64, 64));
             ts += 100;
         }
         t.update_burst(&burst);

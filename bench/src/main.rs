@@ -143,8 +143,9 @@ pub struct Opts {
     /// gets (veth: seconds of traffic per trial).
     #[arg(long, default_value_t = 2.0, value_name = "S")]
     pub seconds: f64,
-    /// applabel: also count instructions per packet, heads off and on, under
-    /// `valgrind --tool=callgrind` (repeatable whatever else the machine does).
+    /// applabel, worker: also count instructions per packet under `valgrind
+    /// --tool=callgrind` (applabel: heads off and on; worker: flows off, 1 k,
+    /// 100 k, 1 M flows) — repeatable whatever else the machine does.
     #[arg(long)]
     pub callgrind: bool,
     /// Directory for SUITE.json and SUITE.csv (and the veth plot).
@@ -212,6 +213,8 @@ fn main() {
         Some("seqcheck") => std::process::exit(seqcheck::main(args[1..].to_vec())),
         // The child `bench applabel --callgrind` runs under valgrind.
         Some("applabel-count") => std::process::exit(applabel::count_child(&args[1..])),
+        // The child `bench worker --callgrind` runs under valgrind.
+        Some("worker-count") => std::process::exit(worker::count_child(&args[1..])),
         // The sender `bench query` runs inside its namespace.
         Some("query-send") => std::process::exit(query::send_main(args[1..].to_vec())),
         Some("query-pcap") => std::process::exit(query::pcap_main(args[1..].to_vec())),

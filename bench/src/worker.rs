@@ -118,6 +118,25 @@ pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
         "suite": "worker", "goal": "flows_off_over_copy_floor", "ratio": off64 / floor64,
         "mpps": off64, "floor_mpps": floor64,
     }));
+    if o.callgrind {
+        println!("\ninstructions per 64-B frame (valgrind --tool=callgrind, two run lengths):");
+        match callgrind_per_frame(o) {
+            Ok(rows) => {
+                for (flows, ir) in rows {
+                    let what = if flows == 0 {
+                        "flows off".to_string()
+                    } else {
+                        format!("{flows} flows")
+                    };
+                    println!("  {what:>14}: {ir:>7.1} instructions/frame");
+                    out.push(serde_json::json!({
+                        "suite": "worker", "callgrind_flows": flows, "instructions_per_frame": ir,
+                    }));
+                }
+            }
+            Err(e) => println!("  callgrind: {e}"),
+        }
+    }
     out
 }
 
@@ -281,4 +300,77 @@ fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> Worke
         mpps: k.rx_packets as f64 / el / 1e6,
         lat: percentiles(lat),
     }
+}
+
+/// The worker for exactly `packets` frames of 64 B after a warm-up that
+/// starts every flow (`flows` = 0: tracking off): the work
+/// `worker-count` does under callgrind.
+fn run_packets(flows: u32, packets: u64) -> u64 {
+    let (producer, mut consumer) = ring(RingConfig {
+        slots: 16,
+        batch_bytes: 1 << 20,
+        hugepages: HugePages::Try,
+    })
+    .expect("ring");
+    let shared = Arc::new(SharedCounters::default());
+    let mut w = Worker::new(WorkerConfig::new(0), producer, shared);
+    let n_flows = flows.max(1000);
+    if flows > 0 {
+        let table = linecap_dataplane::flowtable::FlowTable::new(
+            (flows as usize * 2).next_power_of_two().max(1024),
+            linecap_dataplane::flowtable::Timeouts::default(),
+        )
+        .expect("flow table");
+        w = w.with_flows(table, Box::new(|_| {}), Arc::default());
+    }
+    let mut src = SyntheticSource::new(
+        SyntheticConfig {
+            frame_len: 64,
+            flows: n_flows,
+            count: None,
+            pps: None,
+        },
+        RealtimeClock,
+    )
+    .expect("synthetic source");
+    let clock = ManualClock::new(0);
+    w.prepare();
+    let target = u64::from(n_flows) + packets;
+    while w.counters().rx_packets < target {
+        w.poll_once(&mut src, &clock);
+        while consumer.peek().is_some() {
+            consumer.release();
+        }
+    }
+    w.counters().rx_packets
+}
+
+/// `bench worker-count FLOWS PACKETS` (FLOWS 0 = flow tracking off): the
+/// child `bench worker --callgrind` runs under valgrind.
+pub fn count_child(args: &[String]) -> i32 {
+    let parsed = (
+        args.first().and_then(|a| a.parse::<u32>().ok()),
+        args.get(1).and_then(|a| a.parse::<u64>().ok()),
+    );
+    let (Some(flows), Some(packets)) = parsed else {
+        eprintln!("usage: bench worker-count FLOWS PACKETS   (FLOWS 0 = tracking off)");
+        return 2;
+    };
+    println!("{}", run_packets(flows, packets));
+    0
+}
+
+/// Instructions per frame for tracking off and 1 k / 100 k / 1 M flows, from
+/// two run lengths each (the difference cancels set-up and warm-up).
+pub fn callgrind_per_frame(o: &Opts) -> Result<Vec<(u32, f64)>, String> {
+    let dir = o.out.join("worker-callgrind");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (short, long) = (200_000u64, 600_000u64);
+    let mut out = Vec::new();
+    for flows in [0u32, 1_000, 100_000, 1_000_000] {
+        let a = crate::applabel::callgrind_ir(&["worker-count", &flows.to_string()], short, &dir)?;
+        let b = crate::applabel::callgrind_ir(&["worker-count", &flows.to_string()], long, &dir)?;
+        out.push((flows, b.saturating_sub(a) as f64 / (long - short) as f64));
+    }
+    Ok(out)
 }

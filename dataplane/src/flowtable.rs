@@ -239,6 +239,9 @@ pub struct FlowCounters {
     pub expired_input_end: u64,
     /// Records lost because the export queue was full.
     pub export_drops: u64,
+    /// Flows moved to their other bucket to make room for a new flow (one
+    /// cuckoo step; not an end of anything).
+    pub relocated: u64,
 }
 
 const TAG_USED: u64 = 1 << 63;
@@ -311,8 +314,21 @@ struct Cold {
 }
 
 const _: () = assert!(size_of::<Bucket>() == 64 && align_of::<Bucket>() == 64);
+/// One slot's key line and counter line side by side: an aligned 128-byte
+/// pair, so the one random access a packet makes after its bucket brings
+/// in both lines at about the cost of one (the L2's adjacent-line fetch; see
+/// `docs/benchmarks.md`, issue 19), while the key line stays apart from the
+/// counters that every packet writes.
+#[repr(C, align(128))]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Slot {
+    key: KeyRec,
+    hot: Hot,
+}
+
 const _: () = assert!(size_of::<Hot>() == 64 && align_of::<Hot>() == 64);
 const _: () = assert!(size_of::<KeyRec>() == 64 && align_of::<KeyRec>() == 64);
+const _: () = assert!(size_of::<Slot>() == 128 && align_of::<Slot>() == 128);
 const _: () = assert!(size_of::<Cold>() == 24);
 
 /// A flow key as six words: the table's stored form (plain data, so the
@@ -443,11 +459,6 @@ impl<T: Pod> Region<T> {
     }
 
     #[inline(always)]
-    fn get(&self) -> &[T] {
-        bytemuck::cast_slice(self.map.get(..self.len * size_of::<T>()).unwrap_or(&[]))
-    }
-
-    #[inline(always)]
     fn get_mut(&mut self) -> &mut [T] {
         let n = self.len * size_of::<T>();
         bytemuck::cast_slice_mut(self.map.get_mut(..n).unwrap_or(&mut []))
@@ -468,42 +479,27 @@ impl<T: Pod> Region<T> {
     }
 }
 
-/// A 64-bit hash of a canonical flow key (the table's index).
+/// A 64-bit hash of a canonical flow key (the table's index): the hash of
+/// the six words the table stores the key as, so a frame's key is encoded
+/// once and hashed from that ([`BurstPacket::new`]).
 #[inline]
 pub fn flow_hash(key: &FlowKey) -> u64 {
-    #[inline(always)]
-    fn word(b: &[u8; 16], i: usize) -> u64 {
-        let mut w = [0u8; 8];
-        if let Some(s) = b.get(i * 8..i * 8 + 8) {
-            w.copy_from_slice(s);
-        }
-        u64::from_le_bytes(w)
-    }
+    hash_words(&encode_key(key))
+}
+
+/// [`flow_hash`] of an encoded key: a multiply-xorshift mix per word, then
+/// murmur3's 64-bit finaliser.
+#[inline(always)]
+fn hash_words(w: &[u64; 6]) -> u64 {
     #[inline(always)]
     fn mix(h: u64, w: u64) -> u64 {
         let m = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         m ^ (m >> 29)
     }
-    let a = key.addr_a_bytes();
-    let b = key.addr_b_bytes();
-    let mut vl = 0u64;
-    for (i, v) in key.vlan_ids().iter().enumerate() {
-        vl |= u64::from(*v) << (16 * i);
-    }
-    let misc = u64::from(key.port_a())
-        | u64::from(key.port_b()) << 16
-        | u64::from(key.proto()) << 32
-        | u64::from(key.family() as u8) << 40
-        | u64::from(key.is_fragment()) << 48
-        | u64::from(key.vlan_depth()) << 56;
     let mut h = 0x243f_6a88_85a3_08d3u64;
-    h = mix(h, word(a, 0));
-    h = mix(h, word(a, 1));
-    h = mix(h, word(b, 0));
-    h = mix(h, word(b, 1));
-    h = mix(h, misc);
-    h = mix(h, vl);
-    // Final avalanche (murmur3 fmix64).
+    for x in w {
+        h = mix(h, *x);
+    }
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -576,9 +572,13 @@ impl ExportQueue {
 /// One queue's flow table. See the module documentation.
 pub struct FlowTable {
     buckets: Region<Bucket>,
-    hot: Region<Hot>,
-    keys: Region<KeyRec>,
+    slots: Region<Slot>,
     cold: Region<Cold>,
+    meta: Meta,
+}
+
+/// Everything of a table but its four arrays.
+struct Meta {
     /// Buckets - 1 (the bucket count is a power of two).
     bmask: usize,
     /// Next bucket [`FlowTable::expire_step`] visits.
@@ -589,36 +589,89 @@ pub struct FlowTable {
     out: ExportQueue,
 }
 
+/// The table's arrays as plain slices, taken once per burst (or per call),
+/// with the rest of the table: every per-packet step works on this, so a
+/// packet pays one bounds check per array access and no re-derivation of
+/// the arrays from their mappings.
+struct View<'a> {
+    buckets: &'a mut [Bucket],
+    slots: &'a mut [Slot],
+    cold: &'a mut [Cold],
+    m: &'a mut Meta,
+}
+
 /// Packets [`FlowTable::update_burst`] looks ahead over.
 pub const BURST_MAX: usize = 64;
 
-/// One packet of a burst for [`FlowTable::update_burst`].
+/// One packet of a burst for [`FlowTable::update_burst`]: what the table
+/// needs of the frame, in the table's own form (the key as the six words it
+/// stores and compares), built once per frame by the caller.
 #[derive(Debug, Clone, Copy)]
 pub struct BurstPacket {
-    /// What `parse_frame` found.
-    pub info: PacketInfo,
-    /// [`flow_hash`] of `info.key`, computed once per frame by the caller
-    /// and shared with flow sampling.
-    pub hash: u64,
+    /// The canonical key as the six words the table stores.
+    key: [u64; 6],
+    /// [`flow_hash`] of the key.
+    hash: u64,
     /// Packet time (ns).
-    pub ts_ns: u64,
+    ts_ns: u64,
     /// Wire length (the caller's convention; see the module docs).
-    pub wire_len: u32,
+    wire_len: u32,
     /// Captured length.
-    pub cap_len: u32,
+    cap_len: u32,
+    /// The TCP/UDP payload's head.
+    payload: PayloadHead,
+    /// Whether the packet went a → b.
+    a_to_b: bool,
+    /// TCP flags of a TCP packet that is not a non-first fragment, else 0
+    /// (the only packets whose flags drive the TCP state).
+    tcp_flags: u8,
 }
 
 impl BurstPacket {
     /// A burst entry, hashing the key.
     #[inline]
-    pub fn new(info: PacketInfo, ts_ns: u64, wire_len: u32, cap_len: u32) -> Self {
+    pub fn new(info: &PacketInfo, ts_ns: u64, wire_len: u32, cap_len: u32) -> Self {
+        let key = encode_key(&info.key);
+        Self::with_words(key, hash_words(&key), info, ts_ns, wire_len, cap_len)
+    }
+
+    /// A burst entry whose [`flow_hash`] the caller already has (it was
+    /// computed once for the frame, for flow sampling).
+    #[inline]
+    pub fn hashed(info: &PacketInfo, hash: u64, ts_ns: u64, wire_len: u32, cap_len: u32) -> Self {
+        Self::with_words(encode_key(&info.key), hash, info, ts_ns, wire_len, cap_len)
+    }
+
+    #[inline(always)]
+    fn with_words(
+        key: [u64; 6],
+        hash: u64,
+        info: &PacketInfo,
+        ts_ns: u64,
+        wire_len: u32,
+        cap_len: u32,
+    ) -> Self {
+        let tcp = info.key.proto() == protocol::TCP && !info.key.is_fragment();
         BurstPacket {
-            hash: flow_hash(&info.key),
-            info,
+            key,
+            hash,
             ts_ns,
             wire_len,
             cap_len,
+            payload: info.payload,
+            a_to_b: info.a_to_b,
+            tcp_flags: if tcp { info.tcp_flags } else { 0 },
         }
+    }
+
+    /// The key's [`flow_hash`].
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    #[inline(always)]
+    fn tag(&self) -> u64 {
+        self.hash | TAG_USED
     }
 }
 
@@ -627,6 +680,9 @@ pub const EXPORT_QUEUE_DEFAULT: usize = 4096;
 
 /// Buckets the worker's [`FlowTable::expire_step`] visits per burst.
 pub const EXPIRE_STEP_BUCKETS: usize = 4;
+
+/// No slot (a stage-2 miss).
+const NO_SLOT: u32 = u32::MAX;
 
 impl FlowTable {
     /// A table of `capacity` slots (a power of two, [`CAPACITY_MIN`] to
@@ -665,16 +721,28 @@ impl FlowTable {
         let err = |e: std::io::Error| format!("flow table of {capacity} slots: {e}");
         Ok(FlowTable {
             buckets: Region::new(nb, hugepages).map_err(err)?,
-            hot: Region::new(capacity, hugepages).map_err(err)?,
-            keys: Region::new(capacity, hugepages).map_err(err)?,
+            slots: Region::new(capacity, hugepages).map_err(err)?,
             cold: Region::new(capacity, hugepages).map_err(err)?,
-            bmask: nb - 1,
-            cursor: 0,
-            timeouts,
-            now_ns: 0,
-            counters: FlowCounters::default(),
-            out: ExportQueue::new(export_queue),
+            meta: Meta {
+                bmask: nb - 1,
+                cursor: 0,
+                timeouts,
+                now_ns: 0,
+                counters: FlowCounters::default(),
+                out: ExportQueue::new(export_queue),
+            },
         })
+    }
+
+    /// The arrays as slices, with the rest of the table.
+    #[inline(always)]
+    fn view(&mut self) -> View<'_> {
+        View {
+            buckets: self.buckets.get_mut(),
+            slots: self.slots.get_mut(),
+            cold: self.cold.get_mut(),
+            m: &mut self.meta,
+        }
     }
 
     /// Fault every page of the table in, from the calling thread: the
@@ -683,53 +751,52 @@ impl FlowTable {
     /// no page faults. (Without it, pages fault in on first use.)
     pub fn first_touch(&mut self) {
         self.buckets.touch();
-        self.hot.touch();
-        self.keys.touch();
+        self.slots.touch();
         self.cold.touch();
     }
 
     /// Whether the table's arrays are on reserved 2 MiB hugepages.
     pub fn hugepages(&self) -> bool {
-        self.buckets.huge && self.hot.huge && self.keys.huge && self.cold.huge
+        self.buckets.huge && self.slots.huge && self.cold.huge
     }
 
     /// Slots in the table (fixed).
     pub fn capacity(&self) -> usize {
-        self.hot.len
+        self.slots.len
     }
 
     /// Bytes of memory the table holds (fixed at creation).
     pub fn memory_bytes(&self) -> usize {
         self.buckets.bytes()
-            + self.hot.bytes()
-            + self.keys.bytes()
+            + self.slots.bytes()
             + self.cold.bytes()
-            + self.out.buf.len() * size_of::<FlowRecord>()
+            + self.meta.out.buf.len() * size_of::<FlowRecord>()
     }
 
     /// The counters.
     pub fn counters(&self) -> &FlowCounters {
-        &self.counters
+        &self.meta.counters
     }
 
     /// The table's packet clock (ns).
     pub fn now_ns(&self) -> u64 {
-        self.now_ns
+        self.meta.now_ns
     }
 
     /// The timeouts.
     pub fn timeouts(&self) -> Timeouts {
-        self.timeouts
+        self.meta.timeouts
     }
 
     /// Count a frame that has no flow key (non-IP, truncated, malformed).
     #[inline]
     pub fn count_untracked(&mut self, parsed: &Parsed) {
+        let c = &mut self.meta.counters;
         match parsed {
             Parsed::Ip(_) => {}
-            Parsed::NonIp => self.counters.non_ip += 1,
-            Parsed::Truncated => self.counters.truncated += 1,
-            Parsed::Malformed => self.counters.malformed += 1,
+            Parsed::NonIp => c.non_ip += 1,
+            Parsed::Truncated => c.truncated += 1,
+            Parsed::Malformed => c.malformed += 1,
         }
     }
 
@@ -748,8 +815,8 @@ impl FlowTable {
     /// queue ([`FlowTable::take_expired`]).
     #[inline]
     pub fn update(&mut self, info: &PacketInfo, ts_ns: u64, wire_len: u32, cap_len: u32) {
-        let tag = flow_hash(&info.key) | TAG_USED;
-        self.update_tagged(tag, &encode_key(&info.key), info, ts_ns, wire_len, cap_len);
+        let p = BurstPacket::new(info, ts_ns, wire_len, cap_len);
+        self.view().update_one(NO_SLOT, &p);
     }
 
     /// [`FlowTable::update`] with the key's [`flow_hash`] already computed.
@@ -762,72 +829,261 @@ impl FlowTable {
         wire_len: u32,
         cap_len: u32,
     ) {
-        let k = encode_key(&info.key);
-        self.update_tagged(hash | TAG_USED, &k, info, ts_ns, wire_len, cap_len);
+        let p = BurstPacket::hashed(info, hash, ts_ns, wire_len, cap_len);
+        self.view().update_one(NO_SLOT, &p);
     }
 
     /// [`FlowTable::update`] for a burst of packets, in order, staged: (1)
-    /// encode the keys and load the tag lines of every packet's two
-    /// buckets, (2) from the tags alone find each packet's likely slot and
-    /// load its key and counter lines, (3) update in order. The loads of a
-    /// stage are independent, so the CPU overlaps a burst's cache and TLB
-    /// misses instead of paying them one after the other (plain loads: no
-    /// `unsafe` prefetch outside the ring and driver modules). The result
-    /// equals calling `update` per packet.
+    /// load the tag lines of every packet's two buckets, (2) from the tags
+    /// alone find each packet's likely slot, remember it, and load its key
+    /// and counter lines, (3) update in order, starting from the remembered
+    /// slot (checked again: an earlier packet of the burst may have taken
+    /// or freed it) and looking further only when it does not hold the
+    /// key. The loads of a stage are independent, so the CPU overlaps a
+    /// burst's cache and TLB misses instead of paying them one after the
+    /// other (plain loads: no `unsafe` prefetch outside the ring and driver
+    /// modules). The result equals calling `update` per packet.
     pub fn update_burst(&mut self, pkts: &[BurstPacket]) {
-        let bmask = self.bmask;
+        let mut v = self.view();
+        let bmask = v.m.bmask;
         for chunk in pkts.chunks(BURST_MAX) {
-            let mut keys = [[0u64; 6]; BURST_MAX];
+            let mut slot = [NO_SLOT; BURST_MAX];
             let mut touch = 0u64;
-            {
-                let buckets = self.buckets.get();
-                for (k, p) in keys.iter_mut().zip(chunk) {
-                    *k = encode_key(&p.info.key);
-                    let (b1, b2) = bucket_pair(p.hash | TAG_USED, bmask);
-                    if let (Some(x), Some(y)) = (buckets.get(b1), buckets.get(b2)) {
-                        touch ^= x.tags[0] ^ y.tags[0];
-                    }
+            // Stage 1: the first bucket's tag line (where a flow lives
+            // unless that bucket was full when it started).
+            for p in chunk {
+                if let Some(x) = v.buckets.get(p.hash as usize & bmask) {
+                    touch ^= x.tags[0];
                 }
             }
-            {
-                let buckets = self.buckets.get();
-                let (hot, kr) = (self.hot.get(), self.keys.get());
-                for p in chunk {
-                    let tag = p.hash | TAG_USED;
-                    let (b1, b2) = bucket_pair(tag, bmask);
-                    if let Some(i) =
-                        tag_match(buckets, b1, tag).or_else(|| tag_match(buckets, b2, tag))
-                        && let (Some(h), Some(k)) = (hot.get(i), kr.get(i))
-                    {
-                        touch ^= h.last_ns ^ k.key[0];
-                    }
+            // Stage 2: the tag match there gives the slot: load its key and
+            // counter lines (one 128-byte pair). No match: load the second
+            // bucket's line for stage 3.
+            for (s, p) in slot.iter_mut().zip(chunk) {
+                let tag = p.tag();
+                let (b1, b2) = bucket_pair(tag, bmask);
+                if let Some(i) = tag_match(v.buckets, b1, tag)
+                    && let Some(x) = v.slots.get(i)
+                {
+                    touch ^= x.hot.last_ns ^ x.key.key[0];
+                    *s = i as u32;
+                } else if let Some(y) = v.buckets.get(b2) {
+                    touch ^= y.tags[0];
                 }
             }
             std::hint::black_box(touch);
-            for (k, p) in keys.iter().zip(chunk) {
-                self.update_tagged(
-                    p.hash | TAG_USED,
-                    k,
-                    &p.info,
-                    p.ts_ns,
-                    p.wire_len,
-                    p.cap_len,
-                );
+            // Stage 3: in order.
+            for (s, p) in slot.iter().zip(chunk) {
+                v.update_one(*s, p);
             }
+        }
+    }
+
+    /// Hand the records queued on the packet path to `sink`.
+    pub fn take_expired(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
+        self.meta.out.drain(sink);
+    }
+
+    /// Advance the clock to `now_ns` (if later), hand the queued records to
+    /// `sink`, then visit the next `buckets_max` buckets (a cursor that
+    /// wraps round the table) and end their due flows. The work is bounded
+    /// by `buckets_max * WAYS` slots whatever the table's size: the worker
+    /// calls this once per burst (and per idle poll) with
+    /// [`EXPIRE_STEP_BUCKETS`], so a flow ends at most one cursor round
+    /// (`capacity / WAYS / buckets_max` calls) after it is due. Returns the
+    /// slots looked at.
+    pub fn expire_step(
+        &mut self,
+        now_ns: u64,
+        buckets_max: usize,
+        sink: &mut impl FnMut(&FlowRecord),
+    ) -> usize {
+        let mut v = self.view();
+        if now_ns > v.m.now_ns {
+            v.m.now_ns = now_ns;
+        }
+        v.m.out.drain(sink);
+        let now = v.m.now_ns;
+        let n = buckets_max.min(v.m.bmask + 1);
+        for _ in 0..n {
+            let b = v.m.cursor;
+            v.m.cursor = (b + 1) & v.m.bmask;
+            v.expire_bucket(b, now, sink);
+        }
+        n * WAYS
+    }
+
+    /// Advance the clock to `now_ns` (if later), hand the queued records to
+    /// `sink`, then sweep the whole table and end every flow that is due.
+    /// Cost: one pass over the table. For offline use (`linecap flows`,
+    /// tests); a capture worker uses [`FlowTable::expire_step`] instead.
+    pub fn tick(&mut self, now_ns: u64, sink: &mut impl FnMut(&FlowRecord)) {
+        let mut v = self.view();
+        if now_ns > v.m.now_ns {
+            v.m.now_ns = now_ns;
+        }
+        v.m.out.drain(sink);
+        let now = v.m.now_ns;
+        for b in 0..=v.m.bmask {
+            v.expire_bucket(b, now, sink);
+        }
+    }
+
+    /// End every flow (`EndOfInput`) after handing over the queued records:
+    /// at the end of a file or at shutdown. The table is empty afterwards.
+    pub fn drain(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
+        let mut v = self.view();
+        v.m.out.drain(sink);
+        for i in 0..v.slots.len() {
+            if v.used(i) {
+                let mut rec = v.record(i);
+                rec.end_reason = EndReason::EndOfInput;
+                v.remove(i);
+                v.m.count_end(EndReason::EndOfInput);
+                sink(&rec);
+            }
+        }
+    }
+
+    /// Records in the table whose flows are active now (for tests and
+    /// diagnostics; visits every slot).
+    pub fn for_each_active(&mut self, mut f: impl FnMut(&FlowRecord)) {
+        let v = self.view();
+        for i in 0..v.slots.len() {
+            if v.used(i) {
+                f(&v.record(i));
+            }
+        }
+    }
+}
+
+impl Meta {
+    fn count_end(&mut self, reason: EndReason) {
+        let c = &mut self.counters;
+        match reason {
+            EndReason::Idle => c.expired_idle += 1,
+            EndReason::Active => c.expired_active += 1,
+            EndReason::EndOfFlow => c.expired_end += 1,
+            EndReason::EndOfInput => c.expired_input_end += 1,
+            EndReason::Evicted => c.evicted += 1,
+        }
+    }
+
+    fn queue_export(&mut self, rec: &FlowRecord) {
+        if !self.out.push(rec) {
+            self.counters.export_drops += 1;
+        }
+    }
+}
+
+impl View<'_> {
+    /// One packet, in order. `hint` is the slot stage 2 found from the tags
+    /// ([`NO_SLOT`]: none): used when it still holds the key, else the
+    /// packet takes [`View::place`].
+    #[inline(always)]
+    fn update_one(&mut self, hint: u32, p: &BurstPacket) {
+        self.m.counters.packets += 1;
+        if p.ts_ns > self.m.now_ns {
+            self.m.now_ns = p.ts_ns;
+        }
+        let tag = p.tag();
+        let hint = hint as usize;
+        let idx = if self.holds(hint, tag, &p.key) {
+            self.end_if_due(hint, p);
+            hint
+        } else {
+            self.place(tag, p)
+        };
+        let d = usize::from(!p.a_to_b);
+        let Some(slot) = self.slots.get_mut(idx) else {
+            return;
+        };
+        let Slot { key: k, hot: h } = slot;
+        h.packets[d] += 1;
+        h.bytes[d] += u64::from(p.wire_len);
+        h.captured_bytes[d] += u64::from(p.cap_len);
+        if p.ts_ns < h.first_ns {
+            h.first_ns = p.ts_ns;
+        }
+        if p.ts_ns > h.last_ns {
+            h.last_ns = p.ts_ns;
+        }
+        let other_silent = h.packets[d ^ 1] == 0;
+        if p.payload.len != 0 && k.payload_seen & (1 << d) == 0 {
+            k.payload_seen |= 1 << d;
+            if let Some(c) = self.cold.get_mut(idx) {
+                c.payload_len[d] = p.payload.len;
+                c.payload_bytes[d] = p.payload.bytes;
+                c.payload_captured[d] = p.payload.captured;
+            }
+        }
+        if p.tcp_flags != 0 {
+            k.tcp_flags[d] |= p.tcp_flags;
+            if p.tcp_flags & flags::FIN != 0 {
+                k.fins |= if d == A_TO_B { FIN_A } else { FIN_B };
+            }
+            let ends = p.tcp_flags & flags::RST != 0
+                || k.fins == FIN_A | FIN_B
+                || (k.fins != 0 && other_silent);
+            if ends && k.linger_from_ns == u64::MAX {
+                k.linger_from_ns = p.ts_ns;
+            }
+        }
+    }
+
+    /// Whether slot `i` holds the flow with `tag` and `key`.
+    #[inline(always)]
+    fn holds(&self, i: usize, tag: u64, key: &[u64; 6]) -> bool {
+        self.buckets
+            .get(i / WAYS)
+            .is_some_and(|bk| bk.tags[i % WAYS] == tag)
+            && self
+                .slots
+                .get(i)
+                .map(|s| &s.key)
+                .is_some_and(|k| same_key(&k.key, key))
+    }
+
+    /// The slot for a packet whose stage-2 slot did not hold its key: its
+    /// flow's slot if it has one after all, else a free way, else the
+    /// evicted oldest flow's slot (the flow is started there).
+    #[inline(never)]
+    fn place(&mut self, tag: u64, p: &BurstPacket) -> usize {
+        let (b1, b2) = bucket_pair(tag, self.m.bmask);
+        if let Some(idx) = self.find(tag, &p.key, b1, b2) {
+            self.end_if_due(idx, p);
+            idx
+        } else if let Some(idx) = self
+            .free_slot(b1, b2)
+            .or_else(|| self.make_room(b1))
+            .or_else(|| self.make_room(b2))
+        {
+            self.m.counters.active += 1;
+            self.start(idx, tag, &p.key, p.a_to_b, p.ts_ns);
+            idx
+        } else {
+            let idx = self.evict_oldest(b1, b2);
+            self.start(idx, tag, &p.key, p.a_to_b, p.ts_ns);
+            idx
         }
     }
 
     /// The slot holding `key` (tag and key equal), if any.
     #[inline(always)]
     fn find(&self, tag: u64, key: &[u64; 6], b1: usize, b2: usize) -> Option<usize> {
-        let buckets = self.buckets.get();
-        let keys = self.keys.get();
         for b in [b1, b2] {
-            let Some(bk) = buckets.get(b) else { continue };
+            let Some(bk) = self.buckets.get(b) else {
+                continue;
+            };
             for (w, t) in bk.tags.iter().enumerate() {
                 if *t == tag {
                     let i = b * WAYS + w;
-                    if keys.get(i).is_some_and(|k| k.key == *key) {
+                    if self
+                        .slots
+                        .get(i)
+                        .map(|s| &s.key)
+                        .is_some_and(|k| same_key(&k.key, key))
+                    {
                         return Some(i);
                     }
                 }
@@ -836,120 +1092,71 @@ impl FlowTable {
         None
     }
 
-    /// A free slot in the emptier of the two buckets, if either has one.
+    /// A free way of the first bucket, else of the second, if either has
+    /// one. First-bucket-first keeps most flows where stage 1 of
+    /// [`FlowTable::update_burst`] looks (one tag line per packet).
     #[inline(always)]
     fn free_slot(&self, b1: usize, b2: usize) -> Option<usize> {
-        let buckets = self.buckets.get();
-        let free = |b: usize| {
-            buckets
-                .get(b)
-                .map_or(0, |bk| bk.tags.iter().filter(|t| **t == 0).count())
-        };
-        let (f1, f2) = (free(b1), free(b2));
-        let b = if f1 >= f2 { b1 } else { b2 };
-        if f1.max(f2) == 0 {
-            return None;
-        }
-        let w = buckets.get(b)?.tags.iter().position(|t| *t == 0)?;
-        Some(b * WAYS + w)
+        [b1, b2].into_iter().find_map(|b| {
+            let w = self.buckets.get(b)?.tags.iter().position(|t| *t == 0)?;
+            Some(b * WAYS + w)
+        })
     }
 
-    #[inline]
-    fn update_tagged(
-        &mut self,
-        tag: u64,
-        key: &[u64; 6],
-        info: &PacketInfo,
-        ts_ns: u64,
-        wire_len: u32,
-        cap_len: u32,
-    ) {
-        self.counters.packets += 1;
-        if ts_ns > self.now_ns {
-            self.now_ns = ts_ns;
-        }
-        let (b1, b2) = bucket_pair(tag, self.bmask);
-        let idx = if let Some(idx) = self.find(tag, key, b1, b2) {
-            self.end_if_due(idx, ts_ns, info);
-            idx
-        } else if let Some(idx) = self.free_slot(b1, b2) {
-            self.counters.active += 1;
-            self.start(idx, tag, key, info, ts_ns);
-            idx
-        } else {
-            let idx = self.evict_oldest(b1, b2);
-            self.start(idx, tag, key, info, ts_ns);
-            idx
-        };
-        let d = usize::from(!info.a_to_b);
-        let Some(h) = self.hot.get_mut().get_mut(idx) else {
-            return;
-        };
-        if let (Some(p), Some(b), Some(c)) = (
-            h.packets.get_mut(d),
-            h.bytes.get_mut(d),
-            h.captured_bytes.get_mut(d),
-        ) {
-            *p += 1;
-            *b += u64::from(wire_len);
-            *c += u64::from(cap_len);
-        }
-        if ts_ns < h.first_ns {
-            h.first_ns = ts_ns;
-        }
-        if ts_ns > h.last_ns {
-            h.last_ns = ts_ns;
-        }
-        let other_silent = h.packets.get(d ^ 1).copied() == Some(0);
-        self.note_payload(idx, d, &info.payload);
-        if info.tcp_flags != 0 && info.key.proto() == protocol::TCP && !info.key.is_fragment() {
-            let Some(k) = self.keys.get_mut().get_mut(idx) else {
-                return;
+    /// Bucket `b` is full: move one of its flows to a free way of that
+    /// flow's other bucket (one cuckoo step) and return the way it left, or
+    /// `None` when every flow's other bucket is full too. The flow keeps its
+    /// tag, key, counters and cold part; only its slot changes.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self, b: usize) -> Option<usize> {
+        let tags = self.buckets.get(b)?.tags;
+        for (w, t) in tags.iter().enumerate() {
+            let (x1, x2) = bucket_pair(*t, self.m.bmask);
+            let alt = if x1 == b { x2 } else { x1 };
+            let Some(fw) = self.buckets.get(alt)?.tags.iter().position(|t| *t == 0) else {
+                continue;
             };
-            if let Some(f) = k.tcp_flags.get_mut(d) {
-                *f |= info.tcp_flags;
-            }
-            if info.tcp_flags & flags::FIN != 0 {
-                k.fins |= if d == A_TO_B { FIN_A } else { FIN_B };
-            }
-            let ends = info.tcp_flags & flags::RST != 0
-                || k.fins == FIN_A | FIN_B
-                || (k.fins != 0 && other_silent);
-            if ends && k.linger_from_ns == u64::MAX {
-                k.linger_from_ns = ts_ns;
-            }
+            let (from, to) = (b * WAYS + w, alt * WAYS + fw);
+            let slot = *self.slots.get(from)?;
+            let cold = *self.cold.get(from)?;
+            *self.slots.get_mut(to)? = slot;
+            *self.cold.get_mut(to)? = cold;
+            self.buckets.get_mut(alt)?.tags[fw] = *t;
+            self.buckets.get_mut(b)?.tags[w] = 0;
+            self.m.counters.relocated += 1;
+            return Some(from);
         }
+        None
     }
 
     #[inline]
-    fn start(&mut self, idx: usize, tag: u64, key: &[u64; 6], info: &PacketInfo, ts_ns: u64) {
-        self.counters.created += 1;
-        let b = idx / WAYS;
+    fn start(&mut self, idx: usize, tag: u64, key: &[u64; 6], a_to_b: bool, ts_ns: u64) {
+        self.m.counters.created += 1;
         if let Some(t) = self
             .buckets
-            .get_mut()
-            .get_mut(b)
+            .get_mut(idx / WAYS)
             .and_then(|bk| bk.tags.get_mut(idx % WAYS))
         {
             *t = tag;
         }
-        if let Some(k) = self.keys.get_mut().get_mut(idx) {
+        if let Some(k) = self.slots.get_mut(idx).map(|s| &mut s.key) {
             k.key = *key;
             k.linger_from_ns = u64::MAX;
             k.tcp_flags = [0; 2];
             k.fins = 0;
             k.payload_seen = 0;
         }
-        if let Some(h) = self.hot.get_mut().get_mut(idx) {
+        if let Some(h) = self.slots.get_mut(idx).map(|s| &mut s.hot) {
             *h = Hot {
                 first_ns: ts_ns,
                 last_ns: ts_ns,
                 ..Hot::zeroed()
             };
         }
-        if let Some(c) = self.cold.get_mut().get_mut(idx) {
+        if let Some(c) = self.cold.get_mut(idx) {
             *c = Cold {
-                a_initiated: u8::from(info.a_to_b),
+                a_initiated: u8::from(a_to_b),
                 ..Cold::zeroed()
             };
         }
@@ -959,7 +1166,6 @@ impl FlowTable {
     #[inline(always)]
     fn used(&self, idx: usize) -> bool {
         self.buckets
-            .get()
             .get(idx / WAYS)
             .and_then(|bk| bk.tags.get(idx % WAYS))
             .is_some_and(|t| *t != 0)
@@ -967,19 +1173,19 @@ impl FlowTable {
 
     /// The record of slot `idx` as exported (end reason `Idle` until set).
     fn record(&self, idx: usize) -> FlowRecord {
-        let h = self.hot.get().get(idx).copied().unwrap_or_else(Hot::zeroed);
-        let k = self
-            .keys
-            .get()
+        let h = self
+            .slots
             .get(idx)
+            .map(|s| &s.hot)
+            .copied()
+            .unwrap_or_else(Hot::zeroed);
+        let k = self
+            .slots
+            .get(idx)
+            .map(|s| &s.key)
             .copied()
             .unwrap_or_else(KeyRec::zeroed);
-        let c = self
-            .cold
-            .get()
-            .get(idx)
-            .copied()
-            .unwrap_or_else(Cold::zeroed);
+        let c = self.cold.get(idx).copied().unwrap_or_else(Cold::zeroed);
         FlowRecord {
             key: decode_key(&k.key),
             first_ns: h.first_ns,
@@ -1000,36 +1206,12 @@ impl FlowTable {
         }
     }
 
-    /// Keep direction `d`'s first payload in the cold part, once: the key
-    /// record's `payload_seen` bit (read per packet anyway) guards it.
-    #[inline(always)]
-    fn note_payload(&mut self, idx: usize, d: usize, p: &PayloadHead) {
-        if p.len == 0 {
-            return;
-        }
-        let bit = 1u8 << d;
-        let Some(k) = self.keys.get_mut().get_mut(idx) else {
-            return;
-        };
-        if k.payload_seen & bit != 0 {
-            return;
-        }
-        k.payload_seen |= bit;
-        if let Some(c) = self.cold.get_mut().get_mut(idx)
-            && d < 2
-        {
-            c.payload_len[d] = p.len;
-            c.payload_bytes[d] = p.bytes;
-            c.payload_captured[d] = p.captured;
-        }
-    }
-
     /// Why the flow in slot `idx` is over at `now_ns`, if it is.
-    #[inline]
+    #[inline(always)]
     fn due(&self, idx: usize, now_ns: u64) -> Option<EndReason> {
-        let t = &self.timeouts;
-        let h = self.hot.get().get(idx)?;
-        let linger = self.keys.get().get(idx)?.linger_from_ns;
+        let t = &self.m.timeouts;
+        let h = self.slots.get(idx).map(|s| &s.hot)?;
+        let linger = self.slots.get(idx).map(|s| &s.key)?.linger_from_ns;
         if linger != u64::MAX && now_ns >= linger.saturating_add(t.linger_ns) {
             Some(EndReason::EndOfFlow)
         } else if now_ns >= h.last_ns.saturating_add(t.idle_ns) {
@@ -1041,66 +1223,54 @@ impl FlowTable {
         }
     }
 
-    fn count_end(&mut self, reason: EndReason) {
-        let c = &mut self.counters;
-        match reason {
-            EndReason::Idle => c.expired_idle += 1,
-            EndReason::Active => c.expired_active += 1,
-            EndReason::EndOfFlow => c.expired_end += 1,
-            EndReason::EndOfInput => c.expired_input_end += 1,
-            EndReason::Evicted => c.evicted += 1,
-        }
-    }
-
-    fn queue_export(&mut self, rec: &FlowRecord) {
-        if !self.out.push(rec) {
-            self.counters.export_drops += 1;
-        }
-    }
-
     /// The next period of an active-timeout flow: counters restart at
     /// `now_ns`, the key, TCP state and initiator stay.
     fn restart_period(&mut self, idx: usize, now_ns: u64) {
-        if let Some(h) = self.hot.get_mut().get_mut(idx) {
+        if let Some(h) = self.slots.get_mut(idx).map(|s| &mut s.hot) {
             *h = Hot {
                 first_ns: now_ns,
                 last_ns: now_ns,
                 ..Hot::zeroed()
             };
         }
-        if let Some(k) = self.keys.get_mut().get_mut(idx) {
+        if let Some(k) = self.slots.get_mut(idx).map(|s| &mut s.key) {
             k.tcp_flags = [0; 2];
         }
     }
 
     /// A packet arrived for the flow in `idx`: if the flow is due, end its
     /// record (queued for export) and restart it in place.
-    #[inline]
-    fn end_if_due(&mut self, idx: usize, ts_ns: u64, info: &PacketInfo) {
-        let Some(reason) = self.due(idx, ts_ns) else {
+    #[inline(always)]
+    fn end_if_due(&mut self, idx: usize, p: &BurstPacket) {
+        let Some(reason) = self.due(idx, p.ts_ns) else {
             return;
         };
-        self.end_due(idx, ts_ns, info, reason);
+        self.end_due(idx, p, reason);
     }
 
     #[cold]
-    fn end_due(&mut self, idx: usize, ts_ns: u64, info: &PacketInfo, reason: EndReason) {
+    #[inline(never)]
+    fn end_due(&mut self, idx: usize, p: &BurstPacket, reason: EndReason) {
         let mut rec = self.record(idx);
         rec.end_reason = reason;
-        self.count_end(reason);
-        self.queue_export(&rec);
+        self.m.count_end(reason);
+        self.m.queue_export(&rec);
         if reason == EndReason::Active {
-            self.restart_period(idx, ts_ns);
+            self.restart_period(idx, p.ts_ns);
         } else {
             // A new flow with the same key (and tag).
-            let key = self.keys.get().get(idx).map(|k| k.key).unwrap_or_default();
+            let key = self
+                .slots
+                .get(idx)
+                .map(|s| &s.key)
+                .map(|k| k.key)
+                .unwrap_or_default();
             let tag = self
                 .buckets
-                .get()
                 .get(idx / WAYS)
                 .and_then(|bk| bk.tags.get(idx % WAYS).copied())
                 .unwrap_or(TAG_USED);
-            self.start(idx, tag, &key, info, ts_ns);
+            self.start(idx, tag, &key, p.a_to_b, p.ts_ns);
         }
     }
 
@@ -1108,14 +1278,14 @@ impl FlowTable {
     /// flow (exported as `Idle` if it was past the idle timeout, else
     /// `Evicted`) and return it.
     #[cold]
+    #[inline(never)]
     fn evict_oldest(&mut self, b1: usize, b2: usize) -> usize {
         let mut victim = b1 * WAYS;
         let mut oldest = u64::MAX;
-        let hot = self.hot.get();
         for b in [b1, b2] {
             for w in 0..WAYS {
                 let i = b * WAYS + w;
-                if let Some(h) = hot.get(i)
+                if let Some(h) = self.slots.get(i).map(|s| &s.hot)
                     && h.last_ns < oldest
                 {
                     oldest = h.last_ns;
@@ -1124,13 +1294,13 @@ impl FlowTable {
             }
         }
         let mut rec = self.record(victim);
-        rec.end_reason = if self.now_ns >= rec.last_ns.saturating_add(self.timeouts.idle_ns) {
+        rec.end_reason = if self.m.now_ns >= rec.last_ns.saturating_add(self.m.timeouts.idle_ns) {
             EndReason::Idle
         } else {
             EndReason::Evicted
         };
-        self.count_end(rec.end_reason);
-        self.queue_export(&rec);
+        self.m.count_end(rec.end_reason);
+        self.m.queue_export(&rec);
         victim
     }
 
@@ -1138,24 +1308,18 @@ impl FlowTable {
     fn remove(&mut self, idx: usize) {
         if let Some(t) = self
             .buckets
-            .get_mut()
             .get_mut(idx / WAYS)
             .and_then(|bk| bk.tags.get_mut(idx % WAYS))
         {
             *t = 0;
         }
-        self.counters.active -= 1;
+        self.m.counters.active -= 1;
     }
 
-    /// Hand the records queued on the packet path to `sink`.
-    pub fn take_expired(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
-        self.out.drain(sink);
-    }
-
-    /// End the due flows of bucket `b` at `now`; returns the slots looked at.
+    /// End the due flows of bucket `b` at `now`.
     #[inline]
     fn expire_bucket(&mut self, b: usize, now: u64, sink: &mut impl FnMut(&FlowRecord)) {
-        let tags = match self.buckets.get().get(b) {
+        let tags = match self.buckets.get(b) {
             Some(bk) => bk.tags,
             None => return,
         };
@@ -1180,7 +1344,7 @@ impl FlowTable {
     ) {
         let mut rec = self.record(i);
         rec.end_reason = reason;
-        self.count_end(reason);
+        self.m.count_end(reason);
         sink(&rec);
         if reason == EndReason::Active {
             self.restart_period(i, now);
@@ -1188,74 +1352,14 @@ impl FlowTable {
             self.remove(i);
         }
     }
+}
 
-    /// Advance the clock to `now_ns` (if later), hand the queued records to
-    /// `sink`, then visit the next `buckets_max` buckets (a cursor that
-    /// wraps round the table) and end their due flows. The work is bounded
-    /// by `buckets_max * WAYS` slots whatever the table's size: the worker
-    /// calls this once per burst (and per idle poll) with
-    /// [`EXPIRE_STEP_BUCKETS`], so a flow ends at most one cursor round
-    /// (`capacity / WAYS / buckets_max` calls) after it is due. Returns the
-    /// slots looked at.
-    pub fn expire_step(
-        &mut self,
-        now_ns: u64,
-        buckets_max: usize,
-        sink: &mut impl FnMut(&FlowRecord),
-    ) -> usize {
-        if now_ns > self.now_ns {
-            self.now_ns = now_ns;
-        }
-        self.out.drain(sink);
-        let now = self.now_ns;
-        let n = buckets_max.min(self.bmask + 1);
-        for _ in 0..n {
-            let b = self.cursor;
-            self.cursor = (b + 1) & self.bmask;
-            self.expire_bucket(b, now, sink);
-        }
-        n * WAYS
-    }
-
-    /// Advance the clock to `now_ns` (if later), hand the queued records to
-    /// `sink`, then sweep the whole table and end every flow that is due.
-    /// Cost: one pass over the table. For offline use (`linecap flows`,
-    /// tests); a capture worker uses [`FlowTable::expire_step`] instead.
-    pub fn tick(&mut self, now_ns: u64, sink: &mut impl FnMut(&FlowRecord)) {
-        if now_ns > self.now_ns {
-            self.now_ns = now_ns;
-        }
-        self.out.drain(sink);
-        let now = self.now_ns;
-        for b in 0..=self.bmask {
-            self.expire_bucket(b, now, sink);
-        }
-    }
-
-    /// End every flow (`EndOfInput`) after handing over the queued records:
-    /// at the end of a file or at shutdown. The table is empty afterwards.
-    pub fn drain(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
-        self.out.drain(sink);
-        for i in 0..self.capacity() {
-            if self.used(i) {
-                let mut rec = self.record(i);
-                rec.end_reason = EndReason::EndOfInput;
-                self.remove(i);
-                self.count_end(EndReason::EndOfInput);
-                sink(&rec);
-            }
-        }
-    }
-
-    /// Records in the table whose flows are active now (for tests and
-    /// diagnostics; visits every slot).
-    pub fn for_each_active(&self, mut f: impl FnMut(&FlowRecord)) {
-        for i in 0..self.capacity() {
-            if self.used(i) {
-                f(&self.record(i));
-            }
-        }
-    }
+/// Whether two stored keys are equal: six XORs OR-ed, no branch and no
+/// `memcmp` call (which is what `==` on the arrays compiles to).
+#[inline(always)]
+fn same_key(a: &[u64; 6], b: &[u64; 6]) -> bool {
+    ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5]))
+        == 0
 }
 
 /// The way of bucket `b` whose tag is `tag`, as a slot index (tags only).
@@ -1554,7 +1658,7 @@ mod tests {
             let p = info([10, 2, 0, (i % 90) as u8], 5, SV, 6, flags::ACK);
             let ts = u64::from(i) * S / 3;
             one.update(&p, ts, 100, 90);
-            pkts.push(BurstPacket::new(p, ts, 100, 90));
+            pkts.push(BurstPacket::new(&p, ts, 100, 90));
         }
         burst.update_burst(&pkts);
         assert_eq!(one.counters(), burst.counters());
@@ -1757,7 +1861,7 @@ mod tests {
                 e.1[d] += u64::from(len);
                 e.3 = now;
                 if burst {
-                    pending.push(BurstPacket::new(p, now, len, len));
+                    pending.push(BurstPacket::new(&p, now, len, len));
                     if pending.len() == 37 {
                         t.update_burst(&pending);
                         pending.clear();

@@ -18,9 +18,7 @@ use linecap_wire::flow::{self, Parsed};
 
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
-use crate::flowtable::{
-    BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable, flow_hash,
-};
+use crate::flowtable::{BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable};
 use crate::jobctl::{LaneCommand, LaneControl};
 use crate::policy::anon::AnonMode;
 use crate::policy::bpf::Filter;
@@ -737,6 +735,28 @@ impl FrameSink for Worker {
             }
             return;
         }
+        let now_ns = self.now_ns;
+        if let [lane] = self.lanes.as_mut_slice() {
+            // One job (issue 19): no lane loop, and the parse is built in
+            // place instead of behind a lazily filled Option.
+            if let Some(f) = &lane.policies.filter
+                && !f.matches(frame.data, frame.wire_len)
+            {
+                lane.local.filter_packets += 1;
+                return;
+            }
+            let p = flow::parse_frame(frame.data);
+            lane.keep(
+                &frame,
+                &p,
+                &mut hash,
+                self.flows.as_mut(),
+                cfg,
+                now_ns,
+                abort,
+            );
+            return;
+        }
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             if let Some(f) = &lane.policies.filter
                 && !f.matches(frame.data, frame.wire_len)
@@ -744,35 +764,53 @@ impl FrameSink for Worker {
                 lane.local.filter_packets += 1;
                 continue;
             }
-            let p = *parsed.get_or_insert_with(|| flow::parse_frame(frame.data));
-            if let Some(s) = lane.policies.sampler.as_mut()
-                && !s.keep_hashed(&p, &mut hash)
-            {
-                lane.local.sample_packets += 1;
-                continue;
-            }
-            match p {
-                Parsed::Ip(_) => lane.local.parsed_ip += 1,
-                Parsed::NonIp => lane.local.parsed_non_ip += 1,
-                Parsed::Truncated => lane.local.parsed_truncated += 1,
-                Parsed::Malformed => lane.local.parsed_malformed += 1,
-            }
-            if i == 0
-                && let Some(f) = self.flows.as_mut()
-            {
-                f.push(&p, &mut hash, &frame);
-                f.last_packet_ns = frame.ts_ns;
-                f.last_packet_mono_ns = self.now_ns;
-            }
-            lane.record(&frame, &p, cfg, self.now_ns, abort);
+            let p: &Parsed = parsed.get_or_insert_with(|| flow::parse_frame(frame.data));
+            let flows = if i == 0 { self.flows.as_mut() } else { None };
+            lane.keep(&frame, p, &mut hash, flows, cfg, now_ns, abort);
         }
+    }
+}
+
+impl Lane {
+    /// A frame this job's filter kept: sample, count the parse, feed the
+    /// flow table (`flows`: the first job only), write the record.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &mut self,
+        frame: &Frame<'_>,
+        p: &Parsed,
+        hash: &mut Option<u64>,
+        flows: Option<&mut Flows>,
+        cfg: &WorkerConfig,
+        now_ns: u64,
+        abort: Option<&AtomicBool>,
+    ) {
+        if let Some(s) = self.policies.sampler.as_mut()
+            && !s.keep_hashed(p, hash)
+        {
+            self.local.sample_packets += 1;
+            return;
+        }
+        match p {
+            Parsed::Ip(_) => self.local.parsed_ip += 1,
+            Parsed::NonIp => self.local.parsed_non_ip += 1,
+            Parsed::Truncated => self.local.parsed_truncated += 1,
+            Parsed::Malformed => self.local.parsed_malformed += 1,
+        }
+        if let Some(f) = flows {
+            f.push(p, hash, frame);
+            f.last_packet_ns = frame.ts_ns;
+            f.last_packet_mono_ns = now_ns;
+        }
+        self.record(frame, p, cfg, now_ns, abort);
     }
 }
 
 impl Flows {
     /// Stage one of the burst: keep the frame's parse and flow hash for the
     /// table (frames without a flow key are only counted).
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, p: &Parsed, hash: &mut Option<u64>, frame: &Frame<'_>) {
         let Parsed::Ip(info) = p else {
             self.table.count_untracked(p);
@@ -782,13 +820,18 @@ impl Flows {
             self.table.update_burst(&self.pending);
             self.pending.clear();
         }
-        self.pending.push(BurstPacket {
-            info: *info,
-            hash: *hash.get_or_insert_with(|| flow_hash(&info.key)),
-            ts_ns: frame.ts_ns,
-            wire_len: frame.wire_len,
-            cap_len: frame.data.len() as u32,
-        });
+        let (ts, wire, cap) = (frame.ts_ns, frame.wire_len, frame.data.len() as u32);
+        // The key is encoded once: hashed from its words here, or by flow
+        // sampling before (then only encoded here).
+        let p = match *hash {
+            Some(h) => BurstPacket::hashed(info, h, ts, wire, cap),
+            None => {
+                let p = BurstPacket::new(info, ts, wire, cap);
+                *hash = Some(p.hash());
+                p
+            }
+        };
+        self.pending.push(p);
     }
 
     /// Once per burst (and per idle poll): update the table with the

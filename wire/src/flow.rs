@@ -151,6 +151,7 @@ pub struct FlowKey {
 }
 
 /// Widen an IPv4 address into the key's 16-byte form.
+#[inline(always)]
 fn v4_bytes(a: [u8; 4]) -> [u8; 16] {
     let mut out = [0u8; 16];
     if let Some(dst) = out.get_mut(..4) {
@@ -366,6 +367,9 @@ enum Next<'a> {
 }
 
 /// Extract the flow key of one Ethernet frame (see the module documentation).
+/// Inlined: the common frame's fast path belongs in the caller's loop; the
+/// full walk stays one out-of-line call.
+#[inline]
 pub fn parse_frame(frame: &[u8]) -> Parsed {
     parse_frame_opt(frame, true)
 }
@@ -377,8 +381,153 @@ pub fn parse_frame_without_payload(frame: &[u8]) -> Parsed {
     parse_frame_opt(frame, false)
 }
 
+/// [`parse_frame`] without its fast path: the full walk for every frame.
+/// The property test `fast_path_equals_the_full_walk` checks that the two
+/// agree; nothing else should need it.
+#[doc(hidden)]
+pub fn parse_frame_full_walk(frame: &[u8]) -> Parsed {
+    parse_frame_walk(frame, true)
+}
+
 #[inline(always)]
 fn parse_frame_opt(frame: &[u8], payload: bool) -> Parsed {
+    match common_ipv4(frame) {
+        Some(c) => common_ipv4_info(frame, c, payload),
+        None => parse_frame_walk(frame, payload),
+    }
+}
+
+/// What [`common_ipv4`] checked of a frame: small, so it travels in
+/// registers and the (large) [`PacketInfo`] is built once, in place.
+#[derive(Clone, Copy)]
+pub(crate) struct CommonIpv4 {
+    /// The IP total length.
+    total: u16,
+    /// The L4 header's length (TCP data offset × 4, or 8 for UDP).
+    hdr: u8,
+    proto: u8,
+    tcp_flags: u8,
+}
+
+/// The common frame (issue 19): untagged Ethernet II, IPv4 without
+/// options, not a fragment, TCP or UDP whose header is entirely captured
+/// and consistent. Anything else (`None`) takes the full walk, which gives
+/// the same answer for these frames too (property-tested,
+/// `fast_path_equals_the_full_walk`); this path only skips the walk's
+/// generality: no header loop, no VLAN or MPLS stack, no 16-byte address
+/// compare for the canonical order.
+#[inline(always)]
+pub(crate) fn common_ipv4(frame: &[u8]) -> Option<CommonIpv4> {
+    const ETH: usize = ethernet::HEADER_LEN;
+    const L4: usize = ETH + ipv4::HEADER_LEN;
+    let h: &[u8; L4 + udp::HEADER_LEN] = frame.get(..L4 + udp::HEADER_LEN)?.try_into().ok()?;
+    // EtherType 0x0800, version 4 with a 20-byte header, MF clear and
+    // offset 0 (the DF and reserved bits do not matter to the key).
+    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || h[20] & 0x3f != 0 || h[21] != 0 {
+        return None;
+    }
+    let total = u16::from_be_bytes([h[16], h[17]]);
+    // The L4 bytes inside both the capture and the IP packet.
+    let l4_len = (ETH + usize::from(total))
+        .min(frame.len())
+        .checked_sub(L4)?;
+    match h[23] {
+        protocol::TCP => {
+            let hdr = usize::from(*frame.get(L4 + 12)? >> 4) * 4;
+            if hdr < tcp::HEADER_LEN || l4_len < hdr {
+                return None;
+            }
+            Some(CommonIpv4 {
+                total,
+                hdr: hdr as u8,
+                proto: protocol::TCP,
+                tcp_flags: *frame.get(L4 + tcp::FLAGS_OFFSET)?,
+            })
+        }
+        protocol::UDP => {
+            let len = u16::from_be_bytes([h[L4 + 4], h[L4 + 5]]);
+            if l4_len < udp::HEADER_LEN || usize::from(len) < udp::HEADER_LEN {
+                return None;
+            }
+            Some(CommonIpv4 {
+                total,
+                hdr: udp::HEADER_LEN as u8,
+                proto: protocol::UDP,
+                tcp_flags: 0,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The [`PacketInfo`] of a frame [`common_ipv4`] accepted.
+#[inline(always)]
+fn common_ipv4_info(frame: &[u8], c: CommonIpv4, want_payload: bool) -> Parsed {
+    const ETH: usize = ethernet::HEADER_LEN;
+    const L4: usize = ETH + ipv4::HEADER_LEN;
+    let total = usize::from(c.total);
+    let l4 = tail_of(frame, L4);
+    let l4 = l4
+        .get(..(total - ipv4::HEADER_LEN).min(l4.len()))
+        .unwrap_or(&[]);
+    let word = |at: usize| -> [u8; 4] {
+        match frame.get(at..at + 4) {
+            Some(&[a, b, c, d]) => [a, b, c, d],
+            _ => [0; 4],
+        }
+    };
+    let (src, dst, ports) = (word(26), word(30), word(L4));
+    let sport = u16::from_be_bytes([ports[0], ports[1]]);
+    let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    // The canonical order on (address bytes, port): for IPv4 the 16-byte
+    // form is the 4 bytes then zeros, so comparing the big-endian words
+    // gives the same order.
+    let end = |a: [u8; 4], port: u16| u64::from(u32::from_be_bytes(a)) << 16 | u64::from(port);
+    let a_to_b = end(src, sport) <= end(dst, dport);
+    let ((addr_a, port_a), (addr_b, port_b)) = if a_to_b {
+        ((src, sport), (dst, dport))
+    } else {
+        ((dst, dport), (src, sport))
+    };
+    let payload = if want_payload {
+        payload_head_after(usize::from(c.hdr), l4, total - ipv4::HEADER_LEN)
+    } else {
+        PayloadHead::NONE
+    };
+    Parsed::Ip(PacketInfo {
+        key: FlowKey {
+            vlan_ids: [0; VLAN_DEPTH_MAX],
+            vlan_depth: 0,
+            proto: c.proto,
+            is_fragment: false,
+            family: IpFamily::V4,
+            addr_a: v4_bytes(addr_a),
+            port_a,
+            addr_b: v4_bytes(addr_b),
+            port_b,
+        },
+        a_to_b,
+        tcp_flags: c.tcp_flags,
+        l4_truncated: false,
+        l4_malformed: false,
+        ip_truncated: frame.len() - ETH < total,
+        fragment: None,
+        mpls_labels: 0,
+        l3_offset: ETH,
+        l4_offset: L4,
+        payload,
+    })
+}
+
+/// The fast path's answer for a frame [`common_ipv4`] accepts, else `None`
+/// (for the property tests).
+#[cfg(test)]
+pub(crate) fn parse_common_ipv4(frame: &[u8], want_payload: bool) -> Option<Parsed> {
+    common_ipv4(frame).map(|c| common_ipv4_info(frame, c, want_payload))
+}
+
+#[inline(never)]
+fn parse_frame_walk(frame: &[u8], payload: bool) -> Parsed {
     let mut vlans = VlanStack::new();
     let mut mpls_labels = 0u8;
     let mut tags_walked = 0usize;
@@ -610,6 +759,12 @@ fn payload_head(proto: u8, l4: &[u8], stated: usize) -> PayloadHead {
         protocol::UDP => udp::HEADER_LEN,
         _ => return PayloadHead::NONE,
     };
+    payload_head_after(hdr, l4, stated)
+}
+
+/// [`payload_head`] with the L4 header's length `hdr` known.
+#[inline(always)]
+fn payload_head_after(hdr: usize, l4: &[u8], stated: usize) -> PayloadHead {
     let len = stated.saturating_sub(hdr);
     if len == 0 {
         return PayloadHead::NONE;

@@ -4,7 +4,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::flow::{Parsed, parse_frame, symmetric_hash};
+use crate::flow::{Parsed, parse_common_ipv4, parse_frame, parse_frame_full_walk, symmetric_hash};
 use crate::{ethernet, icmp, ipv4, ipv6, mpls, sctp, tcp, udp, vlan};
 
 /// Call every accessor of every view that accepts `b`.
@@ -195,7 +195,103 @@ fn ipv6_packet() -> impl Strategy<Value = std::vec::Vec<u8>> {
         })
 }
 
+/// An untagged Ethernet frame that is mostly the fast path's common case
+/// (IPv4, 20-byte header, TCP or UDP, consistent lengths) with each field
+/// sometimes off by a little: random addresses and ports (both orders),
+/// TCP data offsets around 5, UDP lengths around 8, total lengths around
+/// the true one, flags and fragment bits now and then, other EtherTypes,
+/// versions and header lengths now and then.
+fn near_common_ipv4() -> impl Strategy<Value = std::vec::Vec<u8>> {
+    (
+        prop_oneof![8 => Just(0x0800u16), 1 => Just(0x86dd), 1 => any::<u16>()],
+        prop_oneof![8 => Just(0x45u8), 1 => Just(0x46), 1 => any::<u8>()],
+        prop_oneof![4 => Just(6u8), 4 => Just(17), 1 => any::<u8>()],
+        prop_oneof![6 => Just(0u16), 1 => Just(0x4000), 1 => Just(0x2000), 1 => any::<u16>()],
+        (
+            any::<[u8; 4]>(),
+            any::<[u8; 4]>(),
+            any::<u16>(),
+            any::<u16>(),
+        ),
+        prop_oneof![6 => Just(5u8), 1 => 0u8..16],
+        vec(any::<u8>(), 0..64),
+        (-6i32..6, 0u8..8),
+        any::<u16>(),
+    )
+        .prop_map(
+            |(
+                etype,
+                vihl,
+                proto,
+                frag,
+                (src, dst, sp, dp),
+                doff,
+                payload,
+                (dlen, same),
+                udp_len,
+            )| {
+                // Now and then the same address (and port) at both ends: the
+                // canonical order's tie.
+                let dst = if same < 2 { src } else { dst };
+                let dp = if same == 0 { sp } else { dp };
+                let mut f = std::vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+                f.extend_from_slice(&etype.to_be_bytes());
+                let mut l4 = std::vec::Vec::new();
+                l4.extend_from_slice(&sp.to_be_bytes());
+                l4.extend_from_slice(&dp.to_be_bytes());
+                if proto == 17 {
+                    let real = (8 + payload.len()) as u16;
+                    let ul = if udp_len % 4 == 0 { udp_len } else { real };
+                    l4.extend_from_slice(&ul.to_be_bytes());
+                    l4.extend_from_slice(&[0, 0]);
+                } else {
+                    l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+                    l4.push(doff << 4);
+                    l4.push(payload.first().copied().unwrap_or(0x12));
+                    l4.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+                }
+                l4.extend_from_slice(&payload);
+                let total = (20 + l4.len() as i32 + dlen).clamp(0, 0xffff) as u16;
+                let mut ip = std::vec![vihl, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
+                ip[2..4].copy_from_slice(&total.to_be_bytes());
+                ip[6..8].copy_from_slice(&frag.to_be_bytes());
+                ip.extend_from_slice(&src);
+                ip.extend_from_slice(&dst);
+                f.extend_from_slice(&ip);
+                f.extend_from_slice(&l4);
+                f
+            },
+        )
+}
+
 extern crate std;
+
+#[test]
+fn the_fast_path_takes_the_common_frame() {
+    // TCP 10.0.0.2:80 -> 10.0.0.1:1234, 20-byte header, 4 payload bytes.
+    let mut f = std::vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 44, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&[10, 0, 0, 2, 10, 0, 0, 1]);
+    f.extend_from_slice(&[
+        0, 80, 0x04, 0xd2, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x18, 0xff, 0xff,
+    ]);
+    f.extend_from_slice(&[0, 0, 0, 0, b'G', b'E', b'T', b' ']);
+    let fast = parse_common_ipv4(&f, true).expect("the fast path takes it");
+    assert_eq!(fast, parse_frame_full_walk(&f));
+    let Parsed::Ip(info) = fast else {
+        panic!("not IP")
+    };
+    assert!(!info.a_to_b, "10.0.0.2 > 10.0.0.1: b -> a");
+    assert_eq!((info.key.port_a(), info.key.port_b()), (1234, 80));
+    assert_eq!(info.payload.bytes, *b"GET ");
+    // A VLAN tag, an IP option or a fragment bit leaves it to the full walk.
+    let mut frag = f.clone();
+    frag[20] = 0x20;
+    assert!(parse_common_ipv4(&frag, true).is_none());
+    let mut opt = f.clone();
+    opt[14] = 0x46;
+    assert!(parse_common_ipv4(&opt, true).is_none());
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
@@ -234,6 +330,26 @@ proptest! {
         exercise_frame(&f);
         exercise_frame(&f[..cut % (f.len() + 1)]);
         exercise_views(&pkt);
+    }
+
+    /// The fast path (issue 19) gives exactly what the full walk gives, for
+    /// the frames it takes and every cut of them (that it takes the common
+    /// frame at all is `the_fast_path_takes_the_common_frame`).
+    #[test]
+    fn fast_path_equals_the_full_walk(f in near_common_ipv4(), cut in any::<usize>()) {
+        for g in [&f[..], &f[..cut % (f.len() + 1)]] {
+            prop_assert_eq!(parse_frame(g), parse_frame_full_walk(g));
+            if let Some(p) = parse_common_ipv4(g, true) {
+                prop_assert_eq!(p, parse_frame_full_walk(g));
+            }
+            if let Some(p) = parse_common_ipv4(g, false) {
+                let mut full = parse_frame_full_walk(g);
+                if let Parsed::Ip(info) = &mut full {
+                    info.payload = crate::applabel::PayloadHead::NONE;
+                }
+                prop_assert_eq!(p, full);
+            }
+        }
     }
 
     #[test]

@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use linecap_wire::batch::{BatchMeta, batch_flags};
 use linecap_wire::erf::{self, ETH_RECORD_OVERHEAD, FRAME_MAX};
-use linecap_wire::flow::{self, Parsed};
+use linecap_wire::flow::{self, PacketInfo, Parsed};
 
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
-use crate::flowtable::{BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable};
+use crate::flowtable::{
+    BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable, NO_SLOT,
+};
 use crate::jobctl::{LaneCommand, LaneControl};
 use crate::policy::anon::AnonMode;
 use crate::policy::bpf::Filter;
@@ -95,10 +97,20 @@ struct Flows {
     last_packet_ns: u64,
     last_packet_mono_ns: u64,
     shared: Arc<std::sync::Mutex<FlowCounters>>,
-    /// The burst's IP packets with their flow hash, handed to the table
-    /// together after the burst (staged, so its misses overlap); capacity
-    /// fixed at start-up, flushed early if a source hands more.
+    /// This burst's IP packets in the table's form; each one's bucket line
+    /// is prefetched when it is queued. Capacity fixed at start-up (the
+    /// burst size), flushed early if a source hands more.
     pending: Vec<BurstPacket>,
+    /// The previous burst's packets, staged (their slots found and
+    /// prefetched) at the end of that burst and applied at the end of this
+    /// one: the table lags the frames by one burst so its DRAM misses
+    /// overlap a burst of other work (issue 19). Flushed when the queue is
+    /// idle or ends, and at finish.
+    staged: Vec<BurstPacket>,
+    /// The slots `FlowTable::stage` found for `staged`.
+    staged_slots: Vec<u32>,
+    /// Scratch for staging `pending` (same capacity).
+    pending_slots: Vec<u32>,
 }
 
 /// What a capture job keeps of each frame (issue 8's policies), applied in
@@ -262,7 +274,7 @@ impl Lane {
     fn record(
         &mut self,
         frame: &Frame<'_>,
-        parsed: &Parsed,
+        info: Option<&PacketInfo>,
         cfg: &WorkerConfig,
         now_ns: u64,
         abort: Option<&AtomicBool>,
@@ -313,7 +325,7 @@ impl Lane {
             lctr,
         );
         rec[ETH_RECORD_OVERHEAD..].copy_from_slice(data);
-        if let (Some((pan, mode)), Parsed::Ip(info)) = (self.policies.anonymize.as_mut(), parsed) {
+        if let (Some((pan, mode)), Some(info)) = (self.policies.anonymize.as_mut(), info) {
             pan.anonymize_frame(&mut rec[ETH_RECORD_OVERHEAD..], info, *mode);
         }
         if let Some(m) = self.policies.mac_pseudonyms.as_mut() {
@@ -525,6 +537,9 @@ impl Worker {
             last_packet_mono_ns: 0,
             shared: counters,
             pending: Vec::with_capacity(self.cfg.burst_max.max(1)),
+            staged: Vec::with_capacity(self.cfg.burst_max.max(1)),
+            staged_slots: Vec::with_capacity(self.cfg.burst_max.max(1)),
+            pending_slots: Vec::with_capacity(self.cfg.burst_max.max(1)),
         });
         self.parse = true;
         self
@@ -642,8 +657,7 @@ impl Worker {
             lane.commit();
         }
         if let Some(f) = self.flows.as_mut() {
-            f.table.update_burst(&f.pending);
-            f.pending.clear();
+            f.flush();
             let Flows { table, sink, .. } = f;
             table.drain(sink);
             f.publish();
@@ -731,7 +745,7 @@ impl FrameSink for Worker {
                     lane.local.sample_packets += 1;
                     continue;
                 }
-                lane.record(&frame, &Parsed::NonIp, cfg, self.now_ns, abort);
+                lane.record(&frame, None, cfg, self.now_ns, abort);
             }
             return;
         }
@@ -743,6 +757,18 @@ impl FrameSink for Worker {
                 && !f.matches(frame.data, frame.wire_len)
             {
                 lane.local.filter_packets += 1;
+                return;
+            }
+            // Flows only (no sampler, no anonymisation): the common frame
+            // goes to the table without a PacketInfo (`parse_common`).
+            if lane.policies.sampler.is_none()
+                && lane.policies.anonymize.is_none()
+                && let Some(f) = self.flows.as_mut()
+                && let Some(c) = flow::parse_common(frame.data)
+            {
+                lane.local.parsed_ip += 1;
+                f.push_common(&c, &frame, now_ns);
+                lane.record(&frame, None, cfg, now_ns, abort);
                 return;
             }
             let p = flow::parse_frame(frame.data);
@@ -803,7 +829,7 @@ impl Lane {
             f.last_packet_ns = frame.ts_ns;
             f.last_packet_mono_ns = now_ns;
         }
-        self.record(frame, p, cfg, now_ns, abort);
+        self.record(frame, p.ip(), cfg, now_ns, abort);
     }
 }
 
@@ -817,8 +843,7 @@ impl Flows {
             return;
         };
         if self.pending.len() == self.pending.capacity() {
-            self.table.update_burst(&self.pending);
-            self.pending.clear();
+            self.flush();
         }
         let (ts, wire, cap) = (frame.ts_ns, frame.wire_len, frame.data.len() as u32);
         // The key is encoded once: hashed from its words here, or by flow
@@ -831,7 +856,22 @@ impl Flows {
                 p
             }
         };
+        self.table.prefetch_bucket(p.hash());
         self.pending.push(p);
+    }
+
+    /// [`Flows::push`] for a frame [`flow::parse_common`] took.
+    #[inline(always)]
+    fn push_common(&mut self, c: &flow::CommonFlow, frame: &Frame<'_>, now_ns: u64) {
+        if self.pending.len() == self.pending.capacity() {
+            self.flush();
+        }
+        let cap = frame.data.len() as u32;
+        let p = BurstPacket::common(c, frame.ts_ns, frame.wire_len, cap);
+        self.table.prefetch_bucket(p.hash());
+        self.pending.push(p);
+        self.last_packet_ns = frame.ts_ns;
+        self.last_packet_mono_ns = now_ns;
     }
 
     /// Once per burst (and per idle poll): update the table with the
@@ -840,8 +880,21 @@ impl Flows {
     /// advances by the monotonic time since its last frame, so idle flows of
     /// a quiet live queue still expire (a file replay is never idle).
     fn after_burst(&mut self, now_mono_ns: u64, status: RxStatus) {
-        self.table.update_burst(&self.pending);
-        self.pending.clear();
+        if matches!(status, RxStatus::Frames(_)) {
+            // Stage this burst (its bucket lines were prefetched as its
+            // frames came), then apply the previous one (its slot lines
+            // were prefetched a burst ago).
+            self.pending_slots.clear();
+            self.pending_slots.resize(self.pending.len(), NO_SLOT);
+            self.table.stage(&self.pending, &mut self.pending_slots);
+            self.table.apply(&self.staged, &self.staged_slots);
+            std::mem::swap(&mut self.staged, &mut self.pending);
+            std::mem::swap(&mut self.staged_slots, &mut self.pending_slots);
+            self.pending.clear();
+        } else {
+            // Idle or ended: nothing to overlap with.
+            self.flush();
+        }
         let mut clock = self.table.now_ns();
         if status == RxStatus::Idle && self.last_packet_ns != 0 {
             clock = clock
@@ -853,6 +906,15 @@ impl Flows {
             self.published_ns = now_mono_ns;
             self.publish();
         }
+    }
+
+    /// Apply everything queued: the staged burst, then the pending one.
+    fn flush(&mut self) {
+        self.table.apply(&self.staged, &self.staged_slots);
+        self.staged.clear();
+        self.staged_slots.clear();
+        self.table.update_burst(&self.pending);
+        self.pending.clear();
     }
 
     fn publish(&self) {

@@ -453,6 +453,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<i32> {
         c.evicted += x.evicted;
         c.expired_input_end += x.expired_input_end;
         c.export_drops += x.export_drops;
+        c.relocated += x.relocated;
     }
     let non_ip = c.non_ip + c.truncated + c.malformed + totals.skipped_non_ethernet;
     if a.format == FlowsFormat::Tsv {

@@ -507,6 +507,15 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         );
         family(
             &mut o,
+            "linecap_flows_relocated_total",
+            "counter",
+            "Flows moved to their other bucket to make room for a new flow (one cuckoo step; nothing ends).",
+            &fl.iter()
+                .map(|(qq, f)| (q(qq), f.relocated as f64))
+                .collect::<Vec<_>>(),
+        );
+        family(
+            &mut o,
             "linecap_flow_export_drops_total",
             "counter",
             "Flow records lost because the table's export queue was full.",

@@ -447,7 +447,7 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
             "expired_idle": c.expired_idle, "expired_active": c.expired_active,
             "expired_end": c.expired_end, "evicted": c.evicted,
             "expired_input_end": c.expired_input_end, "not_tracked": c.non_ip + c.truncated + c.malformed,
-            "export_drops": c.export_drops,
+            "export_drops": c.export_drops, "relocated": c.relocated,
         })),
         "errors": q.errors,
     })

@@ -460,11 +460,61 @@ pub(crate) fn common_ipv4(frame: &[u8]) -> Option<CommonIpv4> {
     }
 }
 
-/// The [`PacketInfo`] of a frame [`common_ipv4`] accepted.
+/// A frame of the common kind (see [`parse_common`]), with just what a flow
+/// table needs: the canonical endpoints, the direction, the TCP flags and
+/// the payload head. Small and built in registers; [`CommonFlow::key`] gives
+/// the [`FlowKey`] that [`parse_frame`] would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommonFlow {
+    /// Endpoint a (the smaller `(address, port)`): IPv4 address bytes.
+    pub addr_a: [u8; 4],
+    /// Endpoint a's port.
+    pub port_a: u16,
+    /// Endpoint b's IPv4 address bytes.
+    pub addr_b: [u8; 4],
+    /// Endpoint b's port.
+    pub port_b: u16,
+    /// [`protocol::TCP`] or [`protocol::UDP`].
+    pub proto: u8,
+    /// Whether the packet went a → b.
+    pub a_to_b: bool,
+    /// The TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+    /// The payload's size and first bytes.
+    pub payload: PayloadHead,
+}
+
+impl CommonFlow {
+    /// The flow key, equal to what [`parse_frame`] gives for the frame.
+    #[inline]
+    pub fn key(&self) -> FlowKey {
+        FlowKey {
+            vlan_ids: [0; VLAN_DEPTH_MAX],
+            vlan_depth: 0,
+            proto: self.proto,
+            is_fragment: false,
+            family: IpFamily::V4,
+            addr_a: v4_bytes(self.addr_a),
+            port_a: self.port_a,
+            addr_b: v4_bytes(self.addr_b),
+            port_b: self.port_b,
+        }
+    }
+}
+
+/// The common frame — untagged Ethernet II, IPv4 without options, not a
+/// fragment, TCP or UDP with its header entirely captured and consistent —
+/// without building a [`PacketInfo`]; `None` for every other frame (then
+/// use [`parse_frame`]). For a frame it takes, `parse_frame` gives the same
+/// key, direction, TCP flags and payload head (property-tested).
+#[inline]
+pub fn parse_common(frame: &[u8]) -> Option<CommonFlow> {
+    common_ipv4(frame).map(|c| common_flow(frame, c, true))
+}
+
 #[inline(always)]
-fn common_ipv4_info(frame: &[u8], c: CommonIpv4, want_payload: bool) -> Parsed {
-    const ETH: usize = ethernet::HEADER_LEN;
-    const L4: usize = ETH + ipv4::HEADER_LEN;
+fn common_flow(frame: &[u8], c: CommonIpv4, want_payload: bool) -> CommonFlow {
+    const L4: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
     let total = usize::from(c.total);
     let l4 = tail_of(frame, L4);
     let l4 = l4
@@ -489,33 +539,39 @@ fn common_ipv4_info(frame: &[u8], c: CommonIpv4, want_payload: bool) -> Parsed {
     } else {
         ((dst, dport), (src, sport))
     };
-    let payload = if want_payload {
-        payload_head_after(usize::from(c.hdr), l4, total - ipv4::HEADER_LEN)
-    } else {
-        PayloadHead::NONE
-    };
-    Parsed::Ip(PacketInfo {
-        key: FlowKey {
-            vlan_ids: [0; VLAN_DEPTH_MAX],
-            vlan_depth: 0,
-            proto: c.proto,
-            is_fragment: false,
-            family: IpFamily::V4,
-            addr_a: v4_bytes(addr_a),
-            port_a,
-            addr_b: v4_bytes(addr_b),
-            port_b,
-        },
+    CommonFlow {
+        addr_a,
+        port_a,
+        addr_b,
+        port_b,
+        proto: c.proto,
         a_to_b,
         tcp_flags: c.tcp_flags,
+        payload: if want_payload {
+            payload_head_after(usize::from(c.hdr), l4, total - ipv4::HEADER_LEN)
+        } else {
+            PayloadHead::NONE
+        },
+    }
+}
+
+/// The [`PacketInfo`] of a frame [`common_ipv4`] accepted.
+#[inline(always)]
+fn common_ipv4_info(frame: &[u8], c: CommonIpv4, want_payload: bool) -> Parsed {
+    const ETH: usize = ethernet::HEADER_LEN;
+    let f = common_flow(frame, c, want_payload);
+    Parsed::Ip(PacketInfo {
+        key: f.key(),
+        a_to_b: f.a_to_b,
+        tcp_flags: f.tcp_flags,
         l4_truncated: false,
         l4_malformed: false,
-        ip_truncated: frame.len() - ETH < total,
+        ip_truncated: frame.len() - ETH < usize::from(c.total),
         fragment: None,
         mpls_labels: 0,
         l3_offset: ETH,
-        l4_offset: L4,
-        payload,
+        l4_offset: ETH + ipv4::HEADER_LEN,
+        payload: f.payload,
     })
 }
 

@@ -342,6 +342,15 @@ proptest! {
             if let Some(p) = parse_common_ipv4(g, true) {
                 prop_assert_eq!(p, parse_frame_full_walk(g));
             }
+            if let Some(c) = crate::flow::parse_common(g) {
+                let Parsed::Ip(info) = parse_frame_full_walk(g) else {
+                    panic!("parse_common took a frame the walk does not call IP");
+                };
+                prop_assert_eq!(c.key(), info.key);
+                prop_assert_eq!((c.a_to_b, c.tcp_flags, c.payload), (info.a_to_b, info.tcp_flags, info.payload));
+            } else {
+                prop_assert!(parse_common_ipv4(g, true).is_none());
+            }
             if let Some(p) = parse_common_ipv4(g, false) {
                 let mut full = parse_frame_full_walk(g);
                 if let Parsed::Ip(info) = &mut full {

@@ -1,0 +1,31 @@
+//! A cache prefetch hint, for the flow table's staged bursts (issue 19).
+//!
+//! The flow table of a queue with 10^5–10^6 flows lives in DRAM: a packet
+//! needs its bucket's tag line and its slot's key and counter lines, each a
+//! miss of ~300 ns on the project's VM. Plain loads issued ahead ("touch"
+//! loads) hold their place in the reorder buffer until the line arrives, so
+//! the frames' other work stalls behind them; a prefetch instruction does
+//! not. The worker therefore prefetches a frame's bucket line when it
+//! queues the frame for the table, and the slot lines one burst before it
+//! updates them (`docs/architecture.md`, "Flow table").
+//!
+//! This is the crate's one `unsafe` outside the ring and driver modules:
+//! the intrinsic is `unsafe` only because it is a `#[target_feature]`
+//! function.
+
+/// Ask the CPU to bring the cache line holding `r` into L1 (a hint: no
+/// effect on the program's state).
+#[inline(always)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only hints the cache: it never faults, reads
+    // nothing into the program and writes nothing; SSE is in the x86_64
+    // baseline, and the address comes from a live reference anyway.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            (r as *const T).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}

@@ -338,6 +338,110 @@ fn afxdp_generic_stamps_every_frame() {
     per_frame_timestamps("generic", "auto", Program::Ktime);
 }
 
+/// Where the device-bound program cannot load (loopback: no XDP driver
+/// support, so BPF_PROG_LOAD refuses to bind), the default falls back to
+/// the plain program, says why once, and keeps the reason in the report;
+/// the capture works as before (generic mode, `xdp-ktime`). With
+/// `--xdp-timestamps hardware` the same refusal is fatal. Traffic: UDP to
+/// 127.0.0.1 inside the test's own namespace.
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by .ci/privileged-tests"]
+fn device_bound_refused_falls_back_to_ktime() {
+    require_privileges();
+    let veth = VethPair::new("tsfb", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cap");
+    let report = dir.path().join("report.json");
+    let (mut child, stderr) = spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args(["capture", "--source", "afxdp:lo", "--no-metrics", "--out"])
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&report),
+        "ready",
+    );
+    let mut guard = KillOnDrop::new(&child);
+    run_ok(veth.in_cap("python3").args([
+        "-c",
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(200):\n s.sendto(i.to_bytes(8,'big'),('127.0.0.1',9)); time.sleep(0.001)",
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    guard.disarm();
+    let err: String = stderr.try_iter().collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "linecap exited with {status}: {err}");
+    // Said once, at start (spawn_until read those lines: a short run again).
+    let again = veth
+        .in_cap(env!("CARGO_BIN_EXE_linecap"))
+        .args([
+            "capture",
+            "--source",
+            "afxdp:lo",
+            "--no-metrics",
+            "--duration",
+            "0.5",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("cap1"))
+        .output()
+        .unwrap();
+    let aerr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{aerr}");
+    assert_eq!(
+        aerr.matches("the device-bound XDP program (RX hardware timestamps) was refused")
+            .count(),
+        1,
+        "{aerr}"
+    );
+    let r = common::report(&report);
+    assert_balanced(&r);
+    let p = &r["xdp_programs"][0];
+    assert_eq!(p["program"], "ktime", "{p:#}");
+    assert_eq!(p["mode"], "generic", "{p:#}");
+    let why = p["device_bound_refused"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{p:#}"));
+    assert!(why.contains("BPF_PROG_LOAD"), "{why}");
+    let q = &r["queues"][0]["xdp"];
+    assert!(q["seen"].as_u64().unwrap() >= 200, "{q:#}");
+    assert_eq!(
+        (q["hw_stamped"].as_u64(), q["hw_missing"].as_u64()),
+        (Some(0), Some(0))
+    );
+    for f in files_with(&out, ".erf.lz4") {
+        let man: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                f.with_file_name(format!("{}.json", f.file_name().unwrap().to_str().unwrap())),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(man["clock"], "xdp-ktime", "{man:#}");
+    }
+
+    let hard = veth
+        .in_cap(env!("CARGO_BIN_EXE_linecap"))
+        .args([
+            "capture",
+            "--source",
+            "afxdp:lo",
+            "--xdp-timestamps",
+            "hardware",
+        ])
+        .args(["--no-metrics", "--duration", "1", "--out"])
+        .arg(dir.path().join("cap2"))
+        .output()
+        .unwrap();
+    let herr = String::from_utf8_lossy(&hard.stderr);
+    assert!(!hard.status.success(), "accepted: {herr}");
+    assert!(
+        herr.contains("--xdp-timestamps hardware") && herr.contains("BPF_PROG_LOAD"),
+        "{herr}"
+    );
+}
+
 /// `--xdp-timestamps hardware` never degrades silently: in generic mode it
 /// is refused with a message naming the flag.
 #[test]

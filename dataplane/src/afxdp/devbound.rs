@@ -346,13 +346,15 @@ impl DevBound {
                     // SAFETY: a fresh program descriptor we own alone.
                     drop(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
+                if tail.is_empty() {
+                    bail!(
+                        "BPF_PROG_LOAD of the device-bound program refused before verification \
+                         ({first}): the kernel or the interface's driver cannot bind XDP programs"
+                    );
+                }
                 bail!(
                     "BPF_PROG_LOAD of the device-bound program refused ({first}); verifier: {}",
-                    if tail.is_empty() {
-                        "(no log)".to_string()
-                    } else {
-                        tail.join(" | ")
-                    }
+                    tail.join(" | ")
                 );
             }
         };

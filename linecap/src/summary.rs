@@ -185,6 +185,13 @@ pub fn print(r: &CaptureReport) {
                     "  [XDP count and socket count disagree]"
                 }
             );
+            // issue 14: the device-bound program counts every frame it stamped in one of these.
+            if x.hw_stamped + x.hw_missing > 0 {
+                println!(
+                    "q{}: RX hardware timestamps: {} frames had one, {} had none (stamped with bpf_ktime_get_ns())",
+                    q.queue, x.hw_stamped, x.hw_missing
+                );
+            }
         }
         if q.iface_drops > 0 {
             println!(

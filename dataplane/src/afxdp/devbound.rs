@@ -282,16 +282,9 @@ pub fn prog_info(fd: RawFd) -> io::Result<ProgInfo> {
         info: buf.as_mut_ptr() as u64,
     };
     sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    let w32 = |byte: usize| {
-        let w = buf[byte / 8];
-        if byte % 8 == 0 {
-            w as u32
-        } else {
-            (w >> 32) as u32
-        }
-    };
     Ok(ProgInfo {
-        id: w32(4),
+        // `id` is the u32 at byte 4 (after `type`), little-endian.
+        id: (buf[0] >> 32) as u32,
         run_time_ns: buf[192 / 8],
         run_cnt: buf[200 / 8],
     })

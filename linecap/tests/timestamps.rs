@@ -69,14 +69,23 @@ enum Program {
 /// for its id, then `bpftool prog show id N` (JSON) and its translated code
 /// (`bpftool prog dump xlated id N`).
 fn attached_prog(veth: &VethPair) -> (serde_json::Value, String) {
-    let net: serde_json::Value = serde_json::from_str(&run_ok(
-        veth.in_cap("bpftool")
-            .args(["net", "show", "dev", "vA", "--json"]),
-    ))
-    .unwrap();
-    let id = net[0]["xdp"][0]["id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no XDP program on vA per bpftool: {net:#}"));
+    // A few tries: bench/scripts/xdp-ts-cost.sh once saw an empty list right
+    // after "ready" (1 run in ~20, right after the previous capture ended).
+    let mut net = serde_json::Value::Null;
+    let mut id = None;
+    for _ in 0..20 {
+        net = serde_json::from_str(&run_ok(
+            veth.in_cap("bpftool")
+                .args(["net", "show", "dev", "vA", "--json"]),
+        ))
+        .unwrap();
+        id = net[0]["xdp"][0]["id"].as_u64();
+        if id.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let id = id.unwrap_or_else(|| panic!("no XDP program on vA per bpftool: {net:#}"));
     let show = serde_json::from_str(&run_ok(veth.in_cap("bpftool").args([
         "prog",
         "show",

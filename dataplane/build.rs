@@ -1,5 +1,6 @@
 //! Compile the XDP program (`ebpf/linecap_xdp.c`) with clang into OUT_DIR,
-//! where `src/afxdp/loader.rs` embeds it. No object file is committed.
+//! twice (plain and `-DLINECAP_DEV_BOUND`), where `src/afxdp/loader.rs` and
+//! `src/afxdp/devbound.rs` embed it. No object file is committed.
 //!
 //! With the `dpdk` feature, also generate the DPDK bindings (bindgen) and
 //! build the C shim (`csrc/dpdk_shim.c`, cc), both with the flags
@@ -12,21 +13,34 @@ fn main() {
     dpdk::build();
     let src =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../ebpf/linecap_xdp.c");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("linecap_xdp.o");
     println!("cargo:rerun-if-changed={}", src.display());
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // Two programs from one source: bpf_ktime_get_ns() only (loaded by aya,
+    // native and generic mode), and the device-bound variant that also asks
+    // the driver for its RX hardware timestamp (src/afxdp/devbound.rs).
+    compile_xdp(&src, &out_dir.join("linecap_xdp.o"), &[]);
+    compile_xdp(
+        &src,
+        &out_dir.join("linecap_xdp_hw.o"),
+        &["-DLINECAP_DEV_BOUND"],
+    );
+}
+
+fn compile_xdp(src: &std::path::Path, out: &std::path::Path, defines: &[&str]) {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&clang)
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+        .args(defines)
         .arg("-I/usr/include/x86_64-linux-gnu")
         .arg("-c")
-        .arg(&src)
+        .arg(src)
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .status();
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => panic!(
-            "{clang} failed to compile {} ({s}): see its messages above",
+            "{clang} failed to compile {} {defines:?} ({s}): see its messages above",
             src.display()
         ),
         Err(e) => panic!(

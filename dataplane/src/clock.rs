@@ -129,6 +129,21 @@ impl WallMap {
     #[inline]
     pub fn map(&mut self, src: u64) -> u64 {
         let w = self.raw(src);
+        self.hold(w)
+    }
+
+    /// Wall ns for a source reading as the map stands, without the
+    /// never-backwards hold (for aligning a second clock, [`HwAlign`]).
+    #[inline]
+    pub fn peek(&self, src: u64) -> u64 {
+        self.raw(src)
+    }
+
+    /// A wall time from elsewhere (a second clock aligned to this one) under
+    /// the same never-backwards rule as [`WallMap::map`], so a queue that
+    /// mixes the two never goes backwards.
+    #[inline]
+    pub fn hold(&mut self, w: u64) -> u64 {
         if w < self.last_ns {
             self.clamped += 1;
             return self.last_ns;
@@ -155,6 +170,143 @@ impl WallMap {
     /// Frames whose mapped time was held at the previous frame's.
     pub fn clamped(&self) -> u64 {
         self.clamped
+    }
+}
+
+/// Aligns a second frame clock, the NIC's PTP hardware clock (PHC), to wall
+/// time, per queue, through frames that carry both a PHC stamp and a host
+/// stamp (the XDP program's `bpf_ktime_get_ns()`, mapped by the queue's
+/// [`WallMap`]).
+///
+/// A PHC may run on TAI (ptp4l's default), on UTC, or free from 0 at
+/// driver load, and drifts against the host's crystal; linecap assumes none
+/// of these. For each frame, `host wall − PHC` is the PHC-to-wall offset
+/// plus the frame's latency from the wire to the XDP hook, so the smallest
+/// sample of a tick is the offset plus the least latency. The first frame
+/// sets the offset; on each re-anchor (the worker's stats tick) it moves
+/// towards the tick's smallest sample by at most `max_step_ns`, or at once
+/// beyond `jump_ns` (a clock set on either side). Between re-anchors the
+/// offset is fixed, so the gaps between frames are the hardware's. Time is
+/// an argument: tests feed stamps.
+#[derive(Debug, Clone)]
+pub struct HwAlign {
+    off: i128,
+    have: bool,
+    tick_min: i128,
+    max_step_ns: i128,
+    jump_ns: i128,
+}
+
+impl Default for HwAlign {
+    fn default() -> Self {
+        HwAlign {
+            off: 0,
+            have: false,
+            tick_min: i128::MAX,
+            max_step_ns: i128::from(WallMap::MAX_STEP_NS),
+            jump_ns: i128::from(WallMap::JUMP_NS),
+        }
+    }
+}
+
+impl HwAlign {
+    /// The wall time of a frame with PHC stamp `hw_ns` whose host stamp maps
+    /// to `host_wall_ns` (not yet held never-backwards: pass the result to
+    /// [`WallMap::hold`]).
+    #[inline]
+    pub fn wall(&mut self, hw_ns: u64, host_wall_ns: u64) -> u64 {
+        let sample = i128::from(host_wall_ns) - i128::from(hw_ns);
+        if !self.have {
+            self.off = sample;
+            self.have = true;
+        }
+        self.tick_min = self.tick_min.min(sample);
+        (i128::from(hw_ns) + self.off).clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    /// Move the offset towards the tick's smallest sample (bounded step).
+    /// Returns the step taken (ns).
+    pub fn reanchor(&mut self) -> i64 {
+        if self.tick_min == i128::MAX {
+            return 0;
+        }
+        let err = self.tick_min - self.off;
+        let step = if err.abs() > self.jump_ns {
+            err
+        } else {
+            err.clamp(-self.max_step_ns, self.max_step_ns)
+        };
+        self.off += step;
+        self.tick_min = i128::MAX;
+        step.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+}
+
+#[cfg(test)]
+mod hwalign_tests {
+    use super::{HwAlign, WallMap};
+
+    #[test]
+    fn keeps_the_hardware_gaps_and_follows_the_least_latency() {
+        // PHC on TAI: 37 s ahead of the wall clock.
+        let tai = 37_000_000_000u64;
+        let wall0 = 1_700_000_000_000_000_000u64;
+        let mut a = HwAlign::default();
+        // Frame 1 reached the hook 5 µs after the wire, frame 2 2 µs after.
+        let w1 = a.wall(wall0 + tai, wall0 + 5_000);
+        let w2 = a.wall(wall0 + tai + 100, wall0 + 100 + 2_000);
+        // Within the tick the hardware gap (100 ns) is kept.
+        assert_eq!(w1, wall0 + 5_000);
+        assert_eq!(w2 - w1, 100);
+        // The re-anchor takes the least latency seen: 3 µs down.
+        assert_eq!(a.reanchor(), -3_000);
+        assert_eq!(
+            a.wall(wall0 + tai + 1_000, wall0 + 1_000 + 9_000),
+            wall0 + 1_000 + 2_000
+        );
+        // No frames, no step.
+        a.reanchor();
+        assert_eq!(a.reanchor(), 0);
+    }
+
+    #[test]
+    fn steps_are_bounded_except_clock_settings() {
+        let mut a = HwAlign::default();
+        a.wall(1_000_000_000, 2_000_000_000);
+        // The PHC drifted 5 ms slow against the host: 1 ms per tick.
+        a.wall(1_100_000_000, 2_105_000_000);
+        assert_eq!(a.reanchor(), 0); // the first frame's sample is the tick's least
+        a.wall(1_200_000_000, 2_205_000_000);
+        assert_eq!(a.reanchor(), WallMap::MAX_STEP_NS as i64);
+        // Someone set the PHC 10 s forward: taken at once.
+        a.wall(1_300_000_000 + 10_000_000_000, 2_305_000_000);
+        assert_eq!(a.reanchor(), -(10_000_000_000 - 5_000_000 + 1_000_000));
+    }
+
+    #[test]
+    fn a_queue_mixing_hardware_and_host_stamps_never_goes_back() {
+        let mut m = WallMap::new(0, 1_000_000_000, 1_000_000_000);
+        let mut a = HwAlign::default();
+        let mut last = 0;
+        let mut back = 0;
+        // Alternate: hardware stamps (50 µs of jittery latency) and host-only ones.
+        for i in 0..1_000u64 {
+            let host = i * 10_000;
+            let lat = (i * 7919) % 50_000;
+            let w = if i % 3 == 0 {
+                m.map(host + lat)
+            } else {
+                let hw_wall = a.wall(500 + host, m.peek(host + lat));
+                m.hold(hw_wall)
+            };
+            back += usize::from(w < last);
+            last = w;
+            if i % 100 == 99 {
+                a.reanchor();
+            }
+        }
+        assert_eq!(back, 0);
+        assert!(m.clamped() > 0, "the mix did need the hold");
     }
 }
 

@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use linecap_dataplane::afxdp::{AttachMode, ZeroCopy};
+use linecap_dataplane::afxdp::{AttachMode, XdpTimestamps, ZeroCopy};
 use linecap_dataplane::ring::HugePages;
 
 use crate::source::{DpdkArgs, SourceSpec};
 use crate::values::{
     IdList, IndexList, JobSpec, parse_buffer_size, parse_file_size, parse_hugepages, parse_id_list,
-    parse_index_list, parse_size, parse_xdp_mode, parse_zero_copy,
+    parse_index_list, parse_size, parse_xdp_mode, parse_xdp_timestamps, parse_zero_copy,
 };
 
 /// Kernel-bypass packet capture to rotating ERF+LZ4 files, with exact loss accounting.
@@ -237,6 +237,12 @@ pub struct CaptureArgs {
     /// XDP attach mode: auto (native, else generic), native, or generic.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_xdp_mode)]
     pub xdp_mode: AttachMode,
+    /// XDP timestamps: auto (in native mode the device-bound program, which takes the NIC's RX
+    /// hardware stamp where the driver gives one and bpf_ktime_get_ns() otherwise, falling back to
+    /// the ktime-only program if it cannot load; generic mode: ktime), hardware (the device-bound
+    /// program or fail), or ktime (bpf_ktime_get_ns() only).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_xdp_timestamps)]
+    pub xdp_timestamps: XdpTimestamps,
     /// AF_XDP RX and fill ring entries per queue (power of two); UMEM holds twice as many frames.
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pub xsk_ring: u32,

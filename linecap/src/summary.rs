@@ -185,6 +185,13 @@ pub fn print(r: &CaptureReport) {
                     "  [XDP count and socket count disagree]"
                 }
             );
+            // issue 14: the device-bound program counts every frame it stamped in one of these.
+            if x.hw_stamped + x.hw_missing > 0 {
+                println!(
+                    "q{}: RX hardware timestamps: {} frames had one, {} had none (stamped with bpf_ktime_get_ns())",
+                    q.queue, x.hw_stamped, x.hw_missing
+                );
+            }
         }
         if q.iface_drops > 0 {
             println!(
@@ -360,6 +367,15 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
         "balanced": r.balanced(),
         "stopped": r.stopped,
         "hugepages": r.hugepages,
+        // issue 14: which XDP program stamped the frames, per interface.
+        "xdp_programs": r.xdp_programs.iter().map(|p| serde_json::json!({
+            "ifname": p.ifname, "driver": p.driver,
+            "mode": if p.native { "native" } else { "generic" },
+            "program": if p.device_bound { "device-bound" } else { "ktime" },
+            "prog_id": p.prog_id,
+            "device_bound_refused": p.device_bound_refused,
+            "native_refused": p.native_refused,
+        })).collect::<Vec<_>>(),
         "queues": queues,
     })
 }
@@ -431,7 +447,10 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
             },
         },
         "input_truncated_bytes": q.input_truncated_bytes,
-        "xdp": q.xdp.map(|x| serde_json::json!({"seen": x.seen, "not_redirected": x.not_redirected, "no_meta": x.no_meta})),
+        "xdp": q.xdp.map(|x| serde_json::json!({
+            "seen": x.seen, "not_redirected": x.not_redirected, "no_meta": x.no_meta,
+            "hw_stamped": x.hw_stamped, "hw_missing": x.hw_missing,
+        })),
         "xdp_consistent": q.xdp_consistent(),
         "nic": serde_json::json!({
             "imissed": w.nic_imissed, "ierrors": w.nic_ierrors, "rx_nombuf": w.nic_rx_nombuf,

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use linecap_dataplane::afxdp::{AttachMode, ZeroCopy};
+use linecap_dataplane::afxdp::{AttachMode, XdpTimestamps, ZeroCopy};
 use linecap_dataplane::ring::HugePages;
 
 /// `123`, `64K`, `100M`, `2G` (powers of 1024).
@@ -38,6 +38,15 @@ pub fn parse_xdp_mode(s: &str) -> Result<AttachMode, String> {
         "native" | "drv" => Ok(AttachMode::Native),
         "generic" | "skb" => Ok(AttachMode::Generic),
         _ => Err(format!("{s:?}: expected auto, native or generic")),
+    }
+}
+
+pub fn parse_xdp_timestamps(s: &str) -> Result<XdpTimestamps, String> {
+    match s {
+        "auto" => Ok(XdpTimestamps::Auto),
+        "hardware" | "hw" => Ok(XdpTimestamps::Hardware),
+        "ktime" => Ok(XdpTimestamps::Ktime),
+        _ => Err(format!("{s:?}: expected auto, hardware or ktime")),
     }
 }
 

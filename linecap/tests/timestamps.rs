@@ -6,6 +6,17 @@
 //! (native mode) the median gap between consecutive frames is within 10 %
 //! of the sender's pacing. The manifest names the clock.
 //!
+//! Native mode runs twice: with the default `--xdp-timestamps auto`, which
+//! must attach the device-bound program (the RX hardware timestamp kfunc;
+//! checked in linecap's report and in the kernel through `bpftool`: the
+//! translated code of the attached program calls veth's own
+//! `veth_xdp_rx_timestamp`, which the verifier puts there only for a
+//! device-bound program; `bpf_prog_info.ifindex` cannot show it, the kernel
+//! fills it for offloaded programs only): on veth the kfunc is consulted for every frame and gives no
+//! stamp (veth has no hardware clock), so every frame falls back to
+//! `bpf_ktime_get_ns()`; and with `--xdp-timestamps ktime`, the plain
+//! program. Generic mode always runs the plain program.
+//!
 //! Needs root: `#[ignore]`d, run by `.ci/privileged-tests`.
 
 mod common;
@@ -47,16 +58,61 @@ fn frames_file(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn per_frame_timestamps(mode: &str) {
+/// Which XDP program a run expects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Program {
+    DeviceBound,
+    Ktime,
+}
+
+/// The program attached to vA as the kernel reports it: `bpftool net show`
+/// for its id, then `bpftool prog show id N` (JSON) and its translated code
+/// (`bpftool prog dump xlated id N`).
+fn attached_prog(veth: &VethPair) -> (serde_json::Value, String) {
+    // A few tries: bench/scripts/xdp-ts-cost.sh once saw an empty list right
+    // after "ready" (1 run in ~20, right after the previous capture ended).
+    let mut net = serde_json::Value::Null;
+    let mut id = None;
+    for _ in 0..20 {
+        net = serde_json::from_str(&run_ok(
+            veth.in_cap("bpftool")
+                .args(["net", "show", "dev", "vA", "--json"]),
+        ))
+        .unwrap();
+        id = net[0]["xdp"][0]["id"].as_u64();
+        if id.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let id = id.unwrap_or_else(|| panic!("no XDP program on vA per bpftool: {net:#}"));
+    let show = serde_json::from_str(&run_ok(veth.in_cap("bpftool").args([
+        "prog",
+        "show",
+        "id",
+        &id.to_string(),
+        "--json",
+    ])))
+    .unwrap();
+    let xlated =
+        run_ok(
+            veth.in_cap("bpftool")
+                .args(["prog", "dump", "xlated", "id", &id.to_string()]),
+        );
+    (show, xlated)
+}
+
+fn per_frame_timestamps(mode: &str, timestamps: &str, program: Program) {
     require_privileges();
     let dir = tempfile::tempdir().unwrap();
     let send = frames_file(dir.path());
-    let veth = VethPair::new(&format!("ts{mode}"), 1);
+    let veth = VethPair::new(&format!("ts{mode}{timestamps}"), 1);
     let out = dir.path().join("cap");
     let report = dir.path().join("report.json");
     let (mut child, _stderr) = spawn_until(
         veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
             .args(["capture", "--source", "afxdp:vA", "--xdp-mode", mode])
+            .args(["--xdp-timestamps", timestamps])
             // LC_TS_NAPI=threaded: keep linecap's default (threaded NAPI).
             .args(
                 if std::env::var("LC_TS_NAPI").as_deref() == Ok("threaded") {
@@ -72,6 +128,18 @@ fn per_frame_timestamps(mode: &str) {
         "ready",
     );
     let mut guard = KillOnDrop::new(&child);
+    // The kernel's own word on which program is attached: in a device-bound
+    // program the verifier replaced the kfunc call by a call to the
+    // driver's implementation (veth_xdp_rx_timestamp); the plain program
+    // has no such call at all.
+    let (kprog, xlated) = attached_prog(&veth);
+    match program {
+        Program::DeviceBound => assert!(
+            xlated.contains("call veth_xdp_rx_timestamp"),
+            "the attached program does not call veth's RX timestamp (not device-bound?):\n{xlated}"
+        ),
+        Program::Ktime => assert!(!xlated.contains("rx_timestamp"), "{xlated}"),
+    }
     // The reference: tcpdump on the sending end stamps each frame as it
     // leaves (the packet tap in dev_queue_xmit, in the sender's context).
     let sent_pcap = dir.path().join("sent.pcap");
@@ -115,6 +183,45 @@ fn per_frame_timestamps(mode: &str) {
     assert!(status.success(), "linecap exited with {status}");
     let r = common::report(&report);
     assert_balanced(&r);
+    // linecap's own state: which program it attached, and the kernel's
+    // bpf_prog_info of it as the loader read it.
+    let p = &r["xdp_programs"][0];
+    assert_eq!(p["ifname"], "vA", "{p:#}");
+    assert_eq!(
+        p["mode"],
+        if mode == "native" {
+            "native"
+        } else {
+            "generic"
+        }
+    );
+    let q = &r["queues"][0]["xdp"];
+    let seen = q["seen"].as_u64().unwrap();
+    let no_meta = q["no_meta"].as_u64().unwrap();
+    assert_eq!(no_meta, 0, "every frame had metadata room: {q:#}");
+    let (hw_stamped, hw_missing) = (
+        q["hw_stamped"].as_u64().unwrap(),
+        q["hw_missing"].as_u64().unwrap(),
+    );
+    let clock = match program {
+        Program::DeviceBound => {
+            assert_eq!(p["program"], "device-bound", "{p:#}");
+            assert!(p["device_bound_refused"].is_null(), "{p:#}");
+            assert_eq!(p["prog_id"], kprog["id"], "{p:#} vs bpftool {kprog:#}");
+            // veth: the kfunc was consulted for every frame and gave no
+            // hardware stamp, so every frame fell back to ktime.
+            assert!(seen >= FRAMES, "{q:#}");
+            assert_eq!(hw_missing, seen, "every frame seen fell back: {q:#}");
+            assert_eq!(hw_stamped, 0, "veth has no hardware clock: {q:#}");
+            "xdp-hw-or-ktime"
+        }
+        Program::Ktime => {
+            assert_eq!(p["program"], "ktime", "{p:#}");
+            assert!(p["prog_id"].is_null(), "{p:#}");
+            assert_eq!((hw_stamped, hw_missing), (0, 0), "{q:#}");
+            "xdp-ktime"
+        }
+    };
 
     let files = files_with(&out, ".erf.lz4");
     assert!(!files.is_empty());
@@ -127,7 +234,7 @@ fn per_frame_timestamps(mode: &str) {
             .unwrap(),
         )
         .unwrap();
-        assert_eq!(man["clock"], "xdp-ktime", "{man:#}");
+        assert_eq!(man["clock"], clock, "{man:#}");
         let mut rd = CaptureReader::open(f).unwrap();
         let mut p = Packet::default();
         while rd.next(&mut p).unwrap() {
@@ -221,14 +328,149 @@ fn per_frame_timestamps(mode: &str) {
     drop(veth);
 }
 
+/// The default in native mode: the device-bound program.
 #[test]
 #[ignore = "needs root, XDP and AF_XDP: run by .ci/privileged-tests"]
 fn afxdp_native_stamps_every_frame() {
-    per_frame_timestamps("native");
+    per_frame_timestamps("native", "auto", Program::DeviceBound);
+}
+
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by .ci/privileged-tests"]
+fn afxdp_native_ktime_stamps_every_frame() {
+    per_frame_timestamps("native", "ktime", Program::Ktime);
 }
 
 #[test]
 #[ignore = "needs root, XDP and AF_XDP: run by .ci/privileged-tests"]
 fn afxdp_generic_stamps_every_frame() {
-    per_frame_timestamps("generic");
+    per_frame_timestamps("generic", "auto", Program::Ktime);
+}
+
+/// Where the device-bound program cannot load (loopback: no XDP driver
+/// support, so BPF_PROG_LOAD refuses to bind), the default falls back to
+/// the plain program, says why once, and keeps the reason in the report;
+/// the capture works as before (generic mode, `xdp-ktime`). With
+/// `--xdp-timestamps hardware` the same refusal is fatal. Traffic: UDP to
+/// 127.0.0.1 inside the test's own namespace.
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by .ci/privileged-tests"]
+fn device_bound_refused_falls_back_to_ktime() {
+    require_privileges();
+    let veth = VethPair::new("tsfb", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cap");
+    let report = dir.path().join("report.json");
+    let (mut child, stderr) = spawn_until(
+        veth.in_cap(env!("CARGO_BIN_EXE_linecap"))
+            .args(["capture", "--source", "afxdp:lo", "--no-metrics", "--out"])
+            .arg(&out)
+            .arg("--report-json")
+            .arg(&report),
+        "ready",
+    );
+    let mut guard = KillOnDrop::new(&child);
+    run_ok(veth.in_cap("python3").args([
+        "-c",
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(200):\n s.sendto(i.to_bytes(8,'big'),('127.0.0.1',9)); time.sleep(0.001)",
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(&child, "INT");
+    let status = child.wait().unwrap();
+    guard.disarm();
+    let err: String = stderr.try_iter().collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "linecap exited with {status}: {err}");
+    // Said once, at start (spawn_until read those lines: a short run again).
+    let again = veth
+        .in_cap(env!("CARGO_BIN_EXE_linecap"))
+        .args([
+            "capture",
+            "--source",
+            "afxdp:lo",
+            "--no-metrics",
+            "--duration",
+            "0.5",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("cap1"))
+        .output()
+        .unwrap();
+    let aerr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{aerr}");
+    assert_eq!(
+        aerr.matches("the device-bound XDP program (RX hardware timestamps) was refused")
+            .count(),
+        1,
+        "{aerr}"
+    );
+    let r = common::report(&report);
+    assert_balanced(&r);
+    let p = &r["xdp_programs"][0];
+    assert_eq!(p["program"], "ktime", "{p:#}");
+    assert_eq!(p["mode"], "generic", "{p:#}");
+    let why = p["device_bound_refused"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{p:#}"));
+    assert!(why.contains("BPF_PROG_LOAD"), "{why}");
+    let q = &r["queues"][0]["xdp"];
+    assert!(q["seen"].as_u64().unwrap() >= 200, "{q:#}");
+    assert_eq!(
+        (q["hw_stamped"].as_u64(), q["hw_missing"].as_u64()),
+        (Some(0), Some(0))
+    );
+    for f in files_with(&out, ".erf.lz4") {
+        let man: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                f.with_file_name(format!("{}.json", f.file_name().unwrap().to_str().unwrap())),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(man["clock"], "xdp-ktime", "{man:#}");
+    }
+
+    let hard = veth
+        .in_cap(env!("CARGO_BIN_EXE_linecap"))
+        .args([
+            "capture",
+            "--source",
+            "afxdp:lo",
+            "--xdp-timestamps",
+            "hardware",
+        ])
+        .args(["--no-metrics", "--duration", "1", "--out"])
+        .arg(dir.path().join("cap2"))
+        .output()
+        .unwrap();
+    let herr = String::from_utf8_lossy(&hard.stderr);
+    assert!(!hard.status.success(), "accepted: {herr}");
+    assert!(
+        herr.contains("--xdp-timestamps hardware") && herr.contains("BPF_PROG_LOAD"),
+        "{herr}"
+    );
+}
+
+/// `--xdp-timestamps hardware` never degrades silently: in generic mode it
+/// is refused with a message naming the flag.
+#[test]
+#[ignore = "needs root, XDP and AF_XDP: run by .ci/privileged-tests"]
+fn hardware_timestamps_in_generic_mode_are_refused() {
+    require_privileges();
+    let veth = VethPair::new("tshwgen", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = veth
+        .in_cap(env!("CARGO_BIN_EXE_linecap"))
+        .args(["capture", "--source", "afxdp:vA", "--xdp-mode", "generic"])
+        .args(["--xdp-timestamps", "hardware", "--duration", "1", "--out"])
+        .arg(dir.path().join("cap"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(
+        err.contains("--xdp-timestamps hardware") && err.contains("generic"),
+        "{err}"
+    );
+    assert!(!veth.link_cap().contains("xdp"), "nothing left attached");
 }

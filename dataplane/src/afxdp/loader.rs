@@ -1,7 +1,14 @@
 //! Loading and attaching linecap's XDP program (`ebpf/linecap_xdp.c`,
-//! compiled by `dataplane/build.rs` with clang and embedded here) with aya.
+//! compiled by `dataplane/build.rs` with clang and embedded here).
 //!
-//! aya attaches through a `bpf_link`: the kernel detaches the program when
+//! Two variants of one source share the maps aya creates from the plain
+//! object: in native mode linecap first tries the device-bound variant,
+//! which also takes the driver's RX hardware timestamp
+//! ([`super::devbound`]); when the kernel or the driver refuses it (the
+//! reason is kept, [`XdpAttachment::device_bound_refused`]), and always in
+//! generic mode, the plain variant is loaded and attached by aya as before.
+//!
+//! Both attach through a `bpf_link`: the kernel detaches the program when
 //! the link's descriptor closes, which happens on drop, on any exit, and
 //! when the process is killed, so an interface is never left redirecting
 //! into a socket that no longer exists.
@@ -19,6 +26,8 @@ const STATS_MAP: &str = "linecap_stats";
 pub const QUEUES_MAX: u32 = 256;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/linecap_xdp.o"));
+static OBJECT_HW: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/linecap_xdp_hw.o"));
 
 /// Which XDP attach mode to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,8 +41,26 @@ pub enum AttachMode {
     Generic,
 }
 
+/// Which timestamps the XDP program takes (`--xdp-timestamps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpTimestamps {
+    /// Native mode: the device-bound program (hardware stamp where the
+    /// driver gives one, else `bpf_ktime_get_ns()`), falling back to the
+    /// plain program when it cannot be loaded; generic mode: the plain one.
+    #[default]
+    Auto,
+    /// The device-bound program or fail (needs native mode).
+    Hardware,
+    /// The plain program: `bpf_ktime_get_ns()` for every frame.
+    Ktime,
+}
+
 /// The program attached to one interface, with its maps.
 pub struct XdpAttachment {
+    // Field order is drop order: the device-bound link closes before the
+    // maps it uses.
+    devbound: Option<super::devbound::DevBound>,
+    device_bound_refused: Option<String>,
     ebpf: Ebpf,
     ifname: String,
     native: bool,
@@ -51,45 +78,98 @@ pub struct XdpQueueStats {
     pub not_redirected: u64,
     /// Frames it could not stamp (no XDP metadata room; not a drop).
     pub no_meta: u64,
+    /// Device-bound program: frames the driver gave a hardware stamp.
+    pub hw_stamped: u64,
+    /// Device-bound program: frames stamped without one (the kfunc returned
+    /// an error or 0; they carry `bpf_ktime_get_ns()` alone).
+    pub hw_missing: u64,
+}
+
+impl XdpQueueStats {
+    /// The counts since `base` (an earlier reading of the same queue).
+    pub fn since(&self, base: &XdpQueueStats) -> XdpQueueStats {
+        XdpQueueStats {
+            seen: self.seen - base.seen,
+            not_redirected: self.not_redirected - base.not_redirected,
+            no_meta: self.no_meta - base.no_meta,
+            hw_stamped: self.hw_stamped - base.hw_stamped,
+            hw_missing: self.hw_missing - base.hw_missing,
+        }
+    }
 }
 
 impl XdpAttachment {
     /// Load the program and attach it to `ifname` (in the calling thread's
     /// network namespace). With `threaded_napi`, switch the interface to
     /// threaded NAPI after attaching (writable only then on veth) and
-    /// restore the old setting on drop.
-    pub fn attach(ifname: &str, mode: AttachMode, threaded_napi: bool) -> anyhow::Result<Self> {
+    /// restore the old setting on drop. `timestamps` chooses the program
+    /// (see [`XdpTimestamps`]); `Hardware` fails, saying why, when the
+    /// device-bound program cannot be attached.
+    pub fn attach(
+        ifname: &str,
+        mode: AttachMode,
+        timestamps: XdpTimestamps,
+        threaded_napi: bool,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context;
+        // The maps (both programs use these); no program is loaded yet.
         let mut ebpf =
             Ebpf::load(OBJECT).context("loading the XDP program (BPF verifier, memlock limit?)")?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .context("XDP program missing from the object")?
-            .try_into()
-            .context("program is not XDP")?;
-        prog.load()
-            .context("loading the XDP program into the kernel")?;
+        let try_devbound = match (mode, timestamps) {
+            (_, XdpTimestamps::Ktime) => false,
+            (AttachMode::Generic, XdpTimestamps::Hardware) => anyhow::bail!(
+                "--xdp-timestamps hardware needs native XDP (--xdp-mode native or auto): a \
+                 device-bound program cannot attach in generic mode"
+            ),
+            (AttachMode::Generic, XdpTimestamps::Auto) => false,
+            _ => true,
+        };
+        let mut devbound = None;
+        let mut device_bound_refused = None;
+        if try_devbound {
+            match attach_devbound(&ebpf, ifname) {
+                Ok(d) => devbound = Some(d),
+                Err(e) if timestamps == XdpTimestamps::Hardware => {
+                    return Err(e.context(format!(
+                        "--xdp-timestamps hardware: the device-bound XDP program cannot run on \
+                         {ifname}"
+                    )));
+                }
+                Err(e) => device_bound_refused = Some(format!("{e:#}")),
+            }
+        }
         let mut native_refused = None;
-        let native = match mode {
-            AttachMode::Generic => {
-                prog.attach(ifname, XdpMode::Skb)
-                    .with_context(|| format!("attaching XDP (generic) to {ifname}"))?;
-                false
-            }
-            AttachMode::Native => {
-                prog.attach(ifname, XdpMode::Driver)
-                    .with_context(|| format!("attaching XDP (native) to {ifname}"))?;
-                true
-            }
-            AttachMode::Auto => match prog.attach(ifname, XdpMode::Driver) {
-                Ok(_) => true,
-                Err(e) => {
-                    native_refused = Some(format!("{e:#}"));
+        let native = if devbound.is_some() {
+            true
+        } else {
+            let prog: &mut Xdp = ebpf
+                .program_mut(PROGRAM)
+                .context("XDP program missing from the object")?
+                .try_into()
+                .context("program is not XDP")?;
+            prog.load()
+                .context("loading the XDP program into the kernel")?;
+            match mode {
+                AttachMode::Generic => {
                     prog.attach(ifname, XdpMode::Skb)
                         .with_context(|| format!("attaching XDP (generic) to {ifname}"))?;
                     false
                 }
-            },
+                AttachMode::Native => {
+                    prog.attach(ifname, XdpMode::Driver)
+                        .with_context(|| format!("attaching XDP (native) to {ifname}"))?;
+                    true
+                }
+                AttachMode::Auto => match prog.attach(ifname, XdpMode::Driver) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        native_refused = Some(format!("{e:#}"));
+                        prog.attach(ifname, XdpMode::Skb)
+                            .with_context(|| format!("attaching XDP (generic) to {ifname}"))?;
+                        false
+                    }
+                },
+            }
         };
         let threaded_before = if threaded_napi {
             let path = format!("/sys/class/net/{ifname}/threaded");
@@ -105,6 +185,8 @@ impl XdpAttachment {
         };
         let driver = super::sys::driver_name(ifname).unwrap_or_default();
         Ok(XdpAttachment {
+            devbound,
+            device_bound_refused,
             ebpf,
             driver,
             ifname: ifname.into(),
@@ -117,6 +199,25 @@ impl XdpAttachment {
     /// Whether the program runs in native (driver) mode.
     pub fn native(&self) -> bool {
         self.native
+    }
+
+    /// Whether the device-bound program (hardware RX timestamps through
+    /// the XDP metadata kfunc) is the one attached.
+    pub fn device_bound(&self) -> bool {
+        self.devbound.is_some()
+    }
+
+    /// Why the device-bound program was not used although it was tried
+    /// (native mode, `--xdp-timestamps auto`): the plain program runs.
+    pub fn device_bound_refused(&self) -> Option<&str> {
+        self.device_bound_refused.as_deref()
+    }
+
+    /// The kernel's view of the device-bound program (its id; run time and
+    /// count with `kernel.bpf_stats_enabled=1`), when it is the one attached.
+    pub fn device_bound_info(&self) -> Option<super::devbound::ProgInfo> {
+        let d = self.devbound.as_ref()?;
+        Some(d.info_now().unwrap_or(d.info()))
     }
 
     /// Why native mode was refused (Auto mode fell back to generic).
@@ -163,7 +264,8 @@ impl XdpAttachment {
         let Some(map) = self.ebpf.map(STATS_MAP) else {
             return XdpQueueStats::default();
         };
-        let Ok(arr) = PerCpuArray::<&MapData, [u64; 3]>::try_from(map) else {
+        // struct queue_stats in the C source: five u64.
+        let Ok(arr) = PerCpuArray::<&MapData, [u64; 5]>::try_from(map) else {
             return XdpQueueStats::default();
         };
         match arr.get(&queue, 0) {
@@ -174,10 +276,35 @@ impl XdpAttachment {
                     seen: a.seen + v[0] + v[1],
                     not_redirected: a.not_redirected + v[1],
                     no_meta: a.no_meta + v[2],
+                    hw_stamped: a.hw_stamped + v[3],
+                    hw_missing: a.hw_missing + v[4],
                 }),
             Err(_) => XdpQueueStats::default(),
         }
     }
+}
+
+/// Load the device-bound program into the maps of `ebpf` and attach it to
+/// `ifname` in native mode.
+fn attach_devbound(ebpf: &Ebpf, ifname: &str) -> anyhow::Result<super::devbound::DevBound> {
+    use super::devbound;
+    use anyhow::Context;
+    use aya::maps::Map;
+    use std::os::fd::{AsFd, AsRawFd};
+    let fd_of = |name: &str| -> anyhow::Result<RawFd> {
+        match ebpf.map(name) {
+            Some(Map::XskMap(d)) | Some(Map::PerCpuArray(d)) => Ok(d.fd().as_fd().as_raw_fd()),
+            _ => anyhow::bail!("map {name} missing or of an unexpected type"),
+        }
+    };
+    let maps = [(XSKS_MAP, fd_of(XSKS_MAP)?), (STATS_MAP, fd_of(STATS_MAP)?)];
+    let btf_path = "/sys/kernel/btf/vmlinux";
+    let btf = std::fs::read(btf_path)
+        .with_context(|| format!("reading {btf_path} (kernel without BTF?)"))?;
+    let id = devbound::btf_func_id(&btf, devbound::KFUNC).map_err(anyhow::Error::msg)?;
+    let insns = devbound::relocate(OBJECT_HW, "xdp", &maps, id)?;
+    let ifindex = super::sys::ifindex(ifname)?;
+    devbound::DevBound::attach(&insns, ifindex)
 }
 
 /// An fd borrowed for one map update.

@@ -15,7 +15,11 @@
 //! before the frame ([`XdpMeta`]); the kernel copies the metadata into UMEM
 //! with the frame. The socket maps each stamp to wall-clock ns with a
 //! [`WallMap`] re-anchored on the worker's stats tick (bounded steps, never
-//! backwards). A frame without valid metadata (a driver that gives no room)
+//! backwards). The device-bound program also writes the driver's RX
+//! hardware stamp in 8 more bytes in front ([`META_HW_BYTES`]) and says so
+//! in the clock field ([`CLOCK_HW`]); such a frame's time is the hardware
+//! stamp aligned to wall time by [`HwAlign`] (from the frame's own host
+//! stamp) and held never-backwards by the same `WallMap`. A frame without valid metadata (a driver that gives no room)
 //! is stamped with one monotonic read per burst through the same map, and
 //! counted in [`XskSocket::ts_fallback`]. The metadata's magic is cleared
 //! after reading, so a stale stamp left in a reused UMEM frame is never
@@ -28,7 +32,7 @@ use memmap2::{MmapMut, MmapOptions};
 
 use super::ring::{ConsRing, ProdRing, RingPtrs};
 use super::sys::{self, MmapOffsets, UmemReg, XdpDesc, XdpStatistics};
-use crate::clock::WallMap;
+use crate::clock::{HwAlign, WallMap};
 use crate::ring::HugePages;
 use crate::source::{Frame, FrameSink, RxQueue, RxStatus, SourceDrops};
 
@@ -107,7 +111,10 @@ pub struct XskSocket {
     /// Scratch for the addresses one burst returns.
     returned: Vec<u64>,
     wall: WallMap,
+    hw_align: HwAlign,
     ts_fallback: u64,
+    ts_hw: u64,
+    clock_name: &'static str,
     stats: XdpStatistics,
     invalid_descs: u64,
     info: BindInfo,
@@ -126,7 +133,8 @@ unsafe impl Send for XskSocket {}
 pub struct XdpMeta {
     /// `bpf_ktime_get_ns()` at the XDP hook (CLOCK_MONOTONIC ns).
     pub rx_ns: u64,
-    /// Which clock `rx_ns` is on (1: ktime).
+    /// [`CLOCK_KTIME`], or [`CLOCK_HW`]: the 8 bytes before this struct
+    /// hold the NIC's RX hardware stamp too.
     pub clock: u32,
     /// [`META_MAGIC`] when the program wrote it.
     pub magic: u32,
@@ -136,8 +144,19 @@ pub struct XdpMeta {
 pub const META_BYTES: usize = std::mem::size_of::<XdpMeta>();
 /// `LINECAP_META_MAGIC` ("LCTS").
 pub const META_MAGIC: u32 = 0x4c43_5453;
-/// What the manifest says about AF_XDP timestamps.
+/// `LINECAP_CLOCK_KTIME`: `rx_ns` alone.
+pub const CLOCK_KTIME: u32 = 1;
+/// `LINECAP_CLOCK_HW`: a hardware stamp (`u64`, the NIC's PHC in ns) right
+/// before the [`XdpMeta`].
+pub const CLOCK_HW: u32 = 2;
+/// Bytes of metadata the device-bound program writes (`struct linecap_meta_hw`).
+pub const META_HW_BYTES: usize = META_BYTES + 8;
+/// What the manifest says about AF_XDP timestamps with the plain program.
 pub const CLOCK_NAME: &str = "xdp-ktime";
+/// ... and with the device-bound program: per frame the NIC's hardware
+/// stamp where the driver gave one, else `bpf_ktime_get_ns()` (the
+/// report's `xdp.hw_stamped` / `hw_missing` count which, per queue).
+pub const CLOCK_NAME_HW: &str = "xdp-hw-or-ktime";
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
@@ -239,7 +258,10 @@ impl XskSocket {
             spare,
             returned: Vec::with_capacity(cfg.ring_entries as usize),
             wall: WallMap::new(mono, real, 1_000_000_000),
+            hw_align: HwAlign::default(),
             ts_fallback: 0,
+            ts_hw: 0,
+            clock_name: CLOCK_NAME,
             stats: XdpStatistics::default(),
             invalid_descs: 0,
             info: BindInfo {
@@ -270,6 +292,17 @@ impl XskSocket {
     /// XDP metadata, veth included).
     pub fn ts_fallback(&self) -> u64 {
         self.ts_fallback
+    }
+
+    /// Frames stamped with the NIC's RX hardware timestamp.
+    pub fn ts_hw(&self) -> u64 {
+        self.ts_hw
+    }
+
+    /// Tell the socket that the device-bound program feeds it (the
+    /// manifest's `clock` is then [`CLOCK_NAME_HW`]).
+    pub fn set_device_bound(&mut self, yes: bool) {
+        self.clock_name = if yes { CLOCK_NAME_HW } else { CLOCK_NAME };
     }
 
     /// Frames whose wall time was held at the previous frame's so that the
@@ -360,7 +393,9 @@ impl RxQueue for XskSocket {
             if start.checked_add(len).is_none_or(|end| end > umem_len) {
                 self.invalid_descs += 1;
             } else {
-                let stamp = if start & chunk_mask >= META_BYTES {
+                let in_chunk = start & chunk_mask;
+                // (host stamp, hardware stamp)
+                let stamp = if in_chunk >= META_BYTES {
                     // SAFETY: [start-16, start) lies inside the same UMEM
                     // chunk as the frame (its offset in the chunk is at least
                     // 16), which the kernel handed us with the descriptor and
@@ -374,7 +409,18 @@ impl RxQueue for XskSocket {
                             // Forget it: a later frame in this chunk without
                             // a stamp must not inherit this one.
                             std::ptr::addr_of_mut!((*p).magic).write_unaligned(0);
-                            Some(m.rx_ns)
+                            let hw = if m.clock == CLOCK_HW && in_chunk >= META_HW_BYTES {
+                                // SAFETY: [start-24, start-16) is in the same
+                                // chunk (offset checked just above), written
+                                // by the program with this clock id.
+                                self.umem_base
+                                    .add(start - META_HW_BYTES)
+                                    .cast::<u64>()
+                                    .read_unaligned()
+                            } else {
+                                0
+                            };
+                            Some((m.rx_ns, hw))
                         } else {
                             None
                         }
@@ -383,7 +429,13 @@ impl RxQueue for XskSocket {
                     None
                 };
                 let ts_ns = match stamp {
-                    Some(mono) => self.wall.map(mono),
+                    Some((mono, 0)) => self.wall.map(mono),
+                    Some((mono, hw)) => {
+                        self.ts_hw += 1;
+                        let host = self.wall.peek(mono);
+                        let w = self.hw_align.wall(hw, host);
+                        self.wall.hold(w)
+                    }
                     None => {
                         self.ts_fallback += 1;
                         if burst_mono == 0 {
@@ -434,12 +486,13 @@ impl RxQueue for XskSocket {
     }
 
     fn clock_source(&self) -> &'static str {
-        CLOCK_NAME
+        self.clock_name
     }
 
     fn refresh(&mut self) {
         let (mono, real) = sys::mono_real_pair();
         self.wall.reanchor(mono, real);
+        self.hw_align.reanchor();
         if let Ok(s) = sys::get_opt::<XdpStatistics>(self.fd.as_raw_fd(), sys::XDP_STATISTICS) {
             self.stats = s;
         }

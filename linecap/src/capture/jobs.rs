@@ -644,6 +644,8 @@ impl Jobs {
                         seen: worker.rx_packets + worker.source_nic + x.not_redirected,
                         not_redirected: x.not_redirected,
                         no_meta: 0,
+                        hw_stamped: 0,
+                        hw_missing: 0,
                     }),
                     iface_drops: xdp.map_or(0, |x| x.iface_drops),
                     flows: None,

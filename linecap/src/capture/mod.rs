@@ -25,7 +25,7 @@ use linecap_dataplane::afxdp::XdpQueueStats;
 use crate::config::{CaptureConfig, validate_jobs};
 use crate::metrics::MetricsServer;
 use linecap_flowexport::Exporter;
-pub use report::{CaptureReport, QueueReport};
+pub use report::{CaptureReport, QueueReport, XdpProgramReport};
 pub(crate) use writer::WriterInput;
 
 /// Starts the control API once the capture's job registry exists (given by
@@ -248,6 +248,22 @@ pub fn run_capture_with(
         .map(|c| c.snapshot().source_nic)
         .collect();
     let ends = queue_ends(&att, &xdp_ids, &xdp_base, &xsk);
+    let xdp_programs = att
+        .list
+        .iter()
+        .map(|a| {
+            let info = a.device_bound_info();
+            report::XdpProgramReport {
+                ifname: a.ifname().into(),
+                driver: a.driver().into(),
+                native: a.native(),
+                device_bound: a.device_bound(),
+                prog_id: info.map(|i| i.id),
+                device_bound_refused: a.device_bound_refused().map(String::from),
+                native_refused: a.native_refused().map(String::from),
+            }
+        })
+        .collect();
     drop(att);
     let mut queues = report::assemble(w.lines, &outcome.workers, &outcome.writer_errors, &ends);
     // Jobs stopped or added through the control API: the stopped ones of the
@@ -298,6 +314,7 @@ pub fn run_capture_with(
         jobs,
         hugepages: w.hugepages,
         stopped: stop.load(Ordering::Relaxed),
+        xdp_programs,
     })
 }
 
@@ -360,11 +377,7 @@ fn queue_ends(
         .map(|(id, base)| {
             let ((a, q), b) = ((*id)?, (*base)?);
             let now = att.list[a].queue_stats(q);
-            Some(XdpQueueStats {
-                seen: now.seen - b.seen,
-                not_redirected: now.not_redirected - b.not_redirected,
-                no_meta: now.no_meta - b.no_meta,
-            })
+            Some(now.since(&b))
         })
         .collect();
     let mut iface_drop_per_queue = vec![0u64; xdp_ids.len()];

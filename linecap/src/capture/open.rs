@@ -178,7 +178,18 @@ pub(super) fn open_queues(
                     }
                     None => present,
                 };
-                let mut a = XdpAttachment::attach(ifname, cfg.xdp.mode, cfg.xdp.threaded_napi)?;
+                let mut a = XdpAttachment::attach(
+                    ifname,
+                    cfg.xdp.mode,
+                    cfg.xdp.timestamps,
+                    cfg.xdp.threaded_napi,
+                )?;
+                if let Some(why) = a.device_bound_refused() {
+                    tracing::warn!(
+                        "{ifname}: the device-bound XDP program (RX hardware timestamps) was \
+                         refused ({why}); stamping with bpf_ktime_get_ns() only"
+                    );
+                }
                 if let Some(why) = a.native_refused() {
                     tracing::warn!("{ifname}: native XDP refused ({why}); using generic mode");
                 }
@@ -195,7 +206,8 @@ pub(super) fn open_queues(
                         hugepages: cfg.hugepages,
                         ..XskConfig::new(ifname, q)
                     };
-                    let sock = XskSocket::open(&xcfg)?;
+                    let mut sock = XskSocket::open(&xcfg)?;
+                    sock.set_device_bound(a.device_bound());
                     att.xdp_base.push(((ai, q), a.queue_stats(q)));
                     a.register(q, sock.raw_fd())?;
                     sockets.push((q, sock));
@@ -213,8 +225,13 @@ pub(super) fn open_queues(
                         "copy mode".to_string()
                     };
                     tracing::info!(
-                        "{ifname}: XDP {} mode, AF_XDP {zc}, queues {list:?}, UMEM on {}",
+                        "{ifname}: XDP {} mode, {} program, AF_XDP {zc}, queues {list:?}, UMEM on {}",
                         if a.native() { "native" } else { "generic" },
+                        if a.device_bound() {
+                            "device-bound (hardware RX timestamps where the driver gives them)"
+                        } else {
+                            "ktime"
+                        },
                         if b.hugepages {
                             "hugepages"
                         } else {

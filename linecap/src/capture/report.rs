@@ -101,6 +101,28 @@ pub struct CaptureReport {
     pub hugepages: bool,
     /// Whether the capture was stopped (signal, duration) rather than ending with its sources.
     pub stopped: bool,
+    /// issue 14: per interface with linecap's XDP program, which program ran and how.
+    pub xdp_programs: Vec<XdpProgramReport>,
+}
+
+/// The XDP program attached to one interface, as the loader and the kernel
+/// saw it at the end of the capture.
+#[derive(Debug, Clone, Default)]
+pub struct XdpProgramReport {
+    /// The interface.
+    pub ifname: String,
+    /// Its driver.
+    pub driver: String,
+    /// Native (driver) mode, else generic.
+    pub native: bool,
+    /// The device-bound program (RX hardware timestamps) is the one attached.
+    pub device_bound: bool,
+    /// Kernel's `bpf_prog_info` id of the device-bound program.
+    pub prog_id: Option<u32>,
+    /// Why the device-bound program was tried and not used.
+    pub device_bound_refused: Option<String>,
+    /// Why native mode was refused.
+    pub native_refused: Option<String>,
 }
 
 impl CaptureReport {

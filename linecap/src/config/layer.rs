@@ -5,10 +5,10 @@
 use anyhow::Context;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
-use linecap_dataplane::afxdp::AttachMode;
+use linecap_dataplane::afxdp::{AttachMode, XdpTimestamps};
 use linecap_dataplane::ring::HugePages;
 
-use super::profile::{Backend, Job, Profile, XdpMode};
+use super::profile::{Backend, Job, Profile, XdpMode, XdpTimestampsKey};
 use crate::cli::CaptureArgs;
 use crate::values::{IdList, IndexList};
 
@@ -110,6 +110,9 @@ impl Profile {
                 XdpMode::Generic => AttachMode::Generic,
             };
         }
+        if !given("xdp_timestamps") {
+            args.xdp_timestamps = timestamps_of(self.nic.xdp_timestamps);
+        }
         if !given("xsk_ring") {
             args.xsk_ring = self.nic.xsk_ring_entries;
         }
@@ -152,6 +155,15 @@ impl Profile {
             }
         }
         Ok(())
+    }
+}
+
+/// The flag's value for a profile's `nic.xdp_timestamps`.
+fn timestamps_of(k: XdpTimestampsKey) -> XdpTimestamps {
+    match k {
+        XdpTimestampsKey::Auto => XdpTimestamps::Auto,
+        XdpTimestampsKey::Hardware => XdpTimestamps::Hardware,
+        XdpTimestampsKey::Ktime => XdpTimestamps::Ktime,
     }
 }
 
@@ -201,6 +213,32 @@ mod tests {
             &["linecap", "capture", "--profile", "x", "--dpdk-queues", "2"],
         );
         assert_eq!(a.dpdk.dpdk_queues, Some(2));
+    }
+
+    #[test]
+    fn xdp_timestamps_key_is_the_default_and_the_flag_wins() {
+        let mut p = probe();
+        assert_eq!(
+            args(&p, &["linecap", "capture", "--profile", "x"]).xdp_timestamps,
+            XdpTimestamps::Auto
+        );
+        p.nic.xdp_timestamps = XdpTimestampsKey::Ktime;
+        assert_eq!(
+            args(&p, &["linecap", "capture", "--profile", "x"]).xdp_timestamps,
+            XdpTimestamps::Ktime
+        );
+        let a = args(
+            &p,
+            &[
+                "linecap",
+                "capture",
+                "--profile",
+                "x",
+                "--xdp-timestamps",
+                "hardware",
+            ],
+        );
+        assert_eq!(a.xdp_timestamps, XdpTimestamps::Hardware);
     }
 
     #[test]
@@ -405,6 +443,11 @@ mod tests {
                 "{name}"
             );
             assert_eq!(c.xdp.ring_entries, p.nic.xsk_ring_entries, "{name}");
+            assert_eq!(
+                c.xdp.timestamps,
+                timestamps_of(p.nic.xdp_timestamps),
+                "{name}"
+            );
             // [host]
             assert_eq!(c.user, p.host.user, "{name}");
             // [cores]

@@ -210,6 +210,20 @@ pub enum XdpMode {
     Generic,
 }
 
+/// Which XDP program stamps the frames, as written in a profile
+/// (`--xdp-timestamps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpTimestampsKey {
+    /// Device-bound in native mode, falling back to ktime.
+    #[default]
+    Auto,
+    /// Device-bound or fail.
+    Hardware,
+    /// `bpf_ktime_get_ns()` only.
+    Ktime,
+}
+
 /// `[nic]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,6 +250,9 @@ pub struct Nic {
     /// XDP attach mode.
     #[serde(default)]
     pub xdp_mode: XdpMode,
+    /// XDP timestamps: the device-bound program (hardware RX stamps) or ktime.
+    #[serde(default)]
+    pub xdp_timestamps: XdpTimestampsKey,
     /// AF_XDP RX and fill ring entries per queue.
     #[serde(default = "default_xsk_ring")]
     pub xsk_ring_entries: u32,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use linecap_dataplane::afxdp::{AttachMode, ZeroCopy};
+use linecap_dataplane::afxdp::{AttachMode, XdpTimestamps, ZeroCopy};
 use linecap_dataplane::flowtable::Timeouts;
 use linecap_dataplane::ring::HugePages;
 
@@ -18,6 +18,9 @@ use linecap_flowexport::ExportConfig;
 pub struct XdpOptions {
     /// Attach mode.
     pub mode: AttachMode,
+    /// Which XDP program stamps the frames (device-bound with the RX
+    /// hardware timestamp, or `bpf_ktime_get_ns()` only).
+    pub timestamps: XdpTimestamps,
     /// RX and fill ring entries per socket.
     pub ring_entries: u32,
     /// Zero-copy policy.
@@ -30,6 +33,7 @@ impl Default for XdpOptions {
     fn default() -> Self {
         XdpOptions {
             mode: AttachMode::Auto,
+            timestamps: XdpTimestamps::Auto,
             ring_entries: limits::XSK_RING_DEFAULT,
             zero_copy: ZeroCopy::Auto,
             threaded_napi: true,

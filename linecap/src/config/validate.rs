@@ -95,6 +95,7 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         drop_when_full: a.drop_when_full,
         xdp: XdpOptions {
             mode: a.xdp_mode,
+            timestamps: a.xdp_timestamps,
             ring_entries: a.xsk_ring,
             zero_copy: a.zero_copy,
             threaded_napi: !a.no_threaded_napi,

@@ -10,10 +10,18 @@
 //! measured time. Per burst the time is taken (`Instant`, ~25 ns of it per
 //! 64 packets) for p50 / p99 / p99.9 / max.
 //!
-//! - `linecap`: `BurstPacket::new` (hashes the key) + `FlowTable::update_burst`
-//!   + `take_expired` per burst, table of 2x flows slots.
+//! Every column first prefetches the burst's inputs (a NIC's frames are in
+//! cache when the worker reads them; `rte_hash_lookup_bulk` also reads its
+//! keys in a tight first pass).
+//!
+//! - `linecap`: the table as the capture worker runs it: per packet
+//!   `BurstPacket::common` (from the 24-byte `wire::flow::CommonFlow` that
+//!   the worker's flows-only path gets; hashes the key) and
+//!   `prefetch_bucket`; per burst `stage` of this burst and `apply` of the
+//!   one staged a burst before, + `take_expired`; table of 2x flows slots.
 //! - `hashbrown`: `HashMap<FlowKey, counters>` with the capacity reserved,
-//!   `entry().or_insert` + the same counter update (no expiry, no eviction).
+//!   `entry().or_insert` + the same counter update (no expiry, no eviction),
+//!   from the packets' `PacketInfo`.
 //! - `churn`: 1 M live flows, a new flow every 100 packets and one leaving
 //!   (100 k new flows/s at a packet clock of 10 Mpps), 1 s idle timeout:
 //!   flows end by expiry ([`FlowTable::expire_step`] per burst, inside the
@@ -28,9 +36,11 @@
 use std::time::Instant;
 
 use hashbrown::HashMap;
-use linecap_dataplane::flowtable::{BurstPacket, EXPIRE_STEP_BUCKETS, FlowTable, Timeouts};
+use linecap_dataplane::flowtable::{
+    BurstPacket, EXPIRE_STEP_BUCKETS, FlowTable, NO_SLOT, Timeouts,
+};
 use linecap_dataplane::prefetch::prefetch;
-use linecap_wire::flow::{FlowKey, IpFamily, PacketInfo, VlanStack};
+use linecap_wire::flow::{CommonFlow, FlowKey, IpFamily, PacketInfo, VlanStack};
 
 use crate::Opts;
 
@@ -124,7 +134,25 @@ struct Run {
     mem: usize,
 }
 
+/// The packet as the worker's flows-only path hands it to the table
+/// (`wire::flow::parse_common`'s 24 bytes; the hash is computed in the timed
+/// part from it, as the worker does).
+fn common_of(p: &PacketInfo) -> CommonFlow {
+    let four = |a: &[u8; 16]| [a[0], a[1], a[2], a[3]];
+    CommonFlow {
+        addr_a: four(p.key.addr_a_bytes()),
+        port_a: p.key.port_a(),
+        addr_b: four(p.key.addr_b_bytes()),
+        port_b: p.key.port_b(),
+        proto: p.key.proto(),
+        a_to_b: p.a_to_b,
+        tcp_flags: p.tcp_flags,
+        payload: p.payload,
+    }
+}
+
 fn run_linecap(flows: u64, infos: &[PacketInfo], seq: &[u32], seconds: f64) -> Run {
+    let common: Vec<CommonFlow> = infos.iter().map(common_of).collect();
     let slots = (flows as usize * 2).next_power_of_two().max(1024);
     let mut t = FlowTable::new(slots, Timeouts::default()).expect("flow table");
     t.first_touch();
@@ -142,6 +170,7 @@ fn run_linecap(flows: u64, infos: &[PacketInfo], seq: &[u32], seconds: f64) -> R
     let mut lat = Vec::with_capacity(1 << 20);
     let mut n = 0u64;
     let mut busy = 0.0f64;
+    let (mut prev, mut slots, mut prev_slots) = (Vec::with_capacity(BURST), vec![], vec![]);
     let start = Instant::now();
     let mut ts = 2u64;
     'outer: loop {
@@ -150,12 +179,21 @@ fn run_linecap(flows: u64, infos: &[PacketInfo], seq: &[u32], seconds: f64) -> R
             // The burst's packets first come into cache, as a NIC's frames
             // are when the worker reads them (all three columns do this).
             for &id in chunk {
-                prefetch(&infos[id as usize]);
+                prefetch(&common[id as usize]);
             }
             for &id in chunk {
-                burst.push(BurstPacket::new(&infos[id as usize], ts, 64, 64));
+                let p = BurstPacket::common(&common[id as usize], ts, 64, 64);
+                t.prefetch_bucket(p.hash());
+                burst.push(p);
             }
-            t.update_burst(&burst);
+            // As the capture worker runs the table: stage this burst, apply
+            // the one staged a burst ago (the same work, a burst apart).
+            slots.clear();
+            slots.resize(burst.len(), NO_SLOT);
+            t.stage(&burst, &mut slots);
+            t.apply(&prev, &prev_slots);
+            std::mem::swap(&mut burst, &mut prev);
+            std::mem::swap(&mut slots, &mut prev_slots);
             t.take_expired(&mut sink);
             burst.clear();
             let d = t0.elapsed();
@@ -170,8 +208,10 @@ fn run_linecap(flows: u64, infos: &[PacketInfo], seq: &[u32], seconds: f64) -> R
             }
         }
     }
+    t.apply(&prev, &prev_slots);
     let c = t.counters();
     assert_eq!(c.evicted, 0, "the table holds every flow: {c:?}");
+    assert_eq!(c.packets, infos.len() as u64 + n, "every packet applied");
     let lat = percentiles(lat);
     Run {
         mpps: BURST as f64 / lat.0 * 1e3,
@@ -376,6 +416,16 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         "burst_ns_p999": ch.lat.2, "burst_ns_max": ch.lat.3, "memory_bytes": ch.mem,
         "active_at_end": active, "evicted": evicted,
     }));
+    let floor = memory_floor();
+    println!(
+        "\nmemory floor (320 MiB, THP advised, 1 M random 64-B lines): dependent load {:.0} ns; \
+         independent loads {:.1} ns/line, aligned 128-B pairs {:.1} ns/pair, two unrelated lines {:.1} ns/pair",
+        floor.0, floor.1, floor.2, floor.3
+    );
+    out.push(serde_json::json!({
+        "suite": "flows", "memory_floor": true, "dependent_load_ns": floor.0,
+        "random_line_ns": floor.1, "line_pair_ns": floor.2, "two_lines_ns": floor.3,
+    }));
     println!("\ngoal ratios (issue 19):");
     if let Some((lc, hb, r, rte)) = ratio_1m {
         println!("  flow table / hashbrown, 1 M flows uniform: {r:.2}x ({lc:.2} / {hb:.2} Mpps)");
@@ -491,4 +541,60 @@ fn rte_hash_mpps(flows: u64, seq: &[u32], seconds: f64) -> Option<f64> {
 #[cfg(not(feature = "dpdk"))]
 fn rte_hash_mpps(_flows: u64, _seq: &[u32], _seconds: f64) -> Option<f64> {
     None
+}
+
+/// What this machine's memory gives a table in DRAM: ns per access of a
+/// dependent chain of random 64-byte lines (latency), and per access of
+/// independent random lines, of aligned 128-byte pairs (both lines read)
+/// and of two unrelated lines (throughput with every miss in flight the
+/// core allows). Over 320 MiB (the 1 M-flow table's size) with
+/// `MADV_HUGEPAGE`, as the table's arrays are.
+fn memory_floor() -> (f64, f64, f64, f64) {
+    const BYTES: usize = 320 << 20;
+    const LINES: usize = BYTES / 64;
+    let Ok(mut map) = memmap2::MmapMut::map_anon(BYTES) else {
+        return (0.0, 0.0, 0.0, 0.0);
+    };
+    let _ = map.advise(memmap2::Advice::HugePage);
+    for (i, b) in map.iter_mut().enumerate().step_by(64) {
+        *b = i as u8;
+    }
+    let word = |m: &[u8], line: usize| -> u64 {
+        let at = (line % LINES) * 64;
+        m.get(at..at + 8)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let idx: Vec<usize> = (0..1 << 20)
+        .map(|_| rng.below(LINES as u64) as usize)
+        .collect();
+    let time = |f: &mut dyn FnMut() -> u64| {
+        let t = Instant::now();
+        std::hint::black_box(f());
+        t.elapsed().as_secs_f64() * 1e9 / idx.len() as f64
+    };
+    let m = &map[..];
+    let dependent = time(&mut || {
+        // An LCG step plus the loaded word: each address depends on the
+        // previous load.
+        let (mut x, mut j) = (1u64, 0usize);
+        for _ in 0..idx.len() / 8 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407 ^ (word(m, j) & 1));
+            j = (x >> 24) as usize;
+        }
+        j as u64
+    }) * 8.0;
+    let lines = time(&mut || idx.iter().fold(0, |a, &i| a ^ word(m, i)));
+    let pairs = time(&mut || {
+        idx.iter()
+            .fold(0, |a, &i| a ^ word(m, i & !1) ^ word(m, i | 1))
+    });
+    let two = time(&mut || {
+        idx.iter()
+            .fold(0, |a, &i| a ^ word(m, i) ^ word(m, i + LINES / 2))
+    });
+    (dependent, lines, pairs, two)
 }

@@ -19,9 +19,9 @@
 //!
 //! The key line and the hot line are apart (every packet writes the hot
 //! line; only TCP flags and a first payload write the key line) but
-//! adjacent, so one random access brings both (the L2 fetches the pair at
-//! about 1.3× the cost of one line on this project's VM; two unrelated lines
-//! cost 1.8×).
+//! adjacent: one aligned 128-byte pair, prefetched together (where the L2
+//! fetches the adjacent line, the pair costs about one miss; on the
+//! project's VM `bench flows` measures it at the cost of two lines).
 //!
 //! A key has **two candidate buckets** (from different bits of its 64-bit
 //! hash). A new flow takes a free way of its **first** bucket, else of its
@@ -334,10 +334,9 @@ struct Cold {
 
 const _: () = assert!(size_of::<Bucket>() == 64 && align_of::<Bucket>() == 64);
 /// One slot's key line and counter line side by side: an aligned 128-byte
-/// pair, so the one random access a packet makes after its bucket brings
-/// in both lines at about the cost of one (the L2's adjacent-line fetch; see
-/// `docs/benchmarks.md`, issue 19), while the key line stays apart from the
-/// counters that every packet writes.
+/// pair, prefetched together (one miss where the L2 fetches the adjacent
+/// line; see `docs/benchmarks.md`, issue 19), while the key line stays apart
+/// from the counters that every packet writes.
 #[repr(C, align(128))]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Slot {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use linecap_dataplane::clock::{ManualClock, RealtimeClock};
 use linecap_dataplane::counters::SharedCounters;
-use linecap_dataplane::ring::{HugePages, Producer, RingConfig, ring};
+use linecap_dataplane::ring::{Consumer, HugePages, Producer, RingConfig, ring};
 use linecap_dataplane::source::{Frame, FrameSink, RxQueue};
 use linecap_dataplane::synthetic::{SyntheticConfig, SyntheticSource};
 use linecap_dataplane::worker::{Worker, WorkerConfig};
@@ -240,9 +240,15 @@ fn copy_floor_once(frame_len: usize, seconds: f64) -> f64 {
     percentiles(lat).0
 }
 
-/// Run the worker for about `seconds`; Mpps and per-poll times.
-fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> WorkerRun {
-    let (producer, mut consumer) = ring(RingConfig {
+/// A worker on one ring (drained by the bench itself) with a flow table of
+/// twice `flows` slots when `track`, fed by a synthetic source of
+/// `frame_len`-byte frames over `flows` flows, its table faulted in.
+fn worker_with(
+    frame_len: usize,
+    flows: u32,
+    track: bool,
+) -> (Worker, Consumer, SyntheticSource<RealtimeClock>) {
+    let (producer, consumer) = ring(RingConfig {
         slots: 16,
         batch_bytes: 1 << 20,
         hugepages: HugePages::Try,
@@ -259,7 +265,7 @@ fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> Worke
         .expect("flow table");
         w = w.with_flows(table, Box::new(|_| {}), Arc::default());
     }
-    let mut src = SyntheticSource::new(
+    let src = SyntheticSource::new(
         SyntheticConfig {
             frame_len,
             flows,
@@ -269,9 +275,15 @@ fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> Worke
         RealtimeClock,
     )
     .expect("synthetic source");
-    let clock = ManualClock::new(0);
     // The table's pages are faulted in at start-up, not in the timed part.
     w.prepare();
+    (w, consumer, src)
+}
+
+/// Run the worker for about `seconds`; Mpps and per-poll times.
+fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> WorkerRun {
+    let (mut w, mut consumer, mut src) = worker_with(frame_len, flows, track);
+    let clock = ManualClock::new(0);
     let deadline = Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut polls = 0u64;
@@ -306,35 +318,9 @@ fn worker_once(frame_len: usize, flows: u32, track: bool, seconds: f64) -> Worke
 /// starts every flow (`flows` = 0: tracking off): the work
 /// `worker-count` does under callgrind.
 fn run_packets(flows: u32, packets: u64) -> u64 {
-    let (producer, mut consumer) = ring(RingConfig {
-        slots: 16,
-        batch_bytes: 1 << 20,
-        hugepages: HugePages::Try,
-    })
-    .expect("ring");
-    let shared = Arc::new(SharedCounters::default());
-    let mut w = Worker::new(WorkerConfig::new(0), producer, shared);
     let n_flows = flows.max(1000);
-    if flows > 0 {
-        let table = linecap_dataplane::flowtable::FlowTable::new(
-            (flows as usize * 2).next_power_of_two().max(1024),
-            linecap_dataplane::flowtable::Timeouts::default(),
-        )
-        .expect("flow table");
-        w = w.with_flows(table, Box::new(|_| {}), Arc::default());
-    }
-    let mut src = SyntheticSource::new(
-        SyntheticConfig {
-            frame_len: 64,
-            flows: n_flows,
-            count: None,
-            pps: None,
-        },
-        RealtimeClock,
-    )
-    .expect("synthetic source");
+    let (mut w, mut consumer, mut src) = worker_with(64, n_flows, flows > 0);
     let clock = ManualClock::new(0);
-    w.prepare();
     let target = u64::from(n_flows) + packets;
     while w.counters().rx_packets < target {
         w.poll_once(&mut src, &clock);

@@ -152,6 +152,25 @@ pub struct XdpLive {
     /// minus the sockets' drops read at another moment, so a reading can
     /// be transiently high; a loss folded into a record cannot be taken back).
     pub lctr_foldable: u64,
+    /// Frames the device-bound XDP program stamped with the NIC's RX
+    /// hardware timestamp (0 with the plain program).
+    pub hw_stamped: u64,
+    /// Frames the device-bound program saw without a hardware stamp (they
+    /// carry the ktime stamp instead; 0 with the plain program).
+    pub hw_missing: u64,
+}
+
+impl XdpLive {
+    /// The counts since `base` (a job that joined the queue later).
+    pub fn since(&self, base: &XdpLive) -> XdpLive {
+        XdpLive {
+            not_redirected: self.not_redirected.saturating_sub(base.not_redirected),
+            iface_drops: self.iface_drops.saturating_sub(base.iface_drops),
+            lctr_foldable: self.lctr_foldable.saturating_sub(base.lctr_foldable),
+            hw_stamped: self.hw_stamped.saturating_sub(base.hw_stamped),
+            hw_missing: self.hw_missing.saturating_sub(base.hw_missing),
+        }
+    }
 }
 
 /// The running endpoint; stops when dropped.
@@ -271,14 +290,9 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
                 .xdp
                 .as_ref()
                 .map(|x| {
-                    let now = *x.lock().unwrap_or_else(|e| e.into_inner());
-                    XdpLive {
-                        not_redirected: now
-                            .not_redirected
-                            .saturating_sub(p.xdp_base.not_redirected),
-                        iface_drops: now.iface_drops.saturating_sub(p.xdp_base.iface_drops),
-                        lctr_foldable: now.lctr_foldable.saturating_sub(p.xdp_base.lctr_foldable),
-                    }
+                    x.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .since(&p.xdp_base)
                 })
                 .unwrap_or_default(),
             occupancy: p.ring.as_ref().map_or(0, RingProbe::occupancy),
@@ -336,6 +350,19 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "counter",
         "Frames dropped, by the stage that dropped them.",
         &drops,
+    );
+    let mut stamps = Vec::new();
+    for s in &snaps {
+        for (result, v) in [("stamped", s.xdp.hw_stamped), ("missing", s.xdp.hw_missing)] {
+            stamps.push((format!("{},result=\"{result}\"", q(s)), v as f64));
+        }
+    }
+    family(
+        &mut o,
+        "linecap_xdp_hw_timestamps_total",
+        "counter",
+        "Frames the device-bound XDP program saw with the NIC's RX hardware timestamp (stamped) or without one, stamped with ktime instead (missing); both 0 with the plain program and on other sources.",
+        &stamps,
     );
     let mut nic = Vec::new();
     for s in &snaps {
@@ -571,6 +598,12 @@ mod tests {
         }
         let text = render(&t.snapshot(), 0.0);
         assert_eq!(written(&text, "b").as_deref(), Some("11"));
+        assert!(
+            text.contains(
+                "linecap_xdp_hw_timestamps_total{capture_job=\"b\",queue=\"0\",result=\"missing\"} 0"
+            ),
+            "{text}"
+        );
         assert_eq!(text.matches("linecap_ring_capacity_slots{").count(), 4);
         // Stopped: the counter stays, the ring gauges go.
         t.stopped("a");

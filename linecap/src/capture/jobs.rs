@@ -621,14 +621,9 @@ impl Jobs {
                 let worker = jq.worker.snapshot();
                 // Before-the-socket drops since the job joined the queue.
                 let xdp = q.and_then(|q| q.xdp.as_ref()).map(|x| {
-                    let now = *x.lock().unwrap_or_else(|e| e.into_inner());
-                    XdpLive {
-                        not_redirected: now
-                            .not_redirected
-                            .saturating_sub(jq.xdp_base.not_redirected),
-                        iface_drops: now.iface_drops.saturating_sub(jq.xdp_base.iface_drops),
-                        lctr_foldable: now.lctr_foldable.saturating_sub(jq.xdp_base.lctr_foldable),
-                    }
+                    x.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .since(&jq.xdp_base)
                 });
                 QueueReport {
                     job: job.config.name.clone(),
@@ -644,8 +639,8 @@ impl Jobs {
                         seen: worker.rx_packets + worker.source_nic + x.not_redirected,
                         not_redirected: x.not_redirected,
                         no_meta: 0,
-                        hw_stamped: 0,
-                        hw_missing: 0,
+                        hw_stamped: x.hw_stamped,
+                        hw_missing: x.hw_missing,
                     }),
                     iface_drops: xdp.map_or(0, |x| x.iface_drops),
                     flows: None,

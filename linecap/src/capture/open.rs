@@ -111,6 +111,8 @@ pub(super) fn refresh_xdp_live(
             lctr_foldable: l
                 .lctr_foldable
                 .max(not_redirected + if derived { 0 } else { iface }),
+            hw_stamped: now.hw_stamped.saturating_sub(b.hw_stamped),
+            hw_missing: now.hw_missing.saturating_sub(b.hw_missing),
         };
     }
 }

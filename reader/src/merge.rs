@@ -32,7 +32,9 @@ const CAPTURE_SUFFIXES: [&str; 6] = [".erf.lz4", ".erf", ".pcap", ".pcapng", ".l
 
 fn is_capture_name(name: &str, include_partial: bool) -> bool {
     if let Some(rest) = name.strip_prefix('.') {
-        return include_partial && rest.ends_with(".part");
+        // A manifest's hidden temporary is not a capture file (it was
+        // `.NAME.json.part` before 2026-12-02, `.NAME.json.tmp` since).
+        return include_partial && rest.ends_with(".part") && !rest.ends_with(".json.part");
     }
     CAPTURE_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
@@ -249,6 +251,8 @@ mod tests {
         write(&q1.join(names::file_name(1, 0, 2, "erf")), &[2, 5, 7, 8]);
         fs::write(q1.join("notes.txt"), b"ignored").unwrap();
         write(&q1.join(".q01-00000001-x.erf.part"), &[10]);
+        // A manifest's hidden temporary (older versions named it `.part`).
+        fs::write(q1.join(".q01-00000000-x.erf.json.part"), b"{").unwrap();
         let streams = plan(&[d.path().to_path_buf()], false).unwrap();
         assert_eq!(streams.len(), 2);
         let mut m = Merger::new(streams);
@@ -269,6 +273,8 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 10, "the partial file is read when asked");
+        assert_eq!(m.reports().len(), 4, "the manifest's temporary is not read");
+        assert!(m.reports().iter().all(|r| r.error.is_none()));
     }
 
     #[test]

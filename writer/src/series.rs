@@ -167,16 +167,19 @@ pub struct Manifest {
     pub truncated: bool,
 }
 
-/// Write `manifest` next to `file` under a hidden name, fsync it (with
-/// `sync`), rename it into view and fsync the directory. No half-written
-/// manifest is left behind. Returns the manifest's size.
+/// Write `manifest` next to `file` under a hidden name (`.NAME.json.tmp`:
+/// not `.part`, which readers take for an open capture file), fsync it
+/// (with `sync`), rename it into view and fsync the directory. No
+/// half-written manifest is left in view; a crash can leave the hidden one,
+/// which the series removes at its next start. Returns the manifest's size.
 pub fn write_manifest(file: &Path, manifest: &Manifest, mode: u32, sync: bool) -> io::Result<u64> {
     let manifest_path = names::manifest_path(file);
-    let tmp = manifest_path.with_file_name(names::hidden(
-        &manifest_path
+    let tmp = manifest_path.with_file_name(format!(
+        ".{}.tmp",
+        manifest_path
             .file_name()
             .unwrap_or_default()
-            .to_string_lossy(),
+            .to_string_lossy()
     ));
     let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
     let written = (|| {
@@ -372,6 +375,18 @@ impl FileSeries {
                     counters.parts_failed += 1;
                     last_error = Some(format!("recovering {}: {e}", p.display()));
                 }
+            }
+        }
+        // A manifest a crash left hidden (`.NAME.json.tmp`; `.NAME.json.part`
+        // from versions before 2026-12-02): its file is complete and in view
+        // or still a `.part` (recovered above, with a new manifest). Not data.
+        for e in fs::read_dir(&cfg.dir)?.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stray = name.starts_with('.')
+                && (name.ends_with(".json.tmp") || name.ends_with(".json.part"))
+                && names::parse(&name).is_some_and(|(q, _)| q == cfg.queue);
+            if stray && let Err(e) = fs::remove_file(e.path()) {
+                last_error = Some(format!("removing stray manifest {name}: {e}"));
             }
         }
         match crate::indexer::remove_stray_tmp(&cfg.dir, Some(cfg.queue)) {
@@ -1348,6 +1363,52 @@ mod tests {
         let c = *s.counters();
         assert!(c.files_closed > 1 && c.files_recycled > 0, "{c:?}");
         assert_eq!(*seqs_on_disk(dir.path()).last().unwrap(), 29);
+    }
+
+    #[test]
+    fn manifests_are_written_hidden_as_tmp_and_strays_go_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileSeries::new(SeriesConfig::new(dir.path().into(), 0)).unwrap();
+        let (m, r) = batch(0, 5, 1_000, false);
+        s.write_batch(&m, &r).unwrap();
+        s.close_current().unwrap();
+        drop(s);
+        let names = || -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // What a kill between the manifest's write and its rename leaves
+        // (now, and before 2026-12-02), and another queue's.
+        let file = names()
+            .into_iter()
+            .find(|n| n.ends_with(".erf.lz4"))
+            .unwrap();
+        for stray in [format!(".{file}.json.tmp"), format!(".{file}.json.part")] {
+            fs::write(dir.path().join(stray), b"{").unwrap();
+        }
+        let other = ".q01-00000000-20261202T000000.000000000Z.erf.lz4.json.tmp";
+        fs::write(dir.path().join(other), b"{").unwrap();
+        let s = FileSeries::new(SeriesConfig::new(dir.path().into(), 0)).unwrap();
+        let left = names();
+        assert!(left.iter().all(|n| !n.contains(".json.part")), "{left:?}");
+        assert_eq!(
+            left.iter().filter(|n| n.ends_with(".json.tmp")).count(),
+            1,
+            "{left:?}"
+        );
+        assert!(
+            left.iter().any(|n| n == other),
+            "another queue's stays: {left:?}"
+        );
+        assert!(
+            left.iter().any(|n| *n == format!("{file}.json")),
+            "{left:?}"
+        );
+        assert_eq!(s.counters().parts_failed, 0);
     }
 
     #[test]

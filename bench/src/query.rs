@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::Opts;
 use crate::pktgen::afpacket::PacketTx;
+use crate::veth::sh;
 
 /// ERF bytes of a record for a frame of `len` bytes (header 16 + 2 pad).
 const ERF_OVERHEAD: u64 = 18;
@@ -327,17 +328,6 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn sh(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The namespace, the processes started in it and the work directory;

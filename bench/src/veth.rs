@@ -170,7 +170,8 @@ pub fn remove_stale_namespaces() {
     }
 }
 
-fn sh(cmd: &mut Command) -> Result<String, String> {
+/// Run `cmd`; its stdout, or an error with the command and its stderr.
+pub(crate) fn sh(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(

@@ -27,8 +27,8 @@
 //! hash). A new flow takes a free way of its **first** bucket, else of its
 //! second; when both are full, one flow of the first (then the second)
 //! bucket moves to a free way of its own other bucket (one cuckoo step,
-//! counted in `relocated`) and the new flow takes its way. So nearly every
-//! flow sits where a lookup looks first, and a lookup needs one tag line: a
+//! counted in `relocated`) and the new flow takes its way. So most flows
+//! sit where a lookup looks first, and a lookup needs one tag line: a
 //! lookup reads the first bucket's tags, then the second's only when the
 //! first has no matching tag (at most [`PROBE_MAX`] = 16 slots, never more),
 //! and reads a slot's key only on a tag match. Removal just clears the tag.
@@ -867,20 +867,6 @@ impl FlowTable {
     #[inline]
     pub fn update(&mut self, info: &PacketInfo, ts_ns: u64, wire_len: u32, cap_len: u32) {
         let p = BurstPacket::new(info, ts_ns, wire_len, cap_len);
-        self.view().update_one(NO_SLOT, &p);
-    }
-
-    /// [`FlowTable::update`] with the key's [`flow_hash`] already computed.
-    #[inline]
-    pub fn update_hashed(
-        &mut self,
-        hash: u64,
-        info: &PacketInfo,
-        ts_ns: u64,
-        wire_len: u32,
-        cap_len: u32,
-    ) {
-        let p = BurstPacket::hashed(info, hash, ts_ns, wire_len, cap_len);
         self.view().update_one(NO_SLOT, &p);
     }
 

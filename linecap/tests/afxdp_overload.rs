@@ -112,19 +112,7 @@ fn overload(mode: &str) {
         assert_eq!(iface, 0, "a drop counted twice: {q:#}");
     }
     let written = q["written"].as_u64().unwrap();
-    let dropped: u64 = [
-        "filter",
-        "sample",
-        "source",
-        "nic",
-        "xdp",
-        "ring_full",
-        "writer",
-    ]
-    .iter()
-    .map(|k| d[k].as_u64().unwrap())
-    .sum();
-    assert_eq!(written + dropped, sent, "{q:#}");
+    assert_eq!(written + dropped_sum(q), sent, "{q:#}");
     // The files say what is missing: Σ lctr + what no later record carried
     // = every drop of the queue (socket, interface, XDP stage, ring full).
     let pending = q["worker"]["lctr_pending"].as_u64().unwrap();

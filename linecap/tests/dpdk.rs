@@ -728,19 +728,7 @@ fn net_af_packet_stamps_every_frame_at_a_steady_rate() {
         gaps[gaps.len() * 99 / 100]
     );
     // The sender's gaps as the kernel received them, frame by frame.
-    let mut sent_ts = vec![0u64; STEADY_FRAMES as usize];
-    let mut rd = CaptureReader::open(&sent_pcap).unwrap();
-    let mut p = Packet::default();
-    let mut n_sent = 0u64;
-    while rd.next(&mut p).unwrap() {
-        if p.data.len() >= 50 {
-            let seq = u64::from_be_bytes(p.data[42..50].try_into().unwrap());
-            if let Some(t) = sent_ts.get_mut(seq as usize) {
-                *t = p.ts_ns;
-                n_sent += 1;
-            }
-        }
-    }
+    let (sent_ts, n_sent) = stamps_by_seq(&sent_pcap, STEADY_FRAMES, 42);
     assert!(
         n_sent * 10 >= STEADY_FRAMES * 9,
         "tcpdump saw only {n_sent} frames arrive"

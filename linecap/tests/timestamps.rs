@@ -276,19 +276,7 @@ fn per_frame_timestamps(mode: &str, timestamps: &str, program: Program) {
     );
     // Against the sender's own departure times (tcpdump on vB): the gap
     // between frames i-1 and i as captured must match the gap as sent.
-    let mut sent_ts = vec![0u64; FRAMES as usize];
-    let mut rd = CaptureReader::open(&sent_pcap).unwrap();
-    let mut p = Packet::default();
-    let mut n_sent = 0;
-    while rd.next(&mut p).unwrap() {
-        if p.data.len() >= SEQ_OFF + 8 {
-            let seq = u64::from_be_bytes(p.data[SEQ_OFF..SEQ_OFF + 8].try_into().unwrap());
-            if let Some(t) = sent_ts.get_mut(seq as usize) {
-                *t = p.ts_ns;
-                n_sent += 1;
-            }
-        }
-    }
+    let (sent_ts, n_sent) = stamps_by_seq(&sent_pcap, FRAMES, SEQ_OFF);
     assert!(
         n_sent * 10 >= FRAMES * 9,
         "tcpdump saw only {n_sent} frames leave"

@@ -694,17 +694,7 @@ impl Index {
     /// Read a whole index (version 2, or version 1 written by earlier
     /// releases), verifying both checksums and every reference.
     pub fn decode(b: &[u8]) -> Result<Index, IndexError> {
-        let h = decode_header(b)?;
-        if (b.len() as u64) < h.file_len() {
-            return Err(IndexError::Truncated);
-        }
-        if b.len() as u64 != h.file_len() {
-            return Err(IndexError::Inconsistent);
-        }
-        let body = b.len() - 4;
-        if crc32(&b[..body]) != u32_at(b, body) {
-            return Err(IndexError::Checksum);
-        }
+        let h = checked_header(b)?;
         if h.version == 1 {
             return decode_v1(b, &h);
         }
@@ -716,6 +706,50 @@ impl Index {
 /// bit says the VLAN stack and protocol follow (they differ from the
 /// previous keyed flow's).
 const CTL_CLASS: u8 = 0x10;
+
+/// The header of a whole index file `b`, after checking the file's length
+/// against it and the trailing checksum (both decoders start here).
+fn checked_header(b: &[u8]) -> Result<Header, IndexError> {
+    let h = decode_header(b)?;
+    if (b.len() as u64) < h.file_len() {
+        return Err(IndexError::Truncated);
+    }
+    if b.len() as u64 != h.file_len() {
+        return Err(IndexError::Inconsistent);
+    }
+    let body = b.len() - 4;
+    if crc32(&b[..body]) != u32_at(b, body) {
+        return Err(IndexError::Checksum);
+    }
+    Ok(h)
+}
+
+/// The block table of a version 2 index: `n` delta-coded entries filling
+/// the section `rb` exactly (`None` if they do not). Shared by the whole
+/// decode and the light [`IndexView`].
+fn decode_blocks(rb: &mut Rd<'_>, n: u32) -> Option<Vec<BlockEntry>> {
+    let mut blocks = Vec::with_capacity(n as usize);
+    let (mut end, mut prev_ts) = (0u64, 0u64);
+    for _ in 0..n {
+        let offset = end.wrapping_add(rb.var()?);
+        let len = rb.var32()?;
+        let erf_len = rb.var32()?;
+        let ts_min = prev_ts.wrapping_add(unzz(rb.var()?) as u64);
+        let ts_max = ts_min.wrapping_add(rb.var()?);
+        let records = rb.var32()?;
+        blocks.push(BlockEntry {
+            offset,
+            len,
+            erf_len,
+            ts_min,
+            ts_max,
+            records,
+        });
+        end = offset.wrapping_add(u64::from(len));
+        prev_ts = ts_min;
+    }
+    rb.done().then_some(blocks)
+}
 
 fn decode_v2(b: &[u8], h: &Header) -> Option<Index> {
     let s = &h.sections;
@@ -743,29 +777,7 @@ fn decode_v2(b: &[u8], h: &Header) -> Option<Index> {
     {
         return None;
     }
-    let mut blocks = Vec::with_capacity(h.n_blocks as usize);
-    let (mut end, mut prev_ts) = (0u64, 0u64);
-    for _ in 0..h.n_blocks {
-        let offset = end.wrapping_add(rb.var()?);
-        let len = rb.var32()?;
-        let erf_len = rb.var32()?;
-        let ts_min = prev_ts.wrapping_add(unzz(rb.var()?) as u64);
-        let ts_max = ts_min.wrapping_add(rb.var()?);
-        let records = rb.var32()?;
-        blocks.push(BlockEntry {
-            offset,
-            len,
-            erf_len,
-            ts_min,
-            ts_max,
-            records,
-        });
-        end = offset.wrapping_add(u64::from(len));
-        prev_ts = ts_min;
-    }
-    if !rb.done() {
-        return None;
-    }
+    let blocks = decode_blocks(&mut rb, h.n_blocks)?;
     // Addresses first: the flows refer to them by number.
     let mut addrs: Vec<([u8; 16], Vec<u32>)> = Vec::with_capacity(h.n_addrs as usize);
     let mut prev = [0u8; 16];
@@ -901,17 +913,7 @@ impl<'a> IndexView<'a> {
     /// Open a version 2 index; `Err(Version(1))` for version 1 (decode it
     /// whole with [`Index::decode`]).
     pub fn open(b: &'a [u8]) -> Result<IndexView<'a>, IndexError> {
-        let h = decode_header(b)?;
-        if (b.len() as u64) < h.file_len() {
-            return Err(IndexError::Truncated);
-        }
-        if b.len() as u64 != h.file_len() {
-            return Err(IndexError::Inconsistent);
-        }
-        let body = b.len() - 4;
-        if crc32(&b[..body]) != u32_at(b, body) {
-            return Err(IndexError::Checksum);
-        }
+        let h = checked_header(b)?;
         if h.version != VERSION {
             return Err(IndexError::Version(h.version));
         }
@@ -922,30 +924,7 @@ impl<'a> IndexView<'a> {
         if h.n_blocks as usize > rb.left() {
             return Err(IndexError::Inconsistent);
         }
-        let mut blocks = Vec::with_capacity(h.n_blocks as usize);
-        let (mut end, mut prev_ts) = (0u64, 0u64);
-        let bad = IndexError::Inconsistent;
-        for _ in 0..h.n_blocks {
-            let offset = end.wrapping_add(rb.var().ok_or(bad)?);
-            let len = rb.var32().ok_or(bad)?;
-            let erf_len = rb.var32().ok_or(bad)?;
-            let ts_min = prev_ts.wrapping_add(unzz(rb.var().ok_or(bad)?) as u64);
-            let ts_max = ts_min.wrapping_add(rb.var().ok_or(bad)?);
-            let records = rb.var32().ok_or(bad)?;
-            blocks.push(BlockEntry {
-                offset,
-                len,
-                erf_len,
-                ts_min,
-                ts_max,
-                records,
-            });
-            end = offset.wrapping_add(u64::from(len));
-            prev_ts = ts_min;
-        }
-        if !rb.done() {
-            return Err(bad);
-        }
+        let blocks = decode_blocks(&mut rb, h.n_blocks).ok_or(IndexError::Inconsistent)?;
         Ok(IndexView { b, h, blocks })
     }
 

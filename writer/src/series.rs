@@ -167,6 +167,16 @@ pub struct Manifest {
     pub truncated: bool,
 }
 
+/// The index thread's counts into the series' counters (five relaxed loads).
+fn copy_index_counts(st: &crate::indexer::IndexStats, c: &mut SeriesCounters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    c.index_written = st.written.load(Relaxed);
+    c.index_bytes = st.bytes.load(Relaxed);
+    c.index_skipped = st.skipped.load(Relaxed);
+    c.index_errors = st.errors.load(Relaxed);
+    c.index_over_budget = st.over_budget.load(Relaxed);
+}
+
 /// Write `manifest` next to `file` under a hidden name (`.NAME.json.tmp`:
 /// not `.part`, which readers take for an open capture file), fsync it
 /// (with `sync`), rename it into view and fsync the directory. No
@@ -468,13 +478,7 @@ impl FileSeries {
     /// loads; once per batch).
     fn refresh_index_counters(&mut self) {
         if let Some(f) = &self.index {
-            let st = f.stats();
-            let c = &mut self.counters;
-            c.index_written = st.written.load(std::sync::atomic::Ordering::Relaxed);
-            c.index_bytes = st.bytes.load(std::sync::atomic::Ordering::Relaxed);
-            c.index_skipped = st.skipped.load(std::sync::atomic::Ordering::Relaxed);
-            c.index_errors = st.errors.load(std::sync::atomic::Ordering::Relaxed);
-            c.index_over_budget = st.over_budget.load(std::sync::atomic::Ordering::Relaxed);
+            copy_index_counts(f.stats(), &mut self.counters);
         }
     }
 
@@ -487,12 +491,7 @@ impl FileSeries {
         if let Some(f) = self.index.take() {
             let st = f.stats().clone();
             drop(f); // joins the thread
-            let c = &mut self.counters;
-            c.index_written = st.written.load(std::sync::atomic::Ordering::Relaxed);
-            c.index_bytes = st.bytes.load(std::sync::atomic::Ordering::Relaxed);
-            c.index_skipped = st.skipped.load(std::sync::atomic::Ordering::Relaxed);
-            c.index_errors = st.errors.load(std::sync::atomic::Ordering::Relaxed);
-            c.index_over_budget = st.over_budget.load(std::sync::atomic::Ordering::Relaxed);
+            copy_index_counts(&st, &mut self.counters);
         }
         res
     }

@@ -383,3 +383,24 @@ pub fn require_duckdb() {
          (python3 -m pip install duckdb): {probe:?}"
     );
 }
+
+/// The timestamp of each frame of `pcap` by the sequence number the
+/// generator put at `seq_off` (8 bytes, big endian; 0 = not seen), for
+/// sequence numbers below `frames`, and how many frames were found.
+pub fn stamps_by_seq(pcap: &Path, frames: u64, seq_off: usize) -> (Vec<u64>, u64) {
+    use linecap_reader::read::{CaptureReader, Packet};
+    let mut ts = vec![0u64; frames as usize];
+    let mut rd = CaptureReader::open(pcap).unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+    let mut p = Packet::default();
+    let mut found = 0u64;
+    while rd.next(&mut p).unwrap() {
+        if let Some(b) = p.data.get(seq_off..seq_off + 8) {
+            let seq = u64::from_be_bytes(b.try_into().unwrap());
+            if let Some(t) = ts.get_mut(seq as usize) {
+                *t = p.ts_ns;
+                found += 1;
+            }
+        }
+    }
+    (ts, found)
+}

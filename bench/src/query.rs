@@ -615,25 +615,7 @@ fn run(o: &Opts) -> Result<Vec<serde_json::Value>, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut lc = c.spawn().map_err(|e| format!("linecap: {e}"))?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    for pipe in [
-        lc.stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        lc.stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-    }
+    let rx = crate::veth::output_lines(&mut lc);
     let lc_pid = lc.id();
     run.children.push(lc);
     let deadline = Instant::now() + Duration::from_secs(30);

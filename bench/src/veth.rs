@@ -170,6 +170,33 @@ pub fn remove_stale_namespaces() {
     }
 }
 
+/// The lines `child` writes on its piped stdout and stderr, as they come
+/// (one reader thread per pipe; they end with the pipes).
+pub(crate) fn output_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+    }
+    rx
+}
+
 /// Run `cmd`; its stdout, or an error with the command and its stderr.
 pub(crate) fn sh(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
@@ -323,27 +350,7 @@ fn start(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{}: {e}", tool.name()))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-    }
+    let rx = output_lines(&mut child);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut said = Vec::new();
     loop {

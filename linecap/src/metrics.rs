@@ -487,8 +487,8 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         &mut o,
         "linecap_file_close_errors_total",
         "counter",
-        "Capture files whose completion (end mark, sync, rename) failed.",
-        &per(&|s| s.writer.close_errors as f64),
+        "Capture files whose completion (end mark, sync, rename, manifest) failed.",
+        &per(&|s| (s.writer.close_errors + s.writer.manifest_errors) as f64),
     );
     if snaps.iter().any(|s| s.flows.is_some()) {
         let fl: Vec<_> = snaps

@@ -444,6 +444,7 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
                 "files": f.index_written, "bytes": f.index_bytes, "errors": f.index_errors,
                 "behind": f.index_skipped, "over_budget": f.index_over_budget,
                 "stray_tmp_removed": f.index_tmp_removed,
+                "manifest_errors": f.manifest_errors,
             },
         },
         "input_truncated_bytes": q.input_truncated_bytes,

@@ -23,7 +23,7 @@
 //! (hidden, then renamed) at the end of every run.
 //!
 //! A file is processed once its manifest exists (the writer renames the
-//! file into view, then writes the manifest). A series stops at its first
+//! file into view, then its index thread writes the index and the manifest). A series stops at its first
 //! file without one, and goes on from there next run.
 
 use std::collections::BTreeMap;

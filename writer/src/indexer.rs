@@ -431,12 +431,18 @@ pub struct IndexStats {
     /// Indexes larger than the room a byte budget kept for them (not
     /// written; the file is scanned).
     pub over_budget: AtomicU64,
+    /// Manifests (written by the thread after the index) that could not be
+    /// written: the file is complete, but readers and the shipper that wait
+    /// for its manifest do not see it as such.
+    pub manifest_errors: AtomicU64,
     /// The last error's message.
     pub last_error: Mutex<Option<String>>,
 }
 
 enum Msg {
     Begin,
+    /// Answer once everything sent before is done.
+    Settle(SyncSender<()>),
     Batch {
         offset: u64,
         len: u32,
@@ -448,6 +454,8 @@ enum Msg {
         flags: u32,
         /// Largest index allowed (the room a byte budget kept for it).
         max_bytes: Option<u64>,
+        /// The data file's manifest, written once the index is settled.
+        manifest: Vec<u8>,
     },
 }
 
@@ -486,6 +494,9 @@ impl IndexFeed {
             while let Ok(m) = rx.recv() {
                 match m {
                     Msg::Begin => b = IndexBuilder::new(),
+                    Msg::Settle(done) => {
+                        let _ = done.send(());
+                    }
                     Msg::Batch {
                         offset,
                         len,
@@ -499,6 +510,7 @@ impl IndexFeed {
                         data_bytes,
                         flags,
                         max_bytes,
+                        manifest,
                     } => {
                         let ix = b.finish(flags, data_bytes);
                         let bytes = ix.encode();
@@ -512,18 +524,27 @@ impl IndexFeed {
                             // Larger than the room the budget kept: given
                             // up, the file is scanned.
                             st.over_budget.fetch_add(1, Ordering::Relaxed);
-                            continue;
+                        } else {
+                            match write_index_bytes(&data, &bytes, mode, sync) {
+                                Ok(n) => {
+                                    st.written.fetch_add(1, Ordering::Relaxed);
+                                    st.bytes.fetch_add(n, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    st.errors.fetch_add(1, Ordering::Relaxed);
+                                    *st.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some(e.to_string());
+                                }
+                            }
                         }
-                        match write_index_bytes(&data, &bytes, mode, sync) {
-                            Ok(n) => {
-                                st.written.fetch_add(1, Ordering::Relaxed);
-                                st.bytes.fetch_add(n, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                st.errors.fetch_add(1, Ordering::Relaxed);
-                                *st.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some(e.to_string());
-                            }
+                        // The manifest last, whatever became of the index.
+                        if let Err(e) =
+                            crate::series::write_manifest_json(&data, &manifest, mode, sync)
+                        {
+                            st.manifest_errors.fetch_add(1, Ordering::Relaxed);
+                            *st.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+                                format!("{}: {e}", crate::names::manifest_path(&data).display()),
+                            );
                         }
                     }
                 }
@@ -560,6 +581,16 @@ impl IndexFeed {
         }
     }
 
+    /// Wait until the thread has written the indexes and manifests of the
+    /// files completed so far.
+    pub fn settle(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done_tx, done) = mpsc::sync_channel(1);
+        if tx.send(Msg::Settle(done_tx)).is_ok() {
+            let _ = done.recv();
+        }
+    }
+
     /// One batch was written at `offset` as `len` bytes of the data file.
     /// Never waits: a full queue gives up this file's index.
     pub fn batch(&mut self, offset: u64, len: usize, records: &[u8]) {
@@ -583,22 +614,39 @@ impl IndexFeed {
     }
 
     /// The data file is complete under its visible name `data` (`data_bytes`
-    /// long): write its index, unless it was given up.
+    /// long): write its index, unless it was given up, then its `manifest`
+    /// (encoded), so that a manifest in view means the index is settled.
     /// With `max_bytes`, an index larger than that is not written (a byte
-    /// budget kept that much room for it).
-    pub fn complete(&mut self, data: &Path, data_bytes: u64, lz4: bool, max_bytes: Option<u64>) {
+    /// budget kept that much room for it). Returns the manifest when the
+    /// thread does not take the file (its index was given up, or the thread
+    /// is gone): the caller writes it.
+    pub fn complete(
+        &mut self,
+        data: &Path,
+        data_bytes: u64,
+        lz4: bool,
+        max_bytes: Option<u64>,
+        manifest: Vec<u8>,
+    ) -> Option<Vec<u8>> {
         if self.lost {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             self.lost = false;
-            return;
+            return Some(manifest);
         }
-        let Some(tx) = &self.tx else { return };
-        let _ = tx.send(Msg::Complete {
+        let Some(tx) = &self.tx else {
+            return Some(manifest);
+        };
+        match tx.send(Msg::Complete {
             data: data.to_path_buf(),
             data_bytes,
             flags: if lz4 { FLAG_LZ4 } else { 0 },
             max_bytes,
-        });
+            manifest,
+        }) {
+            Ok(()) => None,
+            Err(mpsc::SendError(Msg::Complete { manifest, .. })) => Some(manifest),
+            Err(_) => None,
+        }
     }
 }
 

@@ -167,7 +167,7 @@ pub struct Manifest {
     pub truncated: bool,
 }
 
-/// The index thread's counts into the series' counters (five relaxed loads).
+/// The index thread's counts into the series' counters (six relaxed loads).
 fn copy_index_counts(st: &crate::indexer::IndexStats, c: &mut SeriesCounters) {
     use std::sync::atomic::Ordering::Relaxed;
     c.index_written = st.written.load(Relaxed);
@@ -175,6 +175,7 @@ fn copy_index_counts(st: &crate::indexer::IndexStats, c: &mut SeriesCounters) {
     c.index_skipped = st.skipped.load(Relaxed);
     c.index_errors = st.errors.load(Relaxed);
     c.index_over_budget = st.over_budget.load(Relaxed);
+    c.manifest_errors = st.manifest_errors.load(Relaxed);
 }
 
 /// Write `manifest` next to `file` under a hidden name (`.NAME.json.tmp`:
@@ -183,6 +184,17 @@ fn copy_index_counts(st: &crate::indexer::IndexStats, c: &mut SeriesCounters) {
 /// half-written manifest is left in view; a crash can leave the hidden one,
 /// which the series removes at its next start. Returns the manifest's size.
 pub fn write_manifest(file: &Path, manifest: &Manifest, mode: u32, sync: bool) -> io::Result<u64> {
+    write_manifest_json(file, &manifest_json(manifest)?, mode, sync)
+}
+
+/// The manifest as it is written (pretty JSON).
+pub fn manifest_json(manifest: &Manifest) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(manifest).map_err(io::Error::other)
+}
+
+/// Write the encoded manifest `json` next to `file` (hidden, then renamed;
+/// see [`write_manifest`]). Returns its size.
+pub fn write_manifest_json(file: &Path, json: &[u8], mode: u32, sync: bool) -> io::Result<u64> {
     let manifest_path = names::manifest_path(file);
     let tmp = manifest_path.with_file_name(format!(
         ".{}.tmp",
@@ -191,7 +203,6 @@ pub fn write_manifest(file: &Path, manifest: &Manifest, mode: u32, sync: bool) -
             .unwrap_or_default()
             .to_string_lossy()
     ));
-    let json = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
     let written = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -199,7 +210,7 @@ pub fn write_manifest(file: &Path, manifest: &Manifest, mode: u32, sync: bool) -
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(&json)?;
+        f.write_all(json)?;
         fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         if sync {
             f.sync_all()?;
@@ -276,6 +287,10 @@ pub struct SeriesCounters {
     /// Indexes not written because they were larger than the room the
     /// byte budget kept for them.
     pub index_over_budget: u64,
+    /// Manifests the index thread could not write (it writes a file's
+    /// manifest after the index); like `close_errors`, the file's packets
+    /// are written.
+    pub manifest_errors: u64,
 }
 
 /// Room a byte budget keeps for the index of a file of `data_bytes`: 2 %
@@ -494,6 +509,15 @@ impl FileSeries {
             copy_index_counts(&st, &mut self.counters);
         }
         res
+    }
+
+    /// Wait until the index thread has written the indexes and manifests of
+    /// the files completed so far (with an index thread, a file's manifest
+    /// is written after its index, a moment after [`Self::close_current`]).
+    pub fn settle(&self) {
+        if let Some(f) = &self.index {
+            f.settle();
+        }
     }
 
     /// The index thread's counts (`None` without indexing).
@@ -856,23 +880,7 @@ impl FileSeries {
         drop(cur.file);
         let dir = self.cfg.dir.clone();
         let tracked = match fs::rename(&cur.hidden, &cur.visible) {
-            Ok(()) => {
-                // issue 20: the index thread writes NAME.idx now the data is
-                // complete; with a budget, within the room kept for it.
-                let max = self
-                    .cfg
-                    .budget_bytes
-                    .map(|_| index_reserve(cur.manifest.bytes_file));
-                if let Some(f) = self.index.as_mut() {
-                    f.complete(
-                        &cur.visible,
-                        cur.manifest.bytes_file,
-                        self.cfg.compress,
-                        max,
-                    );
-                }
-                cur.visible.clone()
-            }
+            Ok(()) => cur.visible.clone(),
             Err(e) => {
                 failure.get_or_insert(e);
                 cur.hidden.clone()
@@ -891,12 +899,39 @@ impl FileSeries {
             .push_back((tracked.clone(), cur.manifest.bytes_file + reserve));
         self.complete_bytes += cur.manifest.bytes_file + reserve;
         if tracked == cur.visible {
-            match write_manifest(
-                &cur.visible,
-                &cur.manifest,
-                self.cfg.file_mode,
-                self.cfg.sync_on_close,
-            ) {
+            // issue 20: the index thread writes NAME.idx now the data is
+            // complete (with a budget, within the room kept for it), then the
+            // manifest: a manifest in view means the file, and its index if
+            // it gets one, are final (the shipper ships what it sees then).
+            // Without an index thread, or when it gave this file up, the
+            // manifest is written here.
+            let max = self
+                .cfg
+                .budget_bytes
+                .map(|_| index_reserve(cur.manifest.bytes_file));
+            let written = manifest_json(&cur.manifest).and_then(|json| {
+                let n = json.len() as u64;
+                let left = match self.index.as_mut() {
+                    Some(f) => f.complete(
+                        &cur.visible,
+                        cur.manifest.bytes_file,
+                        self.cfg.compress,
+                        max,
+                        json,
+                    ),
+                    None => Some(json),
+                };
+                match left {
+                    Some(json) => write_manifest_json(
+                        &cur.visible,
+                        &json,
+                        self.cfg.file_mode,
+                        self.cfg.sync_on_close,
+                    ),
+                    None => Ok(n),
+                }
+            });
+            match written {
                 Ok(n) => {
                     if let Some(last) = self.complete.back_mut() {
                         last.1 += n;
@@ -1021,7 +1056,50 @@ mod tests {
         let (m, r) = batch(1, 3, end + 2 * sec, true);
         s.write_batch(&m, &r).unwrap();
         s.close_current().unwrap();
+        s.settle();
         assert_eq!(visible(dir.path()).len(), 2);
+    }
+
+    /// The shipper and the processor take a file once its manifest is in
+    /// view: by then its index must be there too (CI once shipped a file
+    /// whose index came after its manifest). Checked right after each
+    /// completion, before the index thread may have run.
+    #[test]
+    fn a_manifest_in_view_means_the_index_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileSeries::new(SeriesConfig::new(dir.path().into(), 0)).unwrap();
+        let mut seen = 0;
+        for f in 0..40u64 {
+            let (m, r) = batch(f, 50, 1_278_472_579_466_743_000 + f * 1000, false);
+            s.write_batch(&m, &r).unwrap();
+            s.close_current().unwrap();
+            for e in fs::read_dir(dir.path()).unwrap() {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                if let Some(data) = name.strip_suffix(".json") {
+                    let idx = dir.path().join(format!("{data}.idx"));
+                    assert!(idx.exists(), "{name} in view before {}", idx.display());
+                    seen += 1;
+                }
+            }
+            // Keep the thread's queue short: a full queue gives the index up
+            // (then the writer writes the manifest alone, as documented).
+            s.settle();
+        }
+        let all: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(all.iter().filter(|n| n.ends_with(".json")).count(), 40);
+        assert_eq!(all.iter().filter(|n| n.ends_with(".idx")).count(), 40);
+        assert!(seen >= 40);
+        let st = s.index_stats().unwrap();
+        assert_eq!(st.skipped.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            st.manifest_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
     }
 
     #[test]
@@ -1040,6 +1118,7 @@ mod tests {
                 .starts_with(".q02-00000000-")
         );
         s.close_current().unwrap();
+        s.settle();
         let names = visible(dir.path());
         assert_eq!(
             names,
@@ -1076,6 +1155,7 @@ mod tests {
             s.write_batch(&m, &r).unwrap();
         }
         s.close_current().unwrap();
+        s.settle();
         // Files: [0,1] [2,3] [4] (time cut before 5) [5,6] [7,8] [9] → 6 files, ring keeps 3.
         assert_eq!(s.counters().files_closed, 6);
         assert_eq!(s.counters().files_deleted, 3);
@@ -1104,6 +1184,7 @@ mod tests {
         let (m, r) = batch(0, 1, 99_000_000_000, false);
         s.write_batch(&m, &r).unwrap();
         s.close_current().unwrap();
+        s.settle();
         let names = visible(dir.path());
         assert_eq!(names.len(), 3);
         assert!(names[2].starts_with("q00-00000006-"), "{names:?}");
@@ -1129,6 +1210,7 @@ mod tests {
             s.write_batch(&m, &r).unwrap();
         }
         s.close_current().unwrap();
+        s.settle();
         let names = visible(dir.path());
         // 6 files, -W 2: 0 and 1 are kept (refused), 2 and 3 deleted, 4 and 5 are the newest.
         assert_eq!(names.len(), 4, "{names:?}");
@@ -1178,6 +1260,7 @@ mod tests {
         assert_eq!(s.counters().lctr_pending, 5);
         s.write_batch(&m3, &r3).unwrap();
         s.close_current().unwrap();
+        s.settle();
         assert_eq!(s.counters().packets, 10);
         // issue 14: the 5 lost frames are in the lctr of the next record
         // written, and in that file's manifest; the caller's batch is untouched.
@@ -1234,6 +1317,7 @@ mod tests {
         let (m2, r2) = batch(1, 5, 2_000, false);
         s.write_batch(&m2, &r2).unwrap();
         s.close_current().unwrap();
+        s.settle();
         let names = visible(dir.path());
         assert_eq!(count_packets(&dir.path().join(&names[0])), 10);
     }
@@ -1306,6 +1390,7 @@ mod tests {
                 );
             }
             s.close_current().unwrap();
+            s.settle();
             assert!(dir_bytes(dir.path()) <= budget);
             let c = *s.counters();
             assert!(c.files_recycled > 0, "{c:?}");
@@ -1362,6 +1447,7 @@ mod tests {
             assert!(dir_bytes(dir.path()) <= budget);
         }
         s.close_current().unwrap();
+        s.settle();
         let c = *s.counters();
         assert!(c.files_closed > 1 && c.files_recycled > 0, "{c:?}");
         assert_eq!(*seqs_on_disk(dir.path()).last().unwrap(), 29);
@@ -1374,6 +1460,7 @@ mod tests {
         let (m, r) = batch(0, 5, 1_000, false);
         s.write_batch(&m, &r).unwrap();
         s.close_current().unwrap();
+        s.settle();
         drop(s);
         let names = || -> Vec<String> {
             let mut v: Vec<String> = fs::read_dir(dir.path())
@@ -1446,6 +1533,7 @@ mod tests {
         let (m3, r3) = batch(2, 5, 3_000, false);
         s.write_batch(&m3, &r3).unwrap();
         s.close_current().unwrap();
+        s.settle();
         let c = *s.counters();
         assert_eq!((c.packets, c.drop_packets, c.close_errors), (10, 5, 1));
         // The abandoned file: its first batch, no error, no end mark.

@@ -11,6 +11,19 @@
 
 #include "dpdk_shim.h"
 
+/* The receive loop reads these fields through a Rust mirror of the start of
+ * struct rte_mbuf (`MbufHead` in src/dpdk/port.rs, which asserts the same
+ * offsets): a DPDK whose layout differs fails the build here. */
+_Static_assert(offsetof(struct rte_mbuf, buf_addr) == 0, "rte_mbuf.buf_addr moved");
+_Static_assert(offsetof(struct rte_mbuf, data_off) == 16, "rte_mbuf.data_off moved");
+_Static_assert(offsetof(struct rte_mbuf, nb_segs) == 20, "rte_mbuf.nb_segs moved");
+_Static_assert(offsetof(struct rte_mbuf, ol_flags) == 24, "rte_mbuf.ol_flags moved");
+_Static_assert(offsetof(struct rte_mbuf, pkt_len) == 36, "rte_mbuf.pkt_len moved");
+_Static_assert(offsetof(struct rte_mbuf, data_len) == 40, "rte_mbuf.data_len moved");
+_Static_assert(sizeof(((struct rte_mbuf *)0)->data_off) == 2, "rte_mbuf.data_off size");
+_Static_assert(sizeof(((struct rte_mbuf *)0)->pkt_len) == 4, "rte_mbuf.pkt_len size");
+_Static_assert(sizeof(((struct rte_mbuf *)0)->data_len) == 2, "rte_mbuf.data_len size");
+
 void lc_mbuf_layout(struct lc_mbuf_layout *out)
 {
 	out->size = sizeof(struct rte_mbuf);

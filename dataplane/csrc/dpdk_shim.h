@@ -11,7 +11,8 @@
 struct rte_mbuf;
 struct rte_mempool;
 
-/* Where the receive loop finds what it reads in a struct rte_mbuf. */
+/* Where the fields the receive loop reads are in a struct rte_mbuf (checked
+ * at start against the Rust mirror; the shim's _Static_asserts pin them). */
 struct lc_mbuf_layout {
 	uint32_t size;       /* sizeof(struct rte_mbuf) */
 	uint32_t buf_addr;   /* void * */

@@ -154,6 +154,10 @@ mod imp {
                 0
             },
             iface: spec.iface().map(String::from),
+            tsc_stamps: match spec.stamps {
+                crate::source::DpdkStamps::Frame => linecap_dataplane::dpdk::TscStamps::Frame,
+                crate::source::DpdkStamps::Burst => linecap_dataplane::dpdk::TscStamps::Burst,
+            },
             ..PortConfig::new(spec.port_name())
         };
         let port = Port::open(eal, &pc).map_err(anyhow::Error::msg)?;
@@ -180,6 +184,8 @@ mod imp {
                 "from the PMD (µs)"
             } else if i.driver == "net_af_packet" {
                 "from the kernel's receive stamp in each queue's packet socket ring (else the TSC: see each queue's line)"
+            } else if spec.stamps == crate::source::DpdkStamps::Burst {
+                "from the TSC, one read per receive burst shared by its frames (--dpdk-timestamps burst), mapped to CLOCK_REALTIME (re-anchored every 100 ms, steps of at most 1 ms)"
             } else {
                 "from the TSC, one read per frame, mapped to CLOCK_REALTIME (re-anchored every 100 ms, steps of at most 1 ms)"
             }

@@ -124,6 +124,18 @@ pub fn parse_interface(spec: &str) -> anyhow::Result<SourceSpec> {
     })
 }
 
+/// How DPDK frames are stamped from the TSC when neither the NIC (timestamp
+/// offload) nor the kernel (net_af_packet's ring) gives a receive time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpdkStamps {
+    /// One TSC read per frame (manifest clock `tsc`).
+    #[default]
+    Frame,
+    /// One TSC read per receive burst, shared by its frames (manifest clock `tsc-burst`).
+    Burst,
+}
+
 /// DPDK flags of `linecap capture` (the profile's `[dpdk]` and `[nic]` give the defaults).
 #[derive(Args, Debug, Clone, Default)]
 pub struct DpdkArgs {
@@ -141,6 +153,11 @@ pub struct DpdkArgs {
     /// Mbufs per DPDK queue's mempool.
     #[arg(long, value_name = "N")]
     pub dpdk_mbufs: Option<u32>,
+    /// Without NIC or kernel receive stamps: frame (a TSC read per frame: each frame its own
+    /// stamp, about 13 ns per frame on a VM, see docs/benchmarks.md) or burst (one read per
+    /// receive burst, shared by the burst's frames, as libtrace does). [default: frame]
+    #[arg(long, value_name = "WHEN", value_enum)]
+    pub dpdk_timestamps: Option<DpdkStamps>,
     /// RSS key, hex (colons allowed); must be symmetric (repeat every 2 bytes). Default 6d5a….
     #[arg(long, value_name = "HEX")]
     pub rss_key: Option<String>,
@@ -167,6 +184,8 @@ pub struct DpdkSpec {
     pub eal_args: Vec<String>,
     /// Self-test injection file (net_ring).
     pub inject: Option<PathBuf>,
+    /// TSC stamps per frame or per burst.
+    pub stamps: DpdkStamps,
 }
 
 /// Whether `s` is a PCI address (`0000:3b:00.0` or `3b:00.0`).
@@ -220,6 +239,7 @@ impl DpdkSpec {
             rss_key: symmetric_key(),
             eal_args: Vec::new(),
             inject: None,
+            stamps: DpdkStamps::Frame,
         })
     }
 
@@ -266,6 +286,9 @@ impl DpdkSpec {
                  the two directions of a flow would land on different queues"
             );
             self.rss_key = key;
+        }
+        if let Some(s) = a.dpdk_timestamps {
+            self.stamps = s;
         }
         if let Some(e) = &a.eal_args {
             self.eal_args = e.split_whitespace().map(String::from).collect();

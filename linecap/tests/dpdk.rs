@@ -309,6 +309,75 @@ fn net_null_stops_cleanly_on_sigterm() {
     assert!(!files_with(&out, ".erf.lz4").is_empty());
 }
 
+/// `--dpdk-timestamps`: on net_null (no PMD stamps) `frame` gives every frame
+/// its own TSC stamp, `burst` one per receive burst (at most 64 frames);
+/// the manifests name the clock, and stamps never go backwards.
+#[test]
+fn net_null_tsc_stamps_per_frame_or_per_burst() {
+    let tmp = tmpdir();
+    for (mode, clock) in [("frame", "tsc"), ("burst", "tsc-burst")] {
+        let out = tmp.path().join(mode);
+        let (err, r) = capture(
+            &[
+                "--source",
+                "dpdk:net_null0,size=64",
+                "--count",
+                "100000",
+                "--no-compress",
+                "--dpdk-timestamps",
+                mode,
+            ],
+            &out,
+            "20",
+        );
+        assert!(
+            err.contains(&format!("manifest clock {clock})")),
+            "{mode}: the start-up line names the clock:\n{err}"
+        );
+        assert_eq!(r["queues"][0]["written"], 100_000, "{mode}: {r:#}");
+        let mut files = files_with(&out, ".erf");
+        files.sort();
+        let mut ts = Vec::new();
+        for f in &files {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            let man: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(f.with_file_name(format!("{name}.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(man["clock"], clock, "{mode}: {name}");
+            let mut rd = CaptureReader::open(f).unwrap();
+            let mut p = Packet::default();
+            while rd.next(&mut p).unwrap() {
+                ts.push(p.ts_ns);
+            }
+        }
+        assert_eq!(ts.len(), 100_000, "{mode}");
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{mode}: backwards");
+        let mut runs = vec![1usize];
+        for w in ts.windows(2) {
+            if w[0] == w[1] {
+                *runs.last_mut().unwrap() += 1;
+            } else {
+                runs.push(1);
+            }
+        }
+        let longest = runs.iter().copied().max().unwrap();
+        match mode {
+            // A TSC read per frame is 10+ ns apart: nearly every frame differs.
+            "frame" => assert!(
+                runs.len() * 10 >= ts.len() * 9,
+                "{mode}: {} stamps",
+                runs.len()
+            ),
+            // One per burst: net_null fills every burst the worker asks for.
+            _ => {
+                assert!(longest <= 64, "{mode}: {longest} frames share a stamp");
+                assert!(runs.len() * 8 <= ts.len(), "{mode}: {} stamps", runs.len());
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_dpdk_input_gives_clear_errors() {
     let tmp = tmpdir();

@@ -15,4 +15,4 @@ pub mod port;
 pub mod sys;
 
 pub use eal::{Eal, EalError};
-pub use port::{DpdkQueue, Port, PortConfig, PortInfo, StopMethod};
+pub use port::{DpdkQueue, Port, PortConfig, PortInfo, StopMethod, TscStamps};

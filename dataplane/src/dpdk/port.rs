@@ -102,6 +102,77 @@ pub struct PortConfig {
     pub iface: Option<String>,
     /// Put the port in promiscuous mode.
     pub promiscuous: bool,
+    /// Without NIC or kernel stamps: one TSC read per frame, or one per
+    /// receive burst shared by its frames.
+    pub tsc_stamps: TscStamps,
+}
+
+/// How frames are stamped from the TSC when neither the PMD nor the kernel
+/// gives a receive time (the start-up line and the manifest say which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TscStamps {
+    /// One `rdtsc` per frame as the receive loop reaches it (manifest clock
+    /// `tsc`): each frame has its own stamp, at a cost per frame measured
+    /// by `bench dpdk` (13 ns on the project's VM).
+    #[default]
+    Frame,
+    /// One `rdtsc` right after each `rx_burst`, shared by the burst's frames
+    /// (manifest clock `tsc-burst`; what libtrace's DPDK format does with
+    /// `clock_gettime`). The frames of one burst were all in the NIC ring
+    /// when the burst was taken, so a stamp per frame says when the loop
+    /// reached the frame, not when it arrived.
+    Burst,
+}
+
+impl TscStamps {
+    /// The manifest's clock name.
+    pub fn clock_name(self) -> &'static str {
+        match self {
+            TscStamps::Frame => "tsc",
+            TscStamps::Burst => "tsc-burst",
+        }
+    }
+}
+
+/// The first 44 bytes of DPDK 22.11's `struct rte_mbuf` (x86-64), read by
+/// the receive loop at fixed offsets. `dpdk_shim.c` asserts the same
+/// offsets against the installed headers at build time, and
+/// [`Port::queues`] compares them with the C compiler's at start.
+#[repr(C)]
+struct MbufHead {
+    buf_addr: *const u8,
+    buf_iova: u64,
+    data_off: u16,
+    refcnt: u16,
+    nb_segs: u16,
+    port: u16,
+    ol_flags: u64,
+    packet_type: u32,
+    pkt_len: u32,
+    data_len: u16,
+    vlan_tci: u16,
+}
+
+const _: () = {
+    assert!(std::mem::offset_of!(MbufHead, buf_addr) == 0);
+    assert!(std::mem::offset_of!(MbufHead, data_off) == 16);
+    assert!(std::mem::offset_of!(MbufHead, nb_segs) == 20);
+    assert!(std::mem::offset_of!(MbufHead, ol_flags) == 24);
+    assert!(std::mem::offset_of!(MbufHead, pkt_len) == 36);
+    assert!(std::mem::offset_of!(MbufHead, data_len) == 40);
+};
+
+/// Whether the C compiler's offsets (`lc_mbuf_layout`) are the mirror's.
+fn layout_matches(l: &sys::lc_mbuf_layout) -> bool {
+    use std::mem::offset_of;
+    let at = |o: usize| o as u32;
+    l.size as usize >= std::mem::size_of::<MbufHead>()
+        && l.buf_addr == at(offset_of!(MbufHead, buf_addr))
+        && l.data_off == at(offset_of!(MbufHead, data_off))
+        && l.nb_segs == at(offset_of!(MbufHead, nb_segs))
+        && l.ol_flags == at(offset_of!(MbufHead, ol_flags))
+        && l.pkt_len == at(offset_of!(MbufHead, pkt_len))
+        && l.data_len == at(offset_of!(MbufHead, data_len))
 }
 
 /// The symmetric Toeplitz key: 0x6d5a repeated. Both directions of a flow
@@ -127,6 +198,7 @@ impl PortConfig {
             tx_queues: 0,
             iface: None,
             promiscuous: true,
+            tsc_stamps: TscStamps::Frame,
         }
     }
 }
@@ -214,6 +286,15 @@ impl Port {
         let name = cfg.name.as_str();
         if cfg.queues == 0 {
             return Err(format!("DPDK port {name}: at least one queue"));
+        }
+        let mut layout = sys::lc_mbuf_layout::default();
+        // SAFETY: fills a plain struct.
+        unsafe { sys::lc_mbuf_layout(&mut layout) };
+        if !layout_matches(&layout) {
+            return Err(format!(
+                "DPDK port {name}: this DPDK's struct rte_mbuf is laid out as {layout:?}, \
+                 not as linecap reads it (DPDK 22.11, x86-64)"
+            ));
         }
         let cname = CString::new(name).map_err(|_| format!("{name:?}: NUL in the name"))?;
         let mut id: u16 = 0;
@@ -464,9 +545,6 @@ impl Port {
     /// Its queues, each an [`RxQueue`] for one worker. The first carries the
     /// port-wide drop counters.
     pub fn queues(self: &Arc<Self>) -> Vec<DpdkQueue> {
-        let mut layout = sys::lc_mbuf_layout::default();
-        // SAFETY: fills a plain struct.
-        unsafe { sys::lc_mbuf_layout(&mut layout) };
         let ts_name = CString::new("rte_dynfield_timestamp").expect("no NUL");
         let flag_name = CString::new("rte_dynflag_rx_timestamp").expect("no NUL");
         // SAFETY: as in `open`.
@@ -501,10 +579,10 @@ impl Port {
                     port: self.clone(),
                     port_id: self.id,
                     queue: q,
-                    layout,
                     ts_off,
                     ts_flag,
                     clock: TscClock::new(self.eal.tsc_hz()),
+                    burst_stamps: self.cfg.tsc_stamps == TscStamps::Burst,
                     burst: [std::ptr::null_mut(); BURST_MAX],
                     carries_port_drops: q == 0,
                     drops: NicDrops::default(),
@@ -693,12 +771,13 @@ pub struct DpdkQueue {
     port: Arc<Port>,
     port_id: u16,
     queue: u16,
-    layout: sys::lc_mbuf_layout,
     /// Offset of the timestamp dynamic field, and the flag that says it is
     /// set (0: the PMD gives no timestamps linecap understands).
     ts_off: usize,
     ts_flag: u64,
     clock: TscClock,
+    /// One TSC read per burst instead of per frame (see [`TscStamps`]).
+    burst_stamps: bool,
     burst: [*mut sys::rte_mbuf; BURST_MAX],
     carries_port_drops: bool,
     drops: NicDrops,
@@ -768,6 +847,8 @@ impl DpdkQueue {
             "the kernel's receive stamp in its packet socket's ring (manifest clock packet-socket)"
         } else if self.ts_flag != 0 {
             "the PMD's (manifest clock pmd)"
+        } else if self.burst_stamps {
+            "one TSC read per receive burst, shared by its frames (manifest clock tsc-burst)"
         } else {
             "one TSC read per frame (manifest clock tsc)"
         };
@@ -815,20 +896,22 @@ impl RxQueue for DpdkQueue {
         if n == 0 {
             return RxStatus::Idle;
         }
-        let l = self.layout;
+        // TscStamps::Burst: one read for the whole burst, taken as it arrived.
+        let burst_ts = if self.burst_stamps && k == 0 {
+            self.clock.now_ns()
+        } else {
+            0
+        };
         for (i, &m) in self.burst[..n].iter().enumerate() {
             let b = m as *const u8;
             // SAFETY: `m` is an mbuf the PMD just handed us, valid until we
-            // free it below; the offsets come from the C compiler's
-            // offsetof for this DPDK's struct rte_mbuf; reads are unaligned-safe.
+            // free it below, cache-line aligned; MbufHead mirrors the start
+            // of this DPDK's struct rte_mbuf (offsets asserted by the shim
+            // at build time and by Port::open at start).
             let (addr, data_off, data_len, pkt_len, nb_segs, ol_flags) = unsafe {
+                let h = &*(m as *const MbufHead);
                 (
-                    (b.add(l.buf_addr as usize) as *const *const u8).read_unaligned(),
-                    (b.add(l.data_off as usize) as *const u16).read_unaligned(),
-                    (b.add(l.data_len as usize) as *const u16).read_unaligned(),
-                    (b.add(l.pkt_len as usize) as *const u32).read_unaligned(),
-                    (b.add(l.nb_segs as usize) as *const u16).read_unaligned(),
-                    (b.add(l.ol_flags as usize) as *const u64).read_unaligned(),
+                    h.buf_addr, h.data_off, h.data_len, h.pkt_len, h.nb_segs, h.ol_flags,
                 )
             };
             let ts_ns = if i < k {
@@ -842,6 +925,8 @@ impl RxQueue for DpdkQueue {
                 // at this offset (looked up from DPDK's registry).
                 let us = unsafe { (b.add(self.ts_off) as *const u64).read_unaligned() };
                 us.wrapping_mul(1000)
+            } else if self.burst_stamps {
+                burst_ts
             } else {
                 self.clock.now_ns()
             };
@@ -880,8 +965,10 @@ impl RxQueue for DpdkQueue {
             "packet-socket"
         } else if self.ts_flag != 0 {
             "pmd"
+        } else if self.burst_stamps {
+            TscStamps::Burst.clock_name()
         } else {
-            "tsc"
+            TscStamps::Frame.clock_name()
         }
     }
 

@@ -133,6 +133,9 @@ impl Profile {
             if !given("dpdk_mbufs") && self.dpdk.mbufs.is_some() {
                 d.dpdk_mbufs = self.dpdk.mbufs;
             }
+            if !given("dpdk_timestamps") && self.dpdk.timestamps.is_some() {
+                d.dpdk_timestamps = self.dpdk.timestamps;
+            }
         }
         if !given("cores") && !self.cores.workers.0.is_empty() {
             args.cores = Some(IdList(self.cores.workers.0.clone()));
@@ -420,6 +423,7 @@ mod tests {
                     if let Some(m) = p.dpdk.mbufs {
                         assert_eq!(d.mbufs, m, "{name}");
                     }
+                    assert_eq!(d.stamps, p.dpdk.timestamps.unwrap_or_default(), "{name}");
                     if let Some(e) = &p.dpdk.eal_args {
                         assert_eq!(
                             d.eal_args.join(" "),

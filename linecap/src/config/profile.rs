@@ -116,6 +116,10 @@ pub struct DpdkSection {
     /// Mbufs per queue's mempool.
     #[serde(default)]
     pub mbufs: Option<u32>,
+    /// TSC stamps without NIC or kernel stamps: `"frame"` or `"burst"`
+    /// (`--dpdk-timestamps`).
+    #[serde(default)]
+    pub timestamps: Option<crate::source::DpdkStamps>,
 }
 
 /// `[[job]]`: one capture job (the same keys as `--job`).

@@ -176,7 +176,7 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::source::SourceSpec;
+    use crate::source::{DpdkStamps, SourceSpec};
     use clap::{CommandFactory, FromArgMatches};
 
     fn args(p: &Profile, argv: &[&str]) -> CaptureArgs {
@@ -216,6 +216,24 @@ mod tests {
             &["linecap", "capture", "--profile", "x", "--dpdk-queues", "2"],
         );
         assert_eq!(a.dpdk.dpdk_queues, Some(2));
+        // [dpdk] timestamps, and the flag over it.
+        let mut p = p;
+        assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Frame));
+        p.dpdk.timestamps = Some(DpdkStamps::Burst);
+        let a = args(&p, &["linecap", "capture", "--profile", "x"]);
+        assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Burst));
+        let a = args(
+            &p,
+            &[
+                "linecap",
+                "capture",
+                "--profile",
+                "x",
+                "--dpdk-timestamps",
+                "frame",
+            ],
+        );
+        assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Frame));
     }
 
     #[test]

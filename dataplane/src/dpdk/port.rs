@@ -718,6 +718,23 @@ impl Drop for Port {
     }
 }
 
+/// The TSC, read inline (`rte_rdtsc` is `static inline` in DPDK: through
+/// the shim it was a function call per frame).
+#[inline(always)]
+fn rdtsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `rdtsc` reads the time-stamp counter: no memory access, no
+    // precondition (it is in the x86-64 baseline).
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: the shim's rte_rdtsc has no preconditions.
+    unsafe {
+        sys::lc_rdtsc()
+    }
+}
+
 /// Wall-clock ns from the TSC: one `rdtsc` per frame, mapped by a
 /// [`WallMap`](crate::clock::WallMap) that the stats tick re-anchors against
 /// `CLOCK_REALTIME` with a bounded step (the TSC rate DPDK measured at start
@@ -740,11 +757,9 @@ impl TscClock {
     fn pair() -> (u64, u64) {
         let mut best = (u64::MAX, 0, 0);
         for _ in 0..3 {
-            // SAFETY: rdtsc has no preconditions.
-            let a = unsafe { sys::lc_rdtsc() };
+            let a = rdtsc();
             let r = crate::clock::Clock::now_ns(&crate::clock::RealtimeClock);
-            // SAFETY: as above.
-            let b = unsafe { sys::lc_rdtsc() };
+            let b = rdtsc();
             let w = b.wrapping_sub(a);
             if w < best.0 {
                 best = (w, a + w / 2, r);
@@ -755,8 +770,7 @@ impl TscClock {
 
     #[inline]
     fn now_ns(&mut self) -> u64 {
-        // SAFETY: rdtsc has no preconditions.
-        let t = unsafe { sys::lc_rdtsc() };
+        let t = rdtsc();
         self.map.map(t)
     }
 

@@ -189,6 +189,13 @@ mod tests {
         a
     }
 
+    /// `linecap capture --profile x EXTRA…` with profile `p`.
+    fn args_with(p: &Profile, extra: &[&str]) -> CaptureArgs {
+        let mut argv = vec!["linecap", "capture", "--profile", "x"];
+        argv.extend_from_slice(extra);
+        args(p, &argv)
+    }
+
     fn probe() -> Profile {
         Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/probe-40g.toml"))
             .unwrap()
@@ -222,17 +229,7 @@ mod tests {
         p.dpdk.timestamps = Some(DpdkStamps::Burst);
         let a = args(&p, &["linecap", "capture", "--profile", "x"]);
         assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Burst));
-        let a = args(
-            &p,
-            &[
-                "linecap",
-                "capture",
-                "--profile",
-                "x",
-                "--dpdk-timestamps",
-                "frame",
-            ],
-        );
+        let a = args_with(&p, &["--dpdk-timestamps", "frame"]);
         assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Frame));
     }
 
@@ -248,17 +245,7 @@ mod tests {
             args(&p, &["linecap", "capture", "--profile", "x"]).xdp_timestamps,
             XdpTimestamps::Ktime
         );
-        let a = args(
-            &p,
-            &[
-                "linecap",
-                "capture",
-                "--profile",
-                "x",
-                "--xdp-timestamps",
-                "hardware",
-            ],
-        );
+        let a = args_with(&p, &["--xdp-timestamps", "hardware"]);
         assert_eq!(a.xdp_timestamps, XdpTimestamps::Hardware);
     }
 

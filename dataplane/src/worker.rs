@@ -169,6 +169,10 @@ struct Lane {
     /// Next packet-time rotation boundary (0 = not yet known).
     next_boundary_ns: u64,
     rotate_pending: bool,
+    /// The last frame's stamp in ns and as ERF's 32.32 fixed point: frames
+    /// of one burst often share a stamp (the synthetic source, DPDK with
+    /// `--dpdk-timestamps burst`), converted once (issue 19 item 4).
+    erf_ts: (u64, u64),
 }
 
 impl Lane {
@@ -190,6 +194,7 @@ impl Lane {
             stalled: false,
             next_boundary_ns: 0,
             rotate_pending: false,
+            erf_ts: (0, erf::ns_to_ts(0)),
         }
     }
 
@@ -312,12 +317,15 @@ impl Lane {
         // records, so the sum of the lctr fields always equals the loss.
         let lctr = self.lost_since_record.min(u16::MAX as u64) as u16;
         self.lost_since_record -= u64::from(lctr);
+        if frame.ts_ns != self.erf_ts.0 {
+            self.erf_ts = (frame.ts_ns, erf::ns_to_ts(frame.ts_ns));
+        }
         let fill = self.fill;
         let (meta, buf) = self.producer.slot_mut();
         let rec = &mut buf[fill..fill + need];
-        erf::write_eth_header(
+        erf::write_eth_header_ts(
             rec,
-            frame.ts_ns,
+            self.erf_ts.1,
             cfg.iface,
             extra_flags,
             data.len(),

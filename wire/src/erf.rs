@@ -266,11 +266,35 @@ pub fn write_eth_header(
     wire_len: u32,
     lctr: u16,
 ) {
+    write_eth_header_ts(
+        out,
+        ns_to_ts(ts_ns),
+        iface,
+        extra_flags,
+        frame_len,
+        wire_len,
+        lctr,
+    );
+}
+
+/// [`write_eth_header`] with the timestamp already in ERF's 32.32 fixed
+/// point ([`ns_to_ts`]), for a writer that converts a stamp shared by
+/// several records once.
+#[inline(always)]
+pub fn write_eth_header_ts(
+    out: &mut [u8],
+    ts: u64,
+    iface: u8,
+    extra_flags: u8,
+    frame_len: usize,
+    wire_len: u32,
+    lctr: u16,
+) {
     debug_assert!(frame_len <= FRAME_MAX);
     let out = &mut out[..ETH_RECORD_OVERHEAD];
     let rlen = (ETH_RECORD_OVERHEAD + frame_len) as u16;
     let wlen = (wire_len.saturating_add(FCS_LEN)).min(u16::MAX as u32) as u16;
-    out[0..8].copy_from_slice(&ns_to_ts(ts_ns).to_le_bytes());
+    out[0..8].copy_from_slice(&ts.to_le_bytes());
     out[8] = record_type::ETH;
     out[9] = (iface & flags::IFACE_MASK) | flags::VARLEN | extra_flags;
     out[10..12].copy_from_slice(&rlen.to_be_bytes());

@@ -217,7 +217,7 @@ impl FrameSink for Count {
     }
 }
 
-/// Frames per second of the bare queue loop for `half` (rx_burst, each
+/// Frames per second of the bare queue loop for `for_` (rx_burst, each
 /// mbuf read and handed to a counting sink, free).
 fn bare_loop(q: &mut linecap_dataplane::dpdk::DpdkQueue, for_: Duration) -> f64 {
     let mut sink = Count(0);
@@ -279,14 +279,15 @@ pub fn rx_child(seconds: f64) {
     .unwrap_or_else(|e| panic!("{e}"));
     let mut q = port.queues().pop().expect("one queue");
     let mut qb = port_b.queues().pop().expect("one queue");
-    // Four phases, interleaved so that drift of the host hits both modes.
-    let quarter = Duration::from_secs_f64(seconds / 8.0);
+    // Eight phases (four kinds, twice), interleaved so that drift of the
+    // host hits both modes.
+    let phase = Duration::from_secs_f64(seconds / 8.0);
     let (mut bare, mut bare_b, mut worker, mut worker_b) = (0.0, 0.0, 0.0, 0.0);
     for _ in 0..2 {
-        bare += bare_loop(&mut q, quarter) / 2.0;
-        bare_b += bare_loop(&mut qb, quarter) / 2.0;
-        worker += worker_loop(&mut q, quarter) / 2.0;
-        worker_b += worker_loop(&mut qb, quarter) / 2.0;
+        bare += bare_loop(&mut q, phase) / 2.0;
+        bare_b += bare_loop(&mut qb, phase) / 2.0;
+        worker += worker_loop(&mut q, phase) / 2.0;
+        worker_b += worker_loop(&mut qb, phase) / 2.0;
     }
     drop(q);
     drop(qb);

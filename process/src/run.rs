@@ -23,8 +23,9 @@
 //! (hidden, then renamed) at the end of every run.
 //!
 //! A file is processed once its manifest exists (the writer renames the
-//! file into view, then its index thread writes the index and the manifest). A series stops at its first
-//! file without one, and goes on from there next run.
+//! file into view, then its index thread writes the index and the
+//! manifest). A series stops at its first file without one, and goes on
+//! from there next run.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

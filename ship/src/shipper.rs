@@ -7,8 +7,8 @@
 //! A file is complete when its visible name and its manifest `NAME.json`
 //! exist (the writer renames `.NAME.part` → `NAME`; its index thread writes
 //! `NAME.idx`, then the manifest under a hidden name and renames it, so the
-//! index is settled once the manifest is in view). The scan is the only mechanism, so
-//! files completed before a crash or while shipping was off are found the
+//! index is settled once the manifest is in view). The scan is the only
+//! mechanism, so files completed before a crash or while shipping was off are found the
 //! same way as new ones, the writer path has no channel that could fill or
 //! block, and the writer files (`series.rs`) need no change for it.
 //!

@@ -545,6 +545,12 @@ impl IndexFeed {
                             *st.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(
                                 format!("{}: {e}", crate::names::manifest_path(&data).display()),
                             );
+                            // The data file's rename still needs its directory
+                            // synced (the manifest's would have done it), as
+                            // when the series writes the manifest itself.
+                            if sync && let Some(dir) = data.parent() {
+                                let _ = crate::recover::sync_dir(dir);
+                            }
                         }
                     }
                 }

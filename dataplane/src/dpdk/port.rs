@@ -137,7 +137,7 @@ impl TscStamps {
 /// The first 44 bytes of DPDK 22.11's `struct rte_mbuf` (x86-64), read by
 /// the receive loop at fixed offsets. `dpdk_shim.c` asserts the same
 /// offsets against the installed headers at build time, and
-/// [`Port::queues`] compares them with the C compiler's at start.
+/// [`Port::open`] compares them with the C compiler's at start.
 #[repr(C)]
 struct MbufHead {
     buf_addr: *const u8,

@@ -94,11 +94,36 @@ impl ApiServer {
                         format!("--api unix:{}: removing the stale socket", p.display())
                     })?;
                 }
-                let s = tiny_http::Server::http_unix(p).map_err(|e| {
+                // Bound and listening under a hidden name, chmod 600, then
+                // renamed into place: a client that sees the socket can
+                // connect to it (bind makes the file before listen, and a
+                // connect in between is refused), and nobody else can open
+                // it in the meantime.
+                let hidden = p.with_file_name(format!(
+                    ".{}.{}.tmp",
+                    p.file_name().unwrap_or_default().to_string_lossy(),
+                    std::process::id()
+                ));
+                let _ = std::fs::remove_file(&hidden);
+                let s = tiny_http::Server::http_unix(&hidden).map_err(|e| {
                     anyhow::anyhow!("--api unix:{}: cannot listen: {e}", p.display())
                 })?;
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
-                    .with_context(|| format!("--api unix:{}: chmod 600", p.display()))?;
+                let placed =
+                    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("--api unix:{}: chmod 600", p.display()))
+                        .and_then(|()| {
+                            std::fs::rename(&hidden, p).with_context(|| {
+                                format!(
+                                    "--api unix:{}: renaming {} into place",
+                                    p.display(),
+                                    hidden.display()
+                                )
+                            })
+                        });
+                if let Err(e) = placed {
+                    let _ = std::fs::remove_file(&hidden);
+                    return Err(e);
+                }
                 s
             }
         };

@@ -63,6 +63,42 @@ fn batches(corpus: &[u8]) -> Vec<(BatchMeta, Vec<u8>)> {
     out
 }
 
+/// One writer thread on `batches` for `seconds` into a new series in `dir`,
+/// files of 256 MiB synced at completion (the capture's default), the last
+/// one's sync timed too: (MB/s of ERF in, ERF bytes ÷ file bytes).
+fn run_writer(
+    dir: &Path,
+    batches: &[(BatchMeta, Vec<u8>)],
+    compress: bool,
+    direct_io: bool,
+    seconds: f64,
+) -> (f64, f64) {
+    let mut s = FileSeries::new(SeriesConfig {
+        compress,
+        direct_io,
+        rotate_bytes: Some(256 << 20),
+        ..SeriesConfig::new(dir.to_path_buf(), 0)
+    })
+    .unwrap();
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    'outer: loop {
+        for (m, r) in batches {
+            s.write_batch(m, r).unwrap();
+            bytes += r.len() as u64;
+            if start.elapsed().as_secs_f64() > seconds {
+                break 'outer;
+            }
+        }
+    }
+    s.close_current().unwrap();
+    let el = start.elapsed().as_secs_f64();
+    let ratio = s.counters().bytes_erf as f64 / s.counters().bytes_file as f64;
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+    (bytes as f64 / el / 1e6, ratio)
+}
+
 pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     let seconds = o.seconds;
     let corpus = corpus();
@@ -75,48 +111,28 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         corpus.len() >> 10,
         tmp.display()
     );
-    println!("{:<28} {:>10} {:>12}", "writer", "MB/s in", "ratio");
+    println!("{:<36} {:>10} {:>8}", "writer", "MB/s in", "ratio");
     let mut out = Vec::new();
-    for compress in [true, false] {
-        let mut rates = Vec::new();
-        let mut ratio = 1.0;
-        for run in 0..3 {
-            let dir = tmp.join(format!("w{compress}{run}"));
-            let mut s = FileSeries::new(SeriesConfig {
-                compress,
-                rotate_bytes: Some(256 << 20),
-                sync_on_close: false,
-                ..SeriesConfig::new(dir.clone(), 0)
-            })
-            .unwrap();
-            let start = Instant::now();
-            let mut bytes = 0u64;
-            'outer: loop {
-                for (m, r) in &batches {
-                    s.write_batch(m, r).unwrap();
-                    bytes += r.len() as u64;
-                    if start.elapsed().as_secs_f64() > seconds / 3.0 {
-                        break 'outer;
-                    }
-                }
-            }
-            s.close_current().unwrap();
-            let el = start.elapsed().as_secs_f64();
-            rates.push(bytes as f64 / el / 1e6);
-            ratio = s.counters().bytes_erf as f64 / s.counters().bytes_file as f64;
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        let name = if compress {
-            "linecap LZ4 frames"
-        } else {
-            "linecap plain ERF"
-        };
-        let mbps = median(rates);
-        println!("{name:<28} {mbps:>10.0} {ratio:>12.2}");
-        out.push(serde_json::json!({
-            "suite": "writer", "tool": name, "mb_per_s_median_of_3": mbps, "ratio": ratio,
-        }));
+    // LZ4: what one thread compresses (CPU-bound), next to the lz4 CLI.
+    let mut rates = Vec::new();
+    let mut ratio = 1.0;
+    for run in 0..3 {
+        let (r, q) = run_writer(
+            &tmp.join(format!("lz4-{run}")),
+            &batches,
+            true,
+            false,
+            seconds / 3.0,
+        );
+        rates.push(r);
+        ratio = q;
     }
+    let mbps = median(rates);
+    println!("{:<36} {mbps:>10.0} {ratio:>8.2}", "linecap LZ4 frames");
+    out.push(serde_json::json!({
+        "suite": "writer", "tool": "linecap LZ4 frames", "mb_per_s_median_of_3": mbps, "ratio": ratio,
+        "direct_io": false,
+    }));
     // The lz4 CLI on the same bytes (about 64 MiB of the repeated corpus).
     let input = tmp.join("corpus.erf");
     let reps = (64 << 20) / corpus.len().max(1) + 1;
@@ -146,7 +162,7 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     if !rates.is_empty() {
         let mbps = median(rates);
         println!(
-            "{:<28} {mbps:>10.0} {ratio:>12.2}",
+            "{:<36} {mbps:>10.0} {ratio:>8.2}",
             "lz4 -1 (CLI, same bytes)"
         );
         out.push(serde_json::json!({
@@ -155,47 +171,106 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     }
     let _ = std::fs::remove_file(&input);
     let _ = std::fs::remove_file(tmp.join("corpus.erf.lz4"));
-    // Sequential writes of 1 MiB blocks to the same directory, as the plain
-    // writer does: buffered (the writer's own mode: page cache, no sync)
-    // and O_DIRECT (what the disk itself takes).
-    for direct in [false, true] {
-        let (tool, mbps) = match fio(&tmp, direct, seconds / 3.0) {
-            Some(v) => (
-                format!("fio seq write 1M{}", if direct { " direct" } else { "" }),
-                v,
-            ),
-            None => match dd(&tmp, direct) {
-                Some(v) => (
-                    format!("dd bs=1M{}", if direct { " oflag=direct" } else { "" }),
-                    v,
+    // Compression off: what the disk takes. The writer's two modes and fio
+    // (1 MiB sequential writes to the same directory), interleaved in 3
+    // rounds so that each round sees the same disk. fio: buffered with a
+    // final fsync and O_DIRECT into new blocks (a file that grows, as the
+    // writer's do), and O_DIRECT over a preallocated 512 MiB file rewritten
+    // in turn (fio's defaults; the issue's reference figure).
+    let configs: [(&str, Option<bool>, bool, bool); 5] = [
+        ("linecap plain ERF", Some(false), false, false),
+        ("linecap plain ERF, O_DIRECT", Some(true), false, false),
+        ("fio 1M, buffered + fsync", None, false, true),
+        ("fio 1M, direct, new blocks", None, true, true),
+        ("fio 1M, direct, 512M rewritten", None, true, false),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut dd_fallback = false;
+    for run in 0..3 {
+        for (i, (_, writer_direct, direct, fresh)) in configs.iter().enumerate() {
+            let r = match writer_direct {
+                Some(d) => Some(
+                    run_writer(
+                        &tmp.join(format!("plain-{i}-{run}")),
+                        &batches,
+                        false,
+                        *d,
+                        seconds / 3.0,
+                    )
+                    .0,
                 ),
-                None => {
-                    println!("fio/dd: not available (apt-get install fio)");
-                    continue;
-                }
-            },
-        };
-        println!("{tool:<28} {mbps:>10.0} {:>12}", "-");
+                None => fio(&tmp, *direct, *fresh, seconds / 3.0).or_else(|| {
+                    dd_fallback = true;
+                    (*fresh).then(|| dd(&tmp, *direct)).flatten()
+                }),
+            };
+            if let Some(r) = r {
+                rates[i].push(r);
+            }
+        }
+    }
+    if dd_fallback {
+        println!(
+            "fio: not available (apt-get install fio); dd bs=1M count=256 stands in where it can"
+        );
+    }
+    let mut fig = Vec::new();
+    for ((name, writer_direct, direct, fresh), r) in configs.iter().zip(rates) {
+        if r.is_empty() {
+            fig.push(None);
+            continue;
+        }
+        let mbps = median(r);
+        println!(
+            "{name:<36} {mbps:>10.0} {:>8}",
+            if writer_direct.is_some() { "1.00" } else { "-" }
+        );
+        fig.push(Some(mbps));
         out.push(serde_json::json!({
-            "suite": "writer", "tool": tool, "mb_per_s": mbps, "direct": direct,
+            "suite": "writer", "tool": name, "mb_per_s_median_of_3": mbps,
+            "direct": writer_direct.unwrap_or(*direct), "new_blocks": *fresh || writer_direct.is_some(),
+            "synced": writer_direct.is_some() || !direct,
         }));
+    }
+    // issue 19's goal row: the writer with compression off ÷ fio --direct=1,
+    // against both fio figures.
+    for (w, wname) in [(0, "buffered"), (1, "O_DIRECT")] {
+        for (f, fname) in [(3, "direct, new blocks"), (4, "direct, 512M rewritten")] {
+            if let (Some(a), Some(b)) = (fig[w], fig[f]) {
+                let r = a / b;
+                println!(
+                    "goal: writer {wname} / fio {fname}: {r:.2}x ({a:.0} / {b:.0} MB/s; goal >= 0.9x)"
+                );
+                out.push(serde_json::json!({
+                    "suite": "writer", "goal": "plain writer / fio direct", "writer": wname,
+                    "fio": fname, "ratio": r, "mb_per_s": a, "fio_mb_per_s": b, "goal_ratio": 0.9,
+                }));
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&tmp);
     out
 }
 
 /// `fio` sequential write of 1 MiB blocks for `seconds` in `dir`: MB/s.
-fn fio(dir: &Path, direct: bool, seconds: f64) -> Option<f64> {
+/// `fresh`: into a file of up to 16 GiB that grows as it is written (no
+/// preallocation), else fio's default, a preallocated 512 MiB file rewritten.
+fn fio(dir: &Path, direct: bool, fresh: bool, seconds: f64) -> Option<f64> {
     let ms = (seconds * 1000.0).max(300.0) as u64;
     let o = Command::new("fio")
         .args([
             "--name=seqwrite",
             "--rw=write",
             "--bs=1M",
-            "--size=512M",
             "--ioengine=psync",
         ])
+        .args(if fresh {
+            ["--size=16G", "--fallocate=none"]
+        } else {
+            ["--size=512M", "--fallocate=native"]
+        })
         .arg(format!("--direct={}", u8::from(direct)))
+        .args((!direct).then_some("--end_fsync=1"))
         .arg(format!("--runtime={ms}ms"))
         .args(["--time_based", "--output-format=json"])
         .arg(format!("--directory={}", dir.display()))
@@ -209,16 +284,18 @@ fn fio(dir: &Path, direct: bool, seconds: f64) -> Option<f64> {
     v["jobs"][0]["write"]["bw_bytes"].as_f64().map(|b| b / 1e6)
 }
 
-/// `dd` of 256 MiB in 1 MiB blocks into `dir`: MB/s.
+/// `dd` of 256 MiB in 1 MiB blocks into `dir` (O_DIRECT, or synced at the end): MB/s.
 fn dd(dir: &Path, direct: bool) -> Option<f64> {
     let f = dir.join("dd.bin");
     let start = Instant::now();
     let mut c = Command::new("dd");
     c.args(["if=/dev/zero", "bs=1M", "count=256", "status=none"])
         .arg(format!("of={}", f.display()));
-    if direct {
-        c.arg("oflag=direct");
-    }
+    c.arg(if direct {
+        "oflag=direct"
+    } else {
+        "conv=fdatasync"
+    });
     let ok = c.status().ok()?.success();
     let el = start.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&f);

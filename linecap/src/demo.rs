@@ -246,6 +246,7 @@ fn file_demo(out: &Path, trace: &Path, cap: &Path) -> anyhow::Result<i32> {
         rotate_seconds: None,
         rotate_files: None,
         compress: true,
+        direct_io: false,
         batch_bytes: 64 << 10,
         ring_slots: 8,
         writer_threads: 1,

@@ -7,6 +7,7 @@
 //! records and their [`linecap_wire::batch::BatchMeta`].
 #![forbid(unsafe_code)]
 
+pub mod direct;
 pub mod indexer;
 pub mod lograte;
 pub mod lz4frame;

@@ -113,6 +113,8 @@ pub struct SeriesTemplate {
     pub rotate_files: Option<u32>,
     /// LZ4 or not.
     pub compress: bool,
+    /// `--direct-io`.
+    pub direct_io: bool,
     /// Live queues with `-G`: the period (the writer completes an idle file).
     pub live_period_ns: Option<u64>,
 }
@@ -391,6 +393,7 @@ impl Jobs {
                 rotate_bytes: req.rotate_bytes.or(self.shape.series.rotate_bytes),
                 rotate_files: req.rotate_files.or(self.shape.series.rotate_files),
                 compress: self.shape.series.compress,
+                direct_io: self.shape.series.direct_io,
                 capture: Some(info.clone()),
                 clock: Some(q.clock.into()),
                 may_delete: self.shape.ship.as_ref().map(|s| s.may_delete.clone()),

@@ -163,6 +163,7 @@ pub fn run_capture_with(
                     rotate_bytes: cfg.rotate_bytes,
                     rotate_files: cfg.rotate_files,
                     compress: cfg.compress,
+                    direct_io: cfg.direct_io,
                     live_period_ns: cfg.rotate_seconds.map(|s| s * 1_000_000_000),
                 },
                 max_jobs: cfg.max_jobs.max(cfg.jobs.len()),

@@ -159,6 +159,7 @@ pub(super) fn build(
                 rotate_bytes: cfg.rotate_bytes,
                 rotate_files: cfg.rotate_files,
                 compress: cfg.compress,
+                direct_io: cfg.direct_io,
                 capture: Some(job_info[j].clone()),
                 // issue 14: the manifest says which clock stamped the records.
                 clock: Some(q.source.clock_source().into()),

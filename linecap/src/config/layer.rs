@@ -90,6 +90,9 @@ impl Profile {
         if !given("no_compress") {
             args.no_compress = !w.compress;
         }
+        if !given("direct_io") {
+            args.direct_io = w.direct_io;
+        }
         if !given("writer_threads") {
             args.writer_threads = w.threads;
         }
@@ -231,6 +234,15 @@ mod tests {
         assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Burst));
         let a = args_with(&p, &["--dpdk-timestamps", "frame"]);
         assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Frame));
+    }
+
+    #[test]
+    fn writer_direct_io_key_and_flag() {
+        let mut p = probe();
+        assert!(!args_with(&p, &[]).direct_io);
+        assert!(args_with(&p, &["--direct-io"]).direct_io);
+        p.writer.direct_io = true;
+        assert!(effective(&p, &["linecap", "capture", "--profile", "x"]).direct_io);
     }
 
     #[test]
@@ -499,6 +511,7 @@ mod tests {
             let w = &p.writer;
             assert_eq!(c.writer_threads, w.threads, "{name}");
             assert_eq!(c.compress, w.compress, "{name}");
+            assert_eq!(c.direct_io, w.direct_io, "{name}");
             assert_eq!(c.rotate_bytes, w.rotate_bytes.map(|b| b.0), "{name}");
             assert_eq!(c.rotate_seconds, w.rotate_seconds, "{name}");
             assert_eq!(c.rotate_files, w.rotate_files, "{name}");

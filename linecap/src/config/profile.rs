@@ -388,6 +388,9 @@ pub struct Writer {
     /// LZ4-compress batches.
     #[serde(default = "yes")]
     pub compress: bool,
+    /// Whole 4 KiB blocks of each batch written with O_DIRECT (`--direct-io`).
+    #[serde(default)]
+    pub direct_io: bool,
     /// New file at this size.
     pub rotate_bytes: Option<Bytes>,
     /// New file on multiples of this many seconds of packet time.

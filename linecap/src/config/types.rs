@@ -60,6 +60,8 @@ pub struct CaptureConfig {
     pub rotate_files: Option<u32>,
     /// LZ4-compress batches.
     pub compress: bool,
+    /// O_DIRECT for whole blocks (`--direct-io`).
+    pub direct_io: bool,
     /// Bytes of records per batch (= per ring slot).
     pub batch_bytes: usize,
     /// Slots per queue ring.

@@ -86,6 +86,7 @@ pub fn effective_config(a: &CaptureArgs) -> anyhow::Result<CaptureConfig> {
         rotate_seconds: a.rotate_seconds,
         rotate_files: a.rotate_files,
         compress: !a.no_compress,
+        direct_io: a.direct_io,
         batch_bytes: sizes.batch_bytes,
         ring_slots: sizes.ring_slots,
         writer_threads: a.writer_threads,

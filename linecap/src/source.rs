@@ -167,6 +167,26 @@ pub struct DpdkArgs {
     pub dpdk_selftest_inject: Option<PathBuf>,
 }
 
+impl DpdkArgs {
+    /// The first DPDK flag that has a value, as the operator spells it.
+    pub fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.eal_args.is_some(), "--eal-args"),
+            (self.dpdk_queues.is_some(), "--dpdk-queues"),
+            (self.dpdk_rx_desc.is_some(), "--dpdk-rx-desc"),
+            (self.dpdk_mbufs.is_some(), "--dpdk-mbufs"),
+            (self.dpdk_timestamps.is_some(), "--dpdk-timestamps"),
+            (self.rss_key.is_some(), "--rss-key"),
+            (
+                self.dpdk_selftest_inject.is_some(),
+                "--dpdk-selftest-inject",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
+}
+
 /// One `dpdk:` source, with its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DpdkSpec {

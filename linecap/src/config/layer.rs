@@ -119,7 +119,14 @@ impl Profile {
         if !given("xsk_ring") {
             args.xsk_ring = self.nic.xsk_ring_entries;
         }
-        if self.nic.backend == Backend::Dpdk {
+        // The profile's DPDK settings go with its DPDK port, or with dpdk:
+        // sources given here; not onto an AF_XDP or file capture.
+        let cli_dpdk = args
+            .sources
+            .iter()
+            .any(|s| s.trim_start().starts_with("dpdk:"));
+        let cli_source = given("sources") || given("interfaces");
+        if self.nic.backend == Backend::Dpdk && (!cli_source || cli_dpdk) {
             let d = &mut args.dpdk;
             if !given("dpdk_queues") {
                 d.dpdk_queues = Some(u16::try_from(self.nic.queues).unwrap_or(u16::MAX));
@@ -234,6 +241,12 @@ mod tests {
         assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Burst));
         let a = args_with(&p, &["--dpdk-timestamps", "frame"]);
         assert_eq!(a.dpdk.dpdk_timestamps, Some(DpdkStamps::Frame));
+        // An AF_XDP interface given over the DPDK profile takes none of its
+        // DPDK settings (validation refuses DPDK flags without a dpdk: source).
+        let a = args_with(&p, &["-i", "veth0"]);
+        assert_eq!(a.dpdk.first_given(), None);
+        let a = args_with(&p, &["--source", "dpdk:net_null0"]);
+        assert_eq!(a.dpdk.dpdk_queues, Some(8));
     }
 
     #[test]

@@ -139,6 +139,14 @@ fn sources(a: &CaptureArgs) -> anyhow::Result<Vec<SourceSpec>> {
             d.apply(&a.dpdk)?;
         }
     }
+    if !sources.iter().any(|s| matches!(s, SourceSpec::Dpdk(_)))
+        && let Some(flag) = a.dpdk.first_given()
+    {
+        anyhow::bail!(
+            "{flag} applies to dpdk: sources, and this capture has none \
+             (give --source dpdk:DEVICE, or drop {flag})"
+        );
+    }
     anyhow::ensure!(
         !sources.is_empty(),
         "no source: give -i IFACE (or --source SPEC, or --profile)"
@@ -456,6 +464,10 @@ mod tests {
             (&["--cores", "9999"][..], "--cores"),
             (&["--metrics", "0.0.0.0:9464"][..], "--metrics"),
             (&["--metrics-hold", "99999"][..], "--metrics-hold"),
+            // DPDK flags on a capture without a dpdk: source did nothing.
+            (&["--dpdk-queues", "4"][..], "--dpdk-queues"),
+            (&["--rss-key", "6d5a"][..], "--rss-key"),
+            (&["--dpdk-timestamps", "burst"][..], "--dpdk-timestamps"),
         ] {
             let err = parse(extra).expect_err(&format!("{extra:?} must be rejected"));
             assert!(err.contains(word), "{extra:?}: {err}");

@@ -41,8 +41,11 @@ fn corpus() -> Vec<u8> {
     out
 }
 
-/// Cut `corpus` into batches of up to 1 MiB on record boundaries.
+/// Cut `corpus`, repeated to 16 MiB or more, into batches of up to 1 MiB on
+/// record boundaries: full batches, as a busy worker hands over (the corpus
+/// alone, 1.4 MiB, would give one batch in two of a third of that).
 fn batches(corpus: &[u8]) -> Vec<(BatchMeta, Vec<u8>)> {
+    let corpus = &corpus.repeat((16 << 20) / corpus.len().max(1) + 1)[..];
     let mut out = Vec::new();
     let mut cur = Vec::new();
     let mut meta = BatchMeta::default();
@@ -171,6 +174,42 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     }
     let _ = std::fs::remove_file(&input);
     let _ = std::fs::remove_file(tmp.join("corpus.erf.lz4"));
+    // The index thread's work alone (parse each record, key its flow, add
+    // it to the file's flow table): it runs beside the writer, on the other
+    // core of a 2-core machine, and must keep up with the disk.
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let mut b = linecap_writer::indexer::IndexBuilder::new();
+        let start = Instant::now();
+        let mut bytes = 0u64;
+        let mut records = 0u64;
+        let mut file = 0u64;
+        while start.elapsed().as_secs_f64() < (seconds / 9.0).max(0.2) {
+            for (_, r) in &batches {
+                records += u64::from(b.add_block(file, r.len() as u32, r));
+                file += r.len() as u64;
+            }
+            // A file's worth: finish it, as the thread does at rotation.
+            if file >= 256 << 20 {
+                std::hint::black_box(b.finish(0, file));
+                bytes += file;
+                file = 0;
+            }
+        }
+        bytes += file;
+        let el = start.elapsed().as_secs_f64();
+        rates.push((bytes as f64 / el / 1e6, records as f64 / el / 1e6));
+    }
+    rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mbps, mrps) = rates[1];
+    println!(
+        "{:<36} {mbps:>10.0}        -   ({mrps:.2} M records/s)",
+        "index builder alone"
+    );
+    out.push(serde_json::json!({
+        "suite": "writer", "tool": "index builder alone", "mb_per_s_median_of_3": mbps,
+        "m_records_per_s": mrps,
+    }));
     // Compression off: what the disk takes. The writer's two modes and fio
     // (1 MiB sequential writes to the same directory), interleaved in 3
     // rounds so that each round sees the same disk. fio: buffered with a

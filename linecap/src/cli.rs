@@ -216,10 +216,11 @@ pub struct CaptureArgs {
     /// Write plain ERF (.erf) instead of LZ4 frames (.erf.lz4).
     #[arg(long)]
     pub no_compress: bool,
-    /// Write each batch's whole 4 KiB blocks with O_DIRECT, past the page cache (the partial
-    /// blocks at a batch's edges go through it). Checked at start on every output directory
-    /// (tmpfs before Linux 6.6 refuses it). Not faster than buffered writes on every disk:
-    /// see docs/benchmarks.md.
+    /// Write each batch with O_DIRECT, past the page cache: one aligned write per batch from
+    /// the file's last 4 KiB block, padded with zeros that the next batch overwrites and the
+    /// close cuts. Checked at start on every output directory (tmpfs before Linux 6.6 refuses
+    /// it). Measured faster than buffered writes with a sync at each file's end on this
+    /// project's VMs, not on every disk: see docs/benchmarks.md.
     #[arg(long)]
     pub direct_io: bool,
     /// Bytes of ERF records per batch (one ring slot, one LZ4 block); 64K to 4M.

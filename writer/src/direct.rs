@@ -1,41 +1,61 @@
 //! O_DIRECT output (issue 19 item 5, `--direct-io`).
 //!
 //! A file written with direct I/O has two descriptors: the series' own
-//! buffered one (append mode) and a second one opened with `O_DIRECT`. Each
-//! batch's bytes go out in up to three parts:
+//! buffered one (append mode: the LZ4 header when the file opens, the end
+//! mark and the sync when it closes) and a second one opened with
+//! `O_DIRECT`, which writes every batch. A batch goes out as **one** aligned
+//! `pwrite` that starts at the 4 KiB block the file's last bytes are in:
 //!
-//! - the *head*, up to the next 4 KiB boundary of the file, through the
-//!   buffered descriptor (it shares a page with the bytes before it);
-//! - the *middle*, every whole 4 KiB block after it, copied into an aligned
-//!   staging buffer (1 MiB, allocated once per series) and written with
-//!   `pwrite` through the `O_DIRECT` descriptor, straight to the device;
-//! - the *tail*, less than 4 KiB, through the buffered descriptor again.
+//! ```text
+//!   file:   ... | block k: edge (kept in memory) | new bytes ...          |
+//!   write:        [edge][the batch's bytes][zeros to the next 4 KiB]
+//! ```
 //!
-//! The direct ranges and the buffered pages never overlap, so no write waits
-//! for the page cache to be flushed or invalidated; only the partial pages at
-//! the batch edges (at most 8 KiB per batch) pass through the page cache. A
-//! batch is completely written when [`Staging::append`] returns, as it is
-//! with buffered writes: a failure drops that batch only (the caller cuts
-//! the file back to its previous length), never bytes of earlier batches.
-//! Completion (`fdatasync`, rename, manifest) is unchanged.
+//! The *edge* (the bytes of the file's last, partial block, under 4 KiB) is
+//! kept in memory from the previous write, so nothing is read back; the
+//! zeros after the batch pad the write to a whole block and are overwritten
+//! by the next batch, or cut when the file closes (`set_len` to its true
+//! length before the end mark). So no byte of a batch passes through the
+//! page cache, and the disk sees one sequential stream, each block written
+//! once, the last block of each batch twice.
+//!
+//! The bytes are laid out in an aligned staging buffer: the series' own, or,
+//! with plain files and an index thread, a buffer of the index thread's pool
+//! that is then handed to it as its copy of the batch — one `memcpy` of the
+//! batch on the writer thread, not two.
+//!
+//! A batch is completely written when [`Staging::append`] returns, as with
+//! buffered writes: a failure drops that batch only (the caller cuts the
+//! file back to its previous length; the edge is unchanged, so the next
+//! write rewrites that block whole). A crash leaves at most one block of
+//! zeros after the last batch of a hidden file: recovery
+//! ([`crate::recover`]) cuts a file after its last whole record or block,
+//! and zeros are neither. Completion (`fdatasync`, rename, manifest) is
+//! unchanged.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-/// File offset and memory alignment of every direct write: 4096 suits every
-/// logical block size Linux devices have (512 or 4096).
+/// File offset, length and memory alignment of every direct write: 4096
+/// suits every logical block size Linux devices have (512 or 4096).
 pub const ALIGN: usize = 4096;
 
-/// Bytes per direct `pwrite` (the size of the staging buffer).
-pub const CHUNK: usize = 1 << 20;
+/// Where a batch landed in a staging buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staged {
+    /// Index of the batch's first byte in the buffer.
+    pub at: usize,
+    /// The batch's length.
+    pub len: usize,
+}
 
-/// The aligned staging buffer of one series.
+/// The staging buffer and the edge of one series' open file.
 pub struct Staging {
-    mem: Vec<u8>,
-    /// Where the 4096-aligned part of `mem` starts.
-    start: usize,
+    buf: Vec<u8>,
+    /// The bytes of the file's last partial block (`len % ALIGN` of them).
+    edge: Vec<u8>,
 }
 
 impl Default for Staging {
@@ -45,42 +65,63 @@ impl Default for Staging {
 }
 
 impl Staging {
-    /// Allocate the buffer (CHUNK + ALIGN bytes, once).
+    /// An empty staging buffer (it grows to the largest batch, once).
     pub fn new() -> Self {
-        let mem = vec![0u8; CHUNK + ALIGN];
-        // align_offset of a u8 pointer is always below ALIGN.
-        let start = mem.as_ptr().align_offset(ALIGN).min(ALIGN);
-        Staging { mem, start }
+        Staging {
+            buf: Vec::new(),
+            edge: Vec::with_capacity(ALIGN),
+        }
     }
 
-    /// Append `bytes` to the file open as `buffered` (append mode) and
-    /// `direct` (`O_DIRECT`), whose length is now `len`.
+    /// A new file opens holding `written` (the LZ4 header, or nothing),
+    /// under one block.
+    pub fn reset(&mut self, written: &[u8]) {
+        debug_assert!(written.len() < ALIGN);
+        self.edge.clear();
+        self.edge
+            .extend_from_slice(&written[..written.len().min(ALIGN - 1)]);
+    }
+
+    /// Append `bytes` to the file open as `direct` (`O_DIRECT`), whose
+    /// length is now `len` (the edge must be its last `len % ALIGN` bytes).
+    /// The bytes are laid out in `into` when given (the caller then owns
+    /// that copy, at the returned place), else in the series' own buffer.
+    /// On return the file is `len + bytes.len()` long plus zeros to the
+    /// next block, which the next append or the close cuts.
     pub fn append(
         &mut self,
-        buffered: &mut File,
         direct: &File,
         len: u64,
         bytes: &[u8],
-    ) -> io::Result<()> {
-        let mut pos = len;
-        let into_block = (pos % ALIGN as u64) as usize;
-        let head = if into_block == 0 {
-            0
-        } else {
-            (ALIGN - into_block).min(bytes.len())
+        into: Option<&mut Vec<u8>>,
+    ) -> io::Result<Staged> {
+        debug_assert_eq!(len % ALIGN as u64, self.edge.len() as u64);
+        let buf = match into {
+            Some(b) => b,
+            None => &mut self.buf,
         };
-        buffered.write_all(&bytes[..head])?;
-        pos += head as u64;
-        let mut rest = &bytes[head..];
-        while rest.len() >= ALIGN {
-            let n = (rest.len() / ALIGN * ALIGN).min(CHUNK);
-            let stage = &mut self.mem[self.start..self.start + n];
-            stage.copy_from_slice(&rest[..n]);
-            direct.write_all_at(stage, pos)?;
-            pos += n as u64;
-            rest = &rest[n..];
-        }
-        buffered.write_all(rest)
+        let total = self.edge.len() + bytes.len();
+        let padded = total.next_multiple_of(ALIGN);
+        buf.clear();
+        // Room for the alignment too; the buffer never moves after this.
+        buf.reserve(ALIGN + padded);
+        // align_offset of a u8 pointer is always below ALIGN.
+        let pad = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        buf.resize(pad, 0);
+        buf.extend_from_slice(&self.edge);
+        let at = buf.len();
+        buf.extend_from_slice(bytes);
+        buf.resize(pad + padded, 0);
+        let block_start = len - self.edge.len() as u64;
+        direct.write_all_at(&buf[pad..pad + padded], block_start)?;
+        let keep = total % ALIGN;
+        self.edge.clear();
+        self.edge
+            .extend_from_slice(&buf[pad + total - keep..pad + total]);
+        Ok(Staged {
+            at,
+            len: bytes.len(),
+        })
     }
 }
 
@@ -103,9 +144,7 @@ pub fn probe(dir: &Path) -> io::Result<()> {
             .custom_flags(libc::O_DIRECT)
             .open(&path)?;
         let mut st = Staging::new();
-        let block = &mut st.mem[st.start..st.start + ALIGN];
-        block.fill(0);
-        f.write_all_at(block, 0)
+        st.append(&f, 0, &[0u8; ALIGN], None).map(|_| ())
     })();
     let _ = fs::remove_file(&path);
     result.map_err(|e| {
@@ -122,9 +161,12 @@ pub fn probe(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
-    /// Every split of head, middle and tail gives the file exactly the bytes
-    /// appended, in order, whatever length it started at.
+    /// Appends of every length, from a file that starts with a few bytes
+    /// (as an LZ4 header), give the file exactly the bytes appended, in
+    /// order, with at most one block of zeros after them until the close
+    /// cuts it; a caller's buffer gets the batch at the place returned.
     #[test]
     fn appends_land_in_order_at_any_length() {
         let dir = tempfile::tempdir().unwrap();
@@ -138,34 +180,51 @@ mod tests {
             .create_new(true)
             .open(&path)
             .unwrap();
+        let head = b"header!";
+        buffered.write_all(head).unwrap();
         let direct = open_direct(&path).unwrap();
         let mut st = Staging::new();
-        let mut want = Vec::new();
+        st.reset(head);
+        let mut want = head.to_vec();
         let mut x = 7u32;
-        for n in [
+        let mut mine = Vec::new();
+        for (i, n) in [
             1usize,
             4095,
             4096,
             4097,
             100,
-            CHUNK + 3 * ALIGN + 17,
-            2 * CHUNK,
+            (1 << 20) + 3 * ALIGN + 17,
+            2 << 20,
             0,
             8191,
             12_345,
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let bytes: Vec<u8> = (0..n)
                 .map(|_| {
                     x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                     (x >> 16) as u8
                 })
                 .collect();
-            st.append(&mut buffered, &direct, want.len() as u64, &bytes)
-                .unwrap();
+            let into = (i % 2 == 1).then_some(&mut mine);
+            let given = into.is_some();
+            let at = st.append(&direct, want.len() as u64, &bytes, into).unwrap();
+            if given {
+                assert_eq!(&mine[at.at..at.at + at.len], &bytes[..]);
+            }
             want.extend_from_slice(&bytes);
-            assert_eq!(fs::metadata(&path).unwrap().len(), want.len() as u64);
+            let on_disk = fs::read(&path).unwrap();
+            assert_eq!(on_disk.len(), want.len().next_multiple_of(ALIGN));
+            assert!(on_disk[..want.len()] == want[..], "after append {i}");
+            assert!(on_disk[want.len()..].iter().all(|&b| b == 0));
         }
         drop(direct);
+        buffered.set_len(want.len() as u64).unwrap();
+        buffered.write_all(b"end").unwrap();
+        want.extend_from_slice(b"end");
         drop(buffered);
         assert!(
             fs::read(&path).unwrap() == want,

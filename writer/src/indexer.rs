@@ -50,7 +50,11 @@ struct Agg {
 /// Accumulates blocks of one data file into an [`Index`].
 #[derive(Default)]
 pub struct IndexBuilder {
-    flows: HashMap<FlowKey, Agg>,
+    /// foldhash, not SipHash: the table takes every record of the capture
+    /// (SipHash was a third of the index thread's time); its seed is random
+    /// per table, and the index is the same whatever the hasher (flows are
+    /// sorted at the end).
+    flows: HashMap<FlowKey, Agg, foldhash::fast::RandomState>,
     blocks: Vec<BlockEntry>,
 }
 
@@ -446,7 +450,10 @@ enum Msg {
     Batch {
         offset: u64,
         len: u32,
+        /// The batch's ERF records are `records[at..at + erf]`.
         records: Vec<u8>,
+        at: usize,
+        erf: usize,
     },
     Complete {
         data: PathBuf,
@@ -501,8 +508,10 @@ impl IndexFeed {
                         offset,
                         len,
                         records,
+                        at,
+                        erf,
                     } => {
-                        b.add_block(offset, len, &records);
+                        b.add_block(offset, len, &records[at..at + erf]);
                         let _ = pool_tx.try_send(records);
                     }
                     Msg::Complete {
@@ -603,15 +612,47 @@ impl IndexFeed {
         if self.lost {
             return;
         }
-        let Some(tx) = &self.tx else { return };
+        if self.tx.is_none() {
+            return;
+        }
         let mut buf = self.pool.try_recv().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(records);
-        match tx.try_send(Msg::Batch {
+        self.send(Msg::Batch {
             offset,
             len: len as u32,
             records: buf,
-        }) {
+            at: 0,
+            erf: records.len(),
+        });
+    }
+
+    /// A buffer of the pool for the caller to lay a batch out in (and then
+    /// give to [`IndexFeed::batch_staged`]), unless this file's index is
+    /// given up or the thread is gone.
+    pub fn lend(&mut self) -> Option<Vec<u8>> {
+        (!self.lost && self.tx.is_some()).then(|| self.pool.try_recv().unwrap_or_default())
+    }
+
+    /// One plain batch was written at `offset` from `buf[at.at..][..at.len]`
+    /// (a buffer from [`IndexFeed::lend`]): that is the thread's copy.
+    pub fn batch_staged(&mut self, offset: u64, buf: Vec<u8>, at: crate::direct::Staged) {
+        if self.lost {
+            return;
+        }
+        self.send(Msg::Batch {
+            offset,
+            len: at.len as u32,
+            records: buf,
+            at: at.at,
+            erf: at.len,
+        });
+    }
+
+    /// Queue a batch; a full queue gives up this file's index.
+    fn send(&mut self, m: Msg) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(m) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.lost = true;

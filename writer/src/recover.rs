@@ -238,8 +238,31 @@ pub fn recover_part(hidden: &Path, queue: u32, file_mode: u32) -> io::Result<Rec
     drop(f);
     let visible = dir.join(visible_name);
     fs::rename(hidden, &visible)?;
-    let manifest = Manifest {
-        file: visible_name.into(),
+    let manifest = recovered_manifest(
+        visible_name,
+        queue,
+        seq,
+        compress,
+        &tally,
+        bytes_file,
+        batches,
+    );
+    crate::series::write_manifest(&visible, &manifest, file_mode, true)?;
+    Ok(Recovered::Completed(visible, Box::new(manifest)))
+}
+
+/// The manifest of a file completed at start: the counts of its records.
+fn recovered_manifest(
+    name: &str,
+    queue: u32,
+    seq: u64,
+    compress: bool,
+    tally: &Tally,
+    bytes_file: u64,
+    batches: u64,
+) -> Manifest {
+    Manifest {
+        file: name.into(),
         queue,
         seq,
         compression: if compress { "lz4-frame" } else { "none" }.into(),
@@ -255,7 +278,33 @@ pub fn recover_part(hidden: &Path, queue: u32, file_mode: u32) -> io::Result<Rec
         writer: concat!("linecap ", env!("CARGO_PKG_VERSION")).into(),
         recovered: true,
         ..Manifest::default()
+    }
+}
+
+/// A complete file in view without its manifest (a crash between the
+/// file's rename and its manifest's): write the manifest from the file's
+/// records, marked `recovered` (and `truncated` if the file does not end
+/// where its last verified block or record does). The file is not changed:
+/// it was synced before it was renamed.
+pub fn manifest_for_visible(visible: &Path, queue: u32, file_mode: u32) -> io::Result<Manifest> {
+    let name = visible
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::other(format!("{}: not a series file", visible.display())))?;
+    let (_, seq) = names::parse(name)
+        .ok_or_else(|| io::Error::other(format!("{}: not a series file", visible.display())))?;
+    let compress = name.ends_with(".lz4");
+    let mut f = File::open(visible)?;
+    let len = f.metadata()?.len();
+    let (good, batches, tally) = if compress {
+        let (good, blocks, tally, _, _) = scan_lz4(&mut f)?;
+        (good, blocks, tally)
+    } else {
+        let (good, tally) = scan_erf(&mut f)?;
+        (good, u64::from(tally.packets > 0), tally)
     };
-    crate::series::write_manifest(&visible, &manifest, file_mode, true)?;
-    Ok(Recovered::Completed(visible, Box::new(manifest)))
+    let mut manifest = recovered_manifest(name, queue, seq, compress, &tally, len, batches);
+    manifest.truncated = good != len;
+    crate::series::write_manifest(visible, &manifest, file_mode, true)?;
+    Ok(manifest)
 }

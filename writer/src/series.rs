@@ -269,7 +269,11 @@ pub struct SeriesCounters {
     pub files_recovered: u64,
     /// Leftover `.part` files with no verified block, removed at start.
     pub parts_removed: u64,
-    /// Leftover `.part` files that could not be recovered (left as they are).
+    /// Complete files in view found without a manifest at start (a crash
+    /// between the file's rename and its manifest's), given one.
+    pub manifests_rebuilt: u64,
+    /// Leftover `.part` files that could not be recovered, and manifests
+    /// that could not be rebuilt (files left as they are).
     pub parts_failed: u64,
     /// Loss carried in the `lctr` of later records because a batch could
     /// not be written (issue 14): its frames, and the loss its records'
@@ -443,6 +447,35 @@ impl FileSeries {
             })
             .collect();
         existing.sort();
+        // A file in view without its manifest is complete but invisible to
+        // the shipper and the processor, which go by manifests: give it one.
+        for (_, p) in &existing {
+            if names::manifest_path(p).exists() {
+                continue;
+            }
+            match crate::recover::manifest_for_visible(p, cfg.queue, cfg.file_mode) {
+                Ok(_) => counters.manifests_rebuilt += 1,
+                Err(e) => {
+                    counters.parts_failed += 1;
+                    last_error = Some(format!("writing the manifest of {}: {e}", p.display()));
+                }
+            }
+        }
+        let c = &counters;
+        if c.files_recovered + c.parts_removed + c.parts_failed + c.manifests_rebuilt > 0 {
+            tracing::warn!(
+                queue = cfg.queue,
+                dir = %cfg.dir.display(),
+                files_recovered = c.files_recovered,
+                parts_removed = c.parts_removed,
+                failed = c.parts_failed,
+                manifests_rebuilt = c.manifests_rebuilt,
+                last_error = last_error.as_deref().unwrap_or(""),
+                "files left by an earlier run that ended without completing them \
+                 (a crash, kill -9, power loss): completed (manifest says recovered), \
+                 removed (nothing verifiable) or failed (left as they are)"
+            );
+        }
         let next_seq = existing.last().map_or(0, |(s, _)| s + 1);
         let complete: VecDeque<(PathBuf, u64)> = existing
             .into_iter()
@@ -770,26 +803,41 @@ impl FileSeries {
         };
         let good_len = cur.manifest.bytes_file;
         let written = match (&cur.direct, self.staging.as_mut()) {
-            (Some(direct), Some(st)) => st.append(&mut cur.file, direct, good_len, bytes),
-            _ => cur.file.write_all(bytes),
-        };
-        if let Err(e) = written {
-            // The content checksum must not count the lost batch.
-            self.encoder.rollback();
-            // Leave no partial block behind; the file is in append mode, so
-            // the next batch lands right after the last complete one.
-            if cur.file.set_len(good_len).is_err() {
-                // The cut failed: a partial block may follow the last good
-                // one. Appending after it would put garbage in the middle of
-                // the file, so leave the file as it is (hidden, readable up
-                // to its last complete block) and start a new one.
-                self.cur = None;
-                self.counters.close_errors += 1;
+            (Some(direct), Some(st)) => {
+                // Plain files: the index thread's copy of the batch is the
+                // staging buffer itself (one copy of the batch, not two).
+                let mut lent = match (self.cfg.compress, self.index.as_mut()) {
+                    (false, Some(f)) => f.lend(),
+                    _ => None,
+                };
+                st.append(direct, good_len, bytes, lent.as_mut())
+                    .map(|at| lent.map(|buf| (buf, at)))
             }
-            return Err(e);
-        }
+            _ => cur.file.write_all(bytes).map(|()| None),
+        };
+        let lent = match written {
+            Ok(lent) => lent,
+            Err(e) => {
+                // The content checksum must not count the lost batch.
+                self.encoder.rollback();
+                // Leave no partial block behind; the file is in append mode, so
+                // the next batch lands right after the last complete one.
+                if cur.file.set_len(good_len).is_err() {
+                    // The cut failed: a partial block may follow the last good
+                    // one. Appending after it would put garbage in the middle of
+                    // the file, so leave the file as it is (hidden, readable up
+                    // to its last complete block) and start a new one.
+                    self.cur = None;
+                    self.counters.close_errors += 1;
+                }
+                return Err(e);
+            }
+        };
         if let Some(f) = self.index.as_mut() {
-            f.batch(good_len, bytes.len(), records);
+            match lent {
+                Some((buf, at)) => f.batch_staged(good_len, buf, at),
+                None => f.batch(good_len, bytes.len(), records),
+            }
         }
         let m = &mut cur.manifest;
         m.last_ts_ns = m.last_ts_ns.max(meta.last_ts_ns);
@@ -820,14 +868,18 @@ impl FileSeries {
             .mode(self.cfg.file_mode)
             .open(&hidden)?;
         let mut header_len = 0;
-        if self.cfg.compress {
-            let h = self.encoder.header();
-            if let Err(e) = file.write_all(&h) {
+        let h = self.encoder.header();
+        let header: &[u8] = if self.cfg.compress { &h } else { &[] };
+        if !header.is_empty() {
+            if let Err(e) = file.write_all(header) {
                 drop(file);
                 let _ = fs::remove_file(&hidden);
                 return Err(e);
             }
-            header_len = h.len() as u64;
+            header_len = header.len() as u64;
+        }
+        if let Some(st) = self.staging.as_mut() {
+            st.reset(header);
         }
         let direct = match self.cfg.direct_io {
             true => match crate::direct::open_direct(&hidden) {
@@ -887,9 +939,18 @@ impl FileSeries {
         // failed, then completed by the next start), never orphaned.
         let mut failure: Option<io::Error> = None;
         // Every batch is whole on disk or in the page cache: the end mark and
-        // the sync go through the buffered descriptor.
-        drop(cur.direct.take());
-        if self.cfg.compress {
+        // the sync go through the buffered descriptor. Direct writes left
+        // zeros to the end of the last block: cut them first (the end mark
+        // is appended at the true length). A file that cannot be cut stays
+        // hidden, for the next start's recovery to complete.
+        let mut keep_hidden = false;
+        if cur.direct.take().is_some()
+            && let Err(e) = cur.file.set_len(cur.manifest.bytes_file)
+        {
+            failure = Some(e);
+            keep_hidden = true;
+        }
+        if self.cfg.compress && !keep_hidden {
             let end = self.encoder.end();
             let good_len = cur.manifest.bytes_file;
             match cur.file.write_all(&end) {
@@ -915,7 +976,11 @@ impl FileSeries {
         }
         drop(cur.file);
         let dir = self.cfg.dir.clone();
-        let tracked = match fs::rename(&cur.hidden, &cur.visible) {
+        let renamed = match keep_hidden {
+            true => Err(io::Error::other("not renamed")),
+            false => fs::rename(&cur.hidden, &cur.visible),
+        };
+        let tracked = match renamed {
             Ok(()) => cur.visible.clone(),
             Err(e) => {
                 failure.get_or_insert(e);
@@ -1107,18 +1172,26 @@ mod tests {
                     .map(|f| count_packets(&dir.path().join(f)))
                     .sum();
                 assert_eq!(packets, 124_274);
-                out.push((files, bytes));
+                // The indexes too: with plain files the index thread reads
+                // the direct writes' staging buffer, not a copy of its own.
+                let indexes: Vec<Vec<u8>> = files
+                    .iter()
+                    .map(|f| fs::read(dir.path().join(format!("{f}.idx"))).unwrap())
+                    .collect();
+                out.push((files, bytes, indexes));
             }
             assert_eq!(out[0].0, out[1].0, "names (compress {compress})");
             assert!(
                 out[0].1 == out[1].1,
                 "contents differ (compress {compress})"
             );
+            assert!(out[0].2 == out[1].2, "indexes differ (compress {compress})");
         }
     }
 
     /// A direct write that fails drops that batch only: the batches before
-    /// it (whose last bytes went through the page cache) stay whole.
+    /// it stay whole (the block the failed write shared with them is
+    /// rewritten whole by the next write, from the edge kept in memory).
     #[test]
     fn a_failed_direct_write_drops_only_its_batch() {
         let dir = tempfile::tempdir().unwrap();
@@ -1144,6 +1217,95 @@ mod tests {
         s.finish().unwrap();
         let files = visible(dir.path());
         assert_eq!(count_packets(&dir.path().join(&files[0])), 1100);
+    }
+
+    /// A crash during a direct-I/O capture leaves the hidden file with the
+    /// zeros that pad its last block: the next start keeps every whole
+    /// batch, plain and LZ4, and cuts the zeros.
+    #[test]
+    fn a_direct_io_file_left_by_a_crash_is_completed_without_its_padding() {
+        for compress in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = SeriesConfig {
+                compress,
+                direct_io: true,
+                ..SeriesConfig::new(dir.path().into(), 0)
+            };
+            let mut s = FileSeries::new(cfg.clone()).unwrap();
+            for i in 0..3u64 {
+                let (m, r) = batch(i, 10 + i, 1_000 + i * 100, false);
+                s.write_batch(&m, &r).unwrap();
+            }
+            let hidden = s.current_path().unwrap().to_path_buf();
+            let good = s.cur.as_ref().unwrap().manifest.bytes_file;
+            std::mem::forget(s);
+            let on_disk = fs::metadata(&hidden).unwrap().len();
+            assert!(
+                on_disk > good && on_disk.is_multiple_of(4096),
+                "{on_disk} {good}"
+            );
+            let s = FileSeries::new(cfg).unwrap();
+            assert_eq!(s.counters().files_recovered, 1, "compress {compress}");
+            let files = visible(dir.path());
+            let f = dir.path().join(&files[0]);
+            assert_eq!(count_packets(&f), 33, "compress {compress}");
+            // The plain file is its records; the LZ4 one its blocks, end
+            // mark and checksum: nothing of the padding is left.
+            let want = if compress { good + 8 } else { good };
+            assert_eq!(fs::metadata(&f).unwrap().len(), want, "compress {compress}");
+        }
+    }
+
+    /// A crash between a file's rename and its manifest's: the next start
+    /// writes the manifest from the file (plain and LZ4), which is not changed.
+    #[test]
+    fn a_file_in_view_without_its_manifest_gets_one_at_start() {
+        for compress in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = SeriesConfig {
+                compress,
+                index: false,
+                ..SeriesConfig::new(dir.path().into(), 2)
+            };
+            let mut s = FileSeries::new(cfg.clone()).unwrap();
+            for i in 0..3u64 {
+                let (m, r) = batch(i, 20, 5_000 + i * 100, false);
+                s.write_batch(&m, &r).unwrap();
+            }
+            s.finish().unwrap();
+            let files = visible(dir.path());
+            let data = dir.path().join(&files[0]);
+            let man = names::manifest_path(&data);
+            let was: Manifest = serde_json::from_slice(&fs::read(&man).unwrap()).unwrap();
+            let before = fs::read(&data).unwrap();
+            fs::remove_file(&man).unwrap();
+            let s = FileSeries::new(cfg).unwrap();
+            assert_eq!(s.counters().manifests_rebuilt, 1, "compress {compress}");
+            let now: Manifest = serde_json::from_slice(&fs::read(&man).unwrap()).unwrap();
+            assert!(now.recovered && !now.truncated, "{now:?}");
+            assert_eq!(
+                (
+                    now.packets,
+                    now.bytes_erf,
+                    now.bytes_file,
+                    now.first_ts_ns,
+                    now.last_ts_ns
+                ),
+                (
+                    was.packets,
+                    was.bytes_erf,
+                    was.bytes_file,
+                    was.first_ts_ns,
+                    was.last_ts_ns
+                ),
+                "compress {compress}"
+            );
+            assert_eq!((now.queue, now.seq), (2, 0));
+            assert!(
+                fs::read(&data).unwrap() == before,
+                "the file is not changed"
+            );
+        }
     }
 
     #[test]

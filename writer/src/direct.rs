@@ -78,8 +78,7 @@ impl Staging {
     pub fn reset(&mut self, written: &[u8]) {
         debug_assert!(written.len() < ALIGN);
         self.edge.clear();
-        self.edge
-            .extend_from_slice(&written[..written.len().min(ALIGN - 1)]);
+        self.edge.extend_from_slice(written);
     }
 
     /// Append `bytes` to the file open as `direct` (`O_DIRECT`), whose

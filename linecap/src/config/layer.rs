@@ -121,10 +121,7 @@ impl Profile {
         }
         // The profile's DPDK settings go with its DPDK port, or with dpdk:
         // sources given here; not onto an AF_XDP or file capture.
-        let cli_dpdk = args
-            .sources
-            .iter()
-            .any(|s| s.trim_start().starts_with("dpdk:"));
+        let cli_dpdk = args.sources.iter().any(|s| s.starts_with("dpdk:"));
         let cli_source = given("sources") || given("interfaces");
         if self.nic.backend == Backend::Dpdk && (!cli_source || cli_dpdk) {
             let d = &mut args.dpdk;

@@ -344,6 +344,20 @@ fn run_churn(live: u64, seconds: f64) -> (Run, u64, u64) {
     )
 }
 
+/// `--flows`: table sizes, each 1 to 2^28 flows (the table holds twice as
+/// many slots).
+pub fn parse_flows(list: &str) -> Result<Vec<u64>, String> {
+    list.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=1 << 28).contains(n))
+                .ok_or_else(|| format!("--flows: {x:?} is not a flow count from 1 to 268435456"))
+        })
+        .collect()
+}
+
 pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     let seconds = (o.seconds / 2.0).max(0.5);
     println!(
@@ -356,7 +370,7 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let mut ratio_1m = None;
-    for flows in [1_000u64, 100_000, 1_000_000, 4_000_000] {
+    for flows in parse_flows(&o.flows).unwrap_or_default() {
         for zipf in [false, true] {
             let seq = sequence(flows, zipf, &mut rng);
             // The packets of each flow, made once: no implementation pays

@@ -158,6 +158,14 @@ pub struct Opts {
     /// linecap-native-threaded, linecap-generic, tcpdump, netsniff-ng, stenotype.
     #[arg(long, value_name = "LIST")]
     pub tools: Option<String>,
+    /// flows: table sizes in flows, comma-separated (the goal ratios need
+    /// 1000000; the churn run and the memory floor always run).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "1000,100000,1000000,4000000"
+    )]
+    pub flows: String,
     /// veth: frame sizes, comma-separated (default 64,1514).
     #[arg(long, value_name = "LIST", default_value = "64,1514")]
     pub sizes: String,
@@ -308,6 +316,7 @@ fn check(o: &Opts) -> Result<(), String> {
         return Err(format!("--steps must be at most 12, got {}", o.steps));
     }
     veth::parse_sizes(&o.sizes)?;
+    flows::parse_flows(&o.flows)?;
     veth::parse_tools(o.tools.as_deref())?;
     Ok(())
 }

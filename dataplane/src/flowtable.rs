@@ -5,38 +5,46 @@
 //! path ([`FlowTable::update`]) never allocates, never grows the table, never
 //! formats and never returns a `Result`.
 //!
-//! # Layout (built for DRAM: two random accesses per packet, both prefetched)
+//! # Layout (built for DRAM: one random DRAM line per packet, prefetched)
 //!
 //! `capacity` slots (a power of two) in `capacity / 8` **buckets of
-//! [`WAYS`] = 8 ways**. Three fixed arrays, indexed by bucket or by slot
+//! [`WAYS`] = 8 ways**. Four fixed arrays, indexed by bucket or by slot
 //! (`bucket * 8 + way`):
 //!
 //! | array   | per entry | what                                             | touched by            |
 //! |---------|----------:|--------------------------------------------------|-----------------------|
-//! | buckets | 64 B (a bucket) | 8 tags = `flow_hash | 1<<63` (0 = empty): one cache line | every lookup |
-//! | slots   | 128 B (a slot) | an aligned pair of lines: the **key line** (the canonical key as six words, TCP flags, FIN bits, linger start, payload-seen bits) and the **hot line** (first/last ns, packets, bytes, captured bytes per direction; size asserted at compile time) | every packet of the flow |
-//! | cold    | 24 B      | initiator, first payload bytes per direction      | flow start, a direction's first payload, export |
+//! | buckets | 16 B (a bucket) | 8 tags of 16 bits (15 hash bits + a used bit; 0 = empty), four buckets to a line: 2 B a slot, so the array stays in the last-level cache (4 MiB at 1 M flows) | every lookup |
+//! | hot     | 64 B (a line) | the flow's hash and **check**, first/last ns, packets (u32) and bytes per direction, TCP flags, FIN bits, payload-seen and linger bits (size asserted at compile time) | every packet of the flow |
+//! | keys    | 64 B (a line) | the canonical key as six words, the linger start | flow start; per packet only for general keys (below) and during a TCP linger; export |
+//! | cold    | 40 B      | initiator, first payload bytes per direction, bytes not captured per direction | flow start, a direction's first payload, a frame captured shorter than its wire length, export |
 //!
-//! The key line and the hot line are apart (every packet writes the hot
-//! line; only TCP flags and a first payload write the key line) but
-//! adjacent: one aligned 128-byte pair, prefetched together (where the L2
-//! fetches the adjacent line, the pair costs about one miss; on the
-//! project's VM `bench flows` measures it at the cost of two lines).
+//! **Compact keys** — IPv4, no VLAN tag, not a fragment: nearly all traffic
+//! — are identified by the hot line alone. Their 104 bits (addresses, ports,
+//! protocol) are re-coded by a two-round Feistel network on 63-bit halves
+//! ([`compact_image`], a bijection) into the pair (hash, check): the hash
+//! picks the buckets and gives the tag, the hot line holds both, and equal
+//! hash and check means an equal key, exactly — no key line is read. Other
+//! keys (IPv6, VLAN-tagged, fragments) hash with [`hash_words`], have check
+//! 0, and compare the key line too (two DRAM lines per packet for them).
+//! So a packet of a compact flow reads its bucket's tags (in cache) and
+//! writes its hot line (one DRAM miss, prefetched a burst ahead); the key
+//! line is written once and read at export.
 //!
-//! A key has **two candidate buckets** (from different bits of its 64-bit
+//! A key has **two candidate buckets** (from different bits of its 63-bit
 //! hash). A new flow takes a free way of its **first** bucket, else of its
 //! second; when both are full, one flow of the first (then the second)
 //! bucket moves to a free way of its own other bucket (one cuckoo step,
 //! counted in `relocated`) and the new flow takes its way. So most flows
-//! sit where a lookup looks first, and a lookup needs one tag line: a
-//! lookup reads the first bucket's tags, then the second's only when the
-//! first has no matching tag (at most [`PROBE_MAX`] = 16 slots, never more),
-//! and reads a slot's key only on a tag match. Removal just clears the tag.
+//! sit where a lookup looks first: a lookup reads the first bucket's tags,
+//! then the second's only when the first has no matching tag (at most
+//! [`PROBE_MAX`] = 16 slots, never more), and reads a slot's hot line only
+//! on a tag match (a false 15-bit match costs one more hot line and is
+//! rejected there). Removal just clears the tag.
 //!
 //! [`FlowTable::update_burst`] runs in stages per 64 packets: prefetch every
 //! packet's first tag line ([`FlowTable::prefetch_bucket`]), find each
-//! packet's slot from the tags alone and prefetch its slot pair (or the
-//! second tag line) ([`FlowTable::stage`]), then update in order starting
+//! packet's slot from the tags alone and prefetch its hot line (and a
+//! general key's key line; or the second tag line) ([`FlowTable::stage`]), then update in order starting
 //! from those slots, each checked again ([`FlowTable::apply`]). The capture
 //! worker calls the stages itself, spread over time: the tag line as soon as
 //! a frame's hash is known, the stage at the end of the burst, and the
@@ -49,8 +57,9 @@
 //! worker calls [`FlowTable::first_touch`] on its own core so the pages are
 //! local to that core and the capture path takes no page fault.
 //!
-//! The hash is [`flow_hash`]: a 64-bit multiply-xorshift mix over the six
-//! words the key is stored as, so a frame's key is encoded once. It is deliberately *not* `symmetric_hash` (which
+//! The hash is [`flow_hash`] (63 bits: the compact image's half, or a
+//! multiply-xorshift mix over the six words a general key is stored as), so
+//! a frame's key is encoded once. It is deliberately *not* `symmetric_hash` (which
 //! picks the queue): inside one queue the queue hash's low bits are all
 //! equal, so indexing the table with it would use a fraction of the slots.
 //! The worker computes it once per frame and hands it to flow sampling and
@@ -73,7 +82,10 @@
 //! * no packet came for `idle_ns` ([`EndReason::Idle`]);
 //! * it has lasted `active_ns` since its record started: the record is
 //!   exported ([`EndReason::Active`]) and the flow continues in the same slot
-//!   with counters from zero (IPFIX delta semantics);
+//!   with counters from zero (IPFIX delta semantics); the same happens
+//!   early when a direction's packet count this period reaches `u32::MAX`
+//!   (the hot line counts packets in 32 bits: 71 s of one 64-byte flow at
+//!   40 Gb/s);
 //! * TCP: `linger_ns` after an RST, or after FIN was seen in both directions
 //!   (or in the only direction seen so far) ([`EndReason::EndOfFlow`]);
 //!   packets during the linger still count to the flow;
@@ -263,61 +275,81 @@ pub struct FlowCounters {
     pub relocated: u64,
 }
 
-const TAG_USED: u64 = 1 << 63;
+/// Set in every used way's tag (0 = empty).
+const TAG_USED: u16 = 1 << 15;
 const FIN_A: u8 = 1;
 const FIN_B: u8 = 2;
 
-/// Ways per bucket: one bucket's eight 64-bit tags fill one cache line.
+/// Ways per bucket: one bucket's eight 16-bit tags are 16 bytes, four
+/// buckets to a cache line.
 pub const WAYS: usize = 8;
 /// Slots a lookup may look at: the ways of the key's two buckets.
 pub const PROBE_MAX: usize = 2 * WAYS;
 
-/// One bucket: the tags of its [`WAYS`] slots (`flow_hash | TAG_USED`,
-/// 0 = empty), one 64-byte cache line. A lookup reads the tag lines of the
-/// key's two buckets and touches a slot's key and counters only on a tag
-/// match (a false match needs equal 63-bit hashes).
-#[repr(C, align(64))]
+/// One bucket: the tags of its [`WAYS`] slots (15 bits of the flow hash
+/// with [`TAG_USED`] set; 0 = empty), 16 bytes. Tags are small so that the
+/// whole tag array stays in the last-level cache (2 bytes a slot: 4 MiB for
+/// a 1 M-flow table) and a lookup's first step is a cache hit, not a DRAM
+/// miss; a lookup touches a slot's hot line only on a tag match (a false
+/// match, about 8 in 2^15 lookups, costs one more hot line and is then
+/// rejected by the full hash and check there).
+#[repr(C, align(16))]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Bucket {
-    tags: [u64; WAYS],
+    tags: [u16; WAYS],
 }
 
-/// The per-packet part of a flow: one 64-byte aligned cache line written by
-/// every packet of the flow.
+/// The per-packet part of a flow: one 64-byte aligned cache line, the only
+/// line a packet of a compact flow reads or writes besides its tag line. It
+/// holds the key's check (so a compact flow is identified by its tag and
+/// this line alone), the counters, the TCP state and the first-payload bits.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Hot {
+    /// The flow's [`flow_hash`] (its buckets; with the check, a compact key).
+    hash: u64,
+    /// A compact flow's check: the other half of its key's image
+    /// ([`compact_image`]) with [`CHECK_COMPACT`] set, so that hash and check
+    /// together are the key. 0: a general flow, whose key is compared in its
+    /// [`KeyRec`].
+    check: u64,
     first_ns: u64,
     last_ns: u64,
-    packets: [u64; 2],
     bytes: [u64; 2],
-    captured_bytes: [u64; 2],
+    /// Packets this period per direction; a period whose count would pass
+    /// `u32::MAX` ends there (exported as `Active`, counted in
+    /// `expired_active`) and the flow goes on in a new one.
+    packets: [u32; 2],
+    /// TCP flags OR-ed `[a→b, b→a]` (this period).
+    tcp_flags: [u8; 2],
+    /// FIN seen per direction (`FIN_A`, `FIN_B`).
+    fins: u8,
+    /// Bit `d`: direction `d`'s first payload is in the cold part (a flow's
+    /// later packets never touch the cold line, issue 18); [`LINGER`]: the
+    /// TCP linger started (its start time is in the [`KeyRec`]).
+    state: u8,
+    _pad: [u8; 4],
 }
 
-/// The key (48 bytes, compared as six words) and the TCP state: read by
-/// every packet of the flow for the key comparison, written only by packets
-/// that carry TCP flags.
+/// The key line: the canonical key as six words and the linger start.
+/// Written when the flow starts; read per packet only by general flows
+/// (IPv6, VLAN-tagged, fragments) for the key comparison and by packets
+/// during a TCP linger, else only at export.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct KeyRec {
     key: [u64; 6],
-    /// Time the TCP linger started (`u64::MAX` = not started).
+    /// Time the TCP linger started (valid when the hot line's [`LINGER`] bit
+    /// is set).
     linger_from_ns: u64,
-    /// TCP flags OR-ed `[a→b, b→a]`.
-    tcp_flags: [u8; 2],
-    /// FIN seen per direction (`FIN_A`, `FIN_B`).
-    fins: u8,
-    /// Directions whose first payload is in the cold part (bit `d`): this
-    /// line is read per packet anyway, so a flow's later packets never
-    /// touch the cold line (issue 18).
-    payload_seen: u8,
-    _pad: [u8; 4],
+    _pad: u64,
 }
 
 /// The cold part of a flow: written when the flow starts, read when its
-/// record is exported, never touched by the flow's later packets. Fields
-/// that are set once per flow (such as first payload bytes for an
-/// application classifier) belong here, not in [`Hot`].
+/// record is exported, never touched by the flow's later packets except a
+/// direction's first payload and frames captured shorter than their wire
+/// length. Fields that are set once per flow (such as first payload bytes
+/// for an application classifier) belong here, not in [`Hot`].
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Cold {
@@ -330,24 +362,23 @@ struct Cold {
     payload_len: [u32; 2],
     /// First ≤ 4 payload bytes per direction.
     payload_bytes: [[u8; 4]; 2],
+    /// Σ (wire length − captured length) per direction this period, in
+    /// wrapping arithmetic (exact for any lengths): captured bytes are
+    /// `bytes − uncaptured`, so a fully captured frame never touches this line.
+    uncaptured: [u64; 2],
 }
 
-const _: () = assert!(size_of::<Bucket>() == 64 && align_of::<Bucket>() == 64);
-/// One slot's key line and counter line side by side: an aligned 128-byte
-/// pair, prefetched together (one miss where the L2 fetches the adjacent
-/// line; see `docs/benchmarks.md`, issue 19), while the key line stays apart
-/// from the counters that every packet writes.
-#[repr(C, align(128))]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Slot {
-    key: KeyRec,
-    hot: Hot,
-}
-
+const _: () = assert!(size_of::<Bucket>() == 16 && align_of::<Bucket>() == 16);
 const _: () = assert!(size_of::<Hot>() == 64 && align_of::<Hot>() == 64);
 const _: () = assert!(size_of::<KeyRec>() == 64 && align_of::<KeyRec>() == 64);
-const _: () = assert!(size_of::<Slot>() == 128 && align_of::<Slot>() == 128);
-const _: () = assert!(size_of::<Cold>() == 24);
+const _: () = assert!(size_of::<Cold>() == 40);
+
+/// The hot line's `state` bit: the TCP linger started.
+const LINGER: u8 = 4;
+/// Set in every compact flow's check (a general flow's is 0).
+const CHECK_COMPACT: u64 = 1 << 63;
+/// The low 63 bits.
+const M63: u64 = !(1 << 63);
 
 /// A flow key as six words: the table's stored form (plain data, so the
 /// arrays can live in an anonymous mapping) and what it compares.
@@ -414,11 +445,12 @@ fn decode_key(w: &[u64; 6]) -> FlowKey {
     .0
 }
 
-/// The key's two candidate buckets (always different).
+/// The two candidate buckets of a key with this [`flow_hash`] (always
+/// different).
 #[inline(always)]
-fn bucket_pair(tag: u64, bmask: usize) -> (usize, usize) {
-    let b1 = tag as usize & bmask;
-    let mut b2 = ((tag >> 32) ^ (tag >> 13)) as usize & bmask;
+fn bucket_pair(hash: u64, bmask: usize) -> (usize, usize) {
+    let b1 = hash as usize & bmask;
+    let mut b2 = ((hash >> 32) ^ (hash >> 13)) as usize & bmask;
     if b2 == b1 {
         b2 = b1 ^ 1;
     }
@@ -502,16 +534,93 @@ impl<T: Pod> Region<T> {
     }
 }
 
-/// A 64-bit hash of a canonical flow key (the table's index): the hash of
-/// the six words the table stores the key as, so a frame's key is encoded
-/// once and hashed from that ([`BurstPacket::new`]).
+/// A 63-bit hash of a canonical flow key (the table's index and tag): for a
+/// compact key (IPv4, no VLAN, not a fragment) half of its bijective image
+/// ([`compact_image`]), else [`hash_words`] of the six words the table stores
+/// the key as; either way a frame's key is encoded once and hashed from that
+/// ([`BurstPacket::new`]).
 #[inline]
 pub fn flow_hash(key: &FlowKey) -> u64 {
-    hash_words(&encode_key(key))
+    hash_check(&encode_key(key)).0
 }
 
-/// [`flow_hash`] of an encoded key: a multiply-xorshift mix per word, then
-/// murmur3's 64-bit finaliser.
+/// A key's [`flow_hash`] together with the table's check of it, computed
+/// once per frame ([`KeyHash::of`]) and shared by flow sampling (which uses
+/// [`KeyHash::hash`]) and the table ([`BurstPacket::hashed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyHash {
+    hash: u64,
+    check: u64,
+}
+
+impl KeyHash {
+    /// Hash and check of `key`.
+    #[inline]
+    pub fn of(key: &FlowKey) -> KeyHash {
+        let (hash, check) = hash_check(&encode_key(key));
+        KeyHash { hash, check }
+    }
+
+    /// The key's [`flow_hash`].
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// [`flow_hash`] and the hot line's check of an encoded key: a compact key
+/// ([`compact_halves`]) hashes to its image's first half and checks with the
+/// second; any other key hashes with [`hash_words`] and checks with 0 (its
+/// key is compared in full).
+#[inline(always)]
+fn hash_check(w: &[u64; 6]) -> (u64, u64) {
+    match compact_halves(w) {
+        Some((l, r)) => compact_image(l, r),
+        None => (hash_words(w), 0),
+    }
+}
+
+/// A compact key's 104 bits in two 63-bit halves: `l` = address a, port a,
+/// protocol; `r` = address b, port b. Compact keys are the IPv4 keys without
+/// VLAN tags that are not fragments (the words' other fields are then fixed,
+/// so the halves determine the key); any other key gives `None`.
+#[inline(always)]
+fn compact_halves(w: &[u64; 6]) -> Option<(u64, u64)> {
+    let [vl, misc, a0, a1, b0, b1] = *w;
+    // misc: VLAN depth (bits 0-7), protocol (8-15), fragment (16-23),
+    // family (24-31), port a (32-47), port b (48-63).
+    let fixed = u64::from(IpFamily::V4 as u8) << 24;
+    if vl | a1 | b1 | (a0 >> 32) | (b0 >> 32) != 0 || misc & 0xffff_00ff != fixed {
+        return None;
+    }
+    let proto = (misc >> 8) & 0xff;
+    let (pa, pb) = ((misc >> 32) & 0xffff, misc >> 48);
+    Some((a0 | pa << 32 | proto << 48, b0 | pb << 32))
+}
+
+/// The image of a compact key's halves under a two-round Feistel network on
+/// 63-bit halves, `(l, r) → (r, l ^ F(r))`: a bijection, so the pair
+/// `(hash, check)` it gives is the key itself, re-coded. The hash (63 bits,
+/// well mixed: it is `r ^ F(l ^ F(r))`) picks the buckets and is the tag; the
+/// check (with [`CHECK_COMPACT`] set) sits in the hot line. Tag and check
+/// both equal means the key is equal, exactly, without reading the key line.
+#[inline(always)]
+fn compact_image(l: u64, r: u64) -> (u64, u64) {
+    #[inline(always)]
+    fn f(x: u64, k: u64) -> u64 {
+        let mut h = x ^ k;
+        h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        (h ^ (h >> 33)) & M63
+    }
+    let (l, r) = (r, l ^ f(r, 0x243f_6a88_85a3_08d3));
+    let (l, r) = (r, l ^ f(r, 0x1319_8a2e_0370_7344));
+    (r, l | CHECK_COMPACT)
+}
+
+/// The hash of a general key's words: a multiply-xorshift mix per word,
+/// then murmur3's 64-bit finaliser, to 63 bits (the tag's 64th bit marks a
+/// used way).
 #[inline(always)]
 fn hash_words(w: &[u64; 6]) -> u64 {
     #[inline(always)]
@@ -527,7 +636,7 @@ fn hash_words(w: &[u64; 6]) -> u64 {
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    (h ^ (h >> 33)) & M63
 }
 
 /// A fixed-size ring of records waiting to be exported.
@@ -595,7 +704,8 @@ impl ExportQueue {
 /// One queue's flow table. See the module documentation.
 pub struct FlowTable {
     buckets: Region<Bucket>,
-    slots: Region<Slot>,
+    hot: Region<Hot>,
+    keys: Region<KeyRec>,
     cold: Region<Cold>,
     meta: Meta,
 }
@@ -618,7 +728,8 @@ struct Meta {
 /// the arrays from their mappings.
 struct View<'a> {
     buckets: &'a mut [Bucket],
-    slots: &'a mut [Slot],
+    hot: &'a mut [Hot],
+    keys: &'a mut [KeyRec],
     cold: &'a mut [Cold],
     m: &'a mut Meta,
 }
@@ -635,6 +746,8 @@ pub struct BurstPacket {
     key: [u64; 6],
     /// [`flow_hash`] of the key.
     hash: u64,
+    /// The hot line's check of the key (0: a general key).
+    check: u64,
     /// Packet time (ns).
     ts_ns: u64,
     /// Wire length (the caller's convention; see the module docs).
@@ -655,14 +768,26 @@ impl BurstPacket {
     #[inline]
     pub fn new(info: &PacketInfo, ts_ns: u64, wire_len: u32, cap_len: u32) -> Self {
         let key = encode_key(&info.key);
-        Self::with_words(key, hash_words(&key), info, ts_ns, wire_len, cap_len)
+        let (hash, check) = hash_check(&key);
+        Self::with_words(key, hash, check, info, ts_ns, wire_len, cap_len)
     }
 
-    /// A burst entry whose [`flow_hash`] the caller already has (it was
-    /// computed once for the frame, for flow sampling).
+    /// A burst entry whose hash and check the caller already has (they
+    /// were computed once for the frame, for flow sampling: `kh` must be
+    /// [`KeyHash::of`] the frame's key).
     #[inline]
-    pub fn hashed(info: &PacketInfo, hash: u64, ts_ns: u64, wire_len: u32, cap_len: u32) -> Self {
-        Self::with_words(encode_key(&info.key), hash, info, ts_ns, wire_len, cap_len)
+    pub fn hashed(info: &PacketInfo, kh: KeyHash, ts_ns: u64, wire_len: u32, cap_len: u32) -> Self {
+        let key = encode_key(&info.key);
+        Self::with_words(key, kh.hash, kh.check, info, ts_ns, wire_len, cap_len)
+    }
+
+    /// The key's hash and check.
+    #[inline(always)]
+    pub fn key_hash(&self) -> KeyHash {
+        KeyHash {
+            hash: self.hash,
+            check: self.check,
+        }
     }
 
     /// A burst entry for a frame [`linecap_wire::flow::parse_common`] took:
@@ -677,9 +802,15 @@ impl BurstPacket {
         let a = u64::from(u32::from_le_bytes(c.addr_a));
         let b = u64::from(u32::from_le_bytes(c.addr_b));
         let key = [0, misc, a, 0, b, 0];
+        // The halves `compact_halves` takes from these words.
+        let (hash, check) = compact_image(
+            a | u64::from(c.port_a) << 32 | u64::from(c.proto) << 48,
+            b | u64::from(c.port_b) << 32,
+        );
         BurstPacket {
             key,
-            hash: hash_words(&key),
+            hash,
+            check,
             ts_ns,
             wire_len,
             cap_len,
@@ -694,9 +825,11 @@ impl BurstPacket {
     }
 
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn with_words(
         key: [u64; 6],
         hash: u64,
+        check: u64,
         info: &PacketInfo,
         ts_ns: u64,
         wire_len: u32,
@@ -706,6 +839,7 @@ impl BurstPacket {
         BurstPacket {
             key,
             hash,
+            check,
             ts_ns,
             wire_len,
             cap_len,
@@ -720,9 +854,11 @@ impl BurstPacket {
         self.hash
     }
 
+    /// The bucket tag: the hash's top 15 bits (the bucket index takes its
+    /// low bits) with [`TAG_USED`].
     #[inline(always)]
-    fn tag(&self) -> u64 {
-        self.hash | TAG_USED
+    fn tag(&self) -> u16 {
+        (self.hash >> 48) as u16 | TAG_USED
     }
 }
 
@@ -772,7 +908,8 @@ impl FlowTable {
         let err = |e: std::io::Error| format!("flow table of {capacity} slots: {e}");
         Ok(FlowTable {
             buckets: Region::new(nb, hugepages).map_err(err)?,
-            slots: Region::new(capacity, hugepages).map_err(err)?,
+            hot: Region::new(capacity, hugepages).map_err(err)?,
+            keys: Region::new(capacity, hugepages).map_err(err)?,
             cold: Region::new(capacity, hugepages).map_err(err)?,
             meta: Meta {
                 bmask: nb - 1,
@@ -790,7 +927,8 @@ impl FlowTable {
     fn view(&mut self) -> View<'_> {
         View {
             buckets: self.buckets.get_mut(),
-            slots: self.slots.get_mut(),
+            hot: self.hot.get_mut(),
+            keys: self.keys.get_mut(),
             cold: self.cold.get_mut(),
             m: &mut self.meta,
         }
@@ -802,24 +940,26 @@ impl FlowTable {
     /// no page faults. (Without it, pages fault in on first use.)
     pub fn first_touch(&mut self) {
         self.buckets.touch();
-        self.slots.touch();
+        self.hot.touch();
+        self.keys.touch();
         self.cold.touch();
     }
 
     /// Whether the table's arrays are on reserved 2 MiB hugepages.
     pub fn hugepages(&self) -> bool {
-        self.buckets.huge && self.slots.huge && self.cold.huge
+        self.buckets.huge && self.hot.huge && self.keys.huge && self.cold.huge
     }
 
     /// Slots in the table (fixed).
     pub fn capacity(&self) -> usize {
-        self.slots.len
+        self.hot.len
     }
 
     /// Bytes of memory the table holds (fixed at creation).
     pub fn memory_bytes(&self) -> usize {
         self.buckets.bytes()
-            + self.slots.bytes()
+            + self.hot.bytes()
+            + self.keys.bytes()
             + self.cold.bytes()
             + self.meta.out.buf.len() * size_of::<FlowRecord>()
     }
@@ -892,29 +1032,34 @@ impl FlowTable {
     /// it started). Call it as soon as the hash is known.
     #[inline(always)]
     pub fn prefetch_bucket(&self, hash: u64) {
-        if let Some(b) = self.buckets.get().get(hash as usize & self.meta.bmask) {
+        if let Some(b) = self.buckets.get().get(bucket_pair(hash, self.meta.bmask).0) {
             prefetch(b);
         }
     }
 
     /// Stage 2, once the tag lines are in: find each packet's slot from its
     /// first bucket's tags alone (`slots[i]`, or `u32::MAX` when no tag
-    /// matches) and prefetch that slot's key and counter lines, or the
-    /// second bucket's tag line when there was no match. Reads only; the
-    /// slots are checked again by [`FlowTable::apply`].
+    /// matches) and prefetch that slot's hot line (and, for a general key,
+    /// its key line), or the second bucket's tag line when there was no
+    /// match. Reads only; the slots are checked again by [`FlowTable::apply`].
     pub fn stage(&self, pkts: &[BurstPacket], slots: &mut [u32]) {
         let buckets = self.buckets.get();
-        let table = self.slots.get();
+        let hot = self.hot.get();
+        let keys = self.keys.get();
         let bmask = self.meta.bmask;
         for (s, p) in slots.iter_mut().zip(pkts) {
             let tag = p.tag();
-            let (b1, b2) = bucket_pair(tag, bmask);
+            let (b1, b2) = bucket_pair(p.hash, bmask);
             *s = NO_SLOT;
             if let Some(i) = tag_match(buckets, b1, tag)
-                && let Some(x) = table.get(i)
+                && let Some(h) = hot.get(i)
             {
-                prefetch(&x.key);
-                prefetch(&x.hot);
+                prefetch(h);
+                if p.check == 0
+                    && let Some(k) = keys.get(i)
+                {
+                    prefetch(k);
+                }
                 *s = i as u32;
             } else if let Some(y) = buckets.get(b2) {
                 prefetch(y);
@@ -988,7 +1133,7 @@ impl FlowTable {
     pub fn drain(&mut self, sink: &mut impl FnMut(&FlowRecord)) {
         let mut v = self.view();
         v.m.out.drain(sink);
-        for i in 0..v.slots.len() {
+        for i in 0..v.hot.len() {
             if v.used(i) {
                 let mut rec = v.record(i);
                 rec.end_reason = EndReason::EndOfInput;
@@ -1003,7 +1148,7 @@ impl FlowTable {
     /// diagnostics; visits every slot).
     pub fn for_each_active(&mut self, mut f: impl FnMut(&FlowRecord)) {
         let v = self.view();
-        for i in 0..v.slots.len() {
+        for i in 0..v.hot.len() {
             if v.used(i) {
                 f(&v.record(i));
             }
@@ -1040,22 +1185,22 @@ impl View<'_> {
         if p.ts_ns > self.m.now_ns {
             self.m.now_ns = p.ts_ns;
         }
-        let tag = p.tag();
         let hint = hint as usize;
-        let idx = if self.holds(hint, tag, &p.key) {
+        let idx = if self.holds(hint, p) {
             self.end_if_due(hint, p);
             hint
         } else {
-            self.place(tag, p)
+            self.place(p)
         };
         let d = usize::from(!p.a_to_b);
-        let Some(slot) = self.slots.get_mut(idx) else {
+        if self.hot.get(idx).is_some_and(|h| h.packets[d] == u32::MAX) {
+            self.end_due(idx, p, EndReason::Active);
+        }
+        let Some(h) = self.hot.get_mut(idx) else {
             return;
         };
-        let Slot { key: k, hot: h } = slot;
         h.packets[d] += 1;
         h.bytes[d] += u64::from(p.wire_len);
-        h.captured_bytes[d] += u64::from(p.cap_len);
         if p.ts_ns < h.first_ns {
             h.first_ns = p.ts_ns;
         }
@@ -1063,48 +1208,76 @@ impl View<'_> {
             h.last_ns = p.ts_ns;
         }
         let other_silent = h.packets[d ^ 1] == 0;
-        if p.payload.len != 0 && k.payload_seen & (1 << d) == 0 {
-            k.payload_seen |= 1 << d;
-            if let Some(c) = self.cold.get_mut(idx) {
-                c.payload_len[d] = p.payload.len;
-                c.payload_bytes[d] = p.payload.bytes;
-                c.payload_captured[d] = p.payload.captured;
-            }
+        let first_payload = p.payload.len != 0 && h.state & (1 << d) == 0;
+        if first_payload || p.cap_len != p.wire_len {
+            h.state |= u8::from(first_payload) << d;
+            self.cold_update(idx, d, first_payload, p);
         }
+        let Some(h) = self.hot.get_mut(idx) else {
+            return;
+        };
         if p.tcp_flags != 0 {
-            k.tcp_flags[d] |= p.tcp_flags;
+            h.tcp_flags[d] |= p.tcp_flags;
             if p.tcp_flags & flags::FIN != 0 {
-                k.fins |= if d == A_TO_B { FIN_A } else { FIN_B };
+                h.fins |= if d == A_TO_B { FIN_A } else { FIN_B };
             }
             let ends = p.tcp_flags & flags::RST != 0
-                || k.fins == FIN_A | FIN_B
-                || (k.fins != 0 && other_silent);
-            if ends && k.linger_from_ns == u64::MAX {
-                k.linger_from_ns = p.ts_ns;
+                || h.fins == FIN_A | FIN_B
+                || (h.fins != 0 && other_silent);
+            if ends && h.state & LINGER == 0 {
+                h.state |= LINGER;
+                if let Some(k) = self.keys.get_mut(idx) {
+                    k.linger_from_ns = p.ts_ns;
+                }
             }
         }
     }
 
-    /// Whether slot `i` holds the flow with `tag` and `key`.
+    /// The cold line's part of a packet: a direction's first payload, and
+    /// the bytes a frame captured shorter (or longer) than its wire length
+    /// did not capture.
+    #[cold]
+    #[inline(never)]
+    fn cold_update(&mut self, idx: usize, d: usize, first_payload: bool, p: &BurstPacket) {
+        let Some(c) = self.cold.get_mut(idx) else {
+            return;
+        };
+        if first_payload {
+            c.payload_len[d] = p.payload.len;
+            c.payload_bytes[d] = p.payload.bytes;
+            c.payload_captured[d] = p.payload.captured;
+        }
+        c.uncaptured[d] =
+            c.uncaptured[d].wrapping_add(u64::from(p.wire_len).wrapping_sub(u64::from(p.cap_len)));
+    }
+
+    /// Whether slot `i` holds the flow of `p`: its tag, then its check (a
+    /// compact key: tag and check are the key), then for a general key the
+    /// key itself.
     #[inline(always)]
-    fn holds(&self, i: usize, tag: u64, key: &[u64; 6]) -> bool {
+    fn holds(&self, i: usize, p: &BurstPacket) -> bool {
         self.buckets
             .get(i / WAYS)
-            .is_some_and(|bk| bk.tags[i % WAYS] == tag)
-            && self
-                .slots
-                .get(i)
-                .map(|s| &s.key)
-                .is_some_and(|k| same_key(&k.key, key))
+            .is_some_and(|bk| bk.tags[i % WAYS] == p.tag())
+            && self.same_flow(i, p)
+    }
+
+    /// Whether slot `i`, whose tag equals `p`'s, holds `p`'s key.
+    #[inline(always)]
+    fn same_flow(&self, i: usize, p: &BurstPacket) -> bool {
+        self.hot
+            .get(i)
+            .is_some_and(|h| (h.hash ^ p.hash) | (h.check ^ p.check) == 0)
+            && (p.check != 0 || self.keys.get(i).is_some_and(|k| same_key(&k.key, &p.key)))
     }
 
     /// The slot for a packet whose stage-2 slot did not hold its key: its
     /// flow's slot if it has one after all, else a free way, else the
     /// evicted oldest flow's slot (the flow is started there).
     #[inline(never)]
-    fn place(&mut self, tag: u64, p: &BurstPacket) -> usize {
-        let (b1, b2) = bucket_pair(tag, self.m.bmask);
-        if let Some(idx) = self.find(tag, &p.key, b1, b2) {
+    fn place(&mut self, p: &BurstPacket) -> usize {
+        let (b1, b2) = bucket_pair(p.hash, self.m.bmask);
+        if let Some(idx) = self.find(p, b1, b2) {
             self.end_if_due(idx, p);
             idx
         } else if let Some(idx) = self
@@ -1113,33 +1286,26 @@ impl View<'_> {
             .or_else(|| self.make_room(b2))
         {
             self.m.counters.active += 1;
-            self.start(idx, tag, &p.key, p.a_to_b, p.ts_ns);
+            self.start(idx, p);
             idx
         } else {
             let idx = self.evict_oldest(b1, b2);
-            self.start(idx, tag, &p.key, p.a_to_b, p.ts_ns);
+            self.start(idx, p);
             idx
         }
     }
 
-    /// The slot holding `key` (tag and key equal), if any.
+    /// The slot holding `p`'s flow (tag and key equal), if any.
     #[inline(always)]
-    fn find(&self, tag: u64, key: &[u64; 6], b1: usize, b2: usize) -> Option<usize> {
+    fn find(&self, p: &BurstPacket, b1: usize, b2: usize) -> Option<usize> {
+        let tag = p.tag();
         for b in [b1, b2] {
             let Some(bk) = self.buckets.get(b) else {
                 continue;
             };
             for (w, t) in bk.tags.iter().enumerate() {
-                if *t == tag {
-                    let i = b * WAYS + w;
-                    if self
-                        .slots
-                        .get(i)
-                        .map(|s| &s.key)
-                        .is_some_and(|k| same_key(&k.key, key))
-                    {
-                        return Some(i);
-                    }
+                if *t == tag && self.same_flow(b * WAYS + w, p) {
+                    return Some(b * WAYS + w);
                 }
             }
         }
@@ -1160,21 +1326,23 @@ impl View<'_> {
     /// Bucket `b` is full: move one of its flows to a free way of that
     /// flow's other bucket (one cuckoo step) and return the way it left, or
     /// `None` when every flow's other bucket is full too. The flow keeps its
-    /// tag, key, counters and cold part; only its slot changes.
+    /// tag, hot line, key line and cold part; only its slot changes.
     #[cold]
     #[inline(never)]
     fn make_room(&mut self, b: usize) -> Option<usize> {
         let tags = self.buckets.get(b)?.tags;
         for (w, t) in tags.iter().enumerate() {
-            let (x1, x2) = bucket_pair(*t, self.m.bmask);
+            let (x1, x2) = bucket_pair(self.hot.get(b * WAYS + w)?.hash, self.m.bmask);
             let alt = if x1 == b { x2 } else { x1 };
             let Some(fw) = self.buckets.get(alt)?.tags.iter().position(|t| *t == 0) else {
                 continue;
             };
             let (from, to) = (b * WAYS + w, alt * WAYS + fw);
-            let slot = *self.slots.get(from)?;
+            let hot = *self.hot.get(from)?;
+            let key = *self.keys.get(from)?;
             let cold = *self.cold.get(from)?;
-            *self.slots.get_mut(to)? = slot;
+            *self.hot.get_mut(to)? = hot;
+            *self.keys.get_mut(to)? = key;
             *self.cold.get_mut(to)? = cold;
             self.buckets.get_mut(alt)?.tags[fw] = *t;
             self.buckets.get_mut(b)?.tags[w] = 0;
@@ -1184,33 +1352,34 @@ impl View<'_> {
         None
     }
 
+    /// Start `p`'s flow in slot `idx` (its tag, check and key; counters
+    /// from zero at the packet's time; `p`'s side as the initiator).
     #[inline]
-    fn start(&mut self, idx: usize, tag: u64, key: &[u64; 6], a_to_b: bool, ts_ns: u64) {
+    fn start(&mut self, idx: usize, p: &BurstPacket) {
         self.m.counters.created += 1;
         if let Some(t) = self
             .buckets
             .get_mut(idx / WAYS)
             .and_then(|bk| bk.tags.get_mut(idx % WAYS))
         {
-            *t = tag;
+            *t = p.tag();
         }
-        if let Some(k) = self.slots.get_mut(idx).map(|s| &mut s.key) {
-            k.key = *key;
-            k.linger_from_ns = u64::MAX;
-            k.tcp_flags = [0; 2];
-            k.fins = 0;
-            k.payload_seen = 0;
+        if let Some(k) = self.keys.get_mut(idx) {
+            k.key = p.key;
+            k.linger_from_ns = 0;
         }
-        if let Some(h) = self.slots.get_mut(idx).map(|s| &mut s.hot) {
+        if let Some(h) = self.hot.get_mut(idx) {
             *h = Hot {
-                first_ns: ts_ns,
-                last_ns: ts_ns,
+                hash: p.hash,
+                check: p.check,
+                first_ns: p.ts_ns,
+                last_ns: p.ts_ns,
                 ..Hot::zeroed()
             };
         }
         if let Some(c) = self.cold.get_mut(idx) {
             *c = Cold {
-                a_initiated: u8::from(a_to_b),
+                a_initiated: u8::from(p.a_to_b),
                 ..Cold::zeroed()
             };
         }
@@ -1227,27 +1396,17 @@ impl View<'_> {
 
     /// The record of slot `idx` as exported (end reason `Idle` until set).
     fn record(&self, idx: usize) -> FlowRecord {
-        let h = self
-            .slots
-            .get(idx)
-            .map(|s| &s.hot)
-            .copied()
-            .unwrap_or_else(Hot::zeroed);
-        let k = self
-            .slots
-            .get(idx)
-            .map(|s| &s.key)
-            .copied()
-            .unwrap_or_else(KeyRec::zeroed);
+        let h = self.hot.get(idx).copied().unwrap_or_else(Hot::zeroed);
+        let k = self.keys.get(idx).copied().unwrap_or_else(KeyRec::zeroed);
         let c = self.cold.get(idx).copied().unwrap_or_else(Cold::zeroed);
         FlowRecord {
             key: decode_key(&k.key),
             first_ns: h.first_ns,
             last_ns: h.last_ns,
-            packets: h.packets,
+            packets: h.packets.map(u64::from),
             bytes: h.bytes,
-            captured_bytes: h.captured_bytes,
-            tcp_flags: k.tcp_flags,
+            captured_bytes: [0, 1].map(|d| h.bytes[d].wrapping_sub(c.uncaptured[d])),
+            tcp_flags: h.tcp_flags,
             a_initiated: c.a_initiated != 0,
             end_reason: EndReason::Idle,
             first_payload: FirstPayload {
@@ -1264,9 +1423,15 @@ impl View<'_> {
     #[inline(always)]
     fn due(&self, idx: usize, now_ns: u64) -> Option<EndReason> {
         let t = &self.m.timeouts;
-        let h = self.slots.get(idx).map(|s| &s.hot)?;
-        let linger = self.slots.get(idx).map(|s| &s.key)?.linger_from_ns;
-        if linger != u64::MAX && now_ns >= linger.saturating_add(t.linger_ns) {
+        let h = self.hot.get(idx)?;
+        if h.state & LINGER != 0
+            && now_ns
+                >= self
+                    .keys
+                    .get(idx)?
+                    .linger_from_ns
+                    .saturating_add(t.linger_ns)
+        {
             Some(EndReason::EndOfFlow)
         } else if now_ns >= h.last_ns.saturating_add(t.idle_ns) {
             Some(EndReason::Idle)
@@ -1280,15 +1445,19 @@ impl View<'_> {
     /// The next period of an active-timeout flow: counters restart at
     /// `now_ns`, the key, TCP state and initiator stay.
     fn restart_period(&mut self, idx: usize, now_ns: u64) {
-        if let Some(h) = self.slots.get_mut(idx).map(|s| &mut s.hot) {
+        if let Some(h) = self.hot.get_mut(idx) {
             *h = Hot {
+                hash: h.hash,
+                check: h.check,
                 first_ns: now_ns,
                 last_ns: now_ns,
+                fins: h.fins,
+                state: h.state,
                 ..Hot::zeroed()
             };
         }
-        if let Some(k) = self.slots.get_mut(idx).map(|s| &mut s.key) {
-            k.tcp_flags = [0; 2];
+        if let Some(c) = self.cold.get_mut(idx) {
+            c.uncaptured = [0; 2];
         }
     }
 
@@ -1312,19 +1481,8 @@ impl View<'_> {
         if reason == EndReason::Active {
             self.restart_period(idx, p.ts_ns);
         } else {
-            // A new flow with the same key (and tag).
-            let key = self
-                .slots
-                .get(idx)
-                .map(|s| &s.key)
-                .map(|k| k.key)
-                .unwrap_or_default();
-            let tag = self
-                .buckets
-                .get(idx / WAYS)
-                .and_then(|bk| bk.tags.get(idx % WAYS).copied())
-                .unwrap_or(TAG_USED);
-            self.start(idx, tag, &key, p.a_to_b, p.ts_ns);
+            // A new flow with the same key (`p`'s: the slot holds it).
+            self.start(idx, p);
         }
     }
 
@@ -1339,7 +1497,7 @@ impl View<'_> {
         for b in [b1, b2] {
             for w in 0..WAYS {
                 let i = b * WAYS + w;
-                if let Some(h) = self.slots.get(i).map(|s| &s.hot)
+                if let Some(h) = self.hot.get(i)
                     && h.last_ns < oldest
                 {
                     oldest = h.last_ns;
@@ -1421,7 +1579,7 @@ fn same_key(a: &[u64; 6], b: &[u64; 6]) -> bool {
 /// bit): the way a flow sits in is random, so a search loop that stops at
 /// the match mispredicts about once per packet.
 #[inline(always)]
-fn tag_match(buckets: &[Bucket], b: usize, tag: u64) -> Option<usize> {
+fn tag_match(buckets: &[Bucket], b: usize, tag: u16) -> Option<usize> {
     let bk = buckets.get(b)?;
     let mut m = 0u32;
     for (w, t) in bk.tags.iter().enumerate() {
@@ -1881,6 +2039,89 @@ mod tests {
         assert_eq!((c.expired_end, c.expired_idle, c.expired_active), (1, 1, 1));
     }
 
+    /// Frames captured shorter (and, from a bad file, longer) than their
+    /// wire length: captured bytes are exact per direction and per period
+    /// (the cold line's uncaptured sum restarts with an active-timeout
+    /// period), for a compact and a general (VLAN) key.
+    #[test]
+    fn captured_bytes_exact_when_frames_are_cut() {
+        let mut tagged = fwd(0);
+        let mut vl = VlanStack::new();
+        vl.push(7);
+        tagged.key = FlowKey::from_endpoints(
+            vl,
+            protocol::TCP,
+            false,
+            IpFamily::V4,
+            [10; 16],
+            1,
+            [11; 16],
+            2,
+        )
+        .0;
+        let long_idle = Timeouts {
+            idle_ns: 1000 * S,
+            ..timeouts()
+        };
+        for p in [fwd(0), tagged] {
+            let mut t = FlowTable::new(1024, long_idle).unwrap();
+            t.update(&p, S, 1500, 64);
+            t.update(&p, 2 * S, 60, 60);
+            t.update(&p, 3 * S, 40, 64);
+            let v = collect(&mut t, 101 * S);
+            assert_eq!(v.len(), 1);
+            let d = usize::from(!p.a_to_b);
+            assert_eq!((v[0].bytes[d], v[0].captured_bytes[d]), (1600, 188));
+            assert_eq!(v[0].end_reason, EndReason::Active);
+            t.update(&p, 102 * S, 100, 90);
+            let mut w = Vec::new();
+            t.drain(&mut |r| w.push(*r));
+            assert_eq!((w[0].bytes[d], w[0].captured_bytes[d]), (100, 90));
+            assert_eq!((w[0].packets[d], w[0].packets[d ^ 1]), (1, 0));
+        }
+    }
+
+    /// A period whose packet count would pass `u32::MAX` in one direction
+    /// ends there as `Active` (nothing is lost or wrapped) and the flow goes
+    /// on in a new period.
+    #[test]
+    fn packet_count_at_u32_max_ends_the_period() {
+        let mut t = FlowTable::new(1024, timeouts()).unwrap();
+        t.update(&fwd(0), S, 60, 60);
+        let d = usize::from(!fwd(0).a_to_b);
+        let i = (0..t.capacity()).find(|&i| t.view().used(i)).unwrap();
+        t.hot.get_mut()[i].packets[d] = u32::MAX - 1;
+        t.update(&fwd(0), 2 * S, 60, 60);
+        assert!(t.meta.out.len == 0, "not yet at the limit");
+        t.update(&fwd(0), 3 * S, 70, 70);
+        let mut v = Vec::new();
+        t.take_expired(&mut |r| v.push(*r));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].end_reason, EndReason::Active);
+        assert_eq!(v[0].packets[d], u64::from(u32::MAX));
+        assert_eq!((v[0].first_ns, v[0].last_ns), (S, 2 * S));
+        let mut w = Vec::new();
+        t.drain(&mut |r| w.push(*r));
+        assert_eq!(
+            (w[0].packets[d], w[0].bytes[d], w[0].first_ns),
+            (1, 70, 3 * S)
+        );
+        assert_eq!(t.counters().expired_active, 1);
+    }
+
+    /// Inverts `compact_image` (two Feistel rounds backwards).
+    fn compact_inverse(hash: u64, check: u64) -> (u64, u64) {
+        fn f(x: u64, k: u64) -> u64 {
+            let mut h = x ^ k;
+            h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+            h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            (h ^ (h >> 33)) & M63
+        }
+        let (l2, r2) = (check & M63, hash);
+        let (l1, r1) = (r2 ^ f(l2, 0x1319_8a2e_0370_7344), l2);
+        (r1 ^ f(l1, 0x243f_6a88_85a3_08d3), l1)
+    }
+
     use proptest::prelude::*;
 
     proptest! {
@@ -1924,6 +2165,53 @@ mod tests {
             let len = f.len() as u32;
             prop_assert_eq!(BurstPacket::common(&c, 7, len, len), BurstPacket::new(&info, 7, len, len));
             prop_assert_eq!(BurstPacket::new(&info, 7, len, len).hash(), flow_hash(&info.key));
+        }
+
+        /// A compact key's hash and check are its halves re-coded: the
+        /// Feistel image inverts to them (so equal tag and check means an
+        /// equal key), the check is marked compact, and keys that are not
+        /// compact (IPv6, VLAN-tagged, fragments) check with 0.
+        #[test]
+        fn compact_keys_are_their_tag_and_check(
+            a in any::<[u8; 4]>(),
+            b in any::<[u8; 4]>(),
+            pa in any::<u16>(),
+            pb in any::<u16>(),
+            proto in any::<u8>(),
+            kind in 0u8..4,
+        ) {
+            let mut x = [0u8; 16];
+            x[..4].copy_from_slice(&a);
+            let mut y = [0u8; 16];
+            y[..4].copy_from_slice(&b);
+            let mut vl = VlanStack::new();
+            if kind == 1 {
+                vl.push(pa & 0xfff);
+            }
+            let fam = if kind == 2 { IpFamily::V6 } else { IpFamily::V4 };
+            let key = FlowKey::from_endpoints(vl, proto, kind == 3, fam, x, pa, y, pb).0;
+            let w = encode_key(&key);
+            let (hash, check) = hash_check(&w);
+            prop_assert_eq!(hash >> 63, 0);
+            prop_assert_eq!(hash, flow_hash(&key));
+            match compact_halves(&w) {
+                Some((l, r)) => {
+                    prop_assert_eq!(kind, 0);
+                    prop_assert!(check & CHECK_COMPACT != 0);
+                    prop_assert_eq!(compact_inverse(hash, check), (l, r));
+                    // The halves hold every field of the key.
+                    let k = decode_key(&w);
+                    let mut a4 = [0u8; 4];
+                    a4.copy_from_slice(&k.addr_a_bytes()[..4]);
+                    let a4 = u64::from(u32::from_le_bytes(a4));
+                    prop_assert_eq!(l, a4 | u64::from(k.port_a()) << 32 | u64::from(proto) << 48);
+                    prop_assert_eq!(k, key);
+                }
+                None => {
+                    prop_assert!(kind != 0);
+                    prop_assert_eq!(check, 0);
+                }
+            }
         }
 
         /// Random packets (IPv4/IPv6, VLANs, both directions, burst or

@@ -19,7 +19,7 @@ use linecap_wire::flow::{self, PacketInfo, Parsed};
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
 use crate::flowtable::{
-    BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable, NO_SLOT,
+    BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable, KeyHash, NO_SLOT,
 };
 use crate::jobctl::{LaneCommand, LaneControl};
 use crate::policy::anon::AnonMode;
@@ -735,7 +735,7 @@ impl FrameSink for Worker {
         // Parsed once, when the first job that keeps the frame needs it; the
         // flow hash once, when sampling or the flow table needs it.
         let mut parsed: Option<Parsed> = None;
-        let mut hash: Option<u64> = None;
+        let mut hash: Option<KeyHash> = None;
         let cfg = &self.cfg;
         let abort = self.abort.as_deref();
         if !self.parse {
@@ -814,7 +814,7 @@ impl Lane {
         &mut self,
         frame: &Frame<'_>,
         p: &Parsed,
-        hash: &mut Option<u64>,
+        hash: &mut Option<KeyHash>,
         flows: Option<&mut Flows>,
         cfg: &WorkerConfig,
         now_ns: u64,
@@ -845,7 +845,7 @@ impl Flows {
     /// Stage one of the burst: keep the frame's parse and flow hash for the
     /// table (frames without a flow key are only counted).
     #[inline(always)]
-    fn push(&mut self, p: &Parsed, hash: &mut Option<u64>, frame: &Frame<'_>) {
+    fn push(&mut self, p: &Parsed, hash: &mut Option<KeyHash>, frame: &Frame<'_>) {
         let Parsed::Ip(info) = p else {
             self.table.count_untracked(p);
             return;
@@ -860,7 +860,7 @@ impl Flows {
             Some(h) => BurstPacket::hashed(info, h, ts, wire, cap),
             None => {
                 let p = BurstPacket::new(info, ts, wire, cap);
-                *hash = Some(p.hash());
+                *hash = Some(p.key_hash());
                 p
             }
         };

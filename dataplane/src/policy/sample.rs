@@ -23,7 +23,7 @@
 
 use linecap_wire::flow::{FlowKey, Parsed};
 
-use crate::flowtable::flow_hash;
+use crate::flowtable::{KeyHash, flow_hash};
 
 /// How a job samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -334,14 +334,16 @@ impl Sampler {
         }
     }
 
-    /// [`Sampler::keep`] with the frame's [`flow_hash`] cached in `hash`:
-    /// computed here only if the flow modes need it and nobody did yet, so
-    /// the worker hashes a frame once for sampling and the flow table.
+    /// [`Sampler::keep`] with the frame's [`flow_hash`] (and the table's
+    /// check, [`KeyHash`]) cached in `hash`: computed here only if the flow
+    /// modes need it and nobody did yet, so the worker hashes a frame once
+    /// for sampling and the flow table.
     #[inline(always)]
-    pub fn keep_hashed(&mut self, parsed: &Parsed, hash: &mut Option<u64>) -> bool {
+    pub fn keep_hashed(&mut self, parsed: &Parsed, hash: &mut Option<KeyHash>) -> bool {
         match (self.flows, parsed) {
             (Some((rule, seed)), Parsed::Ip(info)) => {
-                let h = mix64(*hash.get_or_insert_with(|| flow_hash(&info.key)) ^ seed);
+                let kh = hash.get_or_insert_with(|| KeyHash::of(&info.key));
+                let h = mix64(kh.hash() ^ seed);
                 match rule {
                     FlowRule::OneIn(n) => h.is_multiple_of(n),
                     FlowRule::Below(below) => below.is_none_or(|b| h < b),
@@ -397,7 +399,8 @@ mod tests {
                 let mut h = None;
                 assert_eq!(a.keep(&p), b.keep_hashed(&p, &mut h));
                 if let (Parsed::Ip(info), Some(h)) = (p, h) {
-                    assert_eq!(h, flow_hash(&info.key));
+                    assert_eq!(h, KeyHash::of(&info.key));
+                    assert_eq!(h.hash(), flow_hash(&info.key));
                 }
             }
         }

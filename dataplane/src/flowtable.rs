@@ -135,7 +135,7 @@ use linecap_wire::ipv4::protocol;
 use linecap_wire::tcp::flags;
 use memmap2::{Advice, MmapMut, MmapOptions};
 
-use crate::prefetch::prefetch;
+use crate::prefetch::{prefetch, prefetch_addr};
 use crate::ring::HugePages;
 
 const HUGEPAGE_BYTES: usize = 2 << 20;
@@ -714,6 +714,9 @@ pub struct FlowTable {
 struct Meta {
     /// Buckets - 1 (the bucket count is a power of two).
     bmask: usize,
+    /// Address of bucket 0 (the mapping does not move), for
+    /// [`FlowTable::prefetch_bucket`].
+    bucket_base: usize,
     /// Next bucket [`FlowTable::expire_step`] visits.
     cursor: usize,
     timeouts: Timeouts,
@@ -906,13 +909,16 @@ impl FlowTable {
         }
         let nb = capacity / WAYS;
         let err = |e: std::io::Error| format!("flow table of {capacity} slots: {e}");
+        let buckets = Region::new(nb, hugepages).map_err(err)?;
+        let bucket_base = buckets.get().as_ptr() as usize;
         Ok(FlowTable {
-            buckets: Region::new(nb, hugepages).map_err(err)?,
+            buckets,
             hot: Region::new(capacity, hugepages).map_err(err)?,
             keys: Region::new(capacity, hugepages).map_err(err)?,
             cold: Region::new(capacity, hugepages).map_err(err)?,
             meta: Meta {
                 bmask: nb - 1,
+                bucket_base,
                 cursor: 0,
                 timeouts,
                 now_ns: 0,
@@ -1032,9 +1038,11 @@ impl FlowTable {
     /// it started). Call it as soon as the hash is known.
     #[inline(always)]
     pub fn prefetch_bucket(&self, hash: u64) {
-        if let Some(b) = self.buckets.get().get(bucket_pair(hash, self.meta.bmask).0) {
-            prefetch(b);
-        }
+        // The address from the mapping's base (fixed for the table's life),
+        // not through a slice of the mapping per frame: that cast and its
+        // checks cost more than the rest of this stage.
+        let b = hash as usize & self.meta.bmask;
+        prefetch_addr(self.meta.bucket_base + b * size_of::<Bucket>());
     }
 
     /// Stage 2, once the tag lines are in: find each packet's slot from its

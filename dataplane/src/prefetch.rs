@@ -9,9 +9,10 @@
 //! queues the frame for the table, and the slot lines one burst before it
 //! updates them (`docs/architecture.md`, "Flow table").
 //!
-//! This is the crate's one `unsafe` outside the ring and driver modules:
-//! the intrinsic is `unsafe` only because it is a `#[target_feature]`
-//! function.
+//! This module's two `unsafe` blocks (one per entry point, by reference
+//! and by address) are the crate's only ones outside the ring and driver
+//! modules: the intrinsic is `unsafe` only because it is a
+//! `#[target_feature]` function.
 
 /// Ask the CPU to bring the cache line holding `r` into L1 (a hint: no
 /// effect on the program's state).
@@ -28,4 +29,23 @@ pub fn prefetch<T>(r: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = r;
+}
+
+/// [`prefetch`] of the cache line at address `addr`, for a caller that
+/// computes the address of an array element without taking the array as a
+/// slice per call (the flow table's per-frame bucket prefetch). Any address
+/// is fine: a prefetch of an unmapped address is dropped.
+#[inline(always)]
+pub fn prefetch_addr(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `prefetch`: the intrinsic only hints the cache, never
+    // faults (not even on an unmapped address), and reads and writes
+    // nothing the program sees; SSE is in the x86_64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            addr as *const i8,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }

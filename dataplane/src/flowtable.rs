@@ -1057,7 +1057,7 @@ impl FlowTable {
         let bmask = self.meta.bmask;
         for (s, p) in slots.iter_mut().zip(pkts) {
             let tag = p.tag();
-            let (b1, b2) = bucket_pair(p.hash, bmask);
+            let b1 = p.hash as usize & bmask;
             *s = NO_SLOT;
             if let Some(i) = tag_match(buckets, b1, tag)
                 && let Some(h) = hot.get(i)
@@ -1069,7 +1069,7 @@ impl FlowTable {
                     prefetch(k);
                 }
                 *s = i as u32;
-            } else if let Some(y) = buckets.get(b2) {
+            } else if let Some(y) = buckets.get(bucket_pair(p.hash, bmask).1) {
                 prefetch(y);
             }
         }
@@ -1589,11 +1589,8 @@ fn same_key(a: &[u64; 6], b: &[u64; 6]) -> bool {
 #[inline(always)]
 fn tag_match(buckets: &[Bucket], b: usize, tag: u16) -> Option<usize> {
     let bk = buckets.get(b)?;
-    let mut m = 0u32;
-    for (w, t) in bk.tags.iter().enumerate() {
-        m |= u32::from(*t == tag) << w;
-    }
-    (m != 0).then(|| b * WAYS + m.trailing_zeros() as usize)
+    let m = crate::prefetch::lanes_equal(&bk.tags, tag);
+    (m != 0).then(|| b * WAYS + m.trailing_zeros() as usize / 2)
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! A cache prefetch hint, for the flow table's staged bursts (issue 19).
 //!
 //! The flow table of a queue with 10^5–10^6 flows lives in DRAM: a packet
-//! needs its bucket's tag line and its slot's key and counter lines, each a
-//! miss of ~300 ns on the project's VM. Plain loads issued ahead ("touch"
+//! needs its bucket's tags (in cache, mostly) and its slot's hot line (a
+//! miss of ~200 ns on the project's VM). Plain loads issued ahead ("touch"
 //! loads) hold their place in the reorder buffer until the line arrives, so
 //! the frames' other work stalls behind them; a prefetch instruction does
 //! not. The worker therefore prefetches a frame's bucket line when it

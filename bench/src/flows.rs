@@ -561,7 +561,7 @@ fn rte_hash_mpps(_flows: u64, _seq: &[u32], _seconds: f64) -> Option<f64> {
 /// dependent chain of random 64-byte lines (latency), and per access of
 /// independent random lines, of aligned 128-byte pairs (both lines read)
 /// and of two unrelated lines (throughput with every miss in flight the
-/// core allows). Over 320 MiB (the 1 M-flow table's size) with
+/// core allows). Over 320 MiB (about the 1 M-flow table's 340 MiB) with
 /// `MADV_HUGEPAGE`, as the table's arrays are.
 fn memory_floor() -> (f64, f64, f64, f64) {
     const BYTES: usize = 320 << 20;

@@ -84,8 +84,8 @@
 //!   exported ([`EndReason::Active`]) and the flow continues in the same slot
 //!   with counters from zero (IPFIX delta semantics); the same happens
 //!   early when a direction's packet count this period reaches `u32::MAX`
-//!   (the hot line counts packets in 32 bits: 71 s of one 64-byte flow at
-//!   40 Gb/s);
+//!   (the hot line counts packets in 32 bits: ≈ 72 s of one 64-byte flow
+//!   at 40 Gb/s);
 //! * TCP: `linger_ns` after an RST, or after FIN was seen in both directions
 //!   (or in the only direction seen so far) ([`EndReason::EndOfFlow`]);
 //!   packets during the linger still count to the flow;
@@ -364,7 +364,9 @@ struct Cold {
     payload_bytes: [[u8; 4]; 2],
     /// Σ (wire length − captured length) per direction this period, in
     /// wrapping arithmetic (exact for any lengths): captured bytes are
-    /// `bytes − uncaptured`, so a fully captured frame never touches this line.
+    /// `bytes − uncaptured`, so a frame whose captured length equals its
+    /// wire length never touches this line (offline ERF input, whose wire
+    /// length counts the FCS, touches it with every frame).
     uncaptured: [u64; 2],
 }
 
@@ -780,6 +782,9 @@ impl BurstPacket {
     /// [`KeyHash::of`] the frame's key).
     #[inline]
     pub fn hashed(info: &PacketInfo, kh: KeyHash, ts_ns: u64, wire_len: u32, cap_len: u32) -> Self {
+        // A compact flow is identified by hash and check alone: a wrong
+        // pair would merge this packet into another flow.
+        debug_assert_eq!(kh, KeyHash::of(&info.key), "KeyHash of another key");
         let key = encode_key(&info.key);
         Self::with_words(key, kh.hash, kh.check, info, ts_ns, wire_len, cap_len)
     }
@@ -2112,6 +2117,52 @@ mod tests {
             (1, 70, 3 * S)
         );
         assert_eq!(t.counters().expired_active, 1);
+    }
+
+    /// Two flows whose hashes share the first bucket and the 15-bit tag
+    /// (a false tag match: stage finds the other flow's slot, `holds`
+    /// rejects it by hash and check, `find` goes on): their packets,
+    /// interleaved, per packet and in bursts, still make two records.
+    #[test]
+    fn flows_with_the_same_bucket_and_tag_stay_apart() {
+        let t0 = FlowTable::new(64, timeouts()).unwrap();
+        let bmask = t0.meta.bmask;
+        let mut seen: std::collections::HashMap<(usize, u16), u16> = Default::default();
+        let (mut x, mut y) = (None, None);
+        for port in 1..=u16::MAX {
+            let p = BurstPacket::new(&info(C, port, SV, 80, 0), S, 60, 60);
+            let k = (p.hash as usize & bmask, p.tag());
+            if let Some(other) = seen.insert(k, port) {
+                (x, y) = (Some(other), Some(port));
+                break;
+            }
+        }
+        let (x, y) = (
+            info(C, x.unwrap(), SV, 80, 0),
+            info(C, y.unwrap(), SV, 80, 0),
+        );
+        assert_ne!(x.key, y.key);
+        for burst in [false, true] {
+            let mut t = FlowTable::new(64, timeouts()).unwrap();
+            let mut pending = Vec::new();
+            for i in 0..10u64 {
+                let p = if i % 3 == 0 { &x } else { &y };
+                if burst {
+                    pending.push(BurstPacket::new(p, S + i, 100, 100));
+                } else {
+                    t.update(p, S + i, 100, 100);
+                }
+            }
+            t.update_burst(&pending);
+            let mut v = Vec::new();
+            t.drain(&mut |r| v.push(*r));
+            v.sort_by_key(|r| r.packets.iter().sum::<u64>());
+            let count = |r: &FlowRecord| r.packets.iter().sum::<u64>();
+            assert_eq!(v.len(), 2, "burst {burst}");
+            assert_eq!((count(&v[0]), count(&v[1])), (4, 6));
+            assert_eq!(v[0].key, x.key);
+            assert_eq!(v[1].key, y.key);
+        }
     }
 
     /// Inverts `compact_image` (two Feistel rounds backwards).

@@ -13,7 +13,7 @@
 //!
 //! | array   | per entry | what                                             | touched by            |
 //! |---------|----------:|--------------------------------------------------|-----------------------|
-//! | buckets | 16 B (a bucket) | 8 tags of 16 bits (15 hash bits + a used bit; 0 = empty), four buckets to a line: 2 B a slot, so the array stays in the last-level cache (4 MiB at 1 M flows) | every lookup |
+//! | buckets | 16 B (a bucket) | 8 tags of 16 bits (15 hash bits + a used bit; 0 = empty), four buckets to a line: 2 B a slot, so the array stays in the last-level cache (4 MiB at 2^21 slots) | every lookup |
 //! | hot     | 64 B (a line) | the flow's hash and **check**, first/last ns, packets (u32) and bytes per direction, TCP flags, FIN bits, payload-seen and linger bits (size asserted at compile time) | every packet of the flow |
 //! | keys    | 64 B (a line) | the canonical key as six words, the linger start | flow start; per packet only for general keys (below) and during a TCP linger; export |
 //! | cold    | 40 B      | initiator, first payload bytes per direction, bytes not captured per direction | flow start, a direction's first payload, a frame captured shorter than its wire length, export |
@@ -288,8 +288,8 @@ pub const PROBE_MAX: usize = 2 * WAYS;
 
 /// One bucket: the tags of its [`WAYS`] slots (15 bits of the flow hash
 /// with [`TAG_USED`] set; 0 = empty), 16 bytes. Tags are small so that the
-/// whole tag array stays in the last-level cache (2 bytes a slot: 4 MiB for
-/// a 1 M-flow table) and a lookup's first step is a cache hit, not a DRAM
+/// whole tag array stays in the last-level cache (2 bytes a slot: 4 MiB at
+/// 2^21 slots) and a lookup's first step is a cache hit, not a DRAM
 /// miss; a lookup touches a slot's hot line only on a tag match (a false
 /// match, about 8 in 2^15 lookups, costs one more hot line and is then
 /// rejected by the full hash and check there).
@@ -300,7 +300,8 @@ struct Bucket {
 }
 
 /// The per-packet part of a flow: one 64-byte aligned cache line, the only
-/// line a packet of a compact flow reads or writes besides its tag line. It
+/// line a packet of a compact flow reads or writes besides its tags (but
+/// for a direction's first payload, a cut frame or a TCP linger). It
 /// holds the key's check (so a compact flow is identified by its tag and
 /// this line alone), the counters, the TCP state and the first-payload bits.
 #[repr(C, align(64))]
@@ -597,7 +598,15 @@ fn compact_halves(w: &[u64; 6]) -> Option<(u64, u64)> {
     }
     let proto = (misc >> 8) & 0xff;
     let (pa, pb) = ((misc >> 32) & 0xffff, misc >> 48);
-    Some((a0 | pa << 32 | proto << 48, b0 | pb << 32))
+    Some(compact_pack(a0, pa, proto, b0, pb))
+}
+
+/// The halves of a compact key from its fields (each within its width):
+/// `l` = address a | port a << 32 | protocol << 48, `r` = address b |
+/// port b << 32. Shared by [`compact_halves`] and [`BurstPacket::common`].
+#[inline(always)]
+fn compact_pack(a: u64, port_a: u64, proto: u64, b: u64, port_b: u64) -> (u64, u64) {
+    (a | port_a << 32 | proto << 48, b | port_b << 32)
 }
 
 /// The image of a compact key's halves under a two-round Feistel network on
@@ -621,8 +630,8 @@ fn compact_image(l: u64, r: u64) -> (u64, u64) {
 }
 
 /// The hash of a general key's words: a multiply-xorshift mix per word,
-/// then murmur3's 64-bit finaliser, to 63 bits (the tag's 64th bit marks a
-/// used way).
+/// then murmur3's 64-bit finaliser, cut to 63 bits like a compact key's
+/// hash (so every [`flow_hash`] has the same range).
 #[inline(always)]
 fn hash_words(w: &[u64; 6]) -> u64 {
     #[inline(always)]
@@ -811,10 +820,14 @@ impl BurstPacket {
         let b = u64::from(u32::from_le_bytes(c.addr_b));
         let key = [0, misc, a, 0, b, 0];
         // The halves `compact_halves` takes from these words.
-        let (hash, check) = compact_image(
-            a | u64::from(c.port_a) << 32 | u64::from(c.proto) << 48,
-            b | u64::from(c.port_b) << 32,
+        let (l, r) = compact_pack(
+            a,
+            u64::from(c.port_a),
+            u64::from(c.proto),
+            b,
+            u64::from(c.port_b),
         );
+        let (hash, check) = compact_image(l, r);
         BurstPacket {
             key,
             hash,

@@ -97,9 +97,7 @@ fn net_pcap_one_queue_reads_back_the_trace() {
         assert!(err.contains("timestamps from the PMD (µs)"), "{err}");
         // `--hugepages try` (the default) runs EAL without hugepages
         // exactly when none are free (a fresh machine has none reserved).
-        let none_free = std::fs::read_to_string("/proc/meminfo")
-            .is_ok_and(|m| m.contains("HugePages_Free:        0"));
-        assert_eq!(err.contains("--no-huge"), none_free, "{err}");
+        assert_eq!(err.contains("--no-huge"), no_hugepages_free(), "{err}");
         let got = read_back(&out, tmp.path(), t);
         assert_eq!(got.len(), want.len(), "{t}: count");
         let bytes = |f: &Frames| f.iter().map(|x| x.1 as u64).sum::<u64>();
@@ -420,6 +418,15 @@ fn bad_dpdk_input_gives_clear_errors() {
     }
 }
 
+/// Whether `/proc/meminfo` says no hugepage is free (what linecap's
+/// `--hugepages try` falls back to `--no-huge` on).
+fn no_hugepages_free() -> bool {
+    let m = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    m.lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .is_none_or(|v| v.trim() == "0")
+}
+
 /// `vm.nr_hugepages` as found, restored on drop (also when the test panics).
 struct HugepagesGuard(String);
 
@@ -456,10 +463,10 @@ fn net_pcap_on_hugepages_and_nr_hugepages_restored() {
     let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
     {
         let _g = HugepagesGuard::reserve(512);
-        let free = std::fs::read_to_string("/proc/meminfo").unwrap();
         assert!(
-            !free.contains("HugePages_Free:        0"),
-            "could not reserve hugepages:\n{free}"
+            !no_hugepages_free(),
+            "could not reserve hugepages:\n{}",
+            std::fs::read_to_string("/proc/meminfo").unwrap_or_default()
         );
         let tmp = tmpdir();
         let trace = shared("traces/zeek__wikipedia.pcap");
@@ -479,10 +486,7 @@ fn net_pcap_on_hugepages_and_nr_hugepages_restored() {
         "vm.nr_hugepages not restored"
     );
     // With none free, `--hugepages require` is a clear error, never a panic.
-    if std::fs::read_to_string("/proc/meminfo")
-        .unwrap()
-        .contains("HugePages_Free:        0")
-    {
+    if no_hugepages_free() {
         let tmp = tmpdir();
         let o = run(linecap()
             .args(["capture", "--no-metrics", "--hugepages", "require"])

@@ -247,6 +247,151 @@ mod tests {
         assert_eq!((q.rx_packets, q.ring_packets), (300, 300));
     }
 
+    /// A source of `total` IPv4/UDP frames 10.0.0.1:1000 -> 10.0.0.2:(2000 + n),
+    /// `per_poll` a poll.
+    struct Udp {
+        next: u32,
+        total: u32,
+        per_poll: u32,
+    }
+
+    /// The frame [`Udp`] sends as number `n`.
+    fn udp_frame(n: u32) -> [u8; 60] {
+        let mut f = [0u8; 60];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&46u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&(2000 + n as u16).to_be_bytes());
+        f[38..40].copy_from_slice(&26u16.to_be_bytes());
+        f
+    }
+
+    impl RxQueue for Udp {
+        fn poll_burst<S: FrameSink>(&mut self, _max: usize, sink: &mut S) -> RxStatus {
+            if self.next >= self.total {
+                return RxStatus::Ended;
+            }
+            let end = (self.next + self.per_poll).min(self.total);
+            let n = end - self.next;
+            while self.next < end {
+                let buf = udp_frame(self.next);
+                sink.frame(Frame {
+                    data: &buf,
+                    wire_len: 60,
+                    ts_ns: 1_000_000_000 + u64::from(self.next),
+                });
+                self.next += 1;
+            }
+            RxStatus::Frames(n as usize)
+        }
+        fn drops(&self) -> SourceDrops {
+            SourceDrops::default()
+        }
+    }
+
+    /// The frames of every batch the consumer holds.
+    fn frames(c: &mut Consumer) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(b) = c.peek() {
+            let mut off = 0;
+            while off < b.records.len() {
+                let rlen = u16::from_be_bytes([b.records[off + 10], b.records[off + 11]]) as usize;
+                out.push(b.records[off + 18..off + rlen].to_vec());
+                off += rlen;
+            }
+            c.release();
+        }
+        out
+    }
+
+    #[test]
+    fn a_job_added_at_runtime_gets_its_parse_dependent_policies() {
+        // The worker starts with one job that needs no parse (its fast path);
+        // a job added later anonymises addresses and samples one flow in 4:
+        // both need the parse, so the worker must turn it on for the new job.
+        use crate::policy::anon::AnonMode;
+        use crate::policy::cryptopan::CryptoPan;
+        use crate::policy::sample::{SamplePolicy, Sampler};
+        let (p0, mut c0) = rings();
+        let epoch = Epoch::new();
+        let (control, sender) = epoch.mailbox();
+        let mut w = Worker::new(
+            WorkerConfig::new(0),
+            p0,
+            Arc::new(SharedCounters::default()),
+        )
+        .with_control(control);
+        let mut rx = Udp {
+            next: 0,
+            total: 400,
+            per_poll: 10,
+        };
+        let clock = ManualClock::default();
+        w.poll_once(&mut rx, &clock);
+        let policies = |flows: bool| Policies {
+            anonymize: Some((CryptoPan::new(&[7u8; 32]), AnonMode::Both)),
+            sampler: flows
+                .then(|| Sampler::new(SamplePolicy::FlowsOneIn { n: 4, seed: 9 }).unwrap()),
+            ..Policies::default()
+        };
+        let (p1, mut c1) = rings();
+        let (p2, mut c2) = rings();
+        for (job, producer, flows) in [(1, p1, false), (2, p2, true)] {
+            let cmd = LaneCommand::Add {
+                job,
+                producer,
+                shared: Arc::new(SharedCounters::default()),
+                policies: policies(flows),
+            };
+            assert!(sender.send(cmd).is_ok());
+        }
+        epoch.bump();
+        while rx.next < rx.total {
+            w.poll_once(&mut rx, &clock);
+        }
+        w.finish(&mut rx);
+        let plain = frames(&mut c0);
+        assert_eq!(plain.len(), 400);
+        assert_eq!(plain[0].as_slice(), udp_frame(0).as_slice());
+        // Job 1 saw frames 10.. (added after the first burst), every address
+        // rewritten.
+        let anon = frames(&mut c1);
+        assert_eq!(anon.len(), 390);
+        for f in &anon {
+            assert_ne!(
+                &f[26..30],
+                &[10, 0, 0, 1],
+                "source address written in clear"
+            );
+            assert_ne!(
+                &f[30..34],
+                &[10, 0, 0, 2],
+                "destination address written in clear"
+            );
+        }
+        // Job 2 kept whole flows: the flows it kept are exactly those the
+        // flow rule picks for its frames (each port pair is one flow here).
+        let sampler = Sampler::new(SamplePolicy::FlowsOneIn { n: 4, seed: 9 }).unwrap();
+        let want = (10..400)
+            .filter(|&n| {
+                let f = udp_frame(n);
+                match linecap_wire::flow::parse_frame(&f) {
+                    linecap_wire::flow::Parsed::Ip(info) => sampler.keep_flow(&info.key),
+                    _ => false,
+                }
+            })
+            .count();
+        assert!(want > 0 && want < 390, "the rule picks some flows: {want}");
+        assert_eq!(frames(&mut c2).len(), want);
+    }
+
     #[test]
     fn removing_an_unknown_job_changes_nothing_and_is_still_applied() {
         let (p0, mut c0) = rings();

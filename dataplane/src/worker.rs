@@ -523,7 +523,11 @@ impl Worker {
                 }
             }
         }
+        // A job added (or the last one that needed it removed) changes
+        // whether frames are parsed: anonymisation and flow sampling of a
+        // job added at runtime need the parse as much as those of the start.
         control.applied(epoch);
+        self.parse = self.needs_parse();
     }
 
     /// Track flows in `table` (owned by this worker, no sharing) and hand

@@ -232,7 +232,7 @@ impl Producer {
     ///
     /// # Panics
     /// If no slot is held (a bug in the caller: call [`Producer::acquire`] first).
-    #[inline]
+    #[inline(always)]
     pub fn slot_mut(&mut self) -> (&mut BatchMeta, &mut [u8]) {
         assert!(self.acquired, "slot_mut without an acquired slot");
         let p = self.shared.slot_ptr(self.head);

@@ -169,6 +169,13 @@ struct Lane {
     /// Next packet-time rotation boundary (0 = not yet known).
     next_boundary_ns: u64,
     rotate_pending: bool,
+    /// [`Lane::record`]'s common way takes frames of at most this many
+    /// bytes ([`Lane::set_plain_limits`]; 0 when the job rewrites frames:
+    /// such a frame of 0 bytes has nothing to rewrite).
+    plain_len_max: usize,
+    /// ... and stamped below this time: the next rotation boundary, or
+    /// `u64::MAX` without rotation (0 until the first frame tells which).
+    plain_ts_below: u64,
     /// The last frame's stamp in ns and as ERF's 32.32 fixed point: frames
     /// of one burst often share a stamp (the synthetic source, DPDK with
     /// `--dpdk-timestamps burst`), converted once (issue 19 item 4).
@@ -178,7 +185,7 @@ struct Lane {
 impl Lane {
     fn new(producer: Producer, shared: Arc<SharedCounters>, policies: Policies) -> Self {
         let batch_bytes = producer.batch_bytes();
-        Lane {
+        let mut lane = Lane {
             job: 0,
             base: WorkerCounters::default(),
             producer,
@@ -195,7 +202,11 @@ impl Lane {
             next_boundary_ns: 0,
             rotate_pending: false,
             erf_ts: (0, erf::ns_to_ts(0)),
-        }
+            plain_len_max: 0,
+            plain_ts_below: 0,
+        };
+        lane.set_plain_limits();
+        lane
     }
 
     /// Hand the held batch (if any, and not empty) to the writer.
@@ -275,8 +286,36 @@ impl Lane {
 
     /// Write one kept frame as an ERF record into the held batch (snaplen,
     /// time cuts, anonymisation); drop and count it if no slot is free.
-    #[inline]
+    ///
+    /// The common frame (issue 19 item 4: the record path chosen once) is
+    /// written here inline: it needs no cut, crosses no rotation boundary,
+    /// carries no loss in its `lctr`, fits the held batch, and its job
+    /// rewrites nothing. Every other frame takes [`Lane::record_general`].
+    #[inline(always)]
     fn record(
+        &mut self,
+        frame: &Frame<'_>,
+        info: Option<&PacketInfo>,
+        cfg: &WorkerConfig,
+        now_ns: u64,
+        abort: Option<&AtomicBool>,
+    ) {
+        let len = frame.data.len();
+        if len <= self.plain_len_max
+            && frame.ts_ns < self.plain_ts_below
+            && self.lost_since_record == 0
+            && self.producer.holds_slot()
+            && self.fill + ETH_RECORD_OVERHEAD + len <= self.batch_bytes
+        {
+            self.write(frame.data, frame, cfg.iface, 0, 0);
+        } else {
+            self.record_general(frame, info, cfg, now_ns, abort);
+        }
+    }
+
+    /// [`Lane::record`] for every frame the common way does not take.
+    #[inline(never)]
+    fn record_general(
         &mut self,
         frame: &Frame<'_>,
         info: Option<&PacketInfo>,
@@ -294,14 +333,17 @@ impl Lane {
             &frame.data[..keep]
         };
 
-        if let Some(period) = cfg.rotate_every_ns
-            && frame.ts_ns >= self.next_boundary_ns
-        {
-            if self.next_boundary_ns != 0 {
-                self.commit();
-                self.rotate_pending = true;
+        match cfg.rotate_every_ns {
+            Some(period) if frame.ts_ns >= self.next_boundary_ns => {
+                if self.next_boundary_ns != 0 {
+                    self.commit();
+                    self.rotate_pending = true;
+                }
+                self.next_boundary_ns = (frame.ts_ns / period + 1) * period;
+                self.plain_ts_below = self.next_boundary_ns;
             }
-            self.next_boundary_ns = (frame.ts_ns / period + 1) * period;
+            Some(_) => {}
+            None => self.plain_ts_below = u64::MAX,
         }
 
         let need = ETH_RECORD_OVERHEAD + data.len();
@@ -317,6 +359,22 @@ impl Lane {
         // records, so the sum of the lctr fields always equals the loss.
         let lctr = self.lost_since_record.min(u16::MAX as u64) as u16;
         self.lost_since_record -= u64::from(lctr);
+        let at = self.fill;
+        self.write(data, frame, cfg.iface, extra_flags, lctr);
+        let rec = &mut self.producer.slot_mut().1[at + ETH_RECORD_OVERHEAD..at + need];
+        if let (Some((pan, mode)), Some(info)) = (self.policies.anonymize.as_mut(), info) {
+            pan.anonymize_frame(rec, info, *mode);
+        }
+        if let Some(m) = self.policies.mac_pseudonyms.as_mut() {
+            m.rewrite_frame(rec);
+        }
+    }
+
+    /// Append `data` (the kept part of `frame`) as one ERF record to the
+    /// held batch, which has room for it.
+    #[inline(always)]
+    fn write(&mut self, data: &[u8], frame: &Frame<'_>, iface: u8, extra_flags: u8, lctr: u16) {
+        let need = ETH_RECORD_OVERHEAD + data.len();
         if frame.ts_ns != self.erf_ts.0 {
             self.erf_ts = (frame.ts_ns, erf::ns_to_ts(frame.ts_ns));
         }
@@ -326,19 +384,13 @@ impl Lane {
         erf::write_eth_header_ts(
             rec,
             self.erf_ts.1,
-            cfg.iface,
+            iface,
             extra_flags,
             data.len(),
             frame.wire_len,
             lctr,
         );
         rec[ETH_RECORD_OVERHEAD..].copy_from_slice(data);
-        if let (Some((pan, mode)), Some(info)) = (self.policies.anonymize.as_mut(), info) {
-            pan.anonymize_frame(&mut rec[ETH_RECORD_OVERHEAD..], info, *mode);
-        }
-        if let Some(m) = self.policies.mac_pseudonyms.as_mut() {
-            m.rewrite_frame(&mut rec[ETH_RECORD_OVERHEAD..]);
-        }
         if meta.packets == 0 {
             meta.first_ts_ns = frame.ts_ns;
         }
@@ -347,6 +399,18 @@ impl Lane {
         meta.bytes_wire += frame.wire_len as u64;
         meta.bytes_captured += data.len() as u64;
         self.fill = fill + need;
+    }
+
+    /// Set what [`Lane::record`]'s common way allows from the policies:
+    /// frames up to the snaplen and to what a record holds, none when the
+    /// job rewrites frames (anonymisation, MAC pseudonyms).
+    fn set_plain_limits(&mut self) {
+        let p = &self.policies;
+        self.plain_len_max = if p.anonymize.is_some() || p.mac_pseudonyms.is_some() {
+            0
+        } else {
+            kept_len(p.snaplen, FRAME_MAX)
+        };
     }
 
     /// Publish the lane's counters with the queue-level fields of `queue`.
@@ -459,6 +523,7 @@ impl Worker {
     /// Apply `policies` to every frame of the first job.
     pub fn with_policies(mut self, policies: Policies) -> Self {
         self.lanes[0].policies = policies;
+        self.lanes[0].set_plain_limits();
         self.parse = self.needs_parse();
         self
     }
@@ -743,21 +808,14 @@ impl FrameSink for Worker {
         let cfg = &self.cfg;
         let abort = self.abort.as_deref();
         if !self.parse {
-            // The fast path chosen at start-up: nothing needs the parse.
-            for lane in self.lanes.iter_mut() {
-                if let Some(f) = &lane.policies.filter
-                    && !f.matches(frame.data, frame.wire_len)
-                {
-                    lane.local.filter_packets += 1;
-                    continue;
+            // The fast path chosen at start-up: nothing needs the parse; one
+            // job without the lane loop.
+            if let [lane] = self.lanes.as_mut_slice() {
+                lane.keep_unparsed(&frame, cfg, self.now_ns, abort);
+            } else {
+                for lane in self.lanes.iter_mut() {
+                    lane.keep_unparsed(&frame, cfg, self.now_ns, abort);
                 }
-                if let Some(s) = lane.policies.sampler.as_mut()
-                    && !s.keep_packet()
-                {
-                    lane.local.sample_packets += 1;
-                    continue;
-                }
-                lane.record(&frame, None, cfg, self.now_ns, abort);
             }
             return;
         }
@@ -810,6 +868,30 @@ impl FrameSink for Worker {
 }
 
 impl Lane {
+    /// A frame no job needs parsed: filter, sample, write the record.
+    #[inline(always)]
+    fn keep_unparsed(
+        &mut self,
+        frame: &Frame<'_>,
+        cfg: &WorkerConfig,
+        now_ns: u64,
+        abort: Option<&AtomicBool>,
+    ) {
+        if let Some(f) = &self.policies.filter
+            && !f.matches(frame.data, frame.wire_len)
+        {
+            self.local.filter_packets += 1;
+            return;
+        }
+        if let Some(s) = self.policies.sampler.as_mut()
+            && !s.keep_packet()
+        {
+            self.local.sample_packets += 1;
+            return;
+        }
+        self.record(frame, None, cfg, now_ns, abort);
+    }
+
     /// A frame this job's filter kept: sample, count the parse, feed the
     /// flow table (`flows`: the first job only), write the record.
     #[inline(always)]

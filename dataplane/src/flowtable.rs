@@ -754,7 +754,7 @@ pub const BURST_MAX: usize = 64;
 /// One packet of a burst for [`FlowTable::update_burst`]: what the table
 /// needs of the frame, in the table's own form (the key as the six words it
 /// stores and compares), built once per frame by the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BurstPacket {
     /// The canonical key as the six words the table stores.
     key: [u64; 6],

@@ -100,13 +100,13 @@ struct Flows {
     /// This burst's IP packets in the table's form; each one's bucket line
     /// is prefetched when it is queued. Capacity fixed at start-up (the
     /// burst size), flushed early if a source hands more.
-    pending: Vec<BurstPacket>,
+    pending: Burst,
     /// The previous burst's packets, staged (their slots found and
     /// prefetched) at the end of that burst and applied at the end of this
     /// one: the table lags the frames by one burst so its DRAM misses
     /// overlap a burst of other work (issue 19). Flushed when the queue is
     /// idle or ends, and at finish.
-    staged: Vec<BurstPacket>,
+    staged: Burst,
     /// The slots `FlowTable::stage` found for `staged`.
     staged_slots: Vec<u32>,
     /// Scratch for staging `pending` (same capacity).
@@ -613,8 +613,8 @@ impl Worker {
             last_packet_ns: 0,
             last_packet_mono_ns: 0,
             shared: counters,
-            pending: Vec::with_capacity(self.cfg.burst_max.max(1)),
-            staged: Vec::with_capacity(self.cfg.burst_max.max(1)),
+            pending: Burst::new(self.cfg.burst_max.max(1)),
+            staged: Burst::new(self.cfg.burst_max.max(1)),
             staged_slots: Vec::with_capacity(self.cfg.burst_max.max(1)),
             pending_slots: Vec::with_capacity(self.cfg.burst_max.max(1)),
         });
@@ -927,6 +927,44 @@ impl Lane {
     }
 }
 
+/// A burst of table packets with a capacity fixed at start-up, each one
+/// written in place (a `Vec::push` built it on the stack and copied it).
+struct Burst {
+    items: Box<[BurstPacket]>,
+    len: usize,
+}
+
+impl Burst {
+    fn new(capacity: usize) -> Self {
+        Burst {
+            items: vec![BurstPacket::default(); capacity].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.items.len()
+    }
+
+    /// Append `p`; the caller has made room ([`Burst::is_full`] false).
+    #[inline(always)]
+    fn push(&mut self, p: BurstPacket) {
+        debug_assert!(!self.is_full(), "push into a full burst");
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = p;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[BurstPacket] {
+        &self.items[..self.len]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
 impl Flows {
     /// Stage one of the burst: keep the frame's parse and flow hash for the
     /// table (frames without a flow key are only counted).
@@ -936,7 +974,7 @@ impl Flows {
             self.table.count_untracked(p);
             return;
         };
-        if self.pending.len() == self.pending.capacity() {
+        if self.pending.is_full() {
             self.flush();
         }
         let (ts, wire, cap) = (frame.ts_ns, frame.wire_len, frame.data.len() as u32);
@@ -957,7 +995,7 @@ impl Flows {
     /// [`Flows::push`] for a frame [`flow::parse_common`] took.
     #[inline(always)]
     fn push_common(&mut self, c: &flow::CommonFlow, frame: &Frame<'_>, now_ns: u64) {
-        if self.pending.len() == self.pending.capacity() {
+        if self.pending.is_full() {
             self.flush();
         }
         let cap = frame.data.len() as u32;
@@ -979,9 +1017,10 @@ impl Flows {
             // frames came), then apply the previous one (its slot lines
             // were prefetched a burst ago).
             self.pending_slots.clear();
-            self.pending_slots.resize(self.pending.len(), NO_SLOT);
-            self.table.stage(&self.pending, &mut self.pending_slots);
-            self.table.apply(&self.staged, &self.staged_slots);
+            self.pending_slots.resize(self.pending.len, NO_SLOT);
+            self.table
+                .stage(self.pending.as_slice(), &mut self.pending_slots);
+            self.table.apply(self.staged.as_slice(), &self.staged_slots);
             std::mem::swap(&mut self.staged, &mut self.pending);
             std::mem::swap(&mut self.staged_slots, &mut self.pending_slots);
             self.pending.clear();
@@ -1004,10 +1043,10 @@ impl Flows {
 
     /// Apply everything queued: the staged burst, then the pending one.
     fn flush(&mut self) {
-        self.table.apply(&self.staged, &self.staged_slots);
+        self.table.apply(self.staged.as_slice(), &self.staged_slots);
         self.staged.clear();
         self.staged_slots.clear();
-        self.table.update_burst(&self.pending);
+        self.table.update_burst(self.pending.as_slice());
         self.pending.clear();
     }
 

@@ -490,6 +490,25 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "Capture files whose completion (end mark, sync, rename, manifest) failed.",
         &per(&|s| (s.writer.close_errors + s.writer.manifest_errors) as f64),
     );
+    let mut rec = Vec::new();
+    for s in &snaps {
+        for (outcome, v) in [
+            ("completed", s.writer.files_recovered),
+            ("removed", s.writer.parts_removed),
+            ("manifest_rebuilt", s.writer.manifests_rebuilt),
+            ("failed", s.writer.parts_failed),
+            ("index_tmp_removed", s.writer.index_tmp_removed),
+        ] {
+            rec.push((format!("{},outcome=\"{outcome}\"", q(s)), v as f64));
+        }
+    }
+    family(
+        &mut o,
+        "linecap_startup_recovery_files_total",
+        "counter",
+        "Files a crash left in the queue's directory, found at start: .part files completed or removed (no verified block), files in view given their missing manifest, files left as they were (failed), stray index temporaries removed.",
+        &rec,
+    );
     if snaps.iter().any(|s| s.flows.is_some()) {
         let fl: Vec<_> = snaps
             .iter()
@@ -568,6 +587,8 @@ mod tests {
         .unwrap();
         let writer = Arc::new(Mutex::new(SeriesCounters {
             packets,
+            files_recovered: 2,
+            manifests_rebuilt: 1,
             ..Default::default()
         }));
         let probe = QueueProbe::new(
@@ -605,6 +626,13 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("linecap_ring_capacity_slots{").count(), 4);
+        // Start-up recovery is exported, not only logged.
+        for (outcome, v) in [("completed", 2), ("manifest_rebuilt", 1), ("failed", 0)] {
+            let line = format!(
+                "linecap_startup_recovery_files_total{{capture_job=\"b\",queue=\"0\",outcome=\"{outcome}\"}} {v}\n"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
         // Stopped: the counter stays, the ring gauges go.
         t.stopped("a");
         let text = render(&t.snapshot(), 0.0);

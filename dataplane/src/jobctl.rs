@@ -138,12 +138,20 @@ mod tests {
     use crate::source::{Frame, FrameSink, RxQueue, RxStatus, SourceDrops};
     use crate::worker::{Worker, WorkerConfig};
 
-    /// A source that hands out `per_poll` 60-byte frames per poll, each with
-    /// its number in the first 4 bytes, until `total`.
+    /// A source that hands out `per_poll` 60-byte frames per poll, frame
+    /// `n` being `make(n)`, until `total`.
     struct Numbered {
         next: u32,
         total: u32,
         per_poll: u32,
+        make: fn(u32) -> [u8; 60],
+    }
+
+    /// A frame with its number in the first 4 bytes.
+    fn numbered(n: u32) -> [u8; 60] {
+        let mut buf = [0u8; 60];
+        buf[..4].copy_from_slice(&n.to_be_bytes());
+        buf
     }
 
     impl RxQueue for Numbered {
@@ -154,8 +162,7 @@ mod tests {
             let end = (self.next + self.per_poll).min(self.total);
             let n = end - self.next;
             while self.next < end {
-                let mut buf = [0u8; 60];
-                buf[..4].copy_from_slice(&self.next.to_be_bytes());
+                let buf = (self.make)(self.next);
                 sink.frame(Frame {
                     data: &buf,
                     wire_len: 60,
@@ -170,6 +177,21 @@ mod tests {
         }
     }
 
+    /// A worker with one job (its ring's consumer returned) that takes
+    /// commands from a mailbox.
+    fn controlled_worker() -> (Worker, Consumer, Epoch, LaneSender) {
+        let (p0, c0) = rings();
+        let epoch = Epoch::new();
+        let (control, sender) = epoch.mailbox();
+        let w = Worker::new(
+            WorkerConfig::new(0),
+            p0,
+            Arc::new(SharedCounters::default()),
+        )
+        .with_control(control);
+        (w, c0, epoch, sender)
+    }
+
     fn rings() -> (Producer, Consumer) {
         ring(RingConfig {
             slots: 8,
@@ -181,18 +203,10 @@ mod tests {
 
     /// The frame numbers in every batch the consumer holds.
     fn numbers(c: &mut Consumer) -> Vec<u32> {
-        let mut out = Vec::new();
-        while let Some(b) = c.peek() {
-            let mut off = 0;
-            while off < b.records.len() {
-                let rlen = u16::from_be_bytes([b.records[off + 10], b.records[off + 11]]) as usize;
-                let frame = &b.records[off + 18..off + rlen];
-                out.push(u32::from_be_bytes(frame[..4].try_into().unwrap()));
-                off += rlen;
-            }
-            c.release();
-        }
-        out
+        frames(c)
+            .iter()
+            .map(|f| u32::from_be_bytes(f[..4].try_into().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -206,6 +220,7 @@ mod tests {
             next: 0,
             total: 300,
             per_poll: 10,
+            make: numbered,
         };
         let clock = ManualClock::default();
         for _ in 0..5 {
@@ -247,15 +262,7 @@ mod tests {
         assert_eq!((q.rx_packets, q.ring_packets), (300, 300));
     }
 
-    /// A source of `total` IPv4/UDP frames 10.0.0.1:1000 -> 10.0.0.2:(2000 + n),
-    /// `per_poll` a poll.
-    struct Udp {
-        next: u32,
-        total: u32,
-        per_poll: u32,
-    }
-
-    /// The frame [`Udp`] sends as number `n`.
+    /// IPv4/UDP frame `n`: 10.0.0.1:1000 -> 10.0.0.2:(2000 + n).
     fn udp_frame(n: u32) -> [u8; 60] {
         let mut f = [0u8; 60];
         f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
@@ -271,29 +278,6 @@ mod tests {
         f[36..38].copy_from_slice(&(2000 + n as u16).to_be_bytes());
         f[38..40].copy_from_slice(&26u16.to_be_bytes());
         f
-    }
-
-    impl RxQueue for Udp {
-        fn poll_burst<S: FrameSink>(&mut self, _max: usize, sink: &mut S) -> RxStatus {
-            if self.next >= self.total {
-                return RxStatus::Ended;
-            }
-            let end = (self.next + self.per_poll).min(self.total);
-            let n = end - self.next;
-            while self.next < end {
-                let buf = udp_frame(self.next);
-                sink.frame(Frame {
-                    data: &buf,
-                    wire_len: 60,
-                    ts_ns: 1_000_000_000 + u64::from(self.next),
-                });
-                self.next += 1;
-            }
-            RxStatus::Frames(n as usize)
-        }
-        fn drops(&self) -> SourceDrops {
-            SourceDrops::default()
-        }
     }
 
     /// The frames of every batch the consumer holds.
@@ -319,19 +303,12 @@ mod tests {
         use crate::policy::anon::AnonMode;
         use crate::policy::cryptopan::CryptoPan;
         use crate::policy::sample::{SamplePolicy, Sampler};
-        let (p0, mut c0) = rings();
-        let epoch = Epoch::new();
-        let (control, sender) = epoch.mailbox();
-        let mut w = Worker::new(
-            WorkerConfig::new(0),
-            p0,
-            Arc::new(SharedCounters::default()),
-        )
-        .with_control(control);
-        let mut rx = Udp {
+        let (mut w, mut c0, epoch, sender) = controlled_worker();
+        let mut rx = Numbered {
             next: 0,
             total: 400,
             per_poll: 10,
+            make: udp_frame,
         };
         let clock = ManualClock::default();
         w.poll_once(&mut rx, &clock);
@@ -394,19 +371,12 @@ mod tests {
 
     #[test]
     fn removing_an_unknown_job_changes_nothing_and_is_still_applied() {
-        let (p0, mut c0) = rings();
-        let epoch = Epoch::new();
-        let (control, sender) = epoch.mailbox();
-        let mut w = Worker::new(
-            WorkerConfig::new(0),
-            p0,
-            Arc::new(SharedCounters::default()),
-        )
-        .with_control(control);
+        let (mut w, mut c0, epoch, sender) = controlled_worker();
         let mut rx = Numbered {
             next: 0,
             total: 20,
             per_poll: 10,
+            make: numbered,
         };
         assert!(sender.send(LaneCommand::Remove { job: 3 }).is_ok());
         let e = epoch.bump();

@@ -301,6 +301,16 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         .collect();
     let q = |s: &Snap| format!("capture_job=\"{}\",queue=\"{}\"", s.job, s.queue);
     let per = |f: &dyn Fn(&Snap) -> f64| snaps.iter().map(|s| (q(s), f(s))).collect::<Vec<_>>();
+    // One series per queue and value of `label`.
+    let by = |label: &str, f: &dyn Fn(&Snap) -> Vec<(&'static str, u64)>| {
+        let mut out = Vec::new();
+        for s in &snaps {
+            for (value, v) in f(s) {
+                out.push((format!("{},{label}=\"{value}\"", q(s)), v as f64));
+            }
+        }
+        out
+    };
     let mut o = String::with_capacity(4096);
     family(
         &mut o,
@@ -330,9 +340,8 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "Wire bytes (FCS excluded) of the frames delivered to the worker.",
         &per(&|s| s.worker.rx_bytes as f64),
     );
-    let mut drops = Vec::new();
-    for s in &snaps {
-        for (stage, v) in [
+    let drops = by("stage", &|s| {
+        vec![
             ("filter", s.worker.filter_packets),
             ("sample", s.worker.sample_packets),
             ("source", s.worker.source_unsupported),
@@ -340,10 +349,8 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
             ("xdp", s.xdp.not_redirected),
             ("ring_full", s.worker.ring_full_packets),
             ("writer", s.writer.drop_packets),
-        ] {
-            drops.push((format!("{},stage=\"{stage}\"", q(s)), v as f64));
-        }
-    }
+        ]
+    });
     family(
         &mut o,
         "linecap_dropped_packets_total",
@@ -351,12 +358,9 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "Frames dropped, by the stage that dropped them.",
         &drops,
     );
-    let mut stamps = Vec::new();
-    for s in &snaps {
-        for (result, v) in [("stamped", s.xdp.hw_stamped), ("missing", s.xdp.hw_missing)] {
-            stamps.push((format!("{},result=\"{result}\"", q(s)), v as f64));
-        }
-    }
+    let stamps = by("result", &|s| {
+        vec![("stamped", s.xdp.hw_stamped), ("missing", s.xdp.hw_missing)]
+    });
     family(
         &mut o,
         "linecap_xdp_hw_timestamps_total",
@@ -364,19 +368,16 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "Frames the device-bound XDP program saw with the NIC's RX hardware timestamp (stamped) or without one, stamped with ktime instead (missing); both 0 with the plain program and on other sources.",
         &stamps,
     );
-    let mut nic = Vec::new();
-    for s in &snaps {
-        for (counter, v) in [
+    let nic = by("counter", &|s| {
+        vec![
             ("imissed", s.worker.nic_imissed),
             ("ierrors", s.worker.nic_ierrors),
             ("rx_nombuf", s.worker.nic_rx_nombuf),
             ("iface_dropped", s.worker.nic_iface_dropped),
             ("queue_dropped", s.worker.nic_queue_dropped),
             ("socket_dropped", s.worker.nic_socket_dropped),
-        ] {
-            nic.push((format!("{},counter=\"{counter}\"", q(s)), v as f64));
-        }
-    }
+        ]
+    });
     family(
         &mut o,
         "linecap_nic_dropped_packets_total",
@@ -420,16 +421,13 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "Bytes of the per-file indexes written at rotation.",
         &per(&|s| s.writer.index_bytes as f64),
     );
-    let mut ixerr = Vec::new();
-    for s in &snaps {
-        for (reason, v) in [
+    let ixerr = by("reason", &|s| {
+        vec![
             ("io", s.writer.index_errors),
             ("behind", s.writer.index_skipped),
             ("over_budget", s.writer.index_over_budget),
-        ] {
-            ixerr.push((format!("{},reason=\"{reason}\"", q(s)), v as f64));
-        }
-    }
+        ]
+    });
     family(
         &mut o,
         "linecap_index_errors_total",
@@ -490,18 +488,15 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "Capture files whose completion (end mark, sync, rename, manifest) failed.",
         &per(&|s| (s.writer.close_errors + s.writer.manifest_errors) as f64),
     );
-    let mut rec = Vec::new();
-    for s in &snaps {
-        for (outcome, v) in [
+    let rec = by("outcome", &|s| {
+        vec![
             ("completed", s.writer.files_recovered),
             ("removed", s.writer.parts_removed),
             ("manifest_rebuilt", s.writer.manifests_rebuilt),
             ("failed", s.writer.parts_failed),
             ("index_tmp_removed", s.writer.index_tmp_removed),
-        ] {
-            rec.push((format!("{},outcome=\"{outcome}\"", q(s)), v as f64));
-        }
-    }
+        ]
+    });
     family(
         &mut o,
         "linecap_startup_recovery_files_total",

@@ -238,6 +238,99 @@ fn a_job_added_and_stopped_while_frames_flow_keeps_exactly_its_frames_and_the_ma
     );
 }
 
+/// The (source, destination) IPv4 addresses of every frame in a job's files.
+fn ipv4_pairs(dir: &Path) -> Vec<([u8; 4], [u8; 4])> {
+    let mut out = Vec::new();
+    for f in files_with(dir, ".erf.lz4") {
+        let mut r = CaptureReader::open(&f).unwrap();
+        let mut p = Packet::default();
+        while r.next(&mut p).unwrap() {
+            out.push((
+                p.data[26..30].try_into().unwrap(),
+                p.data[30..34].try_into().unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+/// `a.b.c.d` of four address bytes.
+fn dotted(a: [u8; 4]) -> String {
+    format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+}
+
+#[test]
+fn a_job_added_with_anonymisation_to_a_capture_that_parses_nothing_anonymises_every_frame() {
+    // The main job has no policy that needs the parse (the worker starts on
+    // its unparsed fast path); the job added at runtime anonymises both
+    // addresses, so from then on the worker must parse. Before 2026-12-03 it
+    // did not, and the added job wrote every address in clear.
+    let d = tempfile::tempdir().unwrap();
+    // A fixture key (32 bytes as 64 hex digits), private as the API requires.
+    let key = d.path().join("anon.key");
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = start(d.path(), 20_000, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, v) = call(
+        &c,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "anon", "directory": "anon", "anonymize_key": key})),
+    );
+    assert_eq!(st, 201, "{v}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, stopped) = call(&c, "DELETE", "/v1/jobs/anon", None);
+    assert_eq!(st, 200, "{stopped}");
+    let (r, _) = stop(c);
+    assert_balanced(&r);
+
+    // The synthetic flows: 10.0.0.0-3 -> 10.255.0.1, kept as they are by the
+    // main job.
+    let main = ipv4_pairs(&d.path().join("main"));
+    assert!(!main.is_empty());
+    let (dst, srcs) = (main[0].1, [0u8, 1, 2, 3].map(|i| [10, 0, 0, i]));
+    assert!(main.iter().all(|(s, t)| srcs.contains(s) && *t == dst));
+    // The added job's: every address as `linecap anonymize` maps it.
+    let mut child = linecap()
+        .arg("anonymize")
+        .arg("--key")
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: Vec<String> = srcs.iter().chain([&dst]).map(|a| dotted(*a)).collect();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        (input.join("\n") + "\n").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let mapped: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(mapped.len(), 5, "{mapped:?}");
+    let anon = ipv4_pairs(&d.path().join("anon"));
+    assert_eq!(anon.len() as u64, stopped["written"].as_u64().unwrap());
+    assert!(!anon.is_empty());
+    for (s, t) in &anon {
+        assert!(
+            mapped[..4].contains(&dotted(*s)),
+            "source {} is not an anonymised synthetic source ({mapped:?})",
+            dotted(*s)
+        );
+        assert_eq!(dotted(*t), mapped[4], "destination");
+    }
+}
+
 #[test]
 fn without_the_token_or_with_a_wrong_one_every_route_answers_401() {
     let d = tempfile::tempdir().unwrap();

@@ -108,16 +108,22 @@ fn call_raw(
     (a.status, v)
 }
 
-/// Sequence numbers of the synthetic frames in a job's files.
-fn sequences(dir: &Path) -> Vec<u64> {
+/// `f` of every frame in a job's files, in file order.
+fn of_frames<T>(dir: &Path, f: impl Fn(&[u8]) -> T) -> Vec<T> {
     let mut out = Vec::new();
-    for f in files_with(dir, ".erf.lz4") {
-        let mut r = CaptureReader::open(&f).unwrap();
+    for file in files_with(dir, ".erf.lz4") {
+        let mut r = CaptureReader::open(&file).unwrap();
         let mut p = Packet::default();
         while r.next(&mut p).unwrap() {
-            out.push(u64::from_be_bytes(p.data[42..50].try_into().unwrap()));
+            out.push(f(&p.data));
         }
     }
+    out
+}
+
+/// Sequence numbers of the synthetic frames in a job's files.
+fn sequences(dir: &Path) -> Vec<u64> {
+    let mut out = of_frames(dir, |d| u64::from_be_bytes(d[42..50].try_into().unwrap()));
     out.sort_unstable();
     out
 }
@@ -240,18 +246,9 @@ fn a_job_added_and_stopped_while_frames_flow_keeps_exactly_its_frames_and_the_ma
 
 /// The (source, destination) IPv4 addresses of every frame in a job's files.
 fn ipv4_pairs(dir: &Path) -> Vec<([u8; 4], [u8; 4])> {
-    let mut out = Vec::new();
-    for f in files_with(dir, ".erf.lz4") {
-        let mut r = CaptureReader::open(&f).unwrap();
-        let mut p = Packet::default();
-        while r.next(&mut p).unwrap() {
-            out.push((
-                p.data[26..30].try_into().unwrap(),
-                p.data[30..34].try_into().unwrap(),
-            ));
-        }
-    }
-    out
+    of_frames(dir, |d| {
+        (d[26..30].try_into().unwrap(), d[30..34].try_into().unwrap())
+    })
 }
 
 /// `a.b.c.d` of four address bytes.
@@ -296,24 +293,8 @@ fn a_job_added_with_anonymisation_to_a_capture_that_parses_nothing_anonymises_ev
     let (dst, srcs) = (main[0].1, [0u8, 1, 2, 3].map(|i| [10, 0, 0, i]));
     assert!(main.iter().all(|(s, t)| srcs.contains(s) && *t == dst));
     // The added job's: every address as `linecap anonymize` maps it.
-    let mut child = linecap()
-        .arg("anonymize")
-        .arg("--key")
-        .arg(&key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input: Vec<String> = srcs.iter().chain([&dst]).map(|a| dotted(*a)).collect();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        (input.join("\n") + "\n").as_bytes(),
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let mapped: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
+    let mapped: Vec<String> = anonymize(&key, &(input.join("\n") + "\n"))
         .lines()
         .map(str::to_string)
         .collect();

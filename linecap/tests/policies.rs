@@ -178,21 +178,6 @@ fn private_key(dir: &Path) -> PathBuf {
     p
 }
 
-fn anonymize(key: &Path, input: &str) -> String {
-    let mut child = linecap()
-        .arg("anonymize")
-        .arg("--key")
-        .arg(key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn anonymize_command_reproduces_the_published_vectors() {
     let dir = tempfile::tempdir().unwrap();

@@ -404,3 +404,19 @@ pub fn stamps_by_seq(pcap: &Path, frames: u64, seq_off: usize) -> (Vec<u64>, u64
     }
     (ts, found)
 }
+
+/// `linecap anonymize --key KEY` of `input` (one address a line).
+pub fn anonymize(key: &Path, input: &str) -> String {
+    let mut child = linecap()
+        .arg("anonymize")
+        .arg("--key")
+        .arg(key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -166,16 +166,15 @@ struct Lane {
     lost_since_batch: u64,
     /// Backpressure gave up waiting: drop (and count) until a slot frees.
     stalled: bool,
-    /// Next packet-time rotation boundary (0 = not yet known).
+    /// Next packet-time rotation boundary (0 = not yet known; `u64::MAX`
+    /// without rotation): [`Lane::record`]'s common way takes frames
+    /// stamped below it.
     next_boundary_ns: u64,
     rotate_pending: bool,
     /// [`Lane::record`]'s common way takes frames of at most this many
     /// bytes ([`Lane::set_plain_limits`]; 0 when the job rewrites frames:
     /// such a frame of 0 bytes has nothing to rewrite).
     plain_len_max: usize,
-    /// ... and stamped below this time: the next rotation boundary, or
-    /// `u64::MAX` without rotation (0 until the first frame tells which).
-    plain_ts_below: u64,
     /// The last frame's stamp in ns and as ERF's 32.32 fixed point: frames
     /// of one burst often share a stamp (the synthetic source, DPDK with
     /// `--dpdk-timestamps burst`), converted once (issue 19 item 4).
@@ -203,7 +202,6 @@ impl Lane {
             rotate_pending: false,
             erf_ts: (0, erf::ns_to_ts(0)),
             plain_len_max: 0,
-            plain_ts_below: 0,
         };
         lane.set_plain_limits();
         lane
@@ -302,7 +300,7 @@ impl Lane {
     ) {
         let len = frame.data.len();
         if len <= self.plain_len_max
-            && frame.ts_ns < self.plain_ts_below
+            && frame.ts_ns < self.next_boundary_ns
             && self.lost_since_record == 0
             && self.producer.holds_slot()
             && self.fill + ETH_RECORD_OVERHEAD + len <= self.batch_bytes
@@ -340,10 +338,9 @@ impl Lane {
                     self.rotate_pending = true;
                 }
                 self.next_boundary_ns = (frame.ts_ns / period + 1) * period;
-                self.plain_ts_below = self.next_boundary_ns;
             }
             Some(_) => {}
-            None => self.plain_ts_below = u64::MAX,
+            None => self.next_boundary_ns = u64::MAX,
         }
 
         let need = ETH_RECORD_OVERHEAD + data.len();
@@ -588,10 +585,10 @@ impl Worker {
                 }
             }
         }
+        control.applied(epoch);
         // A job added (or the last one that needed it removed) changes
         // whether frames are parsed: anonymisation and flow sampling of a
         // job added at runtime need the parse as much as those of the start.
-        control.applied(epoch);
         self.parse = self.needs_parse();
     }
 

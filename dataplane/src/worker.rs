@@ -704,7 +704,22 @@ impl Worker {
         }
         self.now_ns = clock.now_ns();
         self.prepare();
-        let status = rx.poll_burst(self.cfg.burst_max, self);
+        let status = match self.lanes.as_mut_slice() {
+            // The fast path chosen once (issue 19 item 4): one job and
+            // nothing that needs the parse get their own receive loop, the
+            // record path inlined into it.
+            [lane] if !self.parse => rx.poll_burst(
+                self.cfg.burst_max,
+                &mut Unparsed {
+                    lane,
+                    queue: &mut self.queue,
+                    cfg: &self.cfg,
+                    now_ns: self.now_ns,
+                    abort: self.abort.as_deref(),
+                },
+            ),
+            _ => rx.poll_burst(self.cfg.burst_max, self),
+        };
         for lane in self.lanes.iter_mut() {
             if lane.producer.holds_slot()
                 && self.now_ns.saturating_sub(lane.batch_started_ns) >= self.cfg.flush_after_ns
@@ -788,16 +803,40 @@ impl Worker {
     }
 }
 
+/// The sink of [`Worker::poll_once`]'s fast path: one job, no parse.
+struct Unparsed<'a> {
+    lane: &'a mut Lane,
+    queue: &'a mut WorkerCounters,
+    cfg: &'a WorkerConfig,
+    now_ns: u64,
+    abort: Option<&'a AtomicBool>,
+}
+
+impl FrameSink for Unparsed<'_> {
+    #[inline(always)]
+    fn frame(&mut self, mut frame: Frame<'_>) {
+        count_rx(self.queue, &mut frame);
+        self.lane
+            .keep_unparsed(&frame, self.cfg, self.now_ns, self.abort);
+    }
+}
+
+/// Count a received frame in the queue's counters, made never shorter on
+/// the wire than what was captured of it.
+#[inline(always)]
+fn count_rx(queue: &mut WorkerCounters, frame: &mut Frame<'_>) {
+    frame.wire_len = frame
+        .wire_len
+        .max(frame.data.len().min(u32::MAX as usize) as u32);
+    queue.rx_packets += 1;
+    queue.rx_bytes += frame.wire_len as u64;
+    queue.rx_captured_bytes += frame.data.len() as u64;
+}
+
 impl FrameSink for Worker {
     #[inline]
     fn frame(&mut self, mut frame: Frame<'_>) {
-        // A frame is never shorter on the wire than what was captured of it.
-        frame.wire_len = frame
-            .wire_len
-            .max(frame.data.len().min(u32::MAX as usize) as u32);
-        self.queue.rx_packets += 1;
-        self.queue.rx_bytes += frame.wire_len as u64;
-        self.queue.rx_captured_bytes += frame.data.len() as u64;
+        count_rx(&mut self.queue, &mut frame);
         // Parsed once, when the first job that keeps the frame needs it; the
         // flow hash once, when sampling or the flow table needs it.
         let mut parsed: Option<Parsed> = None;
@@ -805,14 +844,10 @@ impl FrameSink for Worker {
         let cfg = &self.cfg;
         let abort = self.abort.as_deref();
         if !self.parse {
-            // The fast path chosen at start-up: nothing needs the parse; one
-            // job without the lane loop.
-            if let [lane] = self.lanes.as_mut_slice() {
+            // Nothing needs the parse, several jobs (one job takes
+            // [`Unparsed`], chosen per burst in `poll_once`).
+            for lane in self.lanes.iter_mut() {
                 lane.keep_unparsed(&frame, cfg, self.now_ns, abort);
-            } else {
-                for lane in self.lanes.iter_mut() {
-                    lane.keep_unparsed(&frame, cfg, self.now_ns, abort);
-                }
             }
             return;
         }

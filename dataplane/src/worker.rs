@@ -718,6 +718,25 @@ impl Worker {
                     abort: self.abort.as_deref(),
                 },
             ),
+            // One job whose only parse-needing policy is the flow table:
+            // the common frame's parse, table entry and record inlined too.
+            [lane]
+                if lane.policies.sampler.is_none()
+                    && lane.policies.anonymize.is_none()
+                    && let Some(flows) = self.flows.as_mut() =>
+            {
+                rx.poll_burst(
+                    self.cfg.burst_max,
+                    &mut Tracked {
+                        lane,
+                        flows,
+                        queue: &mut self.queue,
+                        cfg: &self.cfg,
+                        now_ns: self.now_ns,
+                        abort: self.abort.as_deref(),
+                    },
+                )
+            }
             _ => rx.poll_burst(self.cfg.burst_max, self),
         };
         for lane in self.lanes.iter_mut() {
@@ -821,6 +840,58 @@ impl FrameSink for Unparsed<'_> {
     }
 }
 
+/// The sink of [`Worker::poll_once`] for one job whose only parse-needing
+/// policy is the flow table (no sampling, no anonymisation).
+struct Tracked<'a> {
+    lane: &'a mut Lane,
+    flows: &'a mut Flows,
+    queue: &'a mut WorkerCounters,
+    cfg: &'a WorkerConfig,
+    now_ns: u64,
+    abort: Option<&'a AtomicBool>,
+}
+
+impl FrameSink for Tracked<'_> {
+    #[inline(always)]
+    fn frame(&mut self, mut frame: Frame<'_>) {
+        count_rx(self.queue, &mut frame);
+        if let Some(f) = &self.lane.policies.filter
+            && !f.matches(frame.data, frame.wire_len)
+        {
+            self.lane.local.filter_packets += 1;
+            return;
+        }
+        // The common frame goes to the table without a PacketInfo
+        // (`parse_common`); any other takes the full parse, a call.
+        if let Some(c) = flow::parse_common(frame.data) {
+            self.lane.local.parsed_ip += 1;
+            self.flows.push_common(&c, &frame, self.now_ns);
+            self.lane
+                .record(&frame, None, self.cfg, self.now_ns, self.abort);
+        } else {
+            self.other(&frame);
+        }
+    }
+}
+
+impl Tracked<'_> {
+    /// A frame [`flow::parse_common`] did not take.
+    #[inline(never)]
+    fn other(&mut self, frame: &Frame<'_>) {
+        let p = flow::parse_frame(frame.data);
+        let mut hash = None;
+        self.lane.keep(
+            frame,
+            &p,
+            &mut hash,
+            Some(&mut *self.flows),
+            self.cfg,
+            self.now_ns,
+            self.abort,
+        );
+    }
+}
+
 /// Count a received frame in the queue's counters, made never shorter on
 /// the wire than what was captured of it.
 #[inline(always)]
@@ -861,18 +932,7 @@ impl FrameSink for Worker {
                 lane.local.filter_packets += 1;
                 return;
             }
-            // Flows only (no sampler, no anonymisation): the common frame
-            // goes to the table without a PacketInfo (`parse_common`).
-            if lane.policies.sampler.is_none()
-                && lane.policies.anonymize.is_none()
-                && let Some(f) = self.flows.as_mut()
-                && let Some(c) = flow::parse_common(frame.data)
-            {
-                lane.local.parsed_ip += 1;
-                f.push_common(&c, &frame, now_ns);
-                lane.record(&frame, None, cfg, now_ns, abort);
-                return;
-            }
+            // (Flows only, no sampler, no anonymisation: [`Tracked`].)
             let p = flow::parse_frame(frame.data);
             lane.keep(
                 &frame,

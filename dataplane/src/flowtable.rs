@@ -96,8 +96,9 @@
 //! starts a new one. Flows that simply stop are ended by
 //! [`FlowTable::expire_step`]: a cursor that visits a fixed number of
 //! buckets per call and wraps round the table; the worker calls it once per
-//! burst and per idle poll, so the expiry work of one burst is bounded
-//! (`EXPIRE_STEP_BUCKETS * WAYS` = 32 slots) whatever the table's size, and
+//! burst and per idle poll (with 1 to [`EXPIRE_STEP_BUCKETS`] buckets, paced
+//! to one round per second of packet time), so the expiry work of one burst
+//! is bounded (`EXPIRE_STEP_BUCKETS * WAYS` = 32 slots) whatever the table's size, and
 //! a flow ends at most one cursor round after it is due (two when a cuckoo
 //! step moved it behind the cursor in that round). [`FlowTable::tick`]
 //! sweeps the whole table at once, for offline use (`linecap flows`).
@@ -886,7 +887,7 @@ impl BurstPacket {
 /// Records the export queue holds by default (see [`FlowTable::with_export_queue`]).
 pub const EXPORT_QUEUE_DEFAULT: usize = 4096;
 
-/// Buckets the worker's [`FlowTable::expire_step`] visits per burst.
+/// Buckets the worker's [`FlowTable::expire_step`] visits per burst at most.
 pub const EXPIRE_STEP_BUCKETS: usize = 4;
 
 /// No slot (a stage-2 miss).
@@ -1113,10 +1114,11 @@ impl FlowTable {
     /// `sink`, then visit the next `buckets_max` buckets (a cursor that
     /// wraps round the table) and end their due flows. The work is bounded
     /// by `buckets_max * WAYS` slots whatever the table's size: the worker
-    /// calls this once per burst (and per idle poll) with
+    /// calls this once per burst (and per idle poll) with 1 to
     /// [`EXPIRE_STEP_BUCKETS`], so a flow ends at most one cursor round
-    /// (`capacity / WAYS / buckets_max` calls) after it is due. Returns the
-    /// slots looked at.
+    /// (`capacity / WAYS / buckets_max` calls) after it is due. The lines of
+    /// the next `buckets_max` buckets are prefetched for the next call.
+    /// Returns the slots looked at.
     pub fn expire_step(
         &mut self,
         now_ns: u64,
@@ -1134,6 +1136,18 @@ impl FlowTable {
             let b = v.m.cursor;
             v.m.cursor = (b + 1) & v.m.bmask;
             v.expire_bucket(b, now, sink);
+        }
+        // The next step's lines (as many buckets as this one), asked for
+        // now: its tag line and hot lines arrive during the next burst
+        // instead of being waited for in turn (tags, then each used slot's
+        // line).
+        let next = v.m.cursor;
+        let end = (next + n).min(v.m.bmask + 1);
+        if let Some(bk) = v.buckets.get(next) {
+            prefetch(bk);
+        }
+        for h in v.hot.get(next * WAYS..end * WAYS).unwrap_or(&[]) {
+            prefetch(h);
         }
         n * WAYS
     }

@@ -19,7 +19,7 @@ use linecap_wire::flow::{self, PacketInfo, Parsed};
 use crate::clock::Clock;
 use crate::counters::{SharedCounters, WorkerCounters};
 use crate::flowtable::{
-    BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable, KeyHash, NO_SLOT,
+    BurstPacket, EXPIRE_STEP_BUCKETS, FlowCounters, FlowRecord, FlowTable, KeyHash, NO_SLOT, WAYS,
 };
 use crate::jobctl::{LaneCommand, LaneControl};
 use crate::policy::anon::AnonMode;
@@ -111,6 +111,44 @@ struct Flows {
     staged_slots: Vec<u32>,
     /// Scratch for staging `pending` (same capacity).
     pending_slots: Vec<u32>,
+    /// How many buckets the expiry cursor visits a burst.
+    sweep: ExpiryPace,
+}
+
+/// Packet time of one round of the expiry cursor over the table when the
+/// queue is busy enough (the old full sweep ran once a second too).
+pub const EXPIRE_SWEEP_NS: u64 = 1_000_000_000;
+
+/// The expiry cursor's pace (issue 19 item 3): one round of the table per
+/// [`EXPIRE_SWEEP_NS`] of packet time, but never less than one bucket a
+/// burst nor more than [`EXPIRE_STEP_BUCKETS`]. At 1 M flows and 14 Mpps
+/// four buckets every burst went round the table three times a second,
+/// its 32 hot lines a burst a tenth of the worker's DRAM misses
+/// (`docs/benchmarks.md`, 2026-12-04); at low rates the step is what it
+/// was, so a flow still ends at most one round after it is due.
+#[derive(Debug, Default, Clone, Copy)]
+struct ExpiryPace {
+    /// Packet time up to which the round is paid for.
+    paid_ns: u64,
+}
+
+impl ExpiryPace {
+    /// Buckets to visit now, at packet time `now_ns`, of a table of
+    /// `buckets` buckets.
+    #[inline(always)]
+    fn step(&mut self, now_ns: u64, buckets: usize) -> usize {
+        let per_bucket = (EXPIRE_SWEEP_NS / buckets.max(1) as u64).max(1);
+        if self.paid_ns == 0 {
+            // The first burst: the round starts now.
+            self.paid_ns = now_ns;
+        }
+        // A backlog beyond one round buys nothing (the step is capped).
+        self.paid_ns = self.paid_ns.max(now_ns.saturating_sub(EXPIRE_SWEEP_NS));
+        let due = now_ns.saturating_sub(self.paid_ns) / per_bucket;
+        let n = (due.min(EXPIRE_STEP_BUCKETS as u64) as usize).max(1);
+        self.paid_ns += n as u64 * per_bucket;
+        n
+    }
 }
 
 /// What a capture job keeps of each frame (issue 8's policies), applied in
@@ -614,6 +652,7 @@ impl Worker {
             staged: Burst::new(self.cfg.burst_max.max(1)),
             staged_slots: Vec::with_capacity(self.cfg.burst_max.max(1)),
             pending_slots: Vec::with_capacity(self.cfg.burst_max.max(1)),
+            sweep: ExpiryPace::default(),
         });
         self.parse = true;
         self
@@ -1125,8 +1164,9 @@ impl Flows {
             clock = clock
                 .max(self.last_packet_ns + now_mono_ns.saturating_sub(self.last_packet_mono_ns));
         }
+        let n = self.sweep.step(clock, self.table.capacity() / WAYS);
         let Flows { table, sink, .. } = self;
-        table.expire_step(clock, EXPIRE_STEP_BUCKETS, sink);
+        table.expire_step(clock, n, sink);
         if now_mono_ns.saturating_sub(self.published_ns) >= FLOW_PUBLISH_NS {
             self.published_ns = now_mono_ns;
             self.publish();
@@ -1650,6 +1690,43 @@ mod tests {
         assert_eq!(h.rlen as usize, erf::RLEN_MAX);
         assert_eq!(h.flags & erf::flags::TRUNC, erf::flags::TRUNC);
         assert_eq!(h.wlen, u16::MAX);
+    }
+
+    /// The expiry cursor goes round the table once per second of packet
+    /// time on a busy queue, one to four buckets a burst, and four a burst
+    /// when bursts are far apart.
+    #[test]
+    fn the_expiry_cursor_goes_round_once_a_second_within_its_bounds() {
+        let buckets = 1 << 18;
+        let start = 1_764_806_400_000_000_000u64;
+        let mut pace = ExpiryPace::default();
+        // The first step after start-up: the round starts there.
+        assert_eq!(pace.step(start, buckets), 1);
+        // Busy: a burst every 8 µs for 3 s of packet time (about two
+        // buckets a burst pay for a round a second).
+        let mut visited = 0usize;
+        let mut t = start;
+        while t < start + 3 * EXPIRE_SWEEP_NS {
+            t += 8_000;
+            let n = pace.step(t, buckets);
+            assert!((1..=EXPIRE_STEP_BUCKETS).contains(&n), "{n} buckets");
+            visited += n;
+        }
+        // Three rounds.
+        let rounds = visited as f64 / buckets as f64;
+        assert!((2.9..3.1).contains(&rounds), "{rounds} rounds in 3 s");
+        // Busier than a round a second needs (a burst every µs): the floor
+        // of one bucket a burst; a clock that stands still moves it too.
+        for _ in 0..1000 {
+            t += 1_000;
+            assert_eq!(pace.step(t, buckets), 1);
+        }
+        assert_eq!(pace.step(t, buckets), 1);
+        // Quiet: a burst every 10 ms gets the full step.
+        for _ in 0..100 {
+            t += 10_000_000;
+            assert_eq!(pace.step(t, buckets), EXPIRE_STEP_BUCKETS);
+        }
     }
 
     #[test]

@@ -767,12 +767,14 @@ impl Worker {
                 rx.poll_burst(
                     self.cfg.burst_max,
                     &mut Tracked {
-                        lane,
+                        job: Unparsed {
+                            lane,
+                            queue: &mut self.queue,
+                            cfg: &self.cfg,
+                            now_ns: self.now_ns,
+                            abort: self.abort.as_deref(),
+                        },
                         flows,
-                        queue: &mut self.queue,
-                        cfg: &self.cfg,
-                        now_ns: self.now_ns,
-                        abort: self.abort.as_deref(),
                     },
                 )
             }
@@ -861,7 +863,8 @@ impl Worker {
     }
 }
 
-/// The sink of [`Worker::poll_once`]'s fast path: one job, no parse.
+/// The sink of [`Worker::poll_once`]'s fast path: one job, no parse (and,
+/// in [`Tracked`], the job of the flows fast path).
 struct Unparsed<'a> {
     lane: &'a mut Lane,
     queue: &'a mut WorkerCounters,
@@ -882,31 +885,28 @@ impl FrameSink for Unparsed<'_> {
 /// The sink of [`Worker::poll_once`] for one job whose only parse-needing
 /// policy is the flow table (no sampling, no anonymisation).
 struct Tracked<'a> {
-    lane: &'a mut Lane,
+    job: Unparsed<'a>,
     flows: &'a mut Flows,
-    queue: &'a mut WorkerCounters,
-    cfg: &'a WorkerConfig,
-    now_ns: u64,
-    abort: Option<&'a AtomicBool>,
 }
 
 impl FrameSink for Tracked<'_> {
     #[inline(always)]
     fn frame(&mut self, mut frame: Frame<'_>) {
-        count_rx(self.queue, &mut frame);
-        if let Some(f) = &self.lane.policies.filter
+        let Tracked { job, flows } = self;
+        count_rx(job.queue, &mut frame);
+        if let Some(f) = &job.lane.policies.filter
             && !f.matches(frame.data, frame.wire_len)
         {
-            self.lane.local.filter_packets += 1;
+            job.lane.local.filter_packets += 1;
             return;
         }
         // The common frame goes to the table without a PacketInfo
         // (`parse_common`); any other takes the full parse, a call.
         if let Some(c) = flow::parse_common(frame.data) {
-            self.lane.local.parsed_ip += 1;
-            self.flows.push_common(&c, &frame, self.now_ns);
-            self.lane
-                .record(&frame, None, self.cfg, self.now_ns, self.abort);
+            job.lane.local.parsed_ip += 1;
+            flows.push_common(&c, &frame, job.now_ns);
+            job.lane
+                .record(&frame, None, job.cfg, job.now_ns, job.abort);
         } else {
             self.other(&frame);
         }
@@ -919,14 +919,15 @@ impl Tracked<'_> {
     fn other(&mut self, frame: &Frame<'_>) {
         let p = flow::parse_frame(frame.data);
         let mut hash = None;
-        self.lane.keep(
+        let Tracked { job, flows } = self;
+        job.lane.keep(
             frame,
             &p,
             &mut hash,
-            Some(&mut *self.flows),
-            self.cfg,
-            self.now_ns,
-            self.abort,
+            Some(&mut **flows),
+            job.cfg,
+            job.now_ns,
+            job.abort,
         );
     }
 }

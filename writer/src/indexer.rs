@@ -473,8 +473,9 @@ enum Msg {
 const FEED_DEPTH: usize = 64;
 
 /// How much nicer the index thread makes itself than the thread that
-/// starts it (the series' writer): at nice 5 against 0 its scheduling weight
-/// is 335 against 1024.
+/// creates the series (in `linecap capture` the main thread, whose
+/// niceness the writer threads inherit): at nice 5 against 0 its
+/// scheduling weight is 335 against 1024.
 pub const INDEX_NICE: i32 = 5;
 
 /// The writer's end of its index thread.

@@ -827,8 +827,11 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        // Only the index thread: the niceness is per thread on Linux.
+        let after = rustix::process::nice(0).expect("our own niceness");
         drop(feed);
         assert_eq!(seen, Some((ours + INDEX_NICE).min(19)));
+        assert_eq!(after, ours, "the whole process was niced");
     }
 
     #[test]

@@ -128,8 +128,9 @@ pub const EXPIRE_SWEEP_NS: u64 = 1_000_000_000;
 /// was, so a flow still ends at most one round after it is due.
 #[derive(Debug, Default, Clone, Copy)]
 struct ExpiryPace {
-    /// Packet time up to which the round is paid for.
-    paid_ns: u64,
+    /// Packet time up to which the round is paid for (`None` before the
+    /// first burst).
+    paid_ns: Option<u64>,
 }
 
 impl ExpiryPace {
@@ -138,15 +139,15 @@ impl ExpiryPace {
     #[inline(always)]
     fn step(&mut self, now_ns: u64, buckets: usize) -> usize {
         let per_bucket = (EXPIRE_SWEEP_NS / buckets.max(1) as u64).max(1);
-        if self.paid_ns == 0 {
-            // The first burst: the round starts now.
-            self.paid_ns = now_ns;
-        }
-        // A backlog beyond one round buys nothing (the step is capped).
-        self.paid_ns = self.paid_ns.max(now_ns.saturating_sub(EXPIRE_SWEEP_NS));
-        let due = now_ns.saturating_sub(self.paid_ns) / per_bucket;
+        // The first burst starts the round; a backlog beyond one round buys
+        // nothing (the step is capped).
+        let paid = self
+            .paid_ns
+            .unwrap_or(now_ns)
+            .max(now_ns.saturating_sub(EXPIRE_SWEEP_NS));
+        let due = now_ns.saturating_sub(paid) / per_bucket;
         let n = (due.min(EXPIRE_STEP_BUCKETS as u64) as usize).max(1);
-        self.paid_ns += n as u64 * per_bucket;
+        self.paid_ns = Some(paid + n as u64 * per_bucket);
         n
     }
 }

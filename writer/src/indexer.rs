@@ -509,8 +509,8 @@ impl IndexFeed {
             // indexing (~150 µs a MiB measured in `bench writer`). Niced, it
             // runs while the writer waits on the disk or on another core. An
             // increment is always allowed, so this cannot fail in a way that
-            // matters; on a core saturated by normal-priority threads it
-            // still gets about a quarter of its share, and if it falls
+            // matters; on a core it shares with one busy normal-priority
+            // thread it still gets about a quarter of it, and if it falls
             // behind, the file's index is given up and counted (`skipped`).
             let _ = rustix::process::nice(INDEX_NICE);
             let mut b = IndexBuilder::new();

@@ -68,14 +68,15 @@ fn batches(corpus: &[u8]) -> Vec<(BatchMeta, Vec<u8>)> {
 
 /// One writer thread on `batches` for `seconds` into a new series in `dir`,
 /// files of 256 MiB synced at completion (the capture's default), the last
-/// one's sync timed too: (MB/s of ERF in, ERF bytes ÷ file bytes).
+/// one's sync timed too: (MB/s of ERF in, ERF bytes ÷ file bytes, files
+/// whose index the index thread gave up).
 fn run_writer(
     dir: &Path,
     batches: &[(BatchMeta, Vec<u8>)],
     compress: bool,
     direct_io: bool,
     seconds: f64,
-) -> (f64, f64) {
+) -> (f64, f64, u64) {
     let mut s = FileSeries::new(SeriesConfig {
         compress,
         direct_io,
@@ -99,7 +100,7 @@ fn run_writer(
     // Not timed: the index thread's last index. A figure bought by indexes
     // given up (the thread fell behind) would not be the writer's.
     s.finish().unwrap();
-    let c = s.counters();
+    let c = *s.counters();
     if c.index_skipped > 0 {
         println!(
             "warning: the index thread fell behind this run: {} of {} files without an index \
@@ -111,7 +112,7 @@ fn run_writer(
     let ratio = c.bytes_erf as f64 / c.bytes_file as f64;
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
-    (bytes as f64 / el / 1e6, ratio)
+    (bytes as f64 / el / 1e6, ratio, c.index_skipped)
 }
 
 pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
@@ -131,8 +132,9 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     // LZ4: what one thread compresses (CPU-bound), next to the lz4 CLI.
     let mut rates = Vec::new();
     let mut ratio = 1.0;
+    let mut skipped = 0;
     for run in 0..3 {
-        let (r, q) = run_writer(
+        let (r, q, k) = run_writer(
             &tmp.join(format!("lz4-{run}")),
             &batches,
             true,
@@ -141,12 +143,13 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         );
         rates.push(r);
         ratio = q;
+        skipped += k;
     }
     let mbps = median(rates);
     println!("{:<36} {mbps:>10.0} {ratio:>8.2}", "linecap LZ4 frames");
     out.push(serde_json::json!({
         "suite": "writer", "tool": "linecap LZ4 frames", "mb_per_s_median_of_3": mbps, "ratio": ratio,
-        "direct_io": false,
+        "direct_io": false, "index_skipped": skipped,
     }));
     // The lz4 CLI on the same bytes (about 64 MiB of the repeated corpus).
     let input = tmp.join("corpus.erf");
@@ -236,20 +239,22 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         ("fio 1M, direct, 512M rewritten", None, true, false),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut skipped = vec![0u64; configs.len()];
     let mut dd_fallback = false;
     for run in 0..3 {
         for (i, (_, writer_direct, direct, fresh)) in configs.iter().enumerate() {
             let r = match writer_direct {
-                Some(d) => Some(
-                    run_writer(
+                Some(d) => {
+                    let (r, _, k) = run_writer(
                         &tmp.join(format!("plain-{i}-{run}")),
                         &batches,
                         false,
                         *d,
                         seconds / 3.0,
-                    )
-                    .0,
-                ),
+                    );
+                    skipped[i] += k;
+                    Some(r)
+                }
                 None => fio(&tmp, *direct, *fresh, seconds / 3.0).or_else(|| {
                     dd_fallback = true;
                     (*fresh).then(|| dd(&tmp, *direct)).flatten()
@@ -266,7 +271,9 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         );
     }
     let mut fig = Vec::new();
-    for ((name, writer_direct, direct, fresh), r) in configs.iter().zip(rates) {
+    for (((name, writer_direct, direct, fresh), r), skipped) in
+        configs.iter().zip(rates).zip(skipped)
+    {
         if r.is_empty() {
             fig.push(None);
             continue;
@@ -281,6 +288,9 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
             "suite": "writer", "tool": name, "mb_per_s_median_of_3": mbps,
             "direct": writer_direct.unwrap_or(*direct), "new_blocks": *fresh || writer_direct.is_some(),
             "synced": writer_direct.is_some() || !direct,
+            // Files whose index the thread gave up (writer rows): a figure
+            // with any is not the writer's with indexes.
+            "index_skipped": writer_direct.map(|_| skipped),
         }));
     }
     // issue 19's goal row: the writer with compression off ÷ fio --direct=1,

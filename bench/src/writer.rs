@@ -227,7 +227,7 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     }));
     // Compression off: what the disk takes. The writer's two modes and fio
     // (1 MiB sequential writes to the same directory), interleaved in short
-    // rounds (about a second each, 3 to 12 of them) so that the members of
+    // rounds (one per second of --seconds, 3 to 12 of them) so that the members of
     // a round see the same disk: on this project's VMs the disk's rate
     // drifts 10-15 % from minute to minute, more than most changes. The goal
     // ratio is the median of the per-round ratios. fio: buffered with a
@@ -283,6 +283,7 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
             fig.push(None);
             continue;
         }
+        let got = r.len();
         let mbps = median(r);
         println!(
             "{name:<36} {mbps:>10.0} {:>8}",
@@ -290,7 +291,7 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         );
         fig.push(Some(mbps));
         out.push(serde_json::json!({
-            "suite": "writer", "tool": name, "mb_per_s_median": mbps, "rounds": rounds,
+            "suite": "writer", "tool": name, "mb_per_s_median": mbps, "rounds": got,
             "direct": writer_direct.unwrap_or(*direct), "new_blocks": *fresh || writer_direct.is_some(),
             "synced": writer_direct.is_some() || !direct,
             // Files whose index the thread gave up (writer rows): a figure

@@ -1116,8 +1116,9 @@ impl FlowTable {
     /// by `buckets_max * WAYS` slots whatever the table's size: the worker
     /// calls this once per burst (and per idle poll) with 1 to
     /// [`EXPIRE_STEP_BUCKETS`], so a flow ends at most one cursor round
-    /// (`capacity / WAYS / buckets_max` calls) after it is due. The lines of
-    /// the next `buckets_max` buckets are prefetched for the next call.
+    /// (`capacity / WAYS / buckets_max` calls) after it is due. For the next
+    /// call, the tag line of the next bucket and the hot lines of the next
+    /// `buckets_max` buckets (up to the table's end) are prefetched.
     /// Returns the slots looked at.
     pub fn expire_step(
         &mut self,

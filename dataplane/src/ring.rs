@@ -15,10 +15,26 @@
 //! Memory layout of the region (offsets from its start):
 //!
 //! ```text
-//! 0      control block: head (producer), tail (consumer), closed flag; 64-byte padded each
-//! 256    slot 0: BatchMeta (padded to 128 bytes) then `batch_bytes` of records
-//! 256+S  slot 1 ...           (S = slot stride, a multiple of 64)
+//! 0        control block: head (producer), tail (consumer), closed flag,
+//!          the writer's phase; 64-byte padded each (one 4 KiB page)
+//! 4096     slot 0: BatchMeta and the slot's phase (one 4 KiB page), then the
+//!          record area: 4096 + batch_bytes (rounded up to 4 KiB) bytes
+//! 4096+S   slot 1 ...           (S = slot stride, a multiple of 4 KiB)
 //! ```
+//!
+//! **Records at the file's phase** (issue 19 item 5). The record area of
+//! every slot starts on a 4 KiB boundary, and a batch's records start
+//! `phase` bytes into it (0 ≤ phase < 4096): the offset, modulo 4 KiB, at
+//! which they will land in the writer's file. A writer with `O_DIRECT`
+//! then writes the batch from the slot itself: it puts the bytes of the
+//! file's last partial block (exactly `phase` of them) in front of the
+//! records, zeros after them to the next block, and writes the aligned
+//! span; no copy of the batch. The writer publishes, after each batch,
+//! the phase at which the next slot's records would start
+//! ([`Consumer::publish_phase`]); the producer adds the lengths of the
+//! batches it committed since then ([`Producer::acquire`]). A phase that
+//! turns out wrong (a rotation, a dropped batch, a publication not yet
+//! seen) costs the writer one copy of that batch, never a wrong byte.
 //!
 //! The region comes from 2 MiB hugepages when they are reserved
 //! (`vm.nr_hugepages`), else from normal pages; it is pre-faulted at start-up
@@ -31,12 +47,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use linecap_wire::batch::BatchMeta;
 use memmap2::{MmapMut, MmapOptions};
 
-const CONTROL_BYTES: usize = 256;
-const META_BYTES: usize = 128;
+/// Alignment of every slot's record area, and the modulus of its phase:
+/// 4 KiB suits `O_DIRECT` on every logical block size Linux devices have.
+pub const SLOT_ALIGN: usize = 4096;
+const CONTROL_BYTES: usize = SLOT_ALIGN;
+/// The slot's header page: its `BatchMeta`, then (at `PHASE_AT`) its phase.
+const META_BYTES: usize = SLOT_ALIGN;
+const PHASE_AT: usize = 128;
 const CACHE_LINE: usize = 64;
 const HUGEPAGE_BYTES: usize = 2 << 20;
+/// Bits of the packed (slot index, phase) the writer publishes.
+const PHASE_BITS: u32 = SLOT_ALIGN.trailing_zeros();
 
-const _: () = assert!(std::mem::size_of::<BatchMeta>() <= META_BYTES);
+const _: () = assert!(std::mem::size_of::<BatchMeta>() <= PHASE_AT);
+const _: () = assert!(SLOT_ALIGN.is_power_of_two());
 const _: () = assert!(std::mem::align_of::<BatchMeta>() <= CACHE_LINE);
 
 /// Where the ring's memory should come from.
@@ -71,7 +95,21 @@ struct Control {
     _pad1: [u8; CACHE_LINE - 8],
     closed: AtomicBool,
     _pad2: [u8; CACHE_LINE - 1],
+    /// The writer's phase: `index << PHASE_BITS | phase`, where `phase` is
+    /// where the records of slot `index` would start in its file, modulo
+    /// [`SLOT_ALIGN`] (0 until the writer says).
+    phase: AtomicU64,
+    /// Bytes the writer's file takes before it rotates by size, for the
+    /// slot of the last `phase`: `tag << LEFT_BITS | bytes`, where `tag` is
+    /// that slot's index modulo 2^24 (a publication half seen is ignored).
+    phase_left: AtomicU64,
+    _pad3: [u8; CACHE_LINE - 16],
 }
+
+/// Bits of `Control::phase_left` for the byte count; its largest value
+/// means "no rotation in sight".
+const LEFT_BITS: u32 = 40;
+const LEFT_MAX: u64 = (1 << LEFT_BITS) - 1;
 
 const _: () = assert!(std::mem::size_of::<Control>() <= CONTROL_BYTES);
 
@@ -84,6 +122,10 @@ struct Shared {
     mask: u64,
     stride: usize,
     batch_bytes: usize,
+    /// Bytes of a slot's record area (`SLOT_ALIGN` + `batch_bytes`
+    /// rounded up to `SLOT_ALIGN`): room for any phase and the zeros to
+    /// the block after the records.
+    area_bytes: usize,
     hugepages: bool,
 }
 
@@ -112,6 +154,18 @@ impl Shared {
     }
 }
 
+/// Bytes of the region of a ring of `slots` slots holding `batch_bytes` of
+/// records each (before rounding up to hugepages), saturating.
+pub fn region_bytes(slots: u64, batch_bytes: u64) -> u64 {
+    let rounded = batch_bytes
+        .checked_next_multiple_of(SLOT_ALIGN as u64)
+        .unwrap_or(u64::MAX);
+    let area = (SLOT_ALIGN as u64).saturating_add(rounded);
+    slots
+        .saturating_mul(area.saturating_add(META_BYTES as u64))
+        .saturating_add(CONTROL_BYTES as u64)
+}
+
 /// Create a ring; returns its two handles.
 pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
     if cfg.slots < 2 || !cfg.slots.is_power_of_two() {
@@ -130,13 +184,19 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
             ),
         ));
     }
-    let stride = (META_BYTES + cfg.batch_bytes).next_multiple_of(CACHE_LINE);
+    let area_bytes = SLOT_ALIGN + cfg.batch_bytes.next_multiple_of(SLOT_ALIGN);
+    let stride = META_BYTES + area_bytes;
     let len = stride
         .checked_mul(cfg.slots)
         .and_then(|b| b.checked_add(CONTROL_BYTES))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring size overflows"))?;
     let (mut map, hugepages) = map_region(len, cfg.hugepages)?;
     let base = map.as_mut_ptr();
+    // SAFETY: the region starts with a zeroed `Control` (see `control`);
+    // nothing else holds the region yet.
+    unsafe { &*(base as *const Control) }
+        .phase_left
+        .store(LEFT_MAX, Ordering::Relaxed);
     let shared = Arc::new(Shared {
         _map: map,
         base,
@@ -144,6 +204,7 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
         mask: cfg.slots as u64 - 1,
         stride,
         batch_bytes: cfg.batch_bytes,
+        area_bytes,
         hugepages,
     });
     Ok((
@@ -152,12 +213,17 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
             head: 0,
             cached_tail: 0,
             acquired: false,
+            data: std::ptr::null_mut(),
+            committed_bytes: 0,
+            starts: vec![(u64::MAX, 0); cfg.slots],
+            file_started: None,
         },
         Consumer {
             shared,
             tail: 0,
             cached_head: 0,
             peeked: false,
+            lent: None,
         },
     ))
 }
@@ -191,7 +257,21 @@ pub struct Producer {
     head: u64,
     cached_tail: u64,
     acquired: bool,
+    /// Where the held slot's records start (its area plus its phase).
+    data: *mut u8,
+    /// Record bytes of every slot committed so far.
+    committed_bytes: u64,
+    /// For the last `slots` slots: (index, `committed_bytes` when it was
+    /// acquired), to add the lengths since the writer's published phase.
+    starts: Vec<(u64, u64)>,
+    /// The last slot [`Producer::start_file`] placed at phase 0.
+    file_started: Option<u64>,
 }
+
+// SAFETY: `data` points into the region `shared` keeps alive and is only
+// dereferenced through `&mut self` while the producer owns the slot (see
+// `slot_mut`); moving the handle to another thread moves that ownership.
+unsafe impl Send for Producer {}
 
 impl Producer {
     /// Bytes of records one slot holds.
@@ -218,8 +298,92 @@ impl Producer {
                 return false;
             }
         }
+        let phase = self.phase_of_head();
+        let p = self.shared.slot_ptr(self.head);
+        // SAFETY: the slot at `head` lies inside the region and is owned by
+        // the producer (head - tail < slots, as in `slot_mut`); its header
+        // page holds the phase at PHASE_AT (8-byte aligned, inside the page),
+        // and `META_BYTES + phase` is inside the slot (phase < SLOT_ALIGN).
+        unsafe {
+            (p.add(PHASE_AT) as *mut u64).write(phase as u64);
+            self.data = p.add(META_BYTES + phase);
+        }
         self.acquired = true;
         true
+    }
+
+    /// Where the records of the slot at `head` will start in the writer's
+    /// file, modulo [`SLOT_ALIGN`]: from the writer's last published phase
+    /// (or the last slot this side started a file with, if newer), plus the
+    /// bytes committed since; when those bytes reach what the file takes
+    /// before it rotates by size, from the first slot of the next file
+    /// instead. 0 when the slot it was published for is too old to know
+    /// (the writer then copies one batch).
+    fn phase_of_head(&mut self) -> usize {
+        let c = self.shared.control();
+        let packed = c.phase.load(Ordering::Acquire);
+        let left_packed = c.phase_left.load(Ordering::Relaxed);
+        let (mut at, mut phase) = (packed >> PHASE_BITS, packed & (SLOT_ALIGN as u64 - 1));
+        let tag_mask = (1u64 << (64 - LEFT_BITS)) - 1;
+        let mut left = if left_packed >> LEFT_BITS == at & tag_mask {
+            left_packed & LEFT_MAX
+        } else {
+            LEFT_MAX
+        };
+        if let Some(r) = self.file_started.filter(|&r| r >= at) {
+            (at, phase, left) = (r, 0, LEFT_MAX);
+        }
+        let placed = self.place(at, phase, left);
+        self.starts[self.head as usize & self.shared.mask as usize] =
+            (self.head, self.committed_bytes);
+        placed.map_or(0, |p| (p & (SLOT_ALIGN as u64 - 1)) as usize)
+    }
+
+    /// [`Producer::phase_of_head`]'s reckoning (not reduced modulo 4 KiB).
+    fn place(&self, at: u64, phase: u64, left: u64) -> Option<u64> {
+        let h = self.head;
+        let start_of = |k: u64| -> Option<u64> {
+            if k == h {
+                return Some(self.committed_bytes);
+            }
+            let (idx, start) = self.starts[k as usize & self.shared.mask as usize];
+            (idx == k && k < h).then_some(start)
+        };
+        let s0 = start_of(at)?;
+        let since = self.committed_bytes.wrapping_sub(s0);
+        if since < left || left == LEFT_MAX {
+            return Some(phase.wrapping_add(since));
+        }
+        // The file rotates after the first slot that brings it to `left`
+        // bytes: the next file starts with the slot after it (at the
+        // latest with `head`, whose start is `since` >= `left` bytes on).
+        let mut k = at;
+        while k < h {
+            k += 1;
+            let sk = start_of(k)?;
+            if sk.wrapping_sub(s0) >= left {
+                return Some(self.committed_bytes.wrapping_sub(sk));
+            }
+        }
+        None
+    }
+
+    /// The held slot starts a new file of the writer's (a time rotation:
+    /// its batch is flagged `ROTATE_BEFORE`): place its records at phase 0,
+    /// and those of the slots after it from there until the writer says
+    /// otherwise. Call before writing any record into the slot.
+    pub fn start_file(&mut self) {
+        if !self.acquired {
+            return;
+        }
+        self.file_started = Some(self.head);
+        let p = self.shared.slot_ptr(self.head);
+        // SAFETY: as in `acquire`: the held slot is the producer's; phase 0
+        // puts the records at the start of its record area.
+        unsafe {
+            (p.add(PHASE_AT) as *mut u64).write(0);
+            self.data = p.add(META_BYTES);
+        }
     }
 
     /// Whether a slot is held.
@@ -242,9 +406,12 @@ impl Producer {
         // release-store of head in `commit`. `&mut self` makes this the only
         // reference. The slot starts 64-byte aligned, enough for BatchMeta,
         // and any bit pattern is a valid BatchMeta (plain integers).
+        // `data` (set by `acquire`) is the held slot's area plus its phase,
+        // which leaves `batch_bytes` inside the area (area_bytes >=
+        // SLOT_ALIGN + batch_bytes).
         unsafe {
             let meta = &mut *(p as *mut BatchMeta);
-            let data = std::slice::from_raw_parts_mut(p.add(META_BYTES), self.shared.batch_bytes);
+            let data = std::slice::from_raw_parts_mut(self.data, self.shared.batch_bytes);
             (meta, data)
         }
     }
@@ -256,6 +423,12 @@ impl Producer {
         if !self.acquired {
             return;
         }
+        let len = self
+            .slot_mut()
+            .0
+            .records_len
+            .min(self.shared.batch_bytes as u64);
+        self.committed_bytes = self.committed_bytes.wrapping_add(len);
         self.head += 1;
         self.acquired = false;
         self.shared
@@ -308,6 +481,19 @@ pub struct Batch<'a> {
     pub records: &'a [u8],
 }
 
+/// A committed slot as the consumer may change it: the whole record area,
+/// for a writer that writes the batch from the slot (see the module's
+/// "records at the file's phase").
+pub struct BatchMut<'a> {
+    /// What the slot holds.
+    pub meta: &'a BatchMeta,
+    /// The slot's record area: [`SLOT_ALIGN`]-aligned, room for the phase,
+    /// the records and the zeros to the next [`SLOT_ALIGN`] boundary.
+    pub area: &'a mut [u8],
+    /// The records are `area[at..at + meta.records_len]` (`at` < [`SLOT_ALIGN`]).
+    pub at: usize,
+}
+
 /// The writer side of a ring: reads committed slots in place and releases them.
 pub struct Consumer {
     shared: Arc<Shared>,
@@ -315,6 +501,38 @@ pub struct Consumer {
     cached_head: u64,
     /// `peek` returned the slot at `tail` and it has not been released.
     peeked: bool,
+    /// The slot at `tail`, lent ([`Consumer::lend`]); released (and
+    /// changed) only once every other `Arc` of it is gone.
+    lent: Option<Arc<SlotLoan>>,
+}
+
+/// A committed slot's record area lent out for reading ([`Consumer::lend`]),
+/// to another thread too (the writer's index thread): the slot is neither
+/// released to the producer nor given out writable until every `Arc` of
+/// the loan is dropped.
+pub struct SlotLoan {
+    /// Keeps the mapping alive.
+    _shared: Arc<Shared>,
+    area: *const u8,
+    len: usize,
+}
+
+// SAFETY: the loan only reads slot memory, which the mapping held by
+// `_shared` keeps alive; while any `Arc<SlotLoan>` lives, the consumer that
+// made it neither releases the slot (so the producer cannot write it) nor
+// hands out `&mut` views of it (`wait_loans` in `release` and `peek_mut`),
+// so no thread writes the bytes while they are read.
+unsafe impl Send for SlotLoan {}
+// SAFETY: as above: every access through a shared `SlotLoan` is a read.
+unsafe impl Sync for SlotLoan {}
+
+impl AsRef<[u8]> for SlotLoan {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `area..area + len` is the lent slot's record area, inside
+        // the live mapping and not written while the loan exists (see the
+        // `Send` impl).
+        unsafe { std::slice::from_raw_parts(self.area, self.len) }
+    }
 }
 
 impl Consumer {
@@ -334,12 +552,99 @@ impl Consumer {
         // slot with a release-store after writing it, and will not touch it
         // again until `release` stores tail past it. The slot lies inside the
         // region and is 64-byte aligned; any bit pattern is a valid BatchMeta.
+        // The phase at PHASE_AT was written by the producer when it
+        // acquired the slot (before the commit), and is clamped here.
         unsafe {
             let meta = &*(p as *const BatchMeta);
             let len = (meta.records_len as usize).min(self.shared.batch_bytes);
-            let records = std::slice::from_raw_parts(p.add(META_BYTES), len);
+            let at = (*(p.add(PHASE_AT) as *const u64) as usize).min(SLOT_ALIGN - 1);
+            let records = std::slice::from_raw_parts(p.add(META_BYTES + at), len);
             Some(Batch { meta, records })
         }
+    }
+
+    /// [`Consumer::peek`] with the slot's whole record area, writable: the
+    /// writer may put bytes in front of the records and after them (never
+    /// in them) before writing the area out. The producer does not touch
+    /// the slot until [`Consumer::release`].
+    #[inline]
+    pub fn peek_mut(&mut self) -> Option<BatchMut<'_>> {
+        self.wait_loans();
+        self.peek()?;
+        let p = self.shared.slot_ptr(self.tail);
+        // SAFETY: as in `peek` (which just succeeded, so tail < head and the
+        // slot is the consumer's until `release`); the header page and the
+        // record area do not overlap (META_BYTES + area_bytes = stride),
+        // and `&mut self` makes these the only references to the slot.
+        unsafe {
+            let meta = &*(p as *const BatchMeta);
+            let len = (meta.records_len as usize).min(self.shared.batch_bytes);
+            let at = (*(p.add(PHASE_AT) as *const u64) as usize).min(SLOT_ALIGN - 1);
+            let area = std::slice::from_raw_parts_mut(p.add(META_BYTES), self.shared.area_bytes);
+            debug_assert!(at + len <= area.len());
+            Some(BatchMut { meta, area, at })
+        }
+    }
+
+    /// Lend the peeked slot's whole record area for reading, as an `Arc`
+    /// that may go to other threads; `None` if no slot is peeked.
+    /// [`Consumer::release`] and [`Consumer::peek_mut`] wait until every
+    /// clone of it is dropped.
+    pub fn lend(&mut self) -> Option<Arc<SlotLoan>> {
+        if !self.peeked || self.tail >= self.cached_head {
+            return None;
+        }
+        if let Some(l) = &self.lent {
+            return Some(l.clone());
+        }
+        let p = self.shared.slot_ptr(self.tail);
+        // SAFETY: the peeked slot lies inside the region; its record area
+        // starts META_BYTES in and is area_bytes long (the stride's rest).
+        let area = unsafe { p.add(META_BYTES) } as *const u8;
+        let l = Arc::new(SlotLoan {
+            _shared: self.shared.clone(),
+            area,
+            len: self.shared.area_bytes,
+        });
+        self.lent = Some(l.clone());
+        Some(l)
+    }
+
+    /// Wait (spin, yield, then sleep) until the lent slot, if any, is back.
+    fn wait_loans(&mut self) {
+        let Some(mut l) = self.lent.take() else {
+            return;
+        };
+        let mut polls: u32 = 0;
+        // `get_mut` succeeds once ours is the only `Arc`, and synchronises
+        // with the other holders' drops (acquire), so their reads happen
+        // before the slot is written again.
+        while Arc::get_mut(&mut l).is_none() {
+            polls = polls.saturating_add(1);
+            if polls < 64 {
+                std::hint::spin_loop();
+            } else if polls < 1024 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+    }
+
+    /// Say where the records of the next slot (the one after the slot last
+    /// peeked, or the first one) would start in the writer's file, modulo
+    /// [`SLOT_ALIGN`], and how many bytes that file takes before it
+    /// rotates by size (`None`: no size rotation); the producer places the
+    /// records of the slots it acquires from then on accordingly.
+    pub fn publish_phase(&self, phase: usize, bytes_to_rotation: Option<u64>) {
+        let next = self.tail + u64::from(self.peeked);
+        let tag = next & ((1u64 << (64 - LEFT_BITS)) - 1);
+        let left = bytes_to_rotation.map_or(LEFT_MAX, |b| b.min(LEFT_MAX - 1));
+        let c = self.shared.control();
+        c.phase_left
+            .store((tag << LEFT_BITS) | left, Ordering::Relaxed);
+        let packed = (next << PHASE_BITS) | (phase & (SLOT_ALIGN - 1)) as u64;
+        c.phase.store(packed, Ordering::Release);
     }
 
     /// Return the slot last seen by [`Consumer::peek`] to the producer.
@@ -348,6 +653,7 @@ impl Consumer {
         // A release with no peeked slot (a second release, or one before any
         // peek) is a no-op in every build: it must never free a committed
         // slot the writer has not read.
+        self.wait_loans();
         if self.peeked && self.tail < self.cached_head {
             self.peeked = false;
             self.tail += 1;
@@ -455,6 +761,140 @@ mod tests {
         c.release(); // a stray second release, in debug and release builds alike
         assert_eq!(c.occupancy(), 1, "the stray release freed a slot");
         assert_eq!(c.peek().unwrap().meta.seq, 1, "batch 1 must still be there");
+    }
+
+    /// The producer places each slot's records at the phase the writer
+    /// published plus the bytes committed since; the area is aligned and
+    /// has room for the phase, the records and the zeros after them.
+    #[test]
+    fn records_start_at_the_published_phase() {
+        let (mut p, mut c) = ring(cfg(4)).unwrap();
+        let put = |p: &mut Producer, len: usize, tag: u8| {
+            assert!(p.acquire());
+            let (meta, data) = p.slot_mut();
+            data[..len].fill(tag);
+            meta.records_len = len as u64;
+            p.commit();
+        };
+        // Nothing published: phase 0 for the first slot, then the lengths add.
+        put(&mut p, 100, 1);
+        put(&mut p, 5000, 2);
+        let want = |len_before: usize| len_before % SLOT_ALIGN;
+        let b = c.peek_mut().unwrap();
+        assert_eq!(b.at, 0);
+        assert_eq!(b.area.as_ptr().align_offset(SLOT_ALIGN), 0);
+        assert!(b.area.len() >= SLOT_ALIGN + (1 << 16));
+        assert!(b.area[..100].iter().all(|&x| x == 1));
+        c.publish_phase(700, None); // the writer's file: slot 1 starts at 700
+        c.release();
+        let b = c.peek_mut().unwrap();
+        assert_eq!(b.at, want(100), "slot 1 was placed before the publication");
+        assert!(b.area[b.at..b.at + 5000].iter().all(|&x| x == 2));
+        c.release();
+        // Slot 2 is acquired after it: 700 + 5000 (slot 1's length).
+        put(&mut p, 3, 3);
+        put(&mut p, 9, 4);
+        let b = c.peek().unwrap();
+        assert_eq!(b.records, &[3, 3, 3]);
+        assert_eq!(c.peek_mut().unwrap().at, (700 + 5000) % SLOT_ALIGN);
+        c.publish_phase(4095, None);
+        c.release();
+        let b = c.peek_mut().unwrap();
+        assert_eq!(b.at, (700 + 5000 + 3) % SLOT_ALIGN);
+        c.release();
+        // Published for slot 3, already placed: slot 4 adds its length.
+        put(&mut p, 1, 5);
+        assert_eq!(c.peek_mut().unwrap().at, (4095 + 9) % SLOT_ALIGN);
+        assert_eq!(c.peek().unwrap().records, &[5]);
+        c.release();
+        // A publication for a slot whose start the producer no longer
+        // remembers (older than the ring): phase 0, never a wrong place.
+        let (mut p, mut c) = ring(cfg(2)).unwrap();
+        c.publish_phase(123, None); // for slot 0, not yet acquired: taken as is
+        for i in 0..5u8 {
+            put(&mut p, 10, i);
+            let at = c.peek_mut().unwrap().at;
+            assert_eq!(
+                at,
+                if i < 3 { 123 + 10 * i as usize } else { 0 },
+                "slot {i}"
+            );
+            c.release();
+        }
+        put(&mut p, 10, 9);
+        assert_eq!(c.peek_mut().unwrap().at, 0);
+    }
+
+    /// With the bytes the writer's file takes before it rotates by size,
+    /// the first slot of the next file is placed at phase 0 and those after
+    /// it from there; a slot that starts a file by time likewise.
+    #[test]
+    fn the_next_file_starts_at_phase_0() {
+        let (mut p, mut c) = ring(cfg(8)).unwrap();
+        let put = |p: &mut Producer, len: usize, new_file: bool| {
+            assert!(p.acquire());
+            if new_file {
+                p.start_file();
+            }
+            let (meta, data) = p.slot_mut();
+            data[..len].fill(7);
+            meta.records_len = len as u64;
+            p.commit();
+        };
+        // Slot 0 at 100; the file rotates once 10 000 more bytes are in it.
+        c.publish_phase(100, Some(10_000));
+        put(&mut p, 6_000, false); // slot 0: 100
+        put(&mut p, 6_000, false); // slot 1: 6 100 (the file reaches 12 000 >= 10 000)
+        put(&mut p, 500, false); // slot 2: a new file, 0
+        put(&mut p, 300, false); // slot 3: 500
+        put(&mut p, 300, true); // slot 4: a new file by time, 0
+        put(&mut p, 300, false); // slot 5: 300
+        let mut ats = Vec::new();
+        while let Some(b) = c.peek_mut() {
+            ats.push(b.at);
+            c.release();
+        }
+        assert_eq!(ats, [100, 6_100 % SLOT_ALIGN, 0, 500, 0, 300]);
+        // The writer's word for a slot after the one started by time wins.
+        c.publish_phase(40, None);
+        put(&mut p, 10, false);
+        assert_eq!(c.peek_mut().unwrap().at, 40);
+    }
+
+    /// A lent slot is released (and given out writable) only once every
+    /// `Arc` of the loan is gone, wherever it went.
+    #[test]
+    fn a_lent_slot_comes_back_only_when_the_loan_ends() {
+        let (mut p, mut c) = ring(cfg(2)).unwrap();
+        for i in 0..2u8 {
+            assert!(p.acquire());
+            let (meta, data) = p.slot_mut();
+            data[..4].fill(i + 1);
+            meta.records_len = 4;
+            p.commit();
+        }
+        assert!(c.lend().is_none(), "nothing peeked, nothing lent");
+        let at = c.peek().unwrap().records.as_ptr() as usize;
+        let loan = c.lend().unwrap();
+        let base = (*loan).as_ref().as_ptr() as usize;
+        assert_eq!(&(*loan).as_ref()[at - base..at - base + 4], &[1, 1, 1, 1]);
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let h2 = held.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let first = (*loan).as_ref()[at - base];
+            h2.store(false, std::sync::atomic::Ordering::Release);
+            drop(loan);
+            first
+        });
+        c.release();
+        assert!(
+            !held.load(std::sync::atomic::Ordering::Acquire),
+            "released while the loan was held"
+        );
+        assert_eq!(t.join().unwrap(), 1);
+        assert!(p.acquire(), "the slot is free again");
+        assert_eq!(c.peek().unwrap().records, &[2, 2, 2, 2]);
     }
 
     #[test]

@@ -271,6 +271,11 @@ impl Lane {
         } else {
             0
         };
+        if self.rotate_pending {
+            // The writer starts a new file with this batch: its records go
+            // at phase 0 of the slot (see `ring`, "records at the file's phase").
+            self.producer.start_file();
+        }
         self.rotate_pending = false;
         let meta = BatchMeta {
             queue: cfg.queue,

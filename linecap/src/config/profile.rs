@@ -464,7 +464,10 @@ impl Profile {
 
     /// Bytes of ring memory, all queues.
     pub fn ring_memory_bytes(&self) -> u64 {
-        self.nic.queues as u64 * self.ring_slots() as u64 * (self.memory.batch_bytes.0 + 128)
+        (self.nic.queues as u64).saturating_mul(linecap_dataplane::ring::region_bytes(
+            self.ring_slots() as u64,
+            self.memory.batch_bytes.0,
+        ))
     }
 
     /// Bytes of locked memory the capture needs: rings plus AF_XDP UMEM

@@ -488,6 +488,18 @@ pub fn render(probes: &[QueueProbe], start_s: f64) -> String {
         "Capture files whose completion (end mark, sync, rename, manifest) failed.",
         &per(&|s| (s.writer.close_errors + s.writer.manifest_errors) as f64),
     );
+    family(
+        &mut o,
+        "linecap_writer_direct_batches_total",
+        "counter",
+        "With --direct-io and plain files: batches written from their ring slot (in_place, no copy) and batches copied first (copied: placed at another phase than the file's, carrying a loss, or the index thread busy with earlier batches or a file's completion).",
+        &by("way", &|s| {
+            vec![
+                ("in_place", s.writer.direct_in_place),
+                ("copied", s.writer.direct_copied),
+            ]
+        }),
+    );
     let rec = by("outcome", &|s| {
         vec![
             ("completed", s.writer.files_recovered),

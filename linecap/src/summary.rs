@@ -80,6 +80,15 @@ pub fn print(r: &CaptureReport) {
             t[8]
         );
     }
+    let (in_place, copied) = r.queues.iter().fold((0, 0), |a, q| {
+        (a.0 + q.writer.direct_in_place, a.1 + q.writer.direct_copied)
+    });
+    if in_place + copied > 0 {
+        println!(
+            "direct I/O: {in_place} batches written from their ring slot, {copied} copied first \
+             (placed at another phase than the file's, carrying a loss, or the index thread busy)"
+        );
+    }
     let ix: [u64; 5] = r.queues.iter().fold([0; 5], |a, q| {
         [
             a[0] + q.writer.index_written,
@@ -440,6 +449,7 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
             "files_closed": f.files_closed, "files_deleted": f.files_deleted,
             "drop_batches": f.drop_batches,
             "lctr_carried": f.lctr_carried, "lctr_pending": f.lctr_pending,
+            "direct_batches": { "in_place": f.direct_in_place, "copied": f.direct_copied },
             "index": {
                 "files": f.index_written, "bytes": f.index_bytes, "errors": f.index_errors,
                 "behind": f.index_skipped, "over_budget": f.index_over_budget,

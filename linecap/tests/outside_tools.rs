@@ -129,6 +129,18 @@ fn direct_io_files_hold_what_buffered_files_hold() {
             assert!(files.len() >= 2, "{files:?}");
             let got: Vec<_> = files.iter().flat_map(|f| tshark_frames(f)).collect();
             assert_eq!(total_written(&r), got.len() as u64);
+            // Plain files with --direct-io are written from the ring slots
+            // themselves, records placed at the file's phase; after the
+            // first files (the worker placing ahead of the writer's word)
+            // every slot is where its file needs it.
+            let way = |k: &str| total(&r, |q| q["writer"]["direct_batches"][k].as_u64().unwrap());
+            let batches = total(&r, |q| q["writer"]["batches"].as_u64().unwrap());
+            if direct && ext == ".erf" {
+                assert!(way("in_place") > 0, "{r}");
+                assert_eq!(way("in_place") + way("copied"), batches, "{r}");
+            } else {
+                assert_eq!(way("in_place") + way("copied"), 0, "{r}");
+            }
             frames.push(got);
         }
         assert_eq!(frames[0].len(), 751);

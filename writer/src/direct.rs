@@ -24,6 +24,13 @@
 //! that is then handed to it as its copy of the batch — one `memcpy` of the
 //! batch on the writer thread, not two.
 //!
+//! **Or in place** ([`Staging::fill_around`], [`Staging::write_span`]): when the batch lies in an
+//! aligned buffer with room around it (a ring slot) and starts in it at the
+//! file's phase (its offset modulo [`ALIGN`] is the edge's length), the
+//! edge is copied in front of it, zeros after it, and the span is written
+//! from there: no copy of the batch. The ring places the records of each
+//! slot at the phase the writer publishes (`linecap_dataplane::ring`).
+//!
 //! A batch is completely written when [`Staging::append`] returns, as with
 //! buffered writes: a failure drops that batch only (the caller cuts the
 //! file back to its previous length; the edge is unchanged, so the next
@@ -94,11 +101,18 @@ impl Staging {
         bytes: &[u8],
         into: Option<&mut Vec<u8>>,
     ) -> io::Result<Staged> {
-        debug_assert_eq!(len % ALIGN as u64, self.edge.len() as u64);
-        let buf = match into {
-            Some(b) => b,
-            None => &mut self.buf,
-        };
+        let mut own = std::mem::take(&mut self.buf);
+        let buf = into.unwrap_or(&mut own);
+        let laid = self.lay_out(buf, bytes);
+        let r = self.write_laid(direct, len, buf, laid);
+        self.buf = own;
+        r.map(|()| laid.staged())
+    }
+
+    /// Lay the edge, `bytes` and zeros to the next block out in `buf`
+    /// (cleared first), aligned, for [`Staging::write_laid`]; the batch is
+    /// at the returned place.
+    pub fn lay_out(&self, buf: &mut Vec<u8>, bytes: &[u8]) -> Laid {
         let total = self.edge.len() + bytes.len();
         let padded = total.next_multiple_of(ALIGN);
         buf.clear();
@@ -111,16 +125,107 @@ impl Staging {
         let at = buf.len();
         buf.extend_from_slice(bytes);
         buf.resize(pad + padded, 0);
+        Laid {
+            pad,
+            padded,
+            at,
+            len: bytes.len(),
+        }
+    }
+
+    /// Write what [`Staging::lay_out`] put in `buf` to the file open as
+    /// `direct`, whose length is now `len` (the edge must be its last
+    /// `len % ALIGN` bytes); on success the edge becomes the new last block's.
+    pub fn write_laid(
+        &mut self,
+        direct: &File,
+        len: u64,
+        buf: &[u8],
+        laid: Laid,
+    ) -> io::Result<()> {
+        debug_assert_eq!(len % ALIGN as u64, self.edge.len() as u64);
+        debug_assert_eq!(laid.at - laid.pad, self.edge.len());
         let block_start = len - self.edge.len() as u64;
+        let (pad, padded) = (laid.pad, laid.padded);
         direct.write_all_at(&buf[pad..pad + padded], block_start)?;
+        let total = self.edge.len() + laid.len;
         let keep = total % ALIGN;
         self.edge.clear();
         self.edge
             .extend_from_slice(&buf[pad + total - keep..pad + total]);
-        Ok(Staged {
-            at,
-            len: bytes.len(),
-        })
+        Ok(())
+    }
+}
+
+/// Where [`Staging::lay_out`] put a batch in its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Laid {
+    pad: usize,
+    padded: usize,
+    at: usize,
+    len: usize,
+}
+
+impl Laid {
+    /// The batch's place in the buffer.
+    pub fn staged(&self) -> Staged {
+        Staged {
+            at: self.at,
+            len: self.len,
+        }
+    }
+}
+
+impl Staging {
+    /// Bytes of the file's last partial block kept: the phase (offset
+    /// modulo [`ALIGN`]) at which the next batch starts.
+    pub fn phase(&self) -> usize {
+        self.edge.len()
+    }
+
+    /// Whether [`Staging::fill_around`] takes `len` bytes at `at` in `area`.
+    pub fn fits_in_place(&self, area: &[u8], at: usize, len: usize) -> bool {
+        at == self.edge.len()
+            && area.as_ptr().align_offset(ALIGN) == 0
+            && (at + len).next_multiple_of(ALIGN) <= area.len()
+    }
+
+    /// Make `area` ready for [`Staging::write_span`] of the batch at
+    /// `area[at..at + n]`, which [`Staging::fits_in_place`]: the edge goes
+    /// in `area[..at]`, zeros after the batch to the next block. Returns
+    /// the span's length. The batch's bytes are not changed (nor copied).
+    pub fn fill_around(&self, area: &mut [u8], at: usize, n: usize) -> usize {
+        let total = at + n;
+        let padded = total.next_multiple_of(ALIGN);
+        area[..at].copy_from_slice(&self.edge);
+        area[total..padded].fill(0);
+        padded
+    }
+
+    /// Write `span` (an area made ready by [`Staging::fill_around`] for a
+    /// batch of `n` bytes at `at`, cut to the length it returned) to the
+    /// file open as `direct`, whose length is now `len`; on success the
+    /// edge becomes the new last block's.
+    pub fn write_span(
+        &mut self,
+        direct: &File,
+        len: u64,
+        span: &[u8],
+        at: usize,
+        n: usize,
+    ) -> io::Result<()> {
+        debug_assert_eq!(len % ALIGN as u64, self.edge.len() as u64);
+        if at != self.edge.len() || !span.len().is_multiple_of(ALIGN) || span.len() < at + n {
+            return Err(io::Error::other(
+                "batch not placed for an in-place direct write",
+            ));
+        }
+        direct.write_all_at(span, len - at as u64)?;
+        let total = at + n;
+        let keep = total % ALIGN;
+        self.edge.clear();
+        self.edge.extend_from_slice(&span[total - keep..total]);
+        Ok(())
     }
 }
 
@@ -229,6 +334,69 @@ mod tests {
             fs::read(&path).unwrap() == want,
             "file differs from the bytes appended"
         );
+    }
+
+    /// In-place appends (records placed at the file's phase in an aligned
+    /// area, as ring slots hold them) mixed with copied ones give the file
+    /// exactly the bytes appended; a batch at the wrong phase is refused
+    /// and changes nothing.
+    #[test]
+    fn in_place_appends_land_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        probe(dir.path()).expect("the test directory takes no O_DIRECT writes");
+        let path = dir.path().join("f");
+        let buffered = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let direct = open_direct(&path).unwrap();
+        let mut st = Staging::new();
+        st.reset(&[]);
+        // An aligned area of 2 blocks + 64 KiB, as a ring slot's.
+        let mut backing = vec![0xeeu8; 3 * ALIGN + (64 << 10)];
+        let off = backing.as_ptr().align_offset(ALIGN);
+        let area = &mut backing[off..off + 2 * ALIGN + (64 << 10)];
+        let mut want = Vec::new();
+        let mut x = 11u32;
+        for (i, n) in [100usize, 4096, 5000, 1, 65_536, 4095, 12_000, 7]
+            .into_iter()
+            .enumerate()
+        {
+            let bytes: Vec<u8> = (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let at = st.phase();
+            if i % 3 == 2 {
+                st.append(&direct, want.len() as u64, &bytes, None).unwrap();
+            } else {
+                area[at..at + n].copy_from_slice(&bytes);
+                // The wrong phase is refused, the edge unchanged.
+                let wrong = (at + 8) % ALIGN;
+                assert!(!st.fits_in_place(area, wrong, n));
+                assert!(st.fits_in_place(area, at, n), "batch {i}");
+                let padded = st.fill_around(area, at, n);
+                st.write_span(&direct, want.len() as u64, &area[..padded], at, n)
+                    .unwrap();
+                assert_eq!(&area[at..at + n], &bytes[..], "the batch is unchanged");
+            }
+            want.extend_from_slice(&bytes);
+            assert_eq!(st.phase(), want.len() % ALIGN);
+            let on_disk = fs::read(&path).unwrap();
+            assert_eq!(
+                on_disk.len(),
+                want.len().next_multiple_of(ALIGN),
+                "after {i}"
+            );
+            assert!(on_disk[..want.len()] == want[..], "after append {i}");
+            assert!(on_disk[want.len()..].iter().all(|&b| b == 0), "after {i}");
+        }
+        drop(direct);
+        buffered.set_len(want.len() as u64).unwrap();
+        assert!(fs::read(&path).unwrap() == want);
     }
 
     #[test]

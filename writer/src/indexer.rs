@@ -443,6 +443,27 @@ pub struct IndexStats {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// Bytes their owner (a ring slot) lends for as long as an `Arc` of them
+/// lives: the owner waits for the last one before it reuses them.
+pub type Lent = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A batch's bytes as the index thread holds them.
+enum Held {
+    /// A buffer of the pool (shared with the writer while it writes it).
+    Own(Arc<Vec<u8>>),
+    /// Lent by a ring slot.
+    Lent(Lent),
+}
+
+impl Held {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Held::Own(v) => v,
+            Held::Lent(l) => (**l).as_ref(),
+        }
+    }
+}
+
 enum Msg {
     Begin,
     /// Answer once everything sent before is done.
@@ -450,8 +471,11 @@ enum Msg {
     Batch {
         offset: u64,
         len: u32,
-        /// The batch's ERF records are `records[at..at + erf]`.
-        records: Vec<u8>,
+        /// The batch's ERF records are `records[at..at + erf]`. Shared:
+        /// a plain direct write's staging buffer, or the ring slot it is
+        /// written from, is sent before its write and read by both (see
+        /// [`IndexFeed::batch_shared`], [`IndexFeed::batch_lent`]).
+        records: Held,
         at: usize,
         erf: usize,
     },
@@ -482,6 +506,10 @@ pub const INDEX_NICE: i32 = 5;
 pub struct IndexFeed {
     tx: Option<SyncSender<Msg>>,
     pool: Receiver<Vec<u8>>,
+    /// A shared buffer the writer held last, for the next [`IndexFeed::lend`].
+    spare: Option<Vec<u8>>,
+    /// Batches and completions sent and not yet done by the thread.
+    busy: Arc<AtomicU64>,
     handle: Option<JoinHandle<()>>,
     /// The open file's index is given up (the thread fell behind).
     lost: bool,
@@ -502,6 +530,8 @@ impl IndexFeed {
         let st = stats.clone();
         let files = Arc::new(Mutex::new(()));
         let files_t = files.clone();
+        let busy = Arc::new(AtomicU64::new(0));
+        let busy_t = busy.clone();
         let handle = std::thread::Builder::new().name(name).spawn(move || {
             // Below its writer (issue 19 item 5): woken with a batch, a thread
             // of equal priority was run at once on the writer's core and
@@ -514,6 +544,13 @@ impl IndexFeed {
             // behind, the file's index is given up and counted (`skipped`).
             let _ = rustix::process::nice(INDEX_NICE);
             let mut b = IndexBuilder::new();
+            // Counts a batch or completion as done however its arm ends.
+            struct Done<'a>(&'a AtomicU64);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Release);
+                }
+            }
             while let Ok(m) = rx.recv() {
                 match m {
                     Msg::Begin => b = IndexBuilder::new(),
@@ -527,8 +564,18 @@ impl IndexFeed {
                         at,
                         erf,
                     } => {
-                        b.add_block(offset, len, &records[at..at + erf]);
-                        let _ = pool_tx.try_send(records);
+                        b.add_block(offset, len, &records.bytes()[at..at + erf]);
+                        // The last holder recycles a buffer of the pool (else
+                        // the writer does); a lent slot goes back by the drop.
+                        match records {
+                            Held::Own(v) => {
+                                if let Ok(v) = Arc::try_unwrap(v) {
+                                    let _ = pool_tx.try_send(v);
+                                }
+                            }
+                            Held::Lent(l) => drop(l),
+                        }
+                        busy_t.fetch_sub(1, Ordering::Release);
                     }
                     Msg::Complete {
                         data,
@@ -537,6 +584,7 @@ impl IndexFeed {
                         max_bytes,
                         manifest,
                     } => {
+                        let _done = Done(&busy_t);
                         let ix = b.finish(flags, data_bytes);
                         let bytes = ix.encode();
                         let _held = files_t.lock().unwrap_or_else(|e| e.into_inner());
@@ -584,6 +632,8 @@ impl IndexFeed {
         Ok(IndexFeed {
             tx: Some(tx),
             pool,
+            spare: None,
+            busy,
             handle: Some(handle),
             lost: false,
             stats,
@@ -631,49 +681,104 @@ impl IndexFeed {
         if self.tx.is_none() {
             return;
         }
-        let mut buf = self.pool.try_recv().unwrap_or_default();
+        let mut buf = self.take_buffer();
         buf.clear();
         buf.extend_from_slice(records);
         self.send(Msg::Batch {
             offset,
             len: len as u32,
-            records: buf,
+            records: Held::Own(Arc::new(buf)),
             at: 0,
             erf: records.len(),
         });
     }
 
     /// A buffer of the pool for the caller to lay a batch out in (and then
-    /// give to [`IndexFeed::batch_staged`]), unless this file's index is
+    /// give to [`IndexFeed::batch_shared`]), unless this file's index is
     /// given up or the thread is gone.
     pub fn lend(&mut self) -> Option<Vec<u8>> {
-        (!self.lost && self.tx.is_some()).then(|| self.pool.try_recv().unwrap_or_default())
+        (!self.lost && self.tx.is_some()).then(|| self.take_buffer())
     }
 
-    /// One plain batch was written at `offset` from `buf[at.at..][..at.len]`
-    /// (a buffer from [`IndexFeed::lend`]): that is the thread's copy.
-    pub fn batch_staged(&mut self, offset: u64, buf: Vec<u8>, at: crate::direct::Staged) {
+    fn take_buffer(&mut self) -> Vec<u8> {
+        self.spare
+            .take()
+            .or_else(|| self.pool.try_recv().ok())
+            .unwrap_or_default()
+    }
+
+    /// A plain batch laid out at `buf[at.at..][..at.len]` (a buffer from
+    /// [`IndexFeed::lend`]) is about to be written at `offset`: the thread
+    /// indexes it from the same buffer while the writer waits on the disk
+    /// (issue 19 item 5: sent after the write, the thread's work on it
+    /// overlapped the writer's copy of the next batch, and the two shared
+    /// a core). If the write then fails, [`IndexFeed::give_up_file`].
+    pub fn batch_shared(&mut self, offset: u64, buf: &Arc<Vec<u8>>, at: crate::direct::Staged) {
         if self.lost {
             return;
         }
         self.send(Msg::Batch {
             offset,
             len: at.len as u32,
-            records: buf,
+            records: Held::Own(buf.clone()),
             at: at.at,
             erf: at.len,
         });
     }
 
+    /// A plain batch at `lent[at.at..][..at.len]` (a ring slot lent by its
+    /// ring) is about to be written at `offset`: the thread indexes it from
+    /// the slot itself while the writer waits on the disk, and drops its
+    /// `Arc`, which gives the slot back. If the write then fails,
+    /// [`IndexFeed::give_up_file`].
+    pub fn batch_lent(&mut self, offset: u64, lent: &Lent, at: crate::direct::Staged) {
+        if self.lost {
+            return;
+        }
+        self.send(Msg::Batch {
+            offset,
+            len: at.len as u32,
+            records: Held::Lent(lent.clone()),
+            at: at.at,
+            erf: at.len,
+        });
+    }
+
+    /// The writer's end of a buffer given to [`IndexFeed::batch_shared`]:
+    /// kept for the next batch if the thread is done with it.
+    pub fn give_back(&mut self, buf: Arc<Vec<u8>>) {
+        if let Ok(v) = Arc::try_unwrap(buf) {
+            self.spare = Some(v);
+        }
+    }
+
+    /// A batch already sent was not written after all: the open file's
+    /// index would list it, so it is given up (counted as skipped when the
+    /// file completes; `linecap index` builds it from the file).
+    pub fn give_up_file(&mut self) {
+        self.lost = true;
+    }
+
     /// Queue a batch; a full queue gives up this file's index.
     fn send(&mut self, m: Msg) {
         let Some(tx) = &self.tx else { return };
+        self.busy.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(m) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.busy.fetch_sub(1, Ordering::Relaxed);
                 self.lost = true;
             }
         }
+    }
+
+    /// Whether a batch lent now ([`IndexFeed::batch_lent`]) would keep its
+    /// owner waiting past its write: the thread still has batches or a
+    /// file's completion (sorting, writing and syncing its index) before
+    /// it. The writer copies such a batch instead, so that a slot is never
+    /// held behind a file's completion.
+    pub fn would_wait(&self) -> bool {
+        !self.lost && self.tx.is_some() && self.busy.load(Ordering::Acquire) > 0
     }
 
     /// The data file is complete under its visible name `data` (`data_bytes`
@@ -699,6 +804,7 @@ impl IndexFeed {
         let Some(tx) = &self.tx else {
             return Some(manifest);
         };
+        self.busy.fetch_add(1, Ordering::Relaxed);
         match tx.send(Msg::Complete {
             data: data.to_path_buf(),
             data_bytes,
@@ -707,7 +813,10 @@ impl IndexFeed {
             manifest,
         }) {
             Ok(()) => None,
-            Err(mpsc::SendError(Msg::Complete { manifest, .. })) => Some(manifest),
+            Err(mpsc::SendError(Msg::Complete { manifest, .. })) => {
+                self.busy.fetch_sub(1, Ordering::Relaxed);
+                Some(manifest)
+            }
             Err(_) => None,
         }
     }
@@ -809,6 +918,50 @@ mod tests {
             }
         }
         None
+    }
+
+    /// While the thread completes a file (here held at the lock it takes to
+    /// put the index in place), a batch lent to it would wait: the writer
+    /// is told so, and copies instead. A lent batch is indexed from the
+    /// lender's bytes, and its `Arc` dropped once done.
+    #[test]
+    fn a_busy_index_thread_is_not_lent_a_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("f.erf");
+        let mut feed = IndexFeed::spawn("ixbusy-test".into(), 0o644, false).unwrap();
+        feed.begin();
+        feed.settle();
+        assert!(!feed.would_wait());
+        let (_, r) = batch(0, 1_000);
+        let lent: Lent = Arc::new(r.clone());
+        let at = crate::direct::Staged {
+            at: 0,
+            len: r.len(),
+        };
+        feed.batch_lent(0, &lent, at);
+        fs::write(&data, &r).unwrap();
+        let files = feed.files.clone();
+        let held = files.lock().unwrap();
+        assert!(
+            feed.complete(&data, r.len() as u64, false, None, b"{}".to_vec())
+                .is_none()
+        );
+        // The completion waits at the lock: the thread is busy.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(feed.would_wait());
+        assert_eq!(
+            Arc::strong_count(&lent),
+            1,
+            "the lent batch was dropped once indexed"
+        );
+        drop(held);
+        feed.settle();
+        assert!(!feed.would_wait());
+        let ix = match load_index(&data) {
+            IndexState::Good(ix) => ix,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ix.blocks.iter().map(|b| b.records).sum::<u32>(), 10);
     }
 
     /// The index thread runs below the thread that starts it, so that

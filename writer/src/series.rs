@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use linecap_wire::batch::BatchMeta;
 use serde::{Deserialize, Serialize};
 
+use crate::indexer::Lent;
 use crate::lz4frame::FrameWriter;
 use crate::names;
 
@@ -300,6 +301,13 @@ pub struct SeriesCounters {
     /// manifest after the index); like `close_errors`, the file's packets
     /// are written.
     pub manifest_errors: u64,
+    /// `--direct-io`, plain files: batches written from their ring slot
+    /// itself, no copy ([`FileSeries::prepare_in_place`]).
+    pub direct_in_place: u64,
+    /// `--direct-io`, plain files: batches offered in place but copied
+    /// (placed at another phase than the file's, carrying a loss, or the
+    /// index thread still busy with earlier work).
+    pub direct_copied: u64,
 }
 
 /// Room a byte budget keeps for the index of a file of `data_bytes`: 2 %
@@ -379,6 +387,38 @@ fn lctr_sum(records: &[u8]) -> u64 {
         off += rlen;
     }
     sum
+}
+
+/// The index thread was given the batch with its write.
+struct Indexed;
+
+/// A batch's records as given to the series.
+enum Given<'a> {
+    /// Anywhere in memory.
+    Slice(&'a [u8]),
+    /// Made ready by [`FileSeries::prepare_in_place`] in `lent`.
+    InPlace { plan: InPlace, lent: &'a Lent },
+}
+
+/// A batch made ready by [`FileSeries::prepare_in_place`] for a write from
+/// its own buffer, to give to [`FileSeries::write_in_place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InPlace {
+    /// The open file's length it was made ready for.
+    good_len: u64,
+    at: usize,
+    len: usize,
+    /// Bytes of the span written (`at + len` rounded up to a block).
+    padded: usize,
+}
+
+impl Given<'_> {
+    fn records(&self) -> &[u8] {
+        match self {
+            Given::Slice(r) => r,
+            Given::InPlace { plan, lent } => &(***lent).as_ref()[plan.at..plan.at + plan.len],
+        }
+    }
 }
 
 /// How often a failing series logs again.
@@ -583,26 +623,143 @@ impl FileSeries {
     /// usable. Errors completing a file (rotation) do not affect the batch:
     /// they are counted in `close_errors` and kept for [`FileSeries::take_error`].
     pub fn write_batch(&mut self, meta: &BatchMeta, records: &[u8]) -> io::Result<()> {
+        self.write_given(meta, Given::Slice(records))
+    }
+
+    /// Get a batch whose records are `area[at..at + meta.records_len]`, in
+    /// a buffer the series may write around them (a ring slot,
+    /// `linecap_dataplane::ring::BatchMut`), ready to be written from that
+    /// buffer itself, without a copy: with `--direct-io` and plain files,
+    /// when the records start at the file's phase ([`Self::next_phase`]) in
+    /// an aligned area, the bytes of the file's last partial block go in
+    /// front of them and zeros after them, and the plan for
+    /// [`Self::write_in_place`] is returned. `None` (nothing changed): write
+    /// the batch with [`Self::write_batch`]. The records are never changed.
+    pub fn prepare_in_place(
+        &mut self,
+        meta: &BatchMeta,
+        area: &mut [u8],
+        at: usize,
+    ) -> Option<InPlace> {
+        if !self.cfg.direct_io || self.cfg.compress || meta.packets == 0 {
+            return None;
+        }
+        let at = at.min(area.len());
+        let len = (meta.records_len as usize).min(area.len() - at);
+        // What `write_batch` would do first: complete the open file if the
+        // batch starts a new one by time, make room in the budget, open a
+        // file (a new plain file's phase is 0). Only for a batch placed
+        // where it will land: one that is not is left to `write_batch`
+        // with nothing done (so that nothing is done twice).
+        let new_file = meta.rotate_before() || self.cur.is_none();
+        let phase_then = match (&self.staging, new_file) {
+            (Some(_), true) => 0,
+            (Some(st), false) => st.phase(),
+            (None, _) => usize::MAX,
+        };
+        // A slot lent to an index thread that is still busy (with earlier
+        // batches, or completing a file) would be held past its write.
+        let placed = self.counters.lctr_pending == 0
+            && self.index.as_ref().is_none_or(|f| !f.would_wait())
+            && at == phase_then
+            && (at + len).next_multiple_of(crate::direct::ALIGN) <= area.len()
+            && area.as_ptr().align_offset(crate::direct::ALIGN) == 0;
+        if placed && meta.rotate_before() {
+            self.complete_current();
+        }
+        let ready = placed
+            && self
+                .cfg
+                .budget_bytes
+                .is_none_or(|budget| self.make_room(budget, len as u64).is_ok())
+            && (self.cur.is_some() || self.open_new(meta.first_ts_ns).is_ok())
+            && self.cur.as_ref().is_some_and(|c| c.direct.is_some())
+            && self
+                .staging
+                .as_ref()
+                .is_some_and(|st| st.fits_in_place(area, at, len));
+        let (Some(cur), Some(st), true) = (self.cur.as_ref(), self.staging.as_ref(), ready) else {
+            self.counters.direct_copied += 1;
+            return None;
+        };
+        let padded = st.fill_around(area, at, len);
+        Some(InPlace {
+            good_len: cur.manifest.bytes_file,
+            at,
+            len,
+            padded,
+        })
+    }
+
+    /// Write a batch [`Self::prepare_in_place`] made ready, from `lent`:
+    /// the same buffer, lent by its owner (the ring) for as long as an
+    /// `Arc` of it lives. The index thread indexes the records from it
+    /// while this thread writes it, and drops its `Arc` when done.
+    /// Otherwise as [`Self::write_batch`].
+    pub fn write_in_place(
+        &mut self,
+        meta: &BatchMeta,
+        plan: InPlace,
+        lent: &Lent,
+    ) -> io::Result<()> {
+        self.write_given(meta, Given::InPlace { plan, lent })
+    }
+
+    /// Where the next batch's records would start in the open file, modulo
+    /// [`crate::direct::ALIGN`] (0 when no file is open: the next batch
+    /// opens one), for the ring to place them there; `None` unless the
+    /// series writes plain files with `--direct-io`, the only writes that
+    /// gain by it.
+    pub fn next_phase(&self) -> Option<usize> {
+        (self.cfg.direct_io && !self.cfg.compress).then(|| {
+            self.cur.as_ref().map_or(0, |c| {
+                (c.manifest.bytes_file % crate::direct::ALIGN as u64) as usize
+            })
+        })
+    }
+
+    /// Bytes the next batches may add to the open file before it is
+    /// completed by size (`rotate_bytes`; the whole size when no file is
+    /// open), for the ring to place the records of the first batch of the
+    /// next file at phase 0; `None` without size rotation.
+    pub fn bytes_to_rotation(&self) -> Option<u64> {
+        self.cfg
+            .rotate_bytes
+            .map(|max| max.saturating_sub(self.cur.as_ref().map_or(0, |c| c.manifest.bytes_file)))
+    }
+
+    /// Batches written from a ring slot in place (no copy), and batches
+    /// offered in place that were copied (their phase was not the file's).
+    pub fn in_place_counts(&self) -> (u64, u64) {
+        (self.counters.direct_in_place, self.counters.direct_copied)
+    }
+
+    fn write_given(&mut self, meta: &BatchMeta, mut given: Given<'_>) -> io::Result<()> {
         if meta.packets == 0 {
             return Ok(());
         }
         self.refresh_index_counters();
-        if meta.rotate_before() {
+        // (A batch made ready in place had its rotation done then.)
+        if meta.rotate_before() && !matches!(given, Given::InPlace { .. }) {
             self.complete_current();
         }
         // issue 14: frames of batches that could not be written are carried
         // in the lctr of the next records written, like every other loss.
-        let given = records;
         let mut scratch = std::mem::take(&mut self.scratch);
-        let (records, carried) = if self.counters.lctr_pending > 0 {
-            scratch.clear();
-            scratch.extend_from_slice(records);
-            let carried = carry_lctr(&mut scratch, self.counters.lctr_pending);
-            (&scratch[..], carried)
-        } else {
-            (records, 0)
+        let carried = match &given {
+            // (`prepare_in_place` refuses a batch while a loss is carried.)
+            Given::Slice(records) if self.counters.lctr_pending > 0 => {
+                scratch.clear();
+                scratch.extend_from_slice(records);
+                carry_lctr(&mut scratch, self.counters.lctr_pending)
+            }
+            _ => 0,
         };
-        let r = self.try_write(meta, records, carried);
+        let r = if carried > 0 {
+            self.try_write(meta, &mut Given::Slice(&scratch), carried)
+        } else {
+            self.try_write(meta, &mut given, 0)
+        };
         self.scratch = scratch;
         match r {
             Ok(()) => {
@@ -621,7 +778,7 @@ impl FileSeries {
                 self.counters.drop_packets += meta.packets;
                 self.counters.drop_batches += 1;
                 // The batch's frames, and the loss its records carried.
-                self.counters.lctr_pending += meta.packets + lctr_sum(given);
+                self.counters.lctr_pending += meta.packets + lctr_sum(given.records());
                 // Name the file (or, when none could be opened, the directory).
                 let at = self.cur.as_ref().map_or(&self.cfg.dir, |c| &c.hidden);
                 let msg = format!("{}: {e}", at.display());
@@ -786,37 +943,86 @@ impl FileSeries {
         }
     }
 
-    fn try_write(&mut self, meta: &BatchMeta, records: &[u8], carried: u64) -> io::Result<()> {
+    fn try_write(
+        &mut self,
+        meta: &BatchMeta,
+        given: &mut Given<'_>,
+        carried: u64,
+    ) -> io::Result<()> {
+        let records_len = given.records().len();
         if let Some(budget) = self.cfg.budget_bytes {
-            self.make_room(budget, records.len() as u64)?;
+            self.make_room(budget, records_len as u64)?;
         }
         if self.cur.is_none() {
             self.open_new(meta.first_ts_ns)?;
         }
-        let bytes: &[u8] = if self.cfg.compress {
-            self.encoder.blocks(records)
+        let encoded: Option<&[u8]> = if self.cfg.compress {
+            Some(self.encoder.blocks(given.records()))
         } else {
-            records
+            None
         };
+        let bytes_len = encoded.map_or(records_len, |b| b.len());
         let Some(cur) = self.cur.as_mut() else {
             return Err(io::Error::other("no open file"));
         };
         let good_len = cur.manifest.bytes_file;
         let written = match (&cur.direct, self.staging.as_mut()) {
-            (Some(direct), Some(st)) => {
-                // Plain files: the index thread's copy of the batch is the
-                // staging buffer itself (one copy of the batch, not two).
-                let mut lent = match (self.cfg.compress, self.index.as_mut()) {
-                    (false, Some(f)) => f.lend(),
-                    _ => None,
-                };
-                st.append(direct, good_len, bytes, lent.as_mut())
-                    .map(|at| lent.map(|buf| (buf, at)))
-            }
-            _ => cur.file.write_all(bytes).map(|()| None),
+            (Some(direct), Some(st)) => match given {
+                // A ring slot made ready at the file's phase: written from
+                // the slot, no copy; the index thread reads the records from
+                // the slot during the write.
+                Given::InPlace { plan, lent }
+                    if plan.good_len == good_len && plan.at == st.phase() =>
+                {
+                    self.counters.direct_in_place += 1;
+                    let span = &(***lent).as_ref()[..plan.padded];
+                    let at = crate::direct::Staged {
+                        at: plan.at,
+                        len: plan.len,
+                    };
+                    let f = self.index.as_mut();
+                    let indexed = f.map(|f| f.batch_lent(good_len, lent, at)).is_some();
+                    let r = st.write_span(direct, good_len, span, plan.at, plan.len);
+                    if r.is_err()
+                        && let Some(f) = self.index.as_mut()
+                    {
+                        f.give_up_file();
+                    }
+                    r.map(|()| indexed.then_some(Indexed))
+                }
+                _ => {
+                    let bytes = encoded.unwrap_or(given.records());
+                    // Plain files: the index thread's copy of the batch is the
+                    // staging buffer itself (one copy of the batch, not two),
+                    // sent before the write so that the thread indexes it
+                    // while this thread waits on the disk.
+                    let lent = match (self.cfg.compress, self.index.as_mut()) {
+                        (false, Some(f)) => f.lend().map(|b| (f, b)),
+                        _ => None,
+                    };
+                    match lent {
+                        Some((f, mut buf)) => {
+                            let laid = st.lay_out(&mut buf, bytes);
+                            let buf = std::sync::Arc::new(buf);
+                            f.batch_shared(good_len, &buf, laid.staged());
+                            let r = st.write_laid(direct, good_len, &buf, laid);
+                            if r.is_err() {
+                                f.give_up_file();
+                            }
+                            f.give_back(buf);
+                            r.map(|()| Some(Indexed))
+                        }
+                        None => st.append(direct, good_len, bytes, None).map(|_| None),
+                    }
+                }
+            },
+            _ => cur
+                .file
+                .write_all(encoded.unwrap_or(given.records()))
+                .map(|()| None),
         };
-        let lent = match written {
-            Ok(lent) => lent,
+        let indexed = match written {
+            Ok(indexed) => indexed.is_some(),
             Err(e) => {
                 // The content checksum must not count the lost batch.
                 self.encoder.rollback();
@@ -833,11 +1039,11 @@ impl FileSeries {
                 return Err(e);
             }
         };
-        if let Some(f) = self.index.as_mut() {
-            match lent {
-                Some((buf, at)) => f.batch_staged(good_len, buf, at),
-                None => f.batch(good_len, bytes.len(), records),
-            }
+        let records = given.records();
+        if let Some(f) = self.index.as_mut()
+            && !indexed
+        {
+            f.batch(good_len, bytes_len, records);
         }
         let m = &mut cur.manifest;
         m.last_ts_ns = m.last_ts_ns.max(meta.last_ts_ns);
@@ -845,7 +1051,7 @@ impl FileSeries {
         m.bytes_wire += meta.bytes_wire;
         m.bytes_captured += meta.bytes_captured;
         m.bytes_erf += records.len() as u64;
-        m.bytes_file += bytes.len() as u64;
+        m.bytes_file += bytes_len as u64;
         m.batches += 1;
         m.lost_packets += meta.lost_before + carried;
         let c = &mut self.counters;
@@ -853,7 +1059,7 @@ impl FileSeries {
         c.packets += meta.packets;
         c.bytes_wire += meta.bytes_wire;
         c.bytes_erf += records.len() as u64;
-        c.bytes_file += bytes.len() as u64;
+        c.bytes_file += bytes_len as u64;
         Ok(())
     }
 
@@ -1081,6 +1287,7 @@ impl Drop for FileSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::direct;
     use linecap_reader::read::{CaptureReader, Packet};
     use linecap_wire::batch::batch_flags;
     use linecap_wire::erf;
@@ -1112,6 +1319,30 @@ mod tests {
         (meta, recs)
     }
 
+    /// An aligned area, as a ring slot's, that can be lent.
+    struct Slot {
+        backing: Vec<u8>,
+        off: usize,
+        len: usize,
+    }
+
+    impl Slot {
+        fn new(len: usize) -> Slot {
+            let backing = vec![0xeeu8; len + direct::ALIGN];
+            let off = backing.as_ptr().align_offset(direct::ALIGN);
+            Slot { backing, off, len }
+        }
+        fn area_mut(&mut self) -> &mut [u8] {
+            &mut self.backing[self.off..self.off + self.len]
+        }
+    }
+
+    impl AsRef<[u8]> for Slot {
+        fn as_ref(&self) -> &[u8] {
+            &self.backing[self.off..self.off + self.len]
+        }
+    }
+
     fn visible(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -1139,7 +1370,9 @@ mod tests {
     fn direct_io_files_equal_buffered_files() {
         for compress in [false, true] {
             let mut out = Vec::new();
-            for direct_io in [false, true] {
+            // Buffered, direct from a slice, direct from an aligned area
+            // with the records at the file's phase (a ring slot).
+            for (direct_io, in_place) in [(false, false), (true, false), (true, true)] {
                 let dir = tempfile::tempdir().unwrap();
                 let mut s = FileSeries::new(SeriesConfig {
                     compress,
@@ -1149,14 +1382,56 @@ mod tests {
                     ..SeriesConfig::new(dir.path().into(), 0)
                 })
                 .unwrap();
+                let mut slot = Some(Slot::new((6 << 20) + 2 * direct::ALIGN));
                 let mut t = 1_000;
                 for (i, n) in [1u64, 51, 52, 53, 1000, 40_000, 3, 13_107, 70_000, 7]
                     .into_iter()
                     .enumerate()
                 {
-                    let (m, r) = batch(i as u64, n, t, false);
-                    s.write_batch(&m, &r).unwrap();
+                    // Batch 6 starts a new file by time.
+                    let (m, r) = batch(i as u64, n, t, i == 6);
+                    if in_place {
+                        // An index thread still busy (a rotation's index)
+                        // is not lent a slot: let it finish, for counts
+                        // that do not depend on timing.
+                        s.settle();
+                        let phase = s.next_phase();
+                        assert_eq!(phase.is_some(), !compress);
+                        // Batch 3 at a phase that is not the file's: copied.
+                        // Batch 6 at 0, where the ring puts a new file's first.
+                        let at = match i {
+                            3 => (phase.unwrap_or(0) + 8) % direct::ALIGN,
+                            6 => 0,
+                            _ => phase.unwrap_or(0),
+                        };
+                        let mut sl = slot.take().unwrap();
+                        let area = sl.area_mut();
+                        area[at..at + r.len()].copy_from_slice(&r);
+                        match s.prepare_in_place(&m, area, at) {
+                            Some(plan) => {
+                                let sl = std::sync::Arc::new(sl);
+                                let lent: Lent = sl.clone();
+                                s.write_in_place(&m, plan, &lent).unwrap();
+                                drop(lent);
+                                // The index thread gives the slot back.
+                                s.settle();
+                                slot = Some(std::sync::Arc::try_unwrap(sl).ok().unwrap());
+                            }
+                            None => {
+                                s.write_batch(&m, &area[at..at + r.len()]).unwrap();
+                                slot = Some(sl);
+                            }
+                        }
+                        let area = slot.as_mut().unwrap().area_mut();
+                        assert!(area[at..at + r.len()] == r[..], "records changed");
+                    } else {
+                        s.write_batch(&m, &r).unwrap();
+                    }
                     t += n;
+                }
+                if in_place {
+                    let want = if compress { (0, 0) } else { (9, 1) };
+                    assert_eq!(s.in_place_counts(), want, "compress {compress}");
                 }
                 s.finish().unwrap();
                 assert_eq!(s.counters().packets, 124_274);
@@ -1180,12 +1455,17 @@ mod tests {
                     .collect();
                 out.push((files, bytes, indexes));
             }
-            assert_eq!(out[0].0, out[1].0, "names (compress {compress})");
-            assert!(
-                out[0].1 == out[1].1,
-                "contents differ (compress {compress})"
-            );
-            assert!(out[0].2 == out[1].2, "indexes differ (compress {compress})");
+            for k in 1..out.len() {
+                assert_eq!(out[0].0, out[k].0, "names (compress {compress}, way {k})");
+                assert!(
+                    out[0].1 == out[k].1,
+                    "contents differ (compress {compress}, way {k})"
+                );
+                assert!(
+                    out[0].2 == out[k].2,
+                    "indexes differ (compress {compress}, way {k})"
+                );
+            }
         }
     }
 

@@ -141,11 +141,34 @@ pub(super) fn writer_loop(
         for input in inputs.iter_mut() {
             // Bound the work per queue per pass so one busy queue cannot starve the others.
             for _ in 0..input.consumer.capacity() {
-                let Some(batch) = input.consumer.peek() else {
+                let Some(batch) = input.consumer.peek_mut() else {
                     break;
                 };
                 let meta = *batch.meta;
-                let failed = input.series.write_batch(&meta, batch.records).is_err();
+                // From the slot itself where it can (`--direct-io`, plain
+                // files, records at the file's phase): no copy of the batch;
+                // the index thread reads it from the slot, which `release`
+                // then waits for.
+                let plan = input.series.prepare_in_place(&meta, batch.area, batch.at);
+                // (`lend` and `peek` cannot fail on the slot just peeked.)
+                let lent = plan.and_then(|p| input.consumer.lend().map(|slot| (p, slot)));
+                let failed = match lent {
+                    Some((plan, slot)) => {
+                        let lent: linecap_writer::indexer::Lent = slot;
+                        input.series.write_in_place(&meta, plan, &lent).is_err()
+                    }
+                    _ => match input.consumer.peek() {
+                        Some(b) => input.series.write_batch(&meta, b.records).is_err(),
+                        None => false,
+                    },
+                };
+                // Where the next slot's records should start (before the
+                // release, so the slot after this one is the one meant).
+                if let Some(phase) = input.series.next_phase() {
+                    input
+                        .consumer
+                        .publish_phase(phase, input.series.bytes_to_rotation());
+                }
                 input.consumer.release();
                 if failed && let Some(e) = input.series.take_error() {
                     input.error(errors, format!("writer: {e}"));

@@ -115,6 +115,128 @@ fn run_writer(
     (bytes as f64 / el / 1e6, ratio, c.index_skipped)
 }
 
+/// [`run_writer`] with plain files and `--direct-io` the way `linecap
+/// capture` feeds its writer: from the slots of a ring that a second thread
+/// (in the worker's place) keeps full, copying each batch in as the worker
+/// writes its records. With `in_place`, as `linecap capture` writes
+/// (`linecap/src/capture/writer.rs`): each slot whose records sit at the
+/// file's phase is written from the slot, the index thread reading it there
+/// (the slot is released when both are done), and the phase published for
+/// the next slots; without, each batch is copied as by `write_batch`, for
+/// comparison. Also returns the batches written in place and those copied.
+///
+/// Threads are placed as `linecap capture --cores N --housekeeping-cores 0`
+/// places them on a 2-core probe: the filling thread (the worker) on the
+/// last core, the writer and the index thread it starts on core 0, shared.
+fn run_writer_ring(
+    dir: &Path,
+    batches: &[(BatchMeta, Vec<u8>)],
+    seconds: f64,
+    in_place: bool,
+) -> (f64, u64, (u64, u64), bool) {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let worker_core = cores.last().copied().filter(|_| cores.len() >= 2);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            if worker_core.is_some() {
+                core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+            }
+            ring_writer_pinned(dir, batches, seconds, in_place, worker_core)
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn ring_writer_pinned(
+    dir: &Path,
+    batches: &[(BatchMeta, Vec<u8>)],
+    seconds: f64,
+    in_place: bool,
+    worker_core: Option<core_affinity::CoreId>,
+) -> (f64, u64, (u64, u64), bool) {
+    use linecap_dataplane::ring::{HugePages, RingConfig, ring};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut s = FileSeries::new(SeriesConfig {
+        compress: false,
+        direct_io: true,
+        rotate_bytes: Some(256 << 20),
+        ..SeriesConfig::new(dir.to_path_buf(), 0)
+    })
+    .unwrap();
+    let (mut p, mut c) = ring(RingConfig {
+        slots: 16,
+        batch_bytes: 1 << 20,
+        hugepages: HugePages::Try,
+    })
+    .unwrap();
+    let huge = c.hugepages();
+    let stop = AtomicBool::new(false);
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            if let Some(c) = worker_core {
+                core_affinity::set_for_current(c);
+            }
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if !p.acquire() {
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                    continue;
+                }
+                let (m, r) = &batches[i % batches.len()];
+                let (meta, data) = p.slot_mut();
+                data[..r.len()].copy_from_slice(r);
+                *meta = *m;
+                p.commit();
+                i += 1;
+            }
+        });
+        while start.elapsed().as_secs_f64() <= seconds {
+            let Some(b) = c.peek_mut() else {
+                std::thread::yield_now();
+                continue;
+            };
+            let meta = *b.meta;
+            let plan = if in_place {
+                s.prepare_in_place(&meta, b.area, b.at)
+            } else {
+                None
+            };
+            match plan {
+                Some(plan) => {
+                    let lent: linecap_writer::indexer::Lent = c.lend().unwrap();
+                    s.write_in_place(&meta, plan, &lent).unwrap();
+                }
+                None => s.write_batch(&meta, c.peek().unwrap().records).unwrap(),
+            }
+            if let Some(phase) = s.next_phase().filter(|_| in_place) {
+                c.publish_phase(phase, s.bytes_to_rotation());
+            }
+            c.release();
+            bytes += meta.records_len;
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    s.close_current().unwrap();
+    let el = start.elapsed().as_secs_f64();
+    let counts = s.in_place_counts();
+    s.finish().unwrap();
+    let c = *s.counters();
+    if c.index_skipped > 0 {
+        println!(
+            "warning: the index thread fell behind this run: {} of {} files without an index \
+             (the MB/s below is not the writer's with indexes)",
+            c.index_skipped,
+            c.index_skipped + c.index_written
+        );
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+    (bytes as f64 / el / 1e6, c.index_skipped, counts, huge)
+}
+
 pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     let seconds = o.seconds;
     let corpus = corpus();
@@ -126,6 +248,10 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         "\nwriter: one thread, 1 MiB batches of the ERF records of the 40 shared traces ({} KiB), repeated; output on {}",
         corpus.len() >> 10,
         tmp.display()
+    );
+    println!(
+        "ring rows: a filling thread (the worker) on the last core, the writer and its index \
+         thread on core 0, as `linecap capture --housekeeping-cores 0` places them"
     );
     println!("{:<36} {:>10} {:>8}", "writer", "MB/s in", "ratio");
     let mut out = Vec::new();
@@ -234,9 +360,15 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     // final fsync and O_DIRECT into new blocks (a file that grows, as the
     // writer's do), and O_DIRECT over a preallocated 512 MiB file rewritten
     // in turn (fio's defaults; the issue's reference figure).
-    let configs: [(&str, Option<bool>, bool, bool); 5] = [
-        ("linecap plain ERF", Some(false), false, false),
-        ("linecap plain ERF, O_DIRECT", Some(true), false, false),
+    // Writer rows: Some(0) buffered, Some(1) O_DIRECT from a Vec (each
+    // batch copied into the aligned staging buffer), Some(2) O_DIRECT from
+    // ring slots filled by another thread, as `linecap capture` writes (in
+    // place, no copy), Some(3) the same ring with each batch copied.
+    let configs: [(&str, Option<u8>, bool, bool); 7] = [
+        ("linecap plain ERF", Some(0), false, false),
+        ("linecap plain ERF, O_DIRECT", Some(1), false, false),
+        ("linecap O_DIRECT, ring, in place", Some(2), false, false),
+        ("linecap O_DIRECT, ring, copied", Some(3), false, false),
         ("fio 1M, buffered + fsync", None, false, true),
         ("fio 1M, direct, new blocks", None, true, true),
         ("fio 1M, direct, 512M rewritten", None, true, false),
@@ -246,18 +378,24 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
     // Per config, per round (None: that run gave no figure).
     let mut per_round: Vec<Vec<Option<f64>>> = vec![Vec::new(); configs.len()];
     let mut skipped = vec![0u64; configs.len()];
+    let mut in_place = (0u64, 0u64);
+    let mut ring_huge = false;
     let mut dd_fallback = false;
     for run in 0..rounds {
         for (i, (_, writer_direct, direct, fresh)) in configs.iter().enumerate() {
+            let at = tmp.join(format!("plain-{i}-{run}"));
             let r = match writer_direct {
+                Some(m @ (2 | 3)) => {
+                    let (r, k, (w, c), huge) = run_writer_ring(&at, &batches, each, *m == 2);
+                    ring_huge = huge;
+                    skipped[i] += k;
+                    if *m == 2 {
+                        in_place = (in_place.0 + w, in_place.1 + c);
+                    }
+                    Some(r)
+                }
                 Some(d) => {
-                    let (r, _, k) = run_writer(
-                        &tmp.join(format!("plain-{i}-{run}")),
-                        &batches,
-                        false,
-                        *d,
-                        each,
-                    );
+                    let (r, _, k) = run_writer(&at, &batches, false, *d == 1, each);
                     skipped[i] += k;
                     Some(r)
                 }
@@ -292,18 +430,41 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         fig.push(Some(mbps));
         out.push(serde_json::json!({
             "suite": "writer", "tool": name, "mb_per_s_median": mbps, "rounds": got,
-            "direct": writer_direct.unwrap_or(*direct), "new_blocks": *fresh || writer_direct.is_some(),
+            "direct": writer_direct.map_or(*direct, |d| d > 0), "new_blocks": *fresh || writer_direct.is_some(),
+            "from_ring_slots": *writer_direct == Some(2),
             "synced": writer_direct.is_some() || !direct,
             // Files whose index the thread gave up (writer rows): a figure
             // with any is not the writer's with indexes.
             "index_skipped": writer_direct.map(|_| skipped),
         }));
     }
+    println!(
+        "ring, in place: {} batches written from their slot, {} copied (placed at another phase, \
+         or the index thread busy with a file's completion); the ring on {}",
+        in_place.0,
+        in_place.1,
+        if ring_huge {
+            "2 MiB hugepages"
+        } else {
+            "4 KiB pages: no vm.nr_hugepages reserved (the capture's rings take hugepages when \
+             there are; with 4 KiB pages, writes from the slots measured slower than copies)"
+        }
+    );
+    out.push(serde_json::json!({
+        "suite": "writer", "tool": "linecap O_DIRECT, ring, in place",
+        "batches_in_place": in_place.0, "batches_copied": in_place.1, "ring_hugepages": ring_huge,
+    }));
     // issue 19's goal row: the writer with compression off ÷ fio --direct=1,
     // against both fio figures: the median of the ratios within a round,
-    // with the ratio of the medians beside it.
-    for (w, wname) in [(0, "buffered"), (1, "O_DIRECT")] {
-        for (f, fname) in [(3, "direct, new blocks"), (4, "direct, 512M rewritten")] {
+    // with the ratio of the medians beside it. `linecap capture` with
+    // `--direct-io` writes as "ring, in place"; the others are beside it.
+    for (w, wname) in [
+        (0, "buffered"),
+        (1, "O_DIRECT"),
+        (2, "O_DIRECT, ring, in place"),
+        (3, "O_DIRECT, ring, copied"),
+    ] {
+        for (f, fname) in [(5, "direct, new blocks"), (6, "direct, 512M rewritten")] {
             let pairs: Vec<f64> = per_round[w]
                 .iter()
                 .zip(&per_round[f])

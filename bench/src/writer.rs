@@ -447,7 +447,7 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
             "2 MiB hugepages"
         } else {
             "4 KiB pages: no vm.nr_hugepages reserved (the capture's rings take hugepages when \
-             there are; with 4 KiB pages, writes from the slots measured slower than copies)"
+             there are; on 4 KiB pages, writes from the slots measured no faster than copies)"
         }
     );
     out.push(serde_json::json!({

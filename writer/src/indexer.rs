@@ -5,13 +5,18 @@
 //!
 //! * **At rotation, off the writer's path**: a [`FileSeries`](crate::series::FileSeries)
 //!   with `SeriesConfig::index` set owns an [`IndexFeed`], an index thread fed
-//!   with a copy of every batch it writes (the batch's file offset and length
-//!   and its ERF records; the buffers go back and forth through a bounded pool,
-//!   so steady state allocates nothing). When the data file is complete and
-//!   renamed, the thread sorts the flows, writes `.NAME.idx.tmp` and renames
-//!   it to `NAME.idx`. The channel is bounded: if the index thread falls
-//!   behind, the writer never waits for it on a batch; that file's index is
-//!   given up and counted (`skipped`), and `linecap index DIR` builds it later.
+//!   with every batch it writes (the batch's file offset and length and its
+//!   ERF records): a copy, whose buffers go back and forth through a bounded
+//!   pool so steady state allocates nothing; with `--direct-io` and plain
+//!   files the staging buffer being written, or the ring slot itself
+//!   ([`Lent`]), sent before the write and read during it. When the data file
+//!   is complete and renamed, the thread sorts the flows, writes
+//!   `.NAME.idx.tmp` and renames it to `NAME.idx`. The channel is bounded: if
+//!   the index thread falls behind, the writer does not wait for it; that
+//!   file's index is given up and counted (`skipped`), and `linecap index
+//!   DIR` builds it later. (A lent slot goes back to its ring when the thread
+//!   is done with it; the writer lends none while the thread still has
+//!   earlier work, [`IndexFeed::would_wait`].)
 //! * **After the fact**: [`build_for_file`] reads a data file block by block
 //!   (files from before this feature, a crash between data and index, a
 //!   damaged index), for `linecap index`.

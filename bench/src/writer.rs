@@ -101,6 +101,16 @@ fn run_writer(
     // given up (the thread fell behind) would not be the writer's.
     s.finish().unwrap();
     let c = *s.counters();
+    warn_if_index_skipped(&c);
+    let ratio = c.bytes_erf as f64 / c.bytes_file as f64;
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+    (bytes as f64 / el / 1e6, ratio, c.index_skipped)
+}
+
+/// A figure bought by indexes given up (the thread fell behind) would not
+/// be the writer's: say so.
+fn warn_if_index_skipped(c: &linecap_writer::series::SeriesCounters) {
     if c.index_skipped > 0 {
         println!(
             "warning: the index thread fell behind this run: {} of {} files without an index \
@@ -109,10 +119,6 @@ fn run_writer(
             c.index_skipped + c.index_written
         );
     }
-    let ratio = c.bytes_erf as f64 / c.bytes_file as f64;
-    drop(s);
-    let _ = std::fs::remove_dir_all(dir);
-    (bytes as f64 / el / 1e6, ratio, c.index_skipped)
 }
 
 /// [`run_writer`] with plain files and `--direct-io` the way `linecap
@@ -224,14 +230,7 @@ fn ring_writer_pinned(
     let counts = s.in_place_counts();
     s.finish().unwrap();
     let c = *s.counters();
-    if c.index_skipped > 0 {
-        println!(
-            "warning: the index thread fell behind this run: {} of {} files without an index \
-             (the MB/s below is not the writer's with indexes)",
-            c.index_skipped,
-            c.index_skipped + c.index_written
-        );
-    }
+    warn_if_index_skipped(&c);
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
     (bytes as f64 / el / 1e6, c.index_skipped, counts, huge)

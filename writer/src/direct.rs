@@ -267,6 +267,16 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// `n` bytes of a linear congruential sequence from `x`.
+    fn noise(x: &mut u32, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                *x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (*x >> 16) as u8
+            })
+            .collect()
+    }
+
     /// Appends of every length, from a file that starts with a few bytes
     /// (as an LZ4 header), give the file exactly the bytes appended, in
     /// order, with at most one block of zeros after them until the close
@@ -307,12 +317,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let bytes: Vec<u8> = (0..n)
-                .map(|_| {
-                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    (x >> 16) as u8
-                })
-                .collect();
+            let bytes = noise(&mut x, n);
             let into = (i % 2 == 1).then_some(&mut mine);
             let given = into.is_some();
             let at = st.append(&direct, want.len() as u64, &bytes, into).unwrap();
@@ -363,12 +368,7 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let bytes: Vec<u8> = (0..n)
-                .map(|_| {
-                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    (x >> 16) as u8
-                })
-                .collect();
+            let bytes = noise(&mut x, n);
             let at = st.phase();
             if i % 3 == 2 {
                 st.append(&direct, want.len() as u64, &bytes, None).unwrap();

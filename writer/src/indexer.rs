@@ -719,16 +719,7 @@ impl IndexFeed {
     /// overlapped the writer's copy of the next batch, and the two shared
     /// a core). If the write then fails, [`IndexFeed::give_up_file`].
     pub fn batch_shared(&mut self, offset: u64, buf: &Arc<Vec<u8>>, at: crate::direct::Staged) {
-        if self.lost {
-            return;
-        }
-        self.send(Msg::Batch {
-            offset,
-            len: at.len as u32,
-            records: Held::Own(buf.clone()),
-            at: at.at,
-            erf: at.len,
-        });
+        self.send_held(offset, Held::Own(buf.clone()), at);
     }
 
     /// A plain batch at `lent[at.at..][..at.len]` (a ring slot lent by its
@@ -737,13 +728,18 @@ impl IndexFeed {
     /// `Arc`, which gives the slot back. If the write then fails,
     /// [`IndexFeed::give_up_file`].
     pub fn batch_lent(&mut self, offset: u64, lent: &Lent, at: crate::direct::Staged) {
+        self.send_held(offset, Held::Lent(lent.clone()), at);
+    }
+
+    /// Queue the batch at `records[at.at..][..at.len]`, written at `offset`.
+    fn send_held(&mut self, offset: u64, records: Held, at: crate::direct::Staged) {
         if self.lost {
             return;
         }
         self.send(Msg::Batch {
             offset,
             len: at.len as u32,
-            records: Held::Lent(lent.clone()),
+            records,
             at: at.at,
             erf: at.len,
         });

@@ -443,10 +443,10 @@ pub fn suite(o: &Opts) -> Vec<serde_json::Value> {
         in_place.0,
         in_place.1,
         if ring_huge {
-            "2 MiB hugepages"
+            "reserved 2 MiB hugepages"
         } else {
-            "4 KiB pages: no vm.nr_hugepages reserved (the capture's rings take hugepages when \
-             there are; on 4 KiB pages, writes from the slots measured no faster than copies)"
+            "normal pages advised to be transparent hugepages (no vm.nr_hugepages reserved; \
+             AnonHugePages in /proc/meminfo says whether the kernel gave them)"
         }
     );
     out.push(serde_json::json!({

@@ -37,8 +37,10 @@
 //! seen) costs the writer one copy of that batch, never a wrong byte.
 //!
 //! The region comes from 2 MiB hugepages when they are reserved
-//! (`vm.nr_hugepages`), else from normal pages; it is pre-faulted at start-up
-//! so the capture path never takes a page fault on it.
+//! (`vm.nr_hugepages`), else from normal pages advised to be transparent
+//! hugepages (`MADV_HUGEPAGE`, on a 2 MiB boundary; `HugePages::Never`:
+//! plain 4 KiB pages); it is pre-faulted at start-up so the capture path
+//! never takes a page fault on it.
 
 use std::io;
 use std::sync::Arc;
@@ -190,8 +192,10 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
         .checked_mul(cfg.slots)
         .and_then(|b| b.checked_add(CONTROL_BYTES))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring size overflows"))?;
-    let (mut map, hugepages) = map_region(len, cfg.hugepages)?;
-    let base = map.as_mut_ptr();
+    let (mut map, offset, hugepages) = map_region(len, cfg.hugepages)?;
+    // SAFETY: `map_region` returns a mapping of at least `offset + len`
+    // bytes, so the region `base..base + len` lies inside it.
+    let base = unsafe { map.as_mut_ptr().add(offset) };
     // SAFETY: the region starts with a zeroed `Control` (see `control`);
     // nothing else holds the region yet.
     unsafe { &*(base as *const Control) }
@@ -228,7 +232,9 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
     ))
 }
 
-fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, bool)> {
+/// The ring's mapping, the offset of the region in it, and whether it is on
+/// reserved hugepages.
+fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool)> {
     if policy != HugePages::Never {
         let huge_len = len.next_multiple_of(HUGEPAGE_BYTES);
         match MmapOptions::new()
@@ -237,7 +243,7 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, bool)> {
             .populate()
             .map_anon()
         {
-            Ok(map) => return Ok((map, true)),
+            Ok(map) => return Ok((map, 0, true)),
             Err(e) if policy == HugePages::Require => {
                 return Err(io::Error::new(
                     e.kind(),
@@ -247,8 +253,27 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, bool)> {
             Err(_) => {}
         }
     }
-    let map = MmapOptions::new().len(len).populate().map_anon()?;
-    Ok((map, false))
+    if policy == HugePages::Never {
+        let map = MmapOptions::new().len(len).populate().map_anon()?;
+        return Ok((map, 0, false));
+    }
+    // No hugepages reserved: ask for transparent ones (THP, `madvise` mode)
+    // on a region that starts on a 2 MiB boundary, then fault every page in
+    // (what MAP_POPULATE does for the other two ways). Writes from a slot in
+    // 4 KiB pages measured no faster than a copy (`docs/benchmarks.md`,
+    // the writer's eighth and ninth rounds); in a 2 MiB page a slot is one
+    // DMA segment. The kernel may still give 4 KiB pages: nothing depends
+    // on it.
+    let mut map = MmapOptions::new().len(len + HUGEPAGE_BYTES).map_anon()?;
+    let _ = map.advise(memmap2::Advice::HugePage);
+    let offset = map
+        .as_ptr()
+        .align_offset(HUGEPAGE_BYTES)
+        .min(HUGEPAGE_BYTES);
+    for i in (0..map.len()).step_by(4096) {
+        map[i] = 0;
+    }
+    Ok((map, offset, false))
 }
 
 /// The capture side of a ring: fills slots in place and commits them.
@@ -895,6 +920,28 @@ mod tests {
         assert_eq!(t.join().unwrap(), 1);
         assert!(p.acquire(), "the slot is free again");
         assert_eq!(c.peek().unwrap().records, &[2, 2, 2, 2]);
+    }
+
+    /// Without reserved hugepages, `Try` maps a region on a 2 MiB boundary
+    /// (for transparent hugepages) that works as any other.
+    #[test]
+    fn a_ring_without_reserved_hugepages_starts_on_a_2_mib_boundary() {
+        let (mut p, mut c) = ring(RingConfig {
+            hugepages: HugePages::Try,
+            ..cfg(4)
+        })
+        .unwrap();
+        if !c.hugepages() {
+            assert_eq!(p.shared.base.align_offset(HUGEPAGE_BYTES), 0);
+        }
+        assert!(p.acquire());
+        let (meta, data) = p.slot_mut();
+        data[..3].copy_from_slice(b"abc");
+        meta.records_len = 3;
+        p.commit();
+        assert_eq!(c.peek().unwrap().records, b"abc");
+        let b = c.peek_mut().unwrap();
+        assert_eq!(b.area.as_ptr().align_offset(SLOT_ALIGN), 0);
     }
 
     #[test]

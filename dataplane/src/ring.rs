@@ -270,7 +270,9 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool
         .as_ptr()
         .align_offset(HUGEPAGE_BYTES)
         .min(HUGEPAGE_BYTES);
-    for i in (0..map.len()).step_by(4096) {
+    // Only the region: the pages of the slack mapped to align it stay
+    // untouched, never resident.
+    for i in (offset..offset + len).step_by(4096) {
         map[i] = 0;
     }
     Ok((map, offset, false))

@@ -227,10 +227,10 @@ fn ring_writer_pinned(
     });
     s.close_current().unwrap();
     let el = start.elapsed().as_secs_f64();
-    let counts = s.in_place_counts();
     s.finish().unwrap();
     let c = *s.counters();
     warn_if_index_skipped(&c);
+    let counts = (c.direct_in_place, c.direct_copied);
     drop(s);
     let _ = std::fs::remove_dir_all(dir);
     (bytes as f64 / el / 1e6, c.index_skipped, counts, huge)

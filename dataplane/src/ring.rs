@@ -521,6 +521,17 @@ pub struct BatchMut<'a> {
     pub at: usize,
 }
 
+/// The phase the producer wrote in the header page of the slot at `p`
+/// (when it acquired it), clamped below [`SLOT_ALIGN`].
+///
+/// # Safety
+/// `p` is the start of a committed slot the consumer owns (see `peek`).
+unsafe fn slot_phase(p: *const u8) -> usize {
+    // SAFETY: the caller's slot starts with its header page, which holds
+    // the phase at PHASE_AT (8-byte aligned, inside the page).
+    (unsafe { *(p.add(PHASE_AT) as *const u64) } as usize).min(SLOT_ALIGN - 1)
+}
+
 /// The writer side of a ring: reads committed slots in place and releases them.
 pub struct Consumer {
     shared: Arc<Shared>,
@@ -584,7 +595,7 @@ impl Consumer {
         unsafe {
             let meta = &*(p as *const BatchMeta);
             let len = (meta.records_len as usize).min(self.shared.batch_bytes);
-            let at = (*(p.add(PHASE_AT) as *const u64) as usize).min(SLOT_ALIGN - 1);
+            let at = slot_phase(p);
             let records = std::slice::from_raw_parts(p.add(META_BYTES + at), len);
             Some(Batch { meta, records })
         }
@@ -606,7 +617,7 @@ impl Consumer {
         unsafe {
             let meta = &*(p as *const BatchMeta);
             let len = (meta.records_len as usize).min(self.shared.batch_bytes);
-            let at = (*(p.add(PHASE_AT) as *const u64) as usize).min(SLOT_ALIGN - 1);
+            let at = slot_phase(p);
             let area = std::slice::from_raw_parts_mut(p.add(META_BYTES), self.shared.area_bytes);
             debug_assert!(at + len <= area.len());
             Some(BatchMut { meta, area, at })

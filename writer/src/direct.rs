@@ -143,17 +143,8 @@ impl Staging {
         buf: &[u8],
         laid: Laid,
     ) -> io::Result<()> {
-        debug_assert_eq!(len % ALIGN as u64, self.edge.len() as u64);
-        debug_assert_eq!(laid.at - laid.pad, self.edge.len());
-        let block_start = len - self.edge.len() as u64;
-        let (pad, padded) = (laid.pad, laid.padded);
-        direct.write_all_at(&buf[pad..pad + padded], block_start)?;
-        let total = self.edge.len() + laid.len;
-        let keep = total % ALIGN;
-        self.edge.clear();
-        self.edge
-            .extend_from_slice(&buf[pad + total - keep..pad + total]);
-        Ok(())
+        let span = &buf[laid.pad..laid.pad + laid.padded];
+        self.write_span(direct, len, span, laid.at - laid.pad, laid.len)
     }
 }
 

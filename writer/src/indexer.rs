@@ -569,6 +569,7 @@ impl IndexFeed {
                         at,
                         erf,
                     } => {
+                        let _done = Done(&busy_t);
                         b.add_block(offset, len, &records.bytes()[at..at + erf]);
                         // The last holder recycles a buffer of the pool (else
                         // the writer does); a lent slot goes back by the drop.
@@ -580,7 +581,6 @@ impl IndexFeed {
                             }
                             Held::Lent(l) => drop(l),
                         }
-                        busy_t.fetch_sub(1, Ordering::Release);
                     }
                     Msg::Complete {
                         data,
@@ -814,11 +814,13 @@ impl IndexFeed {
             manifest,
         }) {
             Ok(()) => None,
-            Err(mpsc::SendError(Msg::Complete { manifest, .. })) => {
+            Err(mpsc::SendError(m)) => {
                 self.busy.fetch_sub(1, Ordering::Relaxed);
-                Some(manifest)
+                match m {
+                    Msg::Complete { manifest, .. } => Some(manifest),
+                    _ => None,
+                }
             }
-            Err(_) => None,
         }
     }
 }

@@ -389,9 +389,6 @@ fn lctr_sum(records: &[u8]) -> u64 {
     sum
 }
 
-/// The index thread was given the batch with its write.
-struct Indexed;
-
 /// A batch's records as given to the series.
 enum Given<'a> {
     /// Anywhere in memory.
@@ -728,12 +725,6 @@ impl FileSeries {
             .map(|max| max.saturating_sub(self.cur.as_ref().map_or(0, |c| c.manifest.bytes_file)))
     }
 
-    /// Batches written from a ring slot in place (no copy), and batches
-    /// offered in place that were copied (their phase was not the file's).
-    pub fn in_place_counts(&self) -> (u64, u64) {
-        (self.counters.direct_in_place, self.counters.direct_copied)
-    }
-
     fn write_given(&mut self, meta: &BatchMeta, mut given: Given<'_>) -> io::Result<()> {
         if meta.packets == 0 {
             return Ok(());
@@ -974,7 +965,6 @@ impl FileSeries {
                 Given::InPlace { plan, lent }
                     if plan.good_len == good_len && plan.at == st.phase() =>
                 {
-                    self.counters.direct_in_place += 1;
                     let span = &(***lent).as_ref()[..plan.padded];
                     let at = crate::direct::Staged {
                         at: plan.at,
@@ -983,14 +973,18 @@ impl FileSeries {
                     let f = self.index.as_mut();
                     let indexed = f.map(|f| f.batch_lent(good_len, lent, at)).is_some();
                     let r = st.write_span(direct, good_len, span, plan.at, plan.len);
-                    if r.is_err()
-                        && let Some(f) = self.index.as_mut()
-                    {
-                        f.give_up_file();
+                    match (&r, self.index.as_mut()) {
+                        (Ok(()), _) => self.counters.direct_in_place += 1,
+                        (Err(_), Some(f)) => f.give_up_file(),
+                        (Err(_), None) => {}
                     }
-                    r.map(|()| indexed.then_some(Indexed))
+                    r.map(|()| indexed)
                 }
                 _ => {
+                    // (A plan made for another state of the file: copied.)
+                    if matches!(given, Given::InPlace { .. }) {
+                        self.counters.direct_copied += 1;
+                    }
                     let bytes = encoded.unwrap_or(given.records());
                     // Plain files: the index thread's copy of the batch is the
                     // staging buffer itself (one copy of the batch, not two),
@@ -1010,19 +1004,19 @@ impl FileSeries {
                                 f.give_up_file();
                             }
                             f.give_back(buf);
-                            r.map(|()| Some(Indexed))
+                            r.map(|()| true)
                         }
-                        None => st.append(direct, good_len, bytes, None).map(|_| None),
+                        None => st.append(direct, good_len, bytes, None).map(|_| false),
                     }
                 }
             },
             _ => cur
                 .file
                 .write_all(encoded.unwrap_or(given.records()))
-                .map(|()| None),
+                .map(|()| false),
         };
         let indexed = match written {
-            Ok(indexed) => indexed.is_some(),
+            Ok(indexed) => indexed,
             Err(e) => {
                 // The content checksum must not count the lost batch.
                 self.encoder.rollback();
@@ -1431,7 +1425,12 @@ mod tests {
                 }
                 if in_place {
                     let want = if compress { (0, 0) } else { (9, 1) };
-                    assert_eq!(s.in_place_counts(), want, "compress {compress}");
+                    let c = s.counters();
+                    assert_eq!(
+                        (c.direct_in_place, c.direct_copied),
+                        want,
+                        "compress {compress}"
+                    );
                 }
                 s.finish().unwrap();
                 assert_eq!(s.counters().packets, 124_274);

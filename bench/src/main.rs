@@ -14,6 +14,7 @@ mod applabel;
 #[cfg(feature = "dpdk")]
 mod dpdk;
 mod flows;
+mod jitter;
 mod memory;
 mod pipeline;
 mod pktgen;

@@ -1,5 +1,5 @@
 //! Compile the XDP program (`ebpf/linecap_xdp.c`) with clang into OUT_DIR,
-//! twice (plain and `-DLINECAP_DEV_BOUND`), where `src/afxdp/loader.rs` and
+//! three times (plain, `-DLINECAP_DEV_BOUND` and `-DLINECAP_NO_META`), where `src/afxdp/loader.rs` and
 //! `src/afxdp/devbound.rs` embed it. No object file is committed.
 //!
 //! With the `dpdk` feature, also generate the DPDK bindings (bindgen) and
@@ -23,6 +23,13 @@ fn main() {
         &src,
         &out_dir.join("linecap_xdp_hw.o"),
         &["-DLINECAP_DEV_BOUND"],
+    );
+    // And the plain program without XDP metadata, for kernels whose
+    // verifier refuses bpf_xdp_adjust_meta (src/afxdp/loader.rs).
+    compile_xdp(
+        &src,
+        &out_dir.join("linecap_xdp_nometa.o"),
+        &["-DLINECAP_NO_META"],
     );
 }
 

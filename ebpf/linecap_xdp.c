@@ -89,7 +89,9 @@ int linecap_xdp(struct xdp_md *ctx)
     // One clock read per frame, first thing at the hook (also with the
     // hardware stamp: user space aligns the NIC's clock to the host's with
     // the pair, see docs/architecture.md "Timestamps").
+#ifndef LINECAP_NO_META
     __u64 now = bpf_ktime_get_ns();
+#endif
     __u32 q = ctx->rx_queue_index;
     struct queue_stats *st = bpf_map_lookup_elem(&linecap_stats, &q);
 #ifdef LINECAP_DEV_BOUND
@@ -99,6 +101,12 @@ int linecap_xdp(struct xdp_md *ctx)
         hw = 0;
 #endif
     int stamped = 0;
+#ifdef LINECAP_NO_META
+    // The variant for kernels whose verifier refuses bpf_xdp_adjust_meta in
+    // XDP programs (seen on a 6.18 build): no stamp in the metadata, so user
+    // space stamps every frame at receive and counts it (ts_fallback), as
+    // for a driver that gives no metadata room.
+#else
     if (bpf_xdp_adjust_meta(ctx, -(int)META_SIZE) == 0) {
         void *data = (void *)(long)ctx->data;
         void *meta = (void *)(long)ctx->data_meta;
@@ -119,6 +127,7 @@ int linecap_xdp(struct xdp_md *ctx)
             stamped = 1;
         }
     }
+#endif
     if (st) {
         if (!stamped)
             st->no_meta++;

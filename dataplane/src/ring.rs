@@ -129,6 +129,11 @@ struct Shared {
     /// the block after the records.
     area_bytes: usize,
     hugepages: bool,
+    /// Bytes of the region the kernel backed with transparent hugepages
+    /// when the ring was made (0 on reserved hugepages or 4 KiB pages).
+    transparent_huge_bytes: u64,
+    /// Whether the region was advised `MADV_HUGEPAGE`.
+    advised: bool,
 }
 
 // SAFETY: `base` points into `map`, which lives as long as `Shared`. All
@@ -193,6 +198,12 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
         .and_then(|b| b.checked_add(CONTROL_BYTES))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring size overflows"))?;
     let (mut map, offset, hugepages) = map_region(len, cfg.hugepages)?;
+    let advised = !hugepages && cfg.hugepages != HugePages::Never;
+    let transparent_huge_bytes = if !advised {
+        0
+    } else {
+        transparent_huge_bytes(map.as_ptr() as usize + offset, len)
+    };
     // SAFETY: `map_region` returns a mapping of at least `offset + len`
     // bytes, so the region `base..base + len` lies inside it.
     let base = unsafe { map.as_mut_ptr().add(offset) };
@@ -210,6 +221,8 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
         batch_bytes: cfg.batch_bytes,
         area_bytes,
         hugepages,
+        transparent_huge_bytes,
+        advised,
     });
     Ok((
         Producer {
@@ -278,6 +291,76 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool
     Ok((map, offset, false))
 }
 
+/// Bytes of `start..start + len` in transparent hugepages, from the
+/// `AnonHugePages` of the mappings of `/proc/self/smaps` that overlap it
+/// (at most `len`; 0 when smaps cannot be read). Start-up only: it is how
+/// the summary can say what the kernel gave rather than what was asked.
+fn transparent_huge_bytes(start: usize, len: usize) -> u64 {
+    match std::fs::read_to_string("/proc/self/smaps") {
+        Ok(smaps) => huge_bytes_in(&smaps, start, len),
+        Err(_) => 0,
+    }
+}
+
+/// [`transparent_huge_bytes`] of the text of an smaps file.
+fn huge_bytes_in(smaps: &str, start: usize, len: usize) -> u64 {
+    let end = start.saturating_add(len);
+    let mut overlaps = false;
+    let mut total = 0u64;
+    for line in smaps.lines() {
+        // A mapping's first line: "start-end perms offset dev inode path".
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((a, b)) = range.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            overlaps = a < end && start < b;
+            continue;
+        }
+        if overlaps && let Some(v) = line.strip_prefix("AnonHugePages:") {
+            let kb = v.trim().trim_end_matches("kB").trim();
+            total += kb.parse::<u64>().unwrap_or(0) * 1024;
+        }
+    }
+    total.min(len as u64)
+}
+
+/// What a ring's region is made of, for the capture summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RingPages {
+    /// Bytes of the region.
+    pub bytes: u64,
+    /// Whether it is on reserved hugepages (all of it).
+    pub reserved: bool,
+    /// Bytes the kernel gave as transparent hugepages (not reserved).
+    pub transparent: u64,
+    /// Whether transparent hugepages were asked for (`MADV_HUGEPAGE`: no
+    /// hugepages reserved and the policy not `Never`).
+    pub advised: bool,
+}
+
+impl RingPages {
+    /// These pages and another ring's, together.
+    pub fn and(self, o: RingPages) -> RingPages {
+        RingPages {
+            bytes: self.bytes + o.bytes,
+            reserved: self.reserved && o.reserved,
+            transparent: self.transparent + o.transparent,
+            advised: self.advised || o.advised,
+        }
+    }
+}
+
+impl Shared {
+    fn pages(&self) -> RingPages {
+        RingPages {
+            bytes: self.stride as u64 * self.slots + CONTROL_BYTES as u64,
+            reserved: self.hugepages,
+            transparent: self.transparent_huge_bytes,
+            advised: self.advised,
+        }
+    }
+}
+
 /// The capture side of a ring: fills slots in place and commits them.
 pub struct Producer {
     shared: Arc<Shared>,
@@ -306,9 +389,14 @@ impl Producer {
         self.shared.batch_bytes
     }
 
-    /// Whether the region is backed by hugepages.
+    /// Whether the region is backed by reserved hugepages.
     pub fn hugepages(&self) -> bool {
         self.shared.hugepages
+    }
+
+    /// What the region is made of.
+    pub fn pages(&self) -> RingPages {
+        self.shared.pages()
     }
 
     /// Claim the next free slot. Returns `false` when the ring is full
@@ -718,9 +806,14 @@ impl Consumer {
         self.shared.slots
     }
 
-    /// Whether the region is backed by hugepages.
+    /// Whether the region is backed by reserved hugepages.
     pub fn hugepages(&self) -> bool {
         self.shared.hugepages
+    }
+
+    /// What the region is made of.
+    pub fn pages(&self) -> RingPages {
+        self.shared.pages()
     }
 
     /// A probe of this ring's fill level for other threads.
@@ -955,6 +1048,59 @@ mod tests {
         assert_eq!(c.peek().unwrap().records, b"abc");
         let b = c.peek_mut().unwrap();
         assert_eq!(b.area.as_ptr().align_offset(SLOT_ALIGN), 0);
+    }
+
+    #[test]
+    fn a_ring_says_what_pages_it_is_on() {
+        let (p, c) = ring(RingConfig {
+            hugepages: HugePages::Never,
+            ..cfg(4)
+        })
+        .unwrap();
+        let pages = p.pages();
+        assert_eq!(pages, c.pages());
+        assert_eq!(pages.bytes, region_bytes(4, cfg(4).batch_bytes as u64));
+        assert!(!pages.reserved && !pages.advised);
+        assert_eq!(pages.transparent, 0, "4 KiB pages were asked for");
+        let (p, _c) = ring(RingConfig {
+            hugepages: HugePages::Try,
+            ..cfg(4)
+        })
+        .unwrap();
+        let pages = p.pages();
+        assert!(pages.transparent <= pages.bytes);
+        assert_eq!(pages.advised, !pages.reserved);
+        let sum = pages.and(RingPages {
+            bytes: 10,
+            reserved: false,
+            transparent: 4,
+            advised: true,
+        });
+        assert_eq!(sum.bytes, pages.bytes + 10);
+        assert_eq!(sum.transparent, pages.transparent + 4);
+        assert!(!sum.reserved && sum.advised);
+    }
+
+    #[test]
+    fn transparent_huge_bytes_are_read_from_the_mappings_that_overlap() {
+        let smaps = "\
+7f0000000000-7f0000600000 rw-p 00000000 00:00 0
+Size:               6144 kB
+AnonHugePages:      4096 kB
+7f0000600000-7f0000800000 rw-p 00000000 00:00 0
+AnonHugePages:      2048 kB
+7f0000800000-7f0000a00000 r--p 00000000 08:01 42   /usr/lib/x.so
+AnonHugePages:         0 kB
+";
+        let mib = 1 << 20;
+        let base = 0x7f00_0000_0000usize;
+        assert_eq!(huge_bytes_in(smaps, base, 6 * mib), 4 * mib as u64);
+        // Both anonymous mappings overlap; the sum is capped at the length.
+        assert_eq!(huge_bytes_in(smaps, base + mib, 6 * mib), 6 * mib as u64);
+        // 2 MiB of hugepages in the mapping, 1 MiB of it asked about.
+        assert_eq!(huge_bytes_in(smaps, base + 7 * mib, mib), mib as u64);
+        assert_eq!(huge_bytes_in(smaps, 0x1000, 4096), 0);
+        assert_eq!(huge_bytes_in("", base, mib), 0);
     }
 
     #[test]

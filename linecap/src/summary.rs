@@ -305,12 +305,28 @@ pub fn print(r: &CaptureReport) {
     println!(
         "output: {} (ring memory: {})",
         outs.join(", "),
-        if r.hugepages {
-            "hugepages"
-        } else {
-            "normal pages"
-        }
+        ring_pages_text(&r.pages)
     );
+}
+
+/// What the rings' memory is made of, as the kernel gave it.
+fn ring_pages_text(p: &linecap_dataplane::ring::RingPages) -> String {
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    if p.reserved {
+        "reserved hugepages".to_string()
+    } else if p.transparent > 0 {
+        format!(
+            "transparent hugepages for {:.0} of {:.0} MiB, the rest 4 KiB pages",
+            mib(p.transparent),
+            mib(p.bytes)
+        )
+    } else if p.advised {
+        "4 KiB pages (transparent hugepages asked for, none given: \
+         see /sys/kernel/mm/transparent_hugepage/enabled, or reserve vm.nr_hugepages)"
+            .to_string()
+    } else {
+        "4 KiB pages (--hugepages never)".to_string()
+    }
 }
 
 /// The job's policies in a few words, from its manifest description.
@@ -375,14 +391,26 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
         "exports": exports,
         "balanced": r.balanced(),
         "stopped": r.stopped,
-        "hugepages": r.hugepages,
+        "hugepages": r.pages.reserved,
+        "ring_memory": {
+            "bytes": r.pages.bytes, "reserved_hugepages": r.pages.reserved,
+            "transparent_huge_bytes": r.pages.transparent,
+            "transparent_advised": r.pages.advised,
+        },
         // issue 14: which XDP program stamped the frames, per interface.
         "xdp_programs": r.xdp_programs.iter().map(|p| serde_json::json!({
             "ifname": p.ifname, "driver": p.driver,
             "mode": if p.native { "native" } else { "generic" },
-            "program": if p.device_bound { "device-bound" } else { "ktime" },
+            "program": if p.device_bound {
+                "device-bound"
+            } else if p.metadata_refused.is_some() {
+                "no-metadata"
+            } else {
+                "ktime"
+            },
             "prog_id": p.prog_id,
             "device_bound_refused": p.device_bound_refused,
+            "metadata_refused": p.metadata_refused,
             "native_refused": p.native_refused,
         })).collect::<Vec<_>>(),
         "queues": queues,
@@ -481,4 +509,30 @@ pub fn queue_json(q: &crate::capture::QueueReport) -> serde_json::Value {
         })),
         "errors": q.errors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring_pages_text;
+    use linecap_dataplane::ring::RingPages;
+
+    #[test]
+    fn the_ring_memory_line_says_what_the_kernel_gave() {
+        let p = |reserved, transparent, advised| RingPages {
+            bytes: 64 << 20,
+            reserved,
+            transparent,
+            advised,
+        };
+        assert_eq!(ring_pages_text(&p(true, 0, false)), "reserved hugepages");
+        assert_eq!(
+            ring_pages_text(&p(false, 48 << 20, true)),
+            "transparent hugepages for 48 of 64 MiB, the rest 4 KiB pages"
+        );
+        assert!(ring_pages_text(&p(false, 0, true)).contains("none given"));
+        assert_eq!(
+            ring_pages_text(&p(false, 0, false)),
+            "4 KiB pages (--hugepages never)"
+        );
+    }
 }

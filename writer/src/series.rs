@@ -306,7 +306,10 @@ pub struct SeriesCounters {
     pub direct_in_place: u64,
     /// `--direct-io`, plain files: batches offered in place but copied
     /// (placed at another phase than the file's, carrying a loss, or the
-    /// index thread still busy with earlier work).
+    /// index thread still busy with earlier work). Counted when the copy is
+    /// chosen: a copied batch whose write then fails is here too (and in
+    /// the write errors), while `direct_in_place` counts only writes that
+    /// succeeded.
     pub direct_copied: u64,
 }
 

@@ -7,6 +7,12 @@
 //! ([`super::devbound`]); when the kernel or the driver refuses it (the
 //! reason is kept, [`XdpAttachment::device_bound_refused`]), and always in
 //! generic mode, the plain variant is loaded and attached by aya as before.
+//! When the kernel refuses to load the plain variant too (a 6.18 build
+//! whose verifier rejects `bpf_xdp_adjust_meta` in every XDP program was
+//! met), a third variant without the metadata stamp is loaded from its own
+//! object (its maps replace the first object's, which no program used):
+//! frames are then stamped in user space at receive and counted in
+//! `ts_fallback` ([`XdpAttachment::metadata_refused`] says why).
 //!
 //! Both attach through a `bpf_link`: the kernel detaches the program when
 //! the link's descriptor closes, which happens on drop, on any exit, and
@@ -28,6 +34,10 @@ pub const QUEUES_MAX: u32 = 256;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/linecap_xdp.o"));
 static OBJECT_HW: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/linecap_xdp_hw.o"));
+/// The plain program without XDP metadata (`-DLINECAP_NO_META`): for a
+/// kernel whose verifier refuses `bpf_xdp_adjust_meta` in XDP programs.
+static OBJECT_NO_META: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/linecap_xdp_nometa.o"));
 
 /// Which XDP attach mode to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,6 +71,7 @@ pub struct XdpAttachment {
     // maps it uses.
     devbound: Option<super::devbound::DevBound>,
     device_bound_refused: Option<String>,
+    metadata_refused: Option<String>,
     ebpf: Ebpf,
     ifname: String,
     native: bool,
@@ -96,6 +107,35 @@ impl XdpQueueStats {
             hw_missing: self.hw_missing - base.hw_missing,
         }
     }
+}
+
+/// A load error in one line: the verifier's line that says what it refused
+/// (a helper the program type may not call), else the error's first line.
+fn refusal_gist(err: &str) -> String {
+    let first = err.lines().next().unwrap_or("").trim();
+    match err
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("cannot use helper") || l.contains("unknown func"))
+    {
+        Some(l) => {
+            let head = first.split(" Verifier output").next().unwrap_or(first);
+            format!("{}: {l}", head.trim_end_matches('.'))
+        }
+        None => first.to_string(),
+    }
+}
+
+/// Load (not attach) the plain program of `ebpf` into the kernel.
+fn load_plain(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .context("XDP program missing from the object")?
+        .try_into()
+        .context("program is not XDP")?;
+    prog.load()
+        .context("loading the XDP program into the kernel")
 }
 
 impl XdpAttachment {
@@ -139,16 +179,30 @@ impl XdpAttachment {
             }
         }
         let mut native_refused = None;
+        let mut metadata_refused = None;
         let native = if devbound.is_some() {
             true
         } else {
+            if let Err(e) = load_plain(&mut ebpf) {
+                // Without the metadata stamp, from its own object (nothing
+                // used the first one's maps yet).
+                let why = refusal_gist(&format!("{e:#}"));
+                let mut plain = Ebpf::load(OBJECT_NO_META)
+                    .context("loading the XDP program without metadata")?;
+                load_plain(&mut plain).map_err(|e2| {
+                    e2.context(format!(
+                        "loading the XDP program without metadata, after the program with it \
+                         was refused ({why})"
+                    ))
+                })?;
+                ebpf = plain;
+                metadata_refused = Some(why);
+            }
             let prog: &mut Xdp = ebpf
                 .program_mut(PROGRAM)
                 .context("XDP program missing from the object")?
                 .try_into()
                 .context("program is not XDP")?;
-            prog.load()
-                .context("loading the XDP program into the kernel")?;
             match mode {
                 AttachMode::Generic => {
                     prog.attach(ifname, XdpMode::Skb)
@@ -187,6 +241,7 @@ impl XdpAttachment {
         Ok(XdpAttachment {
             devbound,
             device_bound_refused,
+            metadata_refused,
             ebpf,
             driver,
             ifname: ifname.into(),
@@ -211,6 +266,13 @@ impl XdpAttachment {
     /// (native mode, `--xdp-timestamps auto`): the plain program runs.
     pub fn device_bound_refused(&self) -> Option<&str> {
         self.device_bound_refused.as_deref()
+    }
+
+    /// Why the program that stamps frames in the XDP metadata was refused,
+    /// when the one without metadata runs instead (frames stamped in user
+    /// space at receive, each counted in `ts_fallback`).
+    pub fn metadata_refused(&self) -> Option<&str> {
+        self.metadata_refused.as_deref()
     }
 
     /// The kernel's view of the device-bound program (its id; run time and
@@ -322,5 +384,30 @@ impl Drop for XdpAttachment {
             let _ = std::fs::write(format!("/sys/class/net/{}/threaded", self.ifname), before);
         }
         // Dropping `ebpf` closes the link descriptor: the kernel detaches the program.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal_gist;
+
+    #[test]
+    fn a_refusal_is_told_in_one_line() {
+        let err = "loading the XDP program into the kernel: the BPF_PROG_LOAD syscall returned \
+                   Invalid argument (os error 22). Verifier output: 0: R1=ctx() R10=fp0\n\
+                   ; int linecap_xdp(struct xdp_md *ctx) @ linecap_xdp.c:87\n\
+                   14: (85) call bpf_xdp_adjust_meta#54\n\
+                   program of this type cannot use helper bpf_xdp_adjust_meta#54\n\
+                   verification time 66 usec\n";
+        assert_eq!(
+            refusal_gist(err),
+            "loading the XDP program into the kernel: the BPF_PROG_LOAD syscall returned Invalid \
+             argument (os error 22): program of this type cannot use helper bpf_xdp_adjust_meta#54"
+        );
+        assert_eq!(
+            refusal_gist("memlock limit\nmore"),
+            "memlock limit",
+            "no verifier line: the first line"
+        );
     }
 }

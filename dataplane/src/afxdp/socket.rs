@@ -157,6 +157,11 @@ pub const CLOCK_NAME: &str = "xdp-ktime";
 /// stamp where the driver gave one, else `bpf_ktime_get_ns()` (the
 /// report's `xdp.hw_stamped` / `hw_missing` count which, per queue).
 pub const CLOCK_NAME_HW: &str = "xdp-hw-or-ktime";
+/// ... and with the program without metadata (a kernel that refuses
+/// `bpf_xdp_adjust_meta`, `loader.rs`): one `CLOCK_MONOTONIC` read in user
+/// space per receive burst, mapped to wall time, every frame counted in
+/// `ts_fallback`.
+pub const CLOCK_NAME_RECEIVE: &str = "afxdp-receive-burst";
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
@@ -303,6 +308,12 @@ impl XskSocket {
     /// manifest's `clock` is then [`CLOCK_NAME_HW`]).
     pub fn set_device_bound(&mut self, yes: bool) {
         self.clock_name = if yes { CLOCK_NAME_HW } else { CLOCK_NAME };
+    }
+
+    /// Tell the socket that the program without metadata feeds it (the
+    /// manifest's `clock` is then [`CLOCK_NAME_RECEIVE`]).
+    pub fn set_no_metadata(&mut self) {
+        self.clock_name = CLOCK_NAME_RECEIVE;
     }
 
     /// Frames whose wall time was held at the previous frame's so that the

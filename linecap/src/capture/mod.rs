@@ -261,6 +261,7 @@ pub fn run_capture_with(
                 device_bound: a.device_bound(),
                 prog_id: info.map(|i| i.id),
                 device_bound_refused: a.device_bound_refused().map(String::from),
+                metadata_refused: a.metadata_refused().map(String::from),
                 native_refused: a.native_refused().map(String::from),
             }
         })
@@ -313,7 +314,7 @@ pub fn run_capture_with(
         exports,
         queues,
         jobs,
-        hugepages: w.hugepages,
+        pages: w.pages,
         stopped: stop.load(Ordering::Relaxed),
         xdp_programs,
     })

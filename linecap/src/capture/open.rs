@@ -192,6 +192,13 @@ pub(super) fn open_queues(
                          refused ({why}); stamping with bpf_ktime_get_ns() only"
                     );
                 }
+                if let Some(why) = a.metadata_refused() {
+                    tracing::warn!(
+                        "{ifname}: this kernel refused the XDP program that stamps each frame in \
+                         its metadata ({why}); the program without metadata runs, and every frame \
+                         is stamped in user space at receive (counted as ts_fallback)"
+                    );
+                }
                 if let Some(why) = a.native_refused() {
                     tracing::warn!("{ifname}: native XDP refused ({why}); using generic mode");
                 }
@@ -210,6 +217,9 @@ pub(super) fn open_queues(
                     };
                     let mut sock = XskSocket::open(&xcfg)?;
                     sock.set_device_bound(a.device_bound());
+                    if a.metadata_refused().is_some() {
+                        sock.set_no_metadata();
+                    }
                     att.xdp_base.push(((ai, q), a.queue_stats(q)));
                     a.register(q, sock.raw_fd())?;
                     sockets.push((q, sock));
@@ -231,6 +241,8 @@ pub(super) fn open_queues(
                         if a.native() { "native" } else { "generic" },
                         if a.device_bound() {
                             "device-bound (hardware RX timestamps where the driver gives them)"
+                        } else if a.metadata_refused().is_some() {
+                            "no-metadata (user-space stamps)"
                         } else {
                             "ktime"
                         },

@@ -97,8 +97,8 @@ pub struct CaptureReport {
     pub jobs: Vec<(String, PathBuf, serde_json::Value)>,
     /// Flow exporters: what each wrote, and records dropped on full export queues.
     pub exports: Option<(Vec<ExportReport>, u64)>,
-    /// Whether the rings got hugepages.
-    pub hugepages: bool,
+    /// What the rings' memory is made of.
+    pub pages: linecap_dataplane::ring::RingPages,
     /// Whether the capture was stopped (signal, duration) rather than ending with its sources.
     pub stopped: bool,
     /// issue 14: per interface with linecap's XDP program, which program ran and how.
@@ -121,6 +121,9 @@ pub struct XdpProgramReport {
     pub prog_id: Option<u32>,
     /// Why the device-bound program was tried and not used.
     pub device_bound_refused: Option<String>,
+    /// Why the program that stamps frames in the XDP metadata was refused
+    /// (the one without metadata runs: user-space stamps).
+    pub metadata_refused: Option<String>,
     /// Why native mode was refused.
     pub native_refused: Option<String>,
 }

@@ -36,8 +36,8 @@ pub(super) struct Wiring {
     pub(super) probes: Vec<QueueProbe>,
     /// Per (job, queue), job-major: where its counters are published.
     pub(super) lines: Vec<ReportLine>,
-    /// Whether every ring got hugepages.
-    pub(super) hugepages: bool,
+    /// What the rings' memory is made of, all rings of the start.
+    pub(super) pages: ring::RingPages,
     /// Per job of the start, per queue: the handles the control API reads.
     pub(super) start_jobs: Vec<Vec<crate::capture::jobs::JobQueue>>,
     /// Per job of the start: what its last manifest says when it is stopped.
@@ -147,13 +147,16 @@ pub(super) fn build(
         .collect();
     let mut lines: Vec<ReportLine> = Vec::new();
     let mut lanes: Vec<Vec<Lane>> = (0..nq).map(|_| Vec::new()).collect();
-    let mut hugepages = true;
+    let mut pages: Option<ring::RingPages> = None;
     for (j, job) in cfg.jobs.iter().enumerate() {
         for (qi, q) in queues.iter().enumerate() {
             let (producer, consumer) = ring::ring(ring_cfg).with_context(|| {
                 format!("creating the ring of queue {} (job {})", q.id, job.name)
             })?;
-            hugepages &= producer.hugepages();
+            pages = Some(match pages {
+                Some(p) => p.and(producer.pages()),
+                None => producer.pages(),
+            });
             let series = FileSeries::new(SeriesConfig {
                 budget_bytes: budgets[j][qi],
                 rotate_bytes: cfg.rotate_bytes,
@@ -246,7 +249,7 @@ pub(super) fn build(
         writer_inputs,
         probes,
         lines,
-        hugepages,
+        pages: pages.unwrap_or_default(),
         start_jobs,
         final_captures,
         ring: ring_cfg,

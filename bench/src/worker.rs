@@ -17,7 +17,7 @@ use linecap_dataplane::source::{Frame, FrameSink, RxQueue};
 use linecap_dataplane::synthetic::{SyntheticConfig, SyntheticSource};
 use linecap_dataplane::worker::{Worker, WorkerConfig};
 
-use crate::jitter::{percentiles, timing_floor};
+use crate::jitter::{percentiles, print_floors};
 use crate::{Opts, median};
 
 pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
@@ -96,9 +96,6 @@ pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
             );
         }
         if *flows == 1_000_000 {
-            // What the VM adds by itself: a fixed step of the median poll's
-            // length, timed as often (`jitter.rs`).
-            let fl = timing_floor(lat.0, *samples);
             println!(
                 "  max / median poll time at 1 M flows: {:.1}x ({:.0} / {:.0} ns, p99.9 {:.1}x), goal <= 10x",
                 lat.3 / lat.0.max(1.0),
@@ -106,22 +103,12 @@ pub fn worker_suite(o: &Opts) -> Vec<serde_json::Value> {
                 lat.0,
                 lat.2 / lat.0.max(1.0),
             );
-            println!(
-                "    this machine's own: a fixed {:.0}-ns compute step timed {} times: max / median {:.1}x \
-                 ({:.0} / {:.0} ns, p99.9 {:.1}x)",
-                lat.0,
-                fl.samples,
-                fl.spread(),
-                fl.lat.3,
-                fl.lat.0,
-                fl.lat.2 / fl.lat.0.max(1.0),
-            );
-            out.push(serde_json::json!({
-                "suite": "worker", "goal": "poll_max_over_median_1m", "ratio": lat.3 / lat.0.max(1.0),
-                "p999_over_median": lat.2 / lat.0.max(1.0), "samples": samples,
-                "machine_floor_ratio": fl.spread(), "machine_floor_p50_ns": fl.lat.0,
-                "machine_floor_p999_ns": fl.lat.2, "machine_floor_max_ns": fl.lat.3,
-            }));
+            // What the VM adds by itself (`jitter.rs`).
+            let mut row = print_floors(*lat, *samples);
+            row["suite"] = "worker".into();
+            row["goal"] = "poll_max_over_median_1m".into();
+            row["ratio"] = (lat.3 / lat.0.max(1.0)).into();
+            out.push(row);
         }
         out.push(serde_json::json!({
             "suite": "worker", "goal": format!("flows_{flows}_over_off"), "ratio": ratio,

@@ -197,13 +197,8 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
         .checked_mul(cfg.slots)
         .and_then(|b| b.checked_add(CONTROL_BYTES))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring size overflows"))?;
-    let (mut map, offset, hugepages) = map_region(len, cfg.hugepages)?;
+    let (mut map, offset, hugepages, transparent_huge_bytes) = map_region(len, cfg.hugepages)?;
     let advised = !hugepages && cfg.hugepages != HugePages::Never;
-    let transparent_huge_bytes = if !advised {
-        0
-    } else {
-        transparent_huge_bytes(map.as_ptr() as usize + offset, len)
-    };
     // SAFETY: `map_region` returns a mapping of at least `offset + len`
     // bytes, so the region `base..base + len` lies inside it.
     let base = unsafe { map.as_mut_ptr().add(offset) };
@@ -245,9 +240,10 @@ pub fn ring(cfg: RingConfig) -> io::Result<(Producer, Consumer)> {
     ))
 }
 
-/// The ring's mapping, the offset of the region in it, and whether it is on
-/// reserved hugepages.
-fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool)> {
+/// The ring's mapping, the offset of the region in it, whether it is on
+/// reserved hugepages, and how many of its bytes the kernel backed with
+/// transparent hugepages.
+fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool, u64)> {
     if policy != HugePages::Never {
         let huge_len = len.next_multiple_of(HUGEPAGE_BYTES);
         match MmapOptions::new()
@@ -256,7 +252,7 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool
             .populate()
             .map_anon()
         {
-            Ok(map) => return Ok((map, 0, true)),
+            Ok(map) => return Ok((map, 0, true, 0)),
             Err(e) if policy == HugePages::Require => {
                 return Err(io::Error::new(
                     e.kind(),
@@ -268,7 +264,7 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool
     }
     if policy == HugePages::Never {
         let map = MmapOptions::new().len(len).populate().map_anon()?;
-        return Ok((map, 0, false));
+        return Ok((map, 0, false, 0));
     }
     // No hugepages reserved: ask for transparent ones (THP, `madvise` mode)
     // on a region that starts on a 2 MiB boundary, then fault every page in
@@ -283,18 +279,25 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool
         .as_ptr()
         .align_offset(HUGEPAGE_BYTES)
         .min(HUGEPAGE_BYTES);
+    // The kernel may merge this mapping with a neighbouring one advised the
+    // same way (another ring's), and smaps counts per mapping: what this
+    // region got is the count after touching it less the count before.
+    let start = map.as_ptr() as usize + offset;
+    let before = transparent_huge_bytes(start, len);
     // Only the region: the pages of the slack mapped to align it stay
     // untouched, never resident.
     for i in (offset..offset + len).step_by(4096) {
         map[i] = 0;
     }
-    Ok((map, offset, false))
+    let got = transparent_huge_bytes(start, len).saturating_sub(before);
+    Ok((map, offset, false, got.min(len as u64)))
 }
 
-/// Bytes of `start..start + len` in transparent hugepages, from the
-/// `AnonHugePages` of the mappings of `/proc/self/smaps` that overlap it
-/// (at most `len`; 0 when smaps cannot be read). Start-up only: it is how
-/// the summary can say what the kernel gave rather than what was asked.
+/// Bytes in transparent hugepages of the mappings of `/proc/self/smaps`
+/// that overlap `start..start + len` (their `AnonHugePages`, whole: a
+/// mapping the kernel merged with a neighbour counts the neighbour's too;
+/// 0 when smaps cannot be read). Start-up only: it is how the summary can
+/// say what the kernel gave rather than what was asked.
 fn transparent_huge_bytes(start: usize, len: usize) -> u64 {
     match std::fs::read_to_string("/proc/self/smaps") {
         Ok(smaps) => huge_bytes_in(&smaps, start, len),
@@ -321,7 +324,7 @@ fn huge_bytes_in(smaps: &str, start: usize, len: usize) -> u64 {
             total += kb.parse::<u64>().unwrap_or(0) * 1024;
         }
     }
-    total.min(len as u64)
+    total
 }
 
 /// What a ring's region is made of, for the capture summary.
@@ -329,8 +332,8 @@ fn huge_bytes_in(smaps: &str, start: usize, len: usize) -> u64 {
 pub struct RingPages {
     /// Bytes of the region.
     pub bytes: u64,
-    /// Whether it is on reserved hugepages (all of it).
-    pub reserved: bool,
+    /// Bytes on reserved hugepages (a ring is on them whole or not at all).
+    pub reserved: u64,
     /// Bytes the kernel gave as transparent hugepages (not reserved).
     pub transparent: u64,
     /// Whether transparent hugepages were asked for (`MADV_HUGEPAGE`: no
@@ -339,11 +342,16 @@ pub struct RingPages {
 }
 
 impl RingPages {
+    /// Whether every byte is on reserved hugepages.
+    pub fn all_reserved(&self) -> bool {
+        self.bytes > 0 && self.reserved == self.bytes
+    }
+
     /// These pages and another ring's, together.
     pub fn and(self, o: RingPages) -> RingPages {
         RingPages {
             bytes: self.bytes + o.bytes,
-            reserved: self.reserved && o.reserved,
+            reserved: self.reserved + o.reserved,
             transparent: self.transparent + o.transparent,
             advised: self.advised || o.advised,
         }
@@ -352,9 +360,10 @@ impl RingPages {
 
 impl Shared {
     fn pages(&self) -> RingPages {
+        let bytes = self.stride as u64 * self.slots + CONTROL_BYTES as u64;
         RingPages {
-            bytes: self.stride as u64 * self.slots + CONTROL_BYTES as u64,
-            reserved: self.hugepages,
+            bytes,
+            reserved: if self.hugepages { bytes } else { 0 },
             transparent: self.transparent_huge_bytes,
             advised: self.advised,
         }
@@ -1060,7 +1069,7 @@ mod tests {
         let pages = p.pages();
         assert_eq!(pages, c.pages());
         assert_eq!(pages.bytes, region_bytes(4, cfg(4).batch_bytes as u64));
-        assert!(!pages.reserved && !pages.advised);
+        assert!(pages.reserved == 0 && !pages.advised);
         assert_eq!(pages.transparent, 0, "4 KiB pages were asked for");
         let (p, _c) = ring(RingConfig {
             hugepages: HugePages::Try,
@@ -1069,16 +1078,17 @@ mod tests {
         .unwrap();
         let pages = p.pages();
         assert!(pages.transparent <= pages.bytes);
-        assert_eq!(pages.advised, !pages.reserved);
+        assert_eq!(pages.advised, !pages.all_reserved());
         let sum = pages.and(RingPages {
             bytes: 10,
-            reserved: false,
+            reserved: 0,
             transparent: 4,
             advised: true,
         });
         assert_eq!(sum.bytes, pages.bytes + 10);
         assert_eq!(sum.transparent, pages.transparent + 4);
-        assert!(!sum.reserved && sum.advised);
+        assert!(!sum.all_reserved() && sum.advised);
+        assert_eq!(sum.reserved, pages.reserved);
     }
 
     #[test]
@@ -1095,10 +1105,10 @@ AnonHugePages:         0 kB
         let mib = 1 << 20;
         let base = 0x7f00_0000_0000usize;
         assert_eq!(huge_bytes_in(smaps, base, 6 * mib), 4 * mib as u64);
-        // Both anonymous mappings overlap; the sum is capped at the length.
+        // Both anonymous mappings overlap: both count (a mapping is counted
+        // whole, so `map_region` takes the difference across its touch).
         assert_eq!(huge_bytes_in(smaps, base + mib, 6 * mib), 6 * mib as u64);
-        // 2 MiB of hugepages in the mapping, 1 MiB of it asked about.
-        assert_eq!(huge_bytes_in(smaps, base + 7 * mib, mib), mib as u64);
+        assert_eq!(huge_bytes_in(smaps, base + 7 * mib, mib), 2 * mib as u64);
         assert_eq!(huge_bytes_in(smaps, 0x1000, 4096), 0);
         assert_eq!(huge_bytes_in("", base, mib), 0);
     }

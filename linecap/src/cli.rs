@@ -247,7 +247,9 @@ pub struct CaptureArgs {
     /// XDP timestamps: auto (in native mode the device-bound program, which takes the NIC's RX
     /// hardware stamp where the driver gives one and bpf_ktime_get_ns() otherwise, falling back to
     /// the ktime-only program if it cannot load; generic mode: ktime), hardware (the device-bound
-    /// program or fail), or ktime (bpf_ktime_get_ns() only).
+    /// program or fail), or ktime (bpf_ktime_get_ns() only). On a kernel that refuses XDP metadata
+    /// (bpf_xdp_adjust_meta) auto and ktime run a program without it and stamp each receive burst
+    /// in user space, saying so at start and in the report.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_xdp_timestamps)]
     pub xdp_timestamps: XdpTimestamps,
     /// AF_XDP RX and fill ring entries per queue (power of two); UMEM holds twice as many frames.

@@ -312,21 +312,29 @@ pub fn print(r: &CaptureReport) {
 /// What the rings' memory is made of, as the kernel gave it.
 fn ring_pages_text(p: &linecap_dataplane::ring::RingPages) -> String {
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
-    if p.reserved {
-        "reserved hugepages".to_string()
-    } else if p.transparent > 0 {
-        format!(
-            "transparent hugepages for {:.0} of {:.0} MiB, the rest 4 KiB pages",
-            mib(p.transparent),
-            mib(p.bytes)
-        )
-    } else if p.advised {
-        "4 KiB pages (transparent hugepages asked for, none given: \
-         see /sys/kernel/mm/transparent_hugepage/enabled, or reserve vm.nr_hugepages)"
-            .to_string()
-    } else {
-        "4 KiB pages (--hugepages never)".to_string()
+    if p.all_reserved() {
+        return "reserved hugepages".to_string();
     }
+    let rest = p.bytes.saturating_sub(p.reserved + p.transparent);
+    let mut parts = Vec::new();
+    if p.reserved > 0 {
+        parts.push(format!("reserved hugepages for {:.1}", mib(p.reserved)));
+    }
+    if p.transparent > 0 {
+        parts.push(format!("transparent hugepages for {:.1}", mib(p.transparent)));
+    }
+    if rest > 0 {
+        parts.push(format!("4 KiB pages for {:.1}", mib(rest)));
+    }
+    let why = if p.transparent > 0 || rest == 0 {
+        ""
+    } else if p.advised {
+        " (transparent hugepages asked for, none given: see \
+         /sys/kernel/mm/transparent_hugepage/enabled, or reserve vm.nr_hugepages)"
+    } else {
+        " (--hugepages never)"
+    };
+    format!("{} of {:.1} MiB{why}", parts.join(", "), mib(p.bytes))
 }
 
 /// The job's policies in a few words, from its manifest description.
@@ -391,9 +399,9 @@ pub fn to_json(r: &CaptureReport) -> serde_json::Value {
         "exports": exports,
         "balanced": r.balanced(),
         "stopped": r.stopped,
-        "hugepages": r.pages.reserved,
+        "hugepages": r.pages.all_reserved(),
         "ring_memory": {
-            "bytes": r.pages.bytes, "reserved_hugepages": r.pages.reserved,
+            "bytes": r.pages.bytes, "reserved_huge_bytes": r.pages.reserved,
             "transparent_huge_bytes": r.pages.transparent,
             "transparent_advised": r.pages.advised,
         },
@@ -518,21 +526,32 @@ mod tests {
 
     #[test]
     fn the_ring_memory_line_says_what_the_kernel_gave() {
+        let mib = 1u64 << 20;
         let p = |reserved, transparent, advised| RingPages {
-            bytes: 64 << 20,
+            bytes: 64 * mib,
             reserved,
             transparent,
             advised,
         };
-        assert_eq!(ring_pages_text(&p(true, 0, false)), "reserved hugepages");
+        assert_eq!(ring_pages_text(&p(64 * mib, 0, false)), "reserved hugepages");
         assert_eq!(
-            ring_pages_text(&p(false, 48 << 20, true)),
-            "transparent hugepages for 48 of 64 MiB, the rest 4 KiB pages"
+            ring_pages_text(&p(0, 48 * mib, true)),
+            "transparent hugepages for 48.0, 4 KiB pages for 16.0 of 64.0 MiB"
         );
-        assert!(ring_pages_text(&p(false, 0, true)).contains("none given"));
         assert_eq!(
-            ring_pages_text(&p(false, 0, false)),
-            "4 KiB pages (--hugepages never)"
+            ring_pages_text(&p(0, 64 * mib, true)),
+            "transparent hugepages for 64.0 of 64.0 MiB"
+        );
+        // Too few reserved for every ring: the rest said apart.
+        assert_eq!(
+            ring_pages_text(&p(16 * mib, 40 * mib, true)),
+            "reserved hugepages for 16.0, transparent hugepages for 40.0, 4 KiB pages for 8.0 of \
+             64.0 MiB"
+        );
+        assert!(ring_pages_text(&p(0, 0, true)).ends_with("or reserve vm.nr_hugepages)"));
+        assert_eq!(
+            ring_pages_text(&p(0, 0, false)),
+            "4 KiB pages for 64.0 of 64.0 MiB (--hugepages never)"
         );
     }
 }

@@ -11,8 +11,10 @@
 //! whose verifier rejects `bpf_xdp_adjust_meta` in every XDP program was
 //! met), a third variant without the metadata stamp is loaded from its own
 //! object (its maps replace the first object's, which no program used):
-//! frames are then stamped in user space at receive and counted in
-//! `ts_fallback` ([`XdpAttachment::metadata_refused`] says why).
+//! frames are then stamped in user space per receive burst, and the
+//! program counts each in the queue's `no_meta`
+//! ([`XdpAttachment::metadata_refused`] says why). Any other load failure
+//! is an error, as before.
 //!
 //! Both attach through a `bpf_link`: the kernel detaches the program when
 //! the link's descriptor closes, which happens on drop, on any exit, and
@@ -109,14 +111,14 @@ impl XdpQueueStats {
     }
 }
 
-/// A load error in one line: the verifier's line that says what it refused
-/// (a helper the program type may not call), else the error's first line.
+/// A load error in one line: the verifier's line that refuses the metadata
+/// helper (not the line of the call itself), else the error's first line.
 fn refusal_gist(err: &str) -> String {
     let first = err.lines().next().unwrap_or("").trim();
     match err
         .lines()
         .map(str::trim)
-        .find(|l| l.contains("cannot use helper") || l.contains("unknown func"))
+        .find(|l| l.contains("bpf_xdp_adjust_meta") && !l.contains("call "))
     {
         Some(l) => {
             let head = first.split(" Verifier output").next().unwrap_or(first);
@@ -184,11 +186,20 @@ impl XdpAttachment {
             true
         } else {
             if let Err(e) = load_plain(&mut ebpf) {
-                // Without the metadata stamp, from its own object (nothing
-                // used the first one's maps yet).
-                let why = refusal_gist(&format!("{e:#}"));
-                let mut plain = Ebpf::load(OBJECT_NO_META)
-                    .context("loading the XDP program without metadata")?;
+                // Only the verifier's refusal of the metadata helper leads to
+                // the program without it; any other failure is the error.
+                let text = format!("{e:#}");
+                if !text.contains("bpf_xdp_adjust_meta") {
+                    return Err(e);
+                }
+                // From its own object (nothing used the first one's maps yet).
+                let why = refusal_gist(&text);
+                let mut plain = Ebpf::load(OBJECT_NO_META).with_context(|| {
+                    format!(
+                        "loading the XDP program without metadata, after the program with it \
+                         was refused ({why})"
+                    )
+                })?;
                 load_plain(&mut plain).map_err(|e2| {
                     e2.context(format!(
                         "loading the XDP program without metadata, after the program with it \
@@ -270,7 +281,7 @@ impl XdpAttachment {
 
     /// Why the program that stamps frames in the XDP metadata was refused,
     /// when the one without metadata runs instead (frames stamped in user
-    /// space at receive, each counted in `ts_fallback`).
+    /// space per receive burst, each counted in the queue's `no_meta`).
     pub fn metadata_refused(&self) -> Option<&str> {
         self.metadata_refused.as_deref()
     }

@@ -189,14 +189,20 @@ pub(super) fn open_queues(
                 if let Some(why) = a.device_bound_refused() {
                     tracing::warn!(
                         "{ifname}: the device-bound XDP program (RX hardware timestamps) was \
-                         refused ({why}); stamping with bpf_ktime_get_ns() only"
+                         refused ({why}); {}",
+                        if a.metadata_refused().is_some() {
+                            "the plain program was refused too (next message)"
+                        } else {
+                            "stamping with bpf_ktime_get_ns() only"
+                        }
                     );
                 }
                 if let Some(why) = a.metadata_refused() {
                     tracing::warn!(
                         "{ifname}: this kernel refused the XDP program that stamps each frame in \
-                         its metadata ({why}); the program without metadata runs, and every frame \
-                         is stamped in user space at receive (counted as ts_fallback)"
+                         its metadata ({why}); the program without metadata runs, and frames are \
+                         stamped in user space, one clock read per receive burst (each frame counted \
+                         in the report's xdp.no_meta)"
                     );
                 }
                 if let Some(why) = a.native_refused() {

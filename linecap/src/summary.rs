@@ -321,7 +321,10 @@ fn ring_pages_text(p: &linecap_dataplane::ring::RingPages) -> String {
         parts.push(format!("reserved hugepages for {:.1}", mib(p.reserved)));
     }
     if p.transparent > 0 {
-        parts.push(format!("transparent hugepages for {:.1}", mib(p.transparent)));
+        parts.push(format!(
+            "transparent hugepages for {:.1}",
+            mib(p.transparent)
+        ));
     }
     if rest > 0 {
         parts.push(format!("4 KiB pages for {:.1}", mib(rest)));
@@ -533,7 +536,10 @@ mod tests {
             transparent,
             advised,
         };
-        assert_eq!(ring_pages_text(&p(64 * mib, 0, false)), "reserved hugepages");
+        assert_eq!(
+            ring_pages_text(&p(64 * mib, 0, false)),
+            "reserved hugepages"
+        );
         assert_eq!(
             ring_pages_text(&p(0, 48 * mib, true)),
             "transparent hugepages for 48.0, 4 KiB pages for 16.0 of 64.0 MiB"

@@ -118,7 +118,9 @@ fn refusal_gist(err: &str) -> String {
     match err
         .lines()
         .map(str::trim)
-        .find(|l| l.contains("bpf_xdp_adjust_meta") && !l.contains("call "))
+        // (Not the source line the verifier echoes, "; if (bpf_xdp_adjust_meta(...",
+        // nor the instruction, "14: (85) call bpf_xdp_adjust_meta#54".)
+        .find(|l| l.contains("bpf_xdp_adjust_meta") && !l.starts_with(';') && !l.contains("call "))
     {
         Some(l) => {
             let head = first.split(" Verifier output").next().unwrap_or(first);
@@ -407,6 +409,7 @@ mod tests {
         let err = "loading the XDP program into the kernel: the BPF_PROG_LOAD syscall returned \
                    Invalid argument (os error 22). Verifier output: 0: R1=ctx() R10=fp0\n\
                    ; int linecap_xdp(struct xdp_md *ctx) @ linecap_xdp.c:87\n\
+                   ; if (bpf_xdp_adjust_meta(ctx, -(int)META_SIZE) == 0) { @ linecap_xdp.c:110\n\
                    14: (85) call bpf_xdp_adjust_meta#54\n\
                    program of this type cannot use helper bpf_xdp_adjust_meta#54\n\
                    verification time 66 usec\n";

@@ -104,7 +104,7 @@ int linecap_xdp(struct xdp_md *ctx)
 #ifdef LINECAP_NO_META
     // The variant for kernels whose verifier refuses bpf_xdp_adjust_meta in
     // XDP programs (seen on a 6.18 build): no stamp in the metadata, so user
-    // space stamps each receive burst; every frame counts in no_meta below, as
+    // space stamps each frame at receive; every frame counts in no_meta below, as
     // for a driver that gives no metadata room.
 #else
     if (bpf_xdp_adjust_meta(ctx, -(int)META_SIZE) == 0) {

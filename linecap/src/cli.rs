@@ -248,8 +248,8 @@ pub struct CaptureArgs {
     /// hardware stamp where the driver gives one and bpf_ktime_get_ns() otherwise, falling back to
     /// the ktime-only program if it cannot load; generic mode: ktime), hardware (the device-bound
     /// program or fail), or ktime (bpf_ktime_get_ns() only). On a kernel that refuses XDP metadata
-    /// (bpf_xdp_adjust_meta) auto and ktime run a program without it and stamp each receive burst
-    /// in user space, saying so at start and in the report.
+    /// (bpf_xdp_adjust_meta) auto and ktime run a program without it and stamp each frame in user
+    /// space as it is received, saying so at start and in the report.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_xdp_timestamps)]
     pub xdp_timestamps: XdpTimestamps,
     /// AF_XDP RX and fill ring entries per queue (power of two); UMEM holds twice as many frames.

@@ -11,7 +11,7 @@
 //! whose verifier rejects `bpf_xdp_adjust_meta` in every XDP program was
 //! met), a third variant without the metadata stamp is loaded from its own
 //! object (its maps replace the first object's, which no program used):
-//! frames are then stamped in user space per receive burst, and the
+//! frames are then stamped in user space as they are received, and the
 //! program counts each in the queue's `no_meta`
 //! ([`XdpAttachment::metadata_refused`] says why). Any other load failure
 //! is an error, as before.
@@ -283,7 +283,7 @@ impl XdpAttachment {
 
     /// Why the program that stamps frames in the XDP metadata was refused,
     /// when the one without metadata runs instead (frames stamped in user
-    /// space per receive burst, each counted in the queue's `no_meta`).
+    /// space as they are received, each counted in the queue's `no_meta`).
     pub fn metadata_refused(&self) -> Option<&str> {
         self.metadata_refused.as_deref()
     }

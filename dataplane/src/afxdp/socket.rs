@@ -115,6 +115,9 @@ pub struct XskSocket {
     ts_fallback: u64,
     ts_hw: u64,
     clock_name: &'static str,
+    /// No frame carries a stamp (the program without metadata): read the
+    /// clock per frame, not once per burst, so each frame has its own.
+    stamp_each: bool,
     stats: XdpStatistics,
     invalid_descs: u64,
     info: BindInfo,
@@ -159,9 +162,9 @@ pub const CLOCK_NAME: &str = "xdp-ktime";
 pub const CLOCK_NAME_HW: &str = "xdp-hw-or-ktime";
 /// ... and with the program without metadata (a kernel that refuses
 /// `bpf_xdp_adjust_meta`, `loader.rs`): one `CLOCK_MONOTONIC` read in user
-/// space per receive burst, mapped to wall time, every frame counted in
-/// `ts_fallback`.
-pub const CLOCK_NAME_RECEIVE: &str = "afxdp-receive-burst";
+/// space per frame as the socket takes it from the RX ring, mapped to wall
+/// time, every frame counted in `ts_fallback`.
+pub const CLOCK_NAME_RECEIVE: &str = "afxdp-receive";
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
@@ -267,6 +270,7 @@ impl XskSocket {
             ts_fallback: 0,
             ts_hw: 0,
             clock_name: CLOCK_NAME,
+            stamp_each: false,
             stats: XdpStatistics::default(),
             invalid_descs: 0,
             info: BindInfo {
@@ -314,6 +318,7 @@ impl XskSocket {
     /// manifest's `clock` is then [`CLOCK_NAME_RECEIVE`]).
     pub fn set_no_metadata(&mut self) {
         self.clock_name = CLOCK_NAME_RECEIVE;
+        self.stamp_each = true;
     }
 
     /// Frames whose wall time was held at the previous frame's so that the
@@ -449,10 +454,15 @@ impl RxQueue for XskSocket {
                     }
                     None => {
                         self.ts_fallback += 1;
-                        if burst_mono == 0 {
-                            burst_mono = sys::monotonic_ns();
+                        if self.stamp_each {
+                            // (The program without metadata: every frame.)
+                            self.wall.map(sys::monotonic_ns())
+                        } else {
+                            if burst_mono == 0 {
+                                burst_mono = sys::monotonic_ns();
+                            }
+                            self.wall.map(burst_mono)
                         }
-                        self.wall.map(burst_mono)
                     }
                 };
                 // SAFETY: [start, start+len) lies inside UMEM (checked), and

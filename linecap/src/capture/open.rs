@@ -201,7 +201,7 @@ pub(super) fn open_queues(
                     tracing::warn!(
                         "{ifname}: this kernel refused the XDP program that stamps each frame in \
                          its metadata ({why}); the program without metadata runs, and frames are \
-                         stamped in user space, one clock read per receive burst (each frame counted \
+                         stamped in user space, one clock read per frame as it is received (each counted \
                          in the report's xdp.no_meta)"
                     );
                 }

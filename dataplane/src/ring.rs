@@ -273,7 +273,14 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool
     // the writer's eighth and ninth rounds); in a 2 MiB page a slot is one
     // DMA segment. The kernel may still give 4 KiB pages: nothing depends
     // on it.
-    let mut map = MmapOptions::new().len(len + HUGEPAGE_BYTES).map_anon()?;
+    // The region's last 2 MiB frame lies inside the mapping too (the length
+    // rounded up, as for reserved hugepages): a frame that overhangs the
+    // mapping's end can never be a hugepage, and a ring under 2 MiB got one
+    // or not by the luck of the alignment.
+    let huge_len = len.next_multiple_of(HUGEPAGE_BYTES);
+    let mut map = MmapOptions::new()
+        .len(huge_len + HUGEPAGE_BYTES)
+        .map_anon()?;
     let _ = map.advise(memmap2::Advice::HugePage);
     let offset = map
         .as_ptr()
@@ -283,13 +290,14 @@ fn map_region(len: usize, policy: HugePages) -> io::Result<(MmapMut, usize, bool
     // same way (another ring's), and smaps counts per mapping: what this
     // region got is the count after touching it less the count before.
     let start = map.as_ptr() as usize + offset;
-    let before = transparent_huge_bytes(start, len);
+    let before = transparent_huge_bytes(start, huge_len);
     // Only the region: the pages of the slack mapped to align it stay
-    // untouched, never resident.
+    // untouched, never resident (but for the rest of the region's last
+    // frame when the kernel makes it a hugepage).
     for i in (offset..offset + len).step_by(4096) {
         map[i] = 0;
     }
-    let got = transparent_huge_bytes(start, len).saturating_sub(before);
+    let got = transparent_huge_bytes(start, huge_len).saturating_sub(before);
     Ok((map, offset, false, got.min(len as u64)))
 }
 

@@ -116,7 +116,6 @@ fn sequence(flows: u64, zipf: bool, rng: &mut Rng) -> Vec<u32> {
         .collect()
 }
 
-/// Per-burst times (ns) → (p50, p99, p99.9, max).
 struct Run {
     /// Packets per µs of median burst time (robust to preemption).
     mpps: f64,

@@ -355,7 +355,8 @@ impl RingPages {
         self.bytes > 0 && self.reserved == self.bytes
     }
 
-    /// These pages and another ring's, together.
+    /// These pages and another ring's, together (`default()` is the
+    /// empty set: `and` with it changes nothing).
     pub fn and(self, o: RingPages) -> RingPages {
         RingPages {
             bytes: self.bytes + o.bytes,

@@ -130,15 +130,20 @@ fn refusal_gist(err: &str) -> String {
     }
 }
 
+/// The plain program of `ebpf`.
+fn plain_prog(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
+    use anyhow::Context;
+    ebpf.program_mut(PROGRAM)
+        .context("XDP program missing from the object")?
+        .try_into()
+        .context("program is not XDP")
+}
+
 /// Load (not attach) the plain program of `ebpf` into the kernel.
 fn load_plain(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     use anyhow::Context;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PROGRAM)
-        .context("XDP program missing from the object")?
-        .try_into()
-        .context("program is not XDP")?;
-    prog.load()
+    plain_prog(ebpf)?
+        .load()
         .context("loading the XDP program into the kernel")
 }
 
@@ -196,26 +201,18 @@ impl XdpAttachment {
                 }
                 // From its own object (nothing used the first one's maps yet).
                 let why = refusal_gist(&text);
-                let mut plain = Ebpf::load(OBJECT_NO_META).with_context(|| {
+                let after = || {
                     format!(
                         "loading the XDP program without metadata, after the program with it \
                          was refused ({why})"
                     )
-                })?;
-                load_plain(&mut plain).map_err(|e2| {
-                    e2.context(format!(
-                        "loading the XDP program without metadata, after the program with it \
-                         was refused ({why})"
-                    ))
-                })?;
+                };
+                let mut plain = Ebpf::load(OBJECT_NO_META).with_context(after)?;
+                load_plain(&mut plain).with_context(after)?;
                 ebpf = plain;
                 metadata_refused = Some(why);
             }
-            let prog: &mut Xdp = ebpf
-                .program_mut(PROGRAM)
-                .context("XDP program missing from the object")?
-                .try_into()
-                .context("program is not XDP")?;
+            let prog = plain_prog(&mut ebpf)?;
             match mode {
                 AttachMode::Generic => {
                     prog.attach(ifname, XdpMode::Skb)

@@ -147,16 +147,13 @@ pub(super) fn build(
         .collect();
     let mut lines: Vec<ReportLine> = Vec::new();
     let mut lanes: Vec<Vec<Lane>> = (0..nq).map(|_| Vec::new()).collect();
-    let mut pages: Option<ring::RingPages> = None;
+    let mut pages = ring::RingPages::default();
     for (j, job) in cfg.jobs.iter().enumerate() {
         for (qi, q) in queues.iter().enumerate() {
             let (producer, consumer) = ring::ring(ring_cfg).with_context(|| {
                 format!("creating the ring of queue {} (job {})", q.id, job.name)
             })?;
-            pages = Some(match pages {
-                Some(p) => p.and(producer.pages()),
-                None => producer.pages(),
-            });
+            pages = pages.and(producer.pages());
             let series = FileSeries::new(SeriesConfig {
                 budget_bytes: budgets[j][qi],
                 rotate_bytes: cfg.rotate_bytes,
@@ -249,7 +246,7 @@ pub(super) fn build(
         writer_inputs,
         probes,
         lines,
-        pages: pages.unwrap_or_default(),
+        pages,
         start_jobs,
         final_captures,
         ring: ring_cfg,
